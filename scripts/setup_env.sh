@@ -17,10 +17,12 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# This machine's pip.conf names local package folders that may be absent: drop those warnings only.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   echo "[setup_env] installing $TORCH_PIN (large; about 2 minutes)"
-  "${PIP[@]}" install -q $TORCH_PIN
+  quiet "${PIP[@]}" install -q $TORCH_PIN
 fi
 echo "[setup_env] installing text4vis and its dependencies into $VENV"
-"${PIP[@]}" install -q -e "$ROOT[dev]"
+quiet "${PIP[@]}" install -q -e "$ROOT[dev]"
 echo "$want" > "$stamp"

@@ -275,7 +275,7 @@ def resolve(raw: dict | None, where: str, opts: Sequence[str] | None = None) -> 
     overrides: dict = {}
     for key, value in parse_opts(opts):
         _set_dotted(overrides, key, value)
-    _merge(cfg, overrides, "--opts")
+    _merge(cfg, overrides, f"--opts (over {where})")
     _check_consistency(cfg, where)
     return cfg
 

@@ -1,0 +1,177 @@
+"""The config schema: defaults, unknown keys with hints, types, overrides and the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import FLAT_SCHEMA, keys_markdown, load_config, parse_opts
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ORIGINAL_STYLE = """
+resume:
+pretrain:
+seed: 1024
+data:
+    dataset: k400
+    modality: RGB
+    num_segments: 8
+    seg_length: 1
+    batch_size: 32
+    workers: 4
+    num_classes: 400
+    image_tmpl: 'img_{:05d}.jpg'
+    train_root: '/data/k400/train'
+    val_root: '/data/k400/val'
+    train_list: 'lists/k400/kinetics_rgb_train_se320.txt'
+    val_list: 'lists/k400/kinetics_rgb_val_se320.txt'
+    label_list: 'lists/kinetics_400_labels.csv'
+    input_size: 224
+    random_shift: True
+    randaug:
+        N: 2
+        M: 9
+network:
+    arch: ViT-B/32
+    init: True
+    tm: False
+    drop_out: 0.0
+    emb_dropout: 0.0
+    type: clip_k400
+    sim_header: Transf
+    joint_st: False
+    drop: 0
+    fix_text: True
+    fix_video: False
+solver:
+    type: cosine
+    epochs: 30
+    start_epoch: 0
+    epoch_offset: 0
+    optim: adamw
+    lr: 5.e-5
+    lr_warmup_step: 5
+    weight_decay: 0.2
+    loss_type: CE
+    evaluate: False
+    clip_ratio: 0.1
+    grad_accumulation_steps: 1
+logging:
+    print_freq: 10
+    eval_freq: 1
+"""
+
+
+@pytest.fixture
+def cfg_file(tmp_path: Path) -> Path:
+    path = tmp_path / "k400.yaml"
+    path.write_text(ORIGINAL_STYLE)
+    return path
+
+
+def test_original_style_config_loads_with_defaults(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file)
+    assert cfg.data.num_segments == 8
+    assert cfg.solver.lr == pytest.approx(5e-5)
+    assert cfg.network.sim_header == "Transf"
+    assert cfg.resume is None and cfg.pretrain is None
+    # keys absent from the file come from the schema
+    assert cfg.network.pretrained == "openai"
+    assert cfg.solver.lr_step_every == 10
+    assert cfg.data.scale_size == 256
+    assert cfg.data.randaug.enable is False and cfg.data.randaug.N == 2
+
+
+def test_every_schema_key_is_present(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file)
+    for key in FLAT_SCHEMA:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+
+
+def test_missing_key_access_raises_instead_of_empty_dotmap(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file)
+    with pytest.raises((AttributeError, KeyError)):
+        cfg.data.not_a_key  # noqa: B018
+
+
+def test_typo_names_key_file_and_closest(cfg_file: Path) -> None:
+    cfg_file.write_text(ORIGINAL_STYLE.replace("num_segments: 8", "num_segment: 8"))
+    with pytest.raises(UserError) as err:
+        load_config(cfg_file)
+    msg = str(err.value)
+    assert "data.num_segment'" in msg and str(cfg_file) in msg and "data.num_segments" in msg
+
+
+def test_wrong_type_is_an_error(cfg_file: Path) -> None:
+    cfg_file.write_text(ORIGINAL_STYLE.replace("batch_size: 32", "batch_size: thirty"))
+    with pytest.raises(UserError, match=r"data\.batch_size.*expected int"):
+        load_config(cfg_file)
+
+
+def test_bad_choice_is_an_error(cfg_file: Path) -> None:
+    cfg_file.write_text(ORIGINAL_STYLE.replace("sim_header: Transf", "sim_header: Transformer"))
+    with pytest.raises(UserError, match="network.sim_header"):
+        load_config(cfg_file)
+
+
+def test_opts_override_nested_keys_with_yaml_types(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file, ["solver.epochs=1", "data.batch_size=4", "network.tm=tsm",
+                                 "solver.betas=[0.9, 0.98]", "data.random_shift=false", "solver.lr=1e-3"])
+    assert cfg.solver.epochs == 1 and isinstance(cfg.solver.epochs, int)
+    assert cfg.data.batch_size == 4
+    assert cfg.network.tm == "tsm"
+    assert cfg.solver.betas == [0.9, 0.98]
+    assert cfg.data.random_shift is False
+    assert cfg.solver.lr == pytest.approx(1e-3)
+
+
+def test_opts_unknown_key_and_bad_syntax(cfg_file: Path) -> None:
+    with pytest.raises(UserError, match="solver.epoch'.*solver.epochs"):
+        load_config(cfg_file, ["solver.epoch=3"])
+    with pytest.raises(UserError, match="key=value"):
+        load_config(cfg_file, ["solver.epochs"])
+
+
+def test_parse_opts_types() -> None:
+    assert parse_opts(["a=1", "b=1.5", "c=true", "d=abc", "e=null"]) == [
+        ("a", 1), ("b", 1.5), ("c", True), ("d", "abc"), ("e", None)]
+
+
+def test_scale_size_follows_input_size(cfg_file: Path) -> None:
+    assert load_config(cfg_file, ["data.input_size=336"]).data.scale_size == 336
+    assert load_config(cfg_file, ["data.input_size=336", "data.scale_size=384"]).data.scale_size == 384
+
+
+def test_classifier_file_required_for_lda(cfg_file: Path) -> None:
+    with pytest.raises(UserError, match="classifier_file"):
+        load_config(cfg_file, ["network.classifier=lda"])
+
+
+def test_cli_prints_resolved_yaml_and_fails_cleanly(cfg_file: Path, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "utils.config", str(cfg_file), "--opts", "solver.epochs=2"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved["solver"]["epochs"] == 2 and resolved["network"]["pretrained"] == "openai"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  num_segment: 8\n")
+    res = subprocess.run([sys.executable, "-m", "utils.config", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and "did you mean 'data.num_segments'" in res.stderr
+
+
+def test_keys_table_lists_every_key() -> None:
+    table = keys_markdown()
+    for key in FLAT_SCHEMA:
+        assert f"| `{key}` |" in table
+
+
+def test_readme_key_table_is_current() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert keys_markdown() in readme, "README key table is stale: run python -m utils.config --keys-markdown"

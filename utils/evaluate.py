@@ -1,0 +1,262 @@
+"""The one evaluation engine: per-video fused embeddings, exactly once per video, on every rank.
+
+`collect` runs the visual side of the model over an eval loader whose items are
+`(uint8 clips (B, V*T, 3, S, S), labels (B,), dataset indices (B,))` with the V = crops x clips
+views in crop-major, then clip, then frame order. Each view of T frames is encoded separately
+(`model.encode_video`, un-normalised), then the views are fused:
+
+* `fuse="embeddings"` (the original's test.py): the V un-normalised embeddings are averaged;
+  scores are later `softmax(scale * cos(mean embedding, class embedding))`.
+* `fuse="scores"` (mmaction2 style): the per-view embeddings are kept (N, V, D) and the scores
+  are the mean over views of the per-view softmax probabilities.
+
+Results of all ranks are all-gathered (every rank gets the full set), de-duplicated by dataset
+index and sorted by it, so any sampler works (ours gives each index to exactly one rank; a
+padding `DistributedSampler` is also handled). Class scores are computed afterwards from the
+output (`EvalOutput.scores`), which lets the zero-shot protocols restrict the class set without a
+second pass over the data. train.py's validation, test.py, test_zeroshot.py and predict.py all go
+through here.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+
+from utils.metrics import classification_report
+
+PRECISIONS = ("fp32", "amp", "fp16", "bf16")
+FUSIONS = ("embeddings", "scores")
+
+
+@dataclass
+class EvalOutput:
+    """Gathered per-video results, sorted by dataset index (CPU, float32).
+
+    embeddings: (N, D) views-averaged, un-normalised video embeddings.
+    labels, indices: (N,) int64.
+    seconds: wall-clock time of the pass (slowest rank).
+    view_embeddings: (N, V, D) per-view embeddings, kept only for `fuse="scores"`.
+    """
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    seconds: float
+    fuse: str = "embeddings"
+    view_embeddings: torch.Tensor | None = None
+    views: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def scores(self, class_embeddings: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+        """Class probabilities (N, C) against (C, D) un-normalised class embeddings."""
+        return class_scores(self.embeddings if self.view_embeddings is None else self.view_embeddings,
+                            class_embeddings, scale)
+
+    def subset(self, mask: torch.Tensor) -> "EvalOutput":
+        """The videos selected by a boolean mask (N,), other fields unchanged."""
+        ve = self.view_embeddings[mask] if self.view_embeddings is not None else None
+        return EvalOutput(self.embeddings[mask], self.labels[mask], self.indices[mask], self.seconds,
+                          self.fuse, ve, self.views, dict(self.extra))
+
+
+def class_scores(video_embeddings: torch.Tensor, class_embeddings: torch.Tensor,
+                 scale: float = 100.0) -> torch.Tensor:
+    """softmax(scale * cosine) over classes; (N, D) -> (N, C), or (N, V, D) -> mean over views."""
+    v = F.normalize(video_embeddings.float(), dim=-1)
+    c = F.normalize(class_embeddings.detach().float().to(v.device), dim=-1)
+    probs = (scale * v @ c.t()).softmax(dim=-1)
+    return probs.mean(dim=1) if probs.dim() == 3 else probs
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast (the original's test path); amp/fp16: float16 autocast; bf16: bfloat16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def _is_dist(dist: Any) -> bool:
+    return bool(dist is not None and getattr(dist, "distributed", False)
+                and tdist.is_available() and tdist.is_initialized())
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    return torch.device(device) if tdist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_gather_varlen(tensor: torch.Tensor, dist: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Concatenate along dim 0 the tensors of all ranks, whose first dimension may differ.
+
+    Returns a CPU tensor; with world size 1 (or `dist` None) the input itself (on CPU).
+    """
+    if not _is_dist(dist):
+        return tensor.cpu()
+    comm = _comm_device(torch.device(device))
+    local = tensor.to(comm).contiguous()
+    n = torch.tensor([local.shape[0]], device=comm, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(tdist.get_world_size())]
+    tdist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    cap = max(sizes_i)
+    padded = local.new_zeros((cap,) + tuple(local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in sizes_i]
+    tdist.all_gather(parts, padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)]).cpu()
+
+
+def _max_over_ranks(value: float, dist: Any, device: torch.device) -> float:
+    if not _is_dist(dist):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device(device))
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    from datasets.transforms import normalize  # the data area owns the CLIP mean/std
+    return normalize(x)
+
+
+@torch.no_grad()
+def encode_views(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num_frames: int,
+                 device: torch.device, precision: str = "fp32", chunk: int | None = None,
+                 normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 clips (B, V*T, 3, S, S) -> per-view un-normalised embeddings (B, V, D), float32.
+
+    `chunk` bounds the number of views per forward call (memory); None = all at once.
+    """
+    net = _unwrap(model)
+    b = clips.shape[0]
+    if clips.shape[1] != views * num_frames:
+        raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = "
+                         f"{views} x {num_frames}")
+    x = clips.to(device, non_blocking=True).reshape(b * views, num_frames, *clips.shape[2:])
+    norm = normalize or _normalize
+    step = chunk or x.shape[0]
+    outs = []
+    with autocast_context(device, precision):
+        for s in range(0, x.shape[0], step):
+            outs.append(net.encode_video(norm(x[s:s + step])).float())
+    return torch.cat(outs).reshape(b, views, -1)
+
+
+def _sync(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
+            device: torch.device | str, precision: str = "fp32", dist: Any = None,
+            fuse: str = "embeddings", chunk: int | None = None,
+            log: Callable[[str], None] | None = None, print_freq: int = 0,
+            normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EvalOutput:
+    """Run the model over `loader` and return the fused per-video embeddings of all ranks.
+
+    The model is put in eval mode for the pass and its previous mode restored. Every rank
+    returns the same gathered `EvalOutput` (sorted by dataset index, each index once).
+    `log(msg)` is called every `print_freq` batches with the progress and seconds per video.
+    """
+    if fuse not in FUSIONS:
+        raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    embs, view_embs, labels, indices = [], [], [], []
+    seen = 0
+    try:
+        num_batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        num_batches = -1
+    _sync(device)
+    start = time.perf_counter()
+    try:
+        for i, batch in enumerate(loader):
+            clips, label, index = batch[0], batch[1], batch[2]
+            per_view = encode_views(model, clips, views=views, num_frames=num_frames, device=device,
+                                    precision=precision, chunk=chunk, normalize=normalize)
+            embs.append(per_view.mean(dim=1).cpu())
+            if fuse == "scores":
+                view_embs.append(per_view.cpu())
+            labels.append(torch.as_tensor(label).long().reshape(-1).cpu())
+            indices.append(torch.as_tensor(index).long().reshape(-1).cpu())
+            seen += clips.shape[0]
+            if log is not None and print_freq and (i + 1) % print_freq == 0:
+                _sync(device)
+                spv = (time.perf_counter() - start) / max(seen, 1)
+                log(f"Test: [{i + 1}/{num_batches}] {spv:.4f} s/video")
+    finally:
+        model.train(was_training)
+    _sync(device)
+    seconds = _max_over_ranks(time.perf_counter() - start, dist, device)
+
+    dim = embs[0].shape[-1] if embs else 0
+    emb = torch.cat(embs) if embs else torch.zeros(0, dim)
+    lab = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
+    if _is_dist(dist):
+        # A rank with no batch still has to take part; agree on D first.
+        d = torch.tensor([dim], dtype=torch.long, device=_comm_device(device))
+        tdist.all_reduce(d, op=tdist.ReduceOp.MAX)
+        dim = int(d.item())
+        if emb.shape[0] == 0:
+            emb = torch.zeros(0, dim)
+    emb = all_gather_varlen(emb, dist, device)
+    lab = all_gather_varlen(lab, dist, device)
+    idx = all_gather_varlen(idx, dist, device)
+    vemb = None
+    if fuse == "scores":
+        local = torch.cat(view_embs) if view_embs else torch.zeros(0, views, dim)
+        vemb = all_gather_varlen(local, dist, device)
+
+    order = torch.argsort(idx, stable=True)
+    idx_sorted = idx[order]
+    keep = torch.ones_like(idx_sorted, dtype=torch.bool)
+    keep[1:] = idx_sorted[1:] != idx_sorted[:-1]  # drop duplicates of a padding sampler
+    order = order[keep]
+    return EvalOutput(emb[order], lab[order], idx[order], seconds, fuse,
+                      vemb[order] if vemb is not None else None, views)
+
+
+def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
+    """The model's (C, D) class embeddings (un-normalised), detached on CPU."""
+    return _unwrap(model).class_embeddings.detach().float().cpu()
+
+
+def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
+             device: torch.device | str, precision: str = "fp32", dist: Any = None,
+             fuse: str = "embeddings", scale: float | None = 100.0, with_map: bool = False,
+             log: Callable[[str], None] | None = None, print_freq: int = 0) -> tuple[dict, EvalOutput]:
+    """One call for validation and test: collect, score against the model's classes, report.
+
+    Returns (report, output): report has top1, top5 (percent), their exact counts,
+    mean_class_accuracy, num_videos, views, seconds, seconds_per_video and mAP when asked.
+    `scale` None uses the model's learned exp(logit_scale).
+    """
+    out = collect(model, loader, views=views, num_frames=num_frames, device=device,
+                  precision=precision, dist=dist, fuse=fuse, log=log, print_freq=print_freq)
+    if scale is None:
+        scale = float(_unwrap(model).logit_scale.detach().exp().item())
+    scores = out.scores(class_embeddings_of(model), scale)
+    report = classification_report(scores, out.labels, with_map=with_map)
+    report.update(views=views, seconds=out.seconds,
+                  seconds_per_video=out.seconds / len(out) if len(out) else 0.0)
+    out.extra["scores"] = scores
+    return report, out

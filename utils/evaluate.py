@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
-import torch.distributed as tdist
 import torch.nn.functional as F
 
+from utils.distributed import all_gather_tensor, is_dist
 from utils.metrics import classification_report
 
 PRECISIONS = ("fp32", "amp", "fp16", "bf16")
@@ -87,42 +87,8 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def _is_dist(dist: Any) -> bool:
-    return bool(dist is not None and getattr(dist, "distributed", False)
-                and tdist.is_available() and tdist.is_initialized())
-
-
-def _comm_device(device: torch.device) -> torch.device:
-    return torch.device(device) if tdist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def all_gather_varlen(tensor: torch.Tensor, dist: Any, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Concatenate along dim 0 the tensors of all ranks, whose first dimension may differ.
-
-    Returns a CPU tensor; with world size 1 (or `dist` None) the input itself (on CPU).
-    """
-    if not _is_dist(dist):
-        return tensor.cpu()
-    comm = _comm_device(torch.device(device))
-    local = tensor.to(comm).contiguous()
-    n = torch.tensor([local.shape[0]], device=comm, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(tdist.get_world_size())]
-    tdist.all_gather(sizes, n)
-    sizes_i = [int(s.item()) for s in sizes]
-    cap = max(sizes_i)
-    padded = local.new_zeros((cap,) + tuple(local.shape[1:]))
-    padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in sizes_i]
-    tdist.all_gather(parts, padded)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)]).cpu()
-
-
-def _max_over_ranks(value: float, dist: Any, device: torch.device) -> float:
-    if not _is_dist(dist):
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device(device))
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return float(t.item())
+def _max_over_ranks(value: float) -> float:
+    return float(all_gather_tensor(torch.tensor([value], dtype=torch.float64)).max())
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -171,7 +137,9 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     """Run the model over `loader` and return the fused per-video embeddings of all ranks.
 
     The model is put in eval mode for the pass and its previous mode restored. Every rank
-    returns the same gathered `EvalOutput` (sorted by dataset index, each index once).
+    returns the same gathered `EvalOutput` (sorted by dataset index, each index once) when a
+    process group is initialised (`utils.distributed`); `dist` (a `DistInfo`) is accepted for
+    symmetry with the other engines and is not needed otherwise.
     `log(msg)` is called every `print_freq` batches with the progress and seconds per video.
     """
     if fuse not in FUSIONS:
@@ -205,26 +173,22 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     finally:
         model.train(was_training)
     _sync(device)
-    seconds = _max_over_ranks(time.perf_counter() - start, dist, device)
+    seconds = _max_over_ranks(time.perf_counter() - start)
 
     dim = embs[0].shape[-1] if embs else 0
     emb = torch.cat(embs) if embs else torch.zeros(0, dim)
     lab = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
-    if _is_dist(dist):
-        # A rank with no batch still has to take part; agree on D first.
-        d = torch.tensor([dim], dtype=torch.long, device=_comm_device(device))
-        tdist.all_reduce(d, op=tdist.ReduceOp.MAX)
-        dim = int(d.item())
+    if is_dist():
+        # A rank that got no batch still takes part in the gathers; agree on D first.
+        dim = int(all_gather_tensor(torch.tensor([dim])).max())
         if emb.shape[0] == 0:
             emb = torch.zeros(0, dim)
-    emb = all_gather_varlen(emb, dist, device)
-    lab = all_gather_varlen(lab, dist, device)
-    idx = all_gather_varlen(idx, dist, device)
+    emb, lab, idx = all_gather_tensor(emb), all_gather_tensor(lab), all_gather_tensor(idx)
     vemb = None
     if fuse == "scores":
         local = torch.cat(view_embs) if view_embs else torch.zeros(0, views, dim)
-        vemb = all_gather_varlen(local, dist, device)
+        vemb = all_gather_tensor(local)
 
     order = torch.argsort(idx, stable=True)
     idx_sorted = idx[order]

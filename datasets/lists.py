@@ -1,0 +1,144 @@
+"""Annotation lists and label CSVs in the original's formats (SPEC §2.1–2.2).
+
+Two list formats, detected once per file from its first non-blank line:
+- frames: `relative_dir num_frames label` (three fields);
+- video:  `file.mp4 label` (two fields).
+Every later line must have the same number of fields; a line that does not, a label that is not
+a non-negative integer, or a label outside the class CSV's range raises `UserError` with
+`file:line` and the offending text, so a broken list fails at start-up and not hours into a run.
+Paths are kept verbatim (the ActivityNet zero-shot list has `dir//video` paths).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from utils.errors import UserError
+
+ListFormat = Literal["frames", "video"]
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One list line: `path` relative to the data root, `num_frames` (None for video lists),
+    `label`, and the 1-based `line` it came from (for error messages)."""
+
+    path: str
+    num_frames: int | None
+    label: int
+    line: int
+
+
+def _open_text(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"list file not found: {path}")
+    try:
+        # utf-8-sig drops a BOM; splitlines() handles CRLF.
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err})") from None
+
+
+def read_label_csv(path: str | Path) -> list[str]:
+    """Class names of a CSV with header `id,name` whose row i is `i,<name>` (i = 0..C-1 in order).
+
+    Names are returned verbatim (they go into the prompt as they are). Blank lines are ignored,
+    as pandas did in the original; anything else that deviates raises `UserError` at file:line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"label CSV not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err})") from None
+    rows = list(csv.reader(text.splitlines()))
+    names: list[str] = []
+    header_seen = False
+    for lineno, row in enumerate(rows, start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        shown = ",".join(row)
+        if not header_seen:
+            if [c.strip() for c in row] != ["id", "name"]:
+                raise UserError(f"{path}:{lineno}: the header must be 'id,name', got '{shown}'")
+            header_seen = True
+            continue
+        if len(row) != 2:
+            raise UserError(f"{path}:{lineno}: expected two columns 'id,name', got {len(row)}: '{shown}'")
+        try:
+            idx = int(row[0])
+        except ValueError:
+            raise UserError(f"{path}:{lineno}: id '{row[0]}' is not an integer") from None
+        if idx != len(names):
+            raise UserError(f"{path}:{lineno}: ids must be 0..C-1 in order; expected {len(names)}, got {idx}")
+        name = row[1].strip()
+        if not name:
+            raise UserError(f"{path}:{lineno}: empty class name for id {idx}")
+        names.append(name)
+    if not header_seen:
+        raise UserError(f"{path}: empty label CSV (expected a header 'id,name' and one row per class)")
+    if not names:
+        raise UserError(f"{path}: no classes after the header")
+    return names
+
+
+def detect_format(path: str | Path) -> ListFormat:
+    """`frames` or `video`, from the first non-blank line of the list."""
+    path = Path(path)
+    for lineno, line in enumerate(_open_text(path), start=1):
+        if line.strip():
+            return _format_of(line, path, lineno)
+    raise UserError(f"{path}: empty list file")
+
+
+def _format_of(line: str, path: Path, lineno: int) -> ListFormat:
+    fields = line.split()
+    if len(fields) == 3:
+        return "frames"
+    if len(fields) == 2:
+        return "video"
+    raise UserError(f"{path}:{lineno}: expected 'dir num_frames label' or 'file label', "
+                    f"got {len(fields)} fields: '{line.strip()}'")
+
+
+def read_list(path: str | Path, num_classes: int | None = None) -> list[VideoRecord]:
+    """Parse an annotation list; with `num_classes`, also check every label is in [0, C)."""
+    path = Path(path)
+    lines = _open_text(path)
+    fmt: ListFormat | None = None
+    records: list[VideoRecord] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if fmt is None:
+            fmt = _format_of(line, path, lineno)
+        fields = line.split()
+        expected = 3 if fmt == "frames" else 2
+        if len(fields) != expected:
+            layout = "'dir num_frames label'" if fmt == "frames" else "'file label'"
+            raise UserError(f"{path}:{lineno}: this is a {fmt} list ({layout}, from line 1) but the line has "
+                            f"{len(fields)} fields: '{line.strip()}'")
+        num_frames = None
+        if fmt == "frames":
+            num_frames = _int_field(fields[1], "frame count", path, lineno, line)
+        label = _int_field(fields[-1], "label", path, lineno, line)
+        if num_classes is not None and label >= num_classes:
+            raise UserError(f"{path}:{lineno}: label {label} is outside the {num_classes} classes of the "
+                            f"label CSV (0..{num_classes - 1}): '{line.strip()}'")
+        records.append(VideoRecord(fields[0], num_frames, label, lineno))
+    if not records:
+        raise UserError(f"{path}: empty list file")
+    return records
+
+
+def _int_field(text: str, what: str, path: Path, lineno: int, line: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"{path}:{lineno}: {what} '{text}' is not an integer: '{line.strip()}'") from None
+    if value < 0:
+        raise UserError(f"{path}:{lineno}: {what} {value} is negative: '{line.strip()}'")
+    return value

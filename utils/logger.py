@@ -1,0 +1,119 @@
+"""What a run leaves for people to read: `log.txt` (the original's lines), `metrics.csv`,
+`curves.png` (loss / LR / top-1, redrawn each epoch) and optional TensorBoard scalars.
+
+Only rank 0 writes; other ranks get a logger that prints warnings and errors only.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+LOGGER_NAME = "Text4Vis"
+
+
+def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGER_NAME) -> logging.Logger:
+    """The run's logger: stdout + `output_dir/log.txt` on rank 0, warnings only elsewhere."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt if rank == 0 else logging.Formatter(f"[rank {rank}] %(levelname)s: %(message)s"))
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.addHandler(console)
+    if rank == 0 and output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+class MetricsLog:
+    """Per-epoch rows in `metrics.csv`, the PNG of curves, and TensorBoard scalars (rank 0 only)."""
+
+    FIELDS = ("epoch", "iteration", "train_loss", "lr", "lr_visual", "clips_per_s",
+              "epoch_time_s", "val_top1", "val_top5", "best_top1")
+
+    def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.dir = Path(output_dir)
+        self.enabled = enabled
+        self.csv_path = self.dir / "metrics.csv"
+        self.png_path = self.dir / "curves.png"
+        self.rows: list[dict[str, Any]] = []
+        self.tb = None
+        if not enabled:
+            return
+        if self.csv_path.is_file():  # resumed run: keep earlier epochs in the plot
+            with open(self.csv_path, newline="") as fh:
+                self.rows = [dict(r) for r in csv.DictReader(fh)]
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(log_dir=str(self.dir / "tb"))
+            except ImportError:
+                logging.getLogger(LOGGER_NAME).warning("logging.tensorboard is on but tensorboard is not installed")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Per-iteration scalars (TensorBoard only)."""
+        if self.tb is not None:
+            for key, val in values.items():
+                self.tb.add_scalar(key, val, step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row (drops rows of later epochs left by a run that was resumed)."""
+        if not self.enabled:
+            return
+        self.rows = [r for r in self.rows if int(float(r["epoch"])) < int(row["epoch"])]
+        self.rows.append({k: row.get(k, "") for k in self.FIELDS})
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.csv_path)
+        if self.tb is not None:
+            for key in ("train_loss", "val_top1", "val_top5", "clips_per_s"):
+                if row.get(key) not in (None, ""):
+                    self.tb.add_scalar(f"epoch/{key}", float(row[key]), int(row["epoch"]))
+            self.tb.flush()
+        self.plot()
+
+    def plot(self) -> None:
+        """Redraw `curves.png`: train loss, LR and validation top-1 against epochs."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+
+        def series(key: str) -> tuple[list[float], list[float]]:
+            xs, ys = [], []
+            for r in self.rows:
+                if r.get(key) not in (None, ""):
+                    xs.append(float(r["epoch"]))
+                    ys.append(float(r[key]))
+            return xs, ys
+
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        for ax, key, title in zip(axes, ("train_loss", "lr", "val_top1"),
+                                  ("train loss", "learning rate (head)", "val top-1 (%)")):
+            xs, ys = series(key)
+            ax.plot(xs, ys, marker="o")
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.png_path, dpi=80)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

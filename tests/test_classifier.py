@@ -1,0 +1,157 @@
+"""Class embeddings: text rows equal encode_text of the prompts, the cache, random/orthogonal/file, LDA."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modules import classifier as C
+from modules.lda import fit_lda
+from utils.errors import UserError
+
+NAMES = ["abseiling", "air drumming", "answering questions"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    import open_clip
+    torch.manual_seed(0)
+    model = open_clip.CLIP(embed_dim=32, quick_gelu=True,
+                           vision_cfg=dict(image_size=32, layers=1, width=64, head_width=32, patch_size=16),
+                           text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+    return model, open_clip.get_tokenizer("ViT-B-32")
+
+
+def test_text_rows_equal_encode_text_of_prompted_names(tiny_clip):
+    model, tok = tiny_clip
+    model.train()  # must be switched to eval for encoding and restored afterwards
+    emb = C.text_class_embeddings(model, tok, NAMES)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        ref = model.encode_text(tok([f"a video of a person {n}." for n in NAMES]))
+    assert emb.dtype == torch.float32 and emb.shape == (3, 32)
+    torch.testing.assert_close(emb, ref, rtol=0, atol=0)  # un-normalised, exactly encode_text
+    assert not torch.allclose(emb.norm(dim=-1), torch.ones(3))
+
+
+def test_several_templates_average_normalised_features(tiny_clip):
+    model, tok = tiny_clip
+    templates = ["a photo of {}.", "{}"]
+    emb = C.text_class_embeddings(model, tok, NAMES, templates)
+    model.eval()
+    with torch.no_grad():
+        ref = sum(F.normalize(model.encode_text(tok([t.format(n) for n in NAMES])), dim=-1)
+                  for t in templates) / 2
+    torch.testing.assert_close(emb, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_kinetics28_named_set():
+    t = C.resolve_templates("kinetics28")
+    assert len(t) == 28 == len(set(t))
+    assert "a video of a person {}." in t and all(s.count("{}") == 1 for s in t)
+    assert C.resolve_templates("a clip of {}") == ["a clip of {}"]
+    assert C.resolve_templates(None) == ["a video of a person {}."]
+    with pytest.raises(UserError, match="templates"):
+        C.resolve_templates("no placeholder")
+
+
+def test_cache_reused_only_for_identical_key(tiny_clip, tmp_path, monkeypatch):
+    model, tok = tiny_clip
+    calls = []
+    real = C.encode_class_names
+    monkeypatch.setattr(C, "encode_class_names", lambda *a, **k: calls.append(1) or real(*a, **k))
+    templates = C.resolve_templates(None)
+
+    def run(arch="ViT-B/32", weights="openai", names=NAMES):
+        key = C.make_cache_key(arch, weights, templates, names)
+        return C.text_class_embeddings(model, tok, names, templates, tmp_path, key)
+
+    first = run()
+    assert len(calls) == 1 and len(list(tmp_path.glob("text_feats_*.pt"))) == 1
+    torch.testing.assert_close(run(), first, rtol=0, atol=0)
+    assert len(calls) == 1  # reused
+    run(arch="ViT-B/16")
+    run(weights="/some/other/weights.pt")
+    changed = run(names=NAMES[:2] + ["archery"])
+    assert len(calls) == 4  # each change recomputed
+    assert changed.shape == (3, 32) and not torch.equal(changed[2], first[2])
+    run(names=list(reversed(NAMES)))  # same classes, other order = other class indices
+    assert len(calls) == 5
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_stale_or_corrupt_cache_file_is_not_reused(tiny_clip, tmp_path):
+    model, tok = tiny_clip
+    templates = C.resolve_templates(None)
+    key = C.make_cache_key("tiny", "w", templates, NAMES)
+    path = C.cache_path(tmp_path, key)
+    fake = torch.zeros(3, 32)
+    # a file at the right name but written for another key (e.g. a truncated-hash collision)
+    torch.save({"key": "0" * 64, "embeddings": fake}, path)
+    emb = C.text_class_embeddings(model, tok, NAMES, templates, tmp_path, key)
+    assert not torch.equal(emb, fake)
+    assert torch.load(path, weights_only=True)["key"] == key  # overwritten with the right key
+    path.write_bytes(b"garbage")
+    torch.testing.assert_close(C.text_class_embeddings(model, tok, NAMES, templates, tmp_path, key), emb)
+
+
+def test_random_is_seeded_normal():
+    a = C.random_class_embeddings(50, 64, seed=3)
+    assert a.shape == (50, 64)
+    assert torch.equal(a, C.random_class_embeddings(50, 64, seed=3))
+    assert not torch.equal(a, C.random_class_embeddings(50, 64, seed=4))
+    assert abs(a.mean().item()) < 0.05 and abs(a.std().item() - 1) < 0.05
+
+
+def test_orthogonal_rows_are_orthonormal():
+    q = C.orthogonal_class_embeddings(10, 32, seed=0)
+    assert q.shape == (10, 32)
+    torch.testing.assert_close(q @ q.T, torch.eye(10), rtol=0, atol=1e-5)
+    full = C.orthogonal_class_embeddings(32, 32, seed=0)
+    torch.testing.assert_close(full[:10], q)  # first C rows of the same Q
+    with pytest.raises(UserError, match="orthogonal"):
+        C.orthogonal_class_embeddings(33, 32)
+
+
+def test_load_class_embeddings_checks_shape(tmp_path):
+    good = torch.randn(3, 8)
+    torch.save(good, tmp_path / "e.pt")
+    torch.testing.assert_close(C.load_class_embeddings(tmp_path / "e.pt", 3, 8), good)
+    torch.save({"embeddings": good}, tmp_path / "d.pt")
+    torch.testing.assert_close(C.load_class_embeddings(tmp_path / "d.pt", 3, 8), good)
+    with pytest.raises(UserError, match=r"e\.pt.*\(3, 8\).*\(4, 8\)"):
+        C.load_class_embeddings(tmp_path / "e.pt", 4, 8)
+    with pytest.raises(UserError, match=r"e\.pt"):
+        C.load_class_embeddings(tmp_path / "e.pt", 3, 16)
+    with pytest.raises(UserError, match="not found"):
+        C.load_class_embeddings(tmp_path / "missing.pt", 3, 8)
+    (tmp_path / "bad.pt").write_text("not a tensor")
+    with pytest.raises(UserError, match="bad.pt"):
+        C.load_class_embeddings(tmp_path / "bad.pt", 3, 8)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_fit_lda_recovers_classes_of_separable_features(num_classes):
+    g = torch.Generator().manual_seed(0)
+    d, per = 16, 40
+    # class means on random directions, anisotropic noise that LDA's whitening has to undo
+    means = 3 * torch.randn(num_classes, d, generator=g)
+    scale = torch.linspace(0.2, 2.0, d)
+    labels = torch.arange(num_classes).repeat_interleave(per)
+    feats = means[labels] + torch.randn(len(labels), d, generator=g) * scale
+    w = fit_lda(feats, labels)
+    assert w.shape == (num_classes, d) and w.dtype == torch.float32
+    # the model's logits: cosine between video embedding and class row
+    cos = F.normalize(feats, dim=-1) @ F.normalize(w, dim=-1).T
+    assert (cos.argmax(1) == labels).all()
+    fresh = means[labels] + torch.randn(len(labels), d, generator=g) * scale
+    cos = F.normalize(fresh, dim=-1) @ F.normalize(w, dim=-1).T
+    assert (cos.argmax(1) == labels).float().mean().item() >= 0.95
+    # rows are directions in feature space, not class means: whitening changes them
+    assert not torch.allclose(F.normalize(w, dim=-1), F.normalize(means, dim=-1), atol=0.05)
+
+
+def test_fit_lda_needs_every_class():
+    with pytest.raises(UserError, match="classes"):
+        fit_lda(torch.randn(6, 4), torch.tensor([0, 0, 2, 2, 3, 3]))

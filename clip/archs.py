@@ -1,0 +1,91 @@
+"""Architecture names: the original's CLIP names -> open_clip model configs built with QuickGELU.
+
+OpenAI's CLIP weights were trained with QuickGELU; open_clip's plain configs (`ViT-B-32`, ...) build
+nn.GELU, and OpenAI weights in a GELU model give subtly wrong features without any warning. Every
+name below therefore resolves to a `-quickgelu` config (or one of our tiny configs, which also set
+`quick_gelu: true`).
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+
+import open_clip
+
+from utils.errors import UserError
+
+_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+# Our own configs registered with open_clip's model-config registry (file stem = model name).
+TINY_VIT = "text4vis-tiny"
+TINY_RN = "text4vis-tiny-rn"
+
+# Name the user writes -> open_clip model config name. Keys are matched case-sensitively after
+# normalisation (see `resolve_arch`).
+_ARCHS: dict[str, str] = {
+    "RN50": "RN50-quickgelu",
+    "RN101": "RN101-quickgelu",
+    "RN50x4": "RN50x4-quickgelu",
+    "RN50x16": "RN50x16-quickgelu",
+    "RN50x64": "RN50x64-quickgelu",
+    "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu",
+    "ViT-L/14": "ViT-L-14-quickgelu",
+    "ViT-L/14-336px": "ViT-L-14-336-quickgelu",
+    "tiny": TINY_VIT,
+    "tiny-rn": TINY_RN,
+}
+# open_clip spellings accepted as well (with or without the -quickgelu suffix).
+_ALIASES: dict[str, str] = {
+    "ViT-B-32": "ViT-B/32",
+    "ViT-B-16": "ViT-B/16",
+    "ViT-L-14": "ViT-L/14",
+    "ViT-L-14-336": "ViT-L/14-336px",
+    "ViT-L/14-336": "ViT-L/14-336px",
+    "ViT-L-14-336px": "ViT-L/14-336px",
+    TINY_VIT: "tiny",
+    TINY_RN: "tiny-rn",
+}
+
+
+def _register_configs() -> None:
+    if TINY_VIT not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+_register_configs()
+
+
+def arch_names() -> list[str]:
+    """The names `network.arch` accepts (the original's spelling; open_clip spellings work too)."""
+    return list(_ARCHS)
+
+
+def resolve_arch(arch: str) -> str:
+    """Return the open_clip model-config name (always a QuickGELU config) for `arch`."""
+    name = str(arch).strip()
+    if name.endswith("-quickgelu"):
+        name = name[: -len("-quickgelu")]
+    name = _ALIASES.get(name, name)
+    if name not in _ARCHS:
+        raise UserError(f"network.arch: unknown architecture '{arch}'; valid names: "
+                        f"{', '.join(_ARCHS)} (open_clip spellings such as ViT-B-32 also work)")
+    model_name = _ARCHS[name]
+    if open_clip.get_model_config(model_name) is None:  # pragma: no cover - broken install
+        raise UserError(f"network.arch: open_clip has no model config '{model_name}' "
+                        f"(open_clip {open_clip.__version__}); is the installation complete?")
+    return model_name
+
+
+def model_config(arch: str) -> dict:
+    """The open_clip config dict (a copy) for `arch`, checked to use QuickGELU."""
+    model_name = resolve_arch(arch)
+    cfg = deepcopy(open_clip.get_model_config(model_name))
+    if not cfg.get("quick_gelu", False):  # pragma: no cover - guards the table above
+        raise AssertionError(f"{model_name} does not set quick_gelu")
+    return cfg
+
+
+def is_resnet(cfg: dict) -> bool:
+    """True when the vision tower of an open_clip config is a ModifiedResNet."""
+    return isinstance(cfg["vision_cfg"].get("layers"), (list, tuple))

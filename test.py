@@ -1,0 +1,55 @@
+"""Evaluate a checkpoint on the config's validation/test list, single- or multi-view.
+
+    python test.py --config CFG --weights W [--test_crops 3 --test_clips 4]
+    torchrun --nproc_per_node=N test.py --config CFG --weights W ...   (bash scripts/run_test.sh)
+
+Views are fused as the original (average of the un-normalised video embeddings over crops x
+clips, then cosine x 100; `--fuse scores` averages the per-view softmax instead). Every video is
+counted once over all processes. Prints the metrics and writes `<output>/results.json`
+(`--save_predictions` adds `predictions.npz` with the per-video class probabilities).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from utils.errors import run_cli
+from utils.evaluate import EvalRun, add_eval_args, class_embeddings_of, eval_scale
+from utils.metrics import classification_report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="test.py", description=__doc__.split("\n\n")[0])
+    add_eval_args(parser)
+    parser.add_argument("--metric", default=None, choices=("top1", "map"),
+                        help="also report ActivityNet mAP with `map` (default: data.metric of the config)")
+    args = parser.parse_args(argv)
+    run = EvalRun(args)
+    try:
+        run.build()
+        out = run.collect()
+        with_map = (args.metric or run.cfg.data.metric).lower() == "map"
+        scores = out.scores(class_embeddings_of(run.model), eval_scale(run.model, run.cfg.network.eval_logit_scale))
+        report = classification_report(scores, out.labels, with_map=with_map)
+        n = report["num_videos"]
+        if n != len(run.dataset):
+            raise RuntimeError(f"evaluated {n} videos but the dataset has {len(run.dataset)}")
+        report.update(seconds=out.seconds, seconds_per_video=out.seconds / n if n else 0.0)
+        if run.dist.is_main:
+            results = {**run.header(), **report}
+            path = run.write_json("results.json", results)
+            line = (f"Overall Prec@1 {report['top1']:.3f}% Prec@5 {report['top5']:.3f}% "
+                    f"mean class acc {report['mean_class_accuracy']:.3f}%")
+            if with_map:
+                line += f" mAP {report['mAP']:.3f}%"
+            run.log.info(line)
+            run.log.info(f"{n} videos, {run.views} views each, {report['seconds_per_video']:.4f} s/video; "
+                         f"results: {path}")
+            if args.save_predictions:
+                run.log.info(f"predictions: {run.save_predictions(out, scores)}")
+    finally:
+        run.close()
+
+
+if __name__ == "__main__":
+    run_cli(main)

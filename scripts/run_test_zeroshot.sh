@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: bash scripts/run_test_zeroshot.sh CONFIG WEIGHTS [extra args for test_zeroshot.py]
-#   e.g. bash scripts/run_test_zeroshot.sh configs/k400/k400_train_rgb_vitb-32-f8.yaml k400-vitb-32-f8.pt --test_crops 3 --test_clips 4
+#   e.g. bash scripts/run_test_zeroshot.sh configs/ucf101/ucf_zero_shot.yaml k400-vitl-14-f8.pt
 # One process per local GPU through torchrun (one process on a machine without a GPU).
 # NPROC=N overrides the process count. torchrun --standalone picks a free rendezvous port, so
 # several runs can share a machine (the original used fixed port 1238).

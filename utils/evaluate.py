@@ -19,19 +19,27 @@ through here.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
+import re
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from utils.distributed import all_gather_tensor, is_dist
+from utils.errors import UserError
 from utils.metrics import classification_report
+from utils.precision import CHOICES, autocast, resolve_precision
 
-PRECISIONS = ("fp32", "amp", "fp16", "bf16")
+PRECISIONS = CHOICES
+CROP_CHOICES = (1, 3, 5, 10)
 FUSIONS = ("embeddings", "scores")
 
 
@@ -78,14 +86,10 @@ def class_scores(video_embeddings: torch.Tensor, class_embeddings: torch.Tensor,
     return probs.mean(dim=1) if probs.dim() == 3 else probs
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """fp32: no autocast (the original's test path); amp/fp16: float16 autocast; bf16: bfloat16."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+def autocast_context(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast (the original's test path); amp/fp16: float16 autocast on CUDA (fp32 on
+    CPU, see utils.precision); bf16: bfloat16 autocast."""
+    return autocast(resolve_precision(precision, device), device)
 
 
 def _max_over_ranks(value: float) -> float:
@@ -219,9 +223,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames
     out = collect(model, loader, views=views, num_frames=num_frames, device=device,
                   precision=precision, dist=dist, fuse=fuse, log=log, print_freq=print_freq,
                   normalize=normalize)
-    if scale is None:
-        scale = float(_unwrap(model).logit_scale.detach().exp().item())
-    scores = out.scores(class_embeddings_of(model), scale)
+    scores = out.scores(class_embeddings_of(model), eval_scale(model, scale))
     report = classification_report(scores, out.labels, with_map=with_map)
     report.update(views=views, seconds=out.seconds,
                   seconds_per_video=out.seconds / len(out) if len(out) else 0.0)
@@ -290,3 +292,168 @@ def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: 
             "splits": splits,
         },
     }
+
+
+# --- set-up shared by test.py, test_zeroshot.py and predict.py (the builders that read a config) --
+
+def check_weights_file(path: str | None) -> Path:
+    """A readable weights file, else a UserError naming it (before any model is built)."""
+    if not path:
+        raise UserError("--weights is required: a checkpoint of this project or of the original Text4Vis")
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"weights file not found: {p}")
+    if not p.is_file():
+        raise UserError(f"weights path is not a file: {p}")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"weights file is not readable (permissions): {p}")
+    return p
+
+
+def build_eval_model(cfg: Any, weights: str | Path, class_names: Sequence[str],
+                     device: torch.device | str) -> torch.nn.Module:
+    """The config's model with `weights` loaded (ours or the original's layout), in eval mode.
+
+    When the classifier is trainable (`network.fix_text: False`) its rows come from the
+    checkpoint, so their number must match the label CSV's; otherwise the class embeddings are
+    computed from `class_names` and any class list works (zero-shot).
+    """
+    from modules.builder import build_model
+    from modules.convert import load_weights
+
+    path = check_weights_file(str(weights))
+    model = build_model(cfg, list(class_names), device=device)
+    if not cfg.network.fix_text:
+        _check_trainable_classifier(path, len(class_names), cfg.data.label_list)
+    load_weights(model, str(path))
+    return model.to(device).eval()
+
+
+def _check_trainable_classifier(path: Path, num_classes: int, label_csv: str) -> None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - load_weights reports unreadable files itself
+        raise UserError(f"cannot read weights file {path}: {err}") from None
+    state = ckpt
+    for key in ("model", "model_state_dict", "state_dict"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if key.removeprefix("module.") == "class_embeddings" and isinstance(value, torch.Tensor):
+            if value.shape[0] != num_classes:
+                raise UserError(
+                    f"the label CSV {label_csv} has {num_classes} classes but the trainable classifier "
+                    f"(network.fix_text: False) in {path} has {value.shape[0]} rows; use the label CSV the "
+                    f"model was trained with, or set network.fix_text: True to compute the classifier from "
+                    f"the CSV's class names")
+            return
+
+
+def eval_scale(model: torch.nn.Module, scale: float | None) -> float:
+    """The logit scale of evaluation: `scale` (100 as the original), or exp(logit_scale) if None."""
+    if scale is None:
+        return float(_unwrap(model).logit_scale.detach().exp().item())
+    return float(scale)
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by test.py and test_zeroshot.py."""
+    from utils.config import add_config_args
+    add_config_args(parser)
+    parser.add_argument("--weights", required=True, help="checkpoint: ours or the original's layout")
+    parser.add_argument("--test_crops", type=int, default=1, choices=CROP_CHOICES,
+                        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips")
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips per video")
+    parser.add_argument("--dense", action="store_true", default=None,
+                        help="dense sampling (128-frame windows) instead of uniform segments")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "fp16", "bf16"),
+                        help="fp32 as the original's test (default); amp/fp16 = float16 autocast on CUDA")
+    parser.add_argument("--fuse", default="embeddings", choices=("embeddings", "scores"),
+                        help="view fusion: average embeddings (original) or average softmax scores")
+    parser.add_argument("--output", default=None, help="results folder (default exp/test/<config>/<weights>_<views>)")
+    parser.add_argument("--save_predictions", action="store_true",
+                        help="also write predictions.npz (probabilities, labels, video ids, class names)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def default_output(config: str, weights: str, frames: int, crops: int, clips: int, dense: bool) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(weights).stem)
+    tag = f"{frames}x{crops}x{clips}" + ("_dense" if dense else "")
+    return Path("exp") / "test" / Path(config).stem / f"{stem}_{tag}"
+
+
+class EvalRun:
+    """Everything test.py and test_zeroshot.py share: config, processes, model, data, output."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from utils.config import load_config
+        from utils.distributed import init_distributed
+        from utils.logger import setup_logger
+
+        if args.test_clips < 1:
+            raise UserError(f"--test_clips must be >= 1, got {args.test_clips}")
+        self.args = args
+        self.cfg = load_config(args.config, args.opts)
+        check_weights_file(args.weights)
+        self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
+        self.frames = int(self.cfg.data.num_segments)
+        self.views = args.test_crops * args.test_clips
+        self.dist = init_distributed(device=args.device)
+        self.output = Path(args.output) if args.output else default_output(
+            args.config, args.weights, self.frames, args.test_crops, args.test_clips, self.dense)
+        self.log = setup_logger(self.output, self.dist.rank)
+
+    def build(self) -> None:
+        from datasets import build_dataset, build_loader
+        from datasets.lists import read_label_csv
+
+        cfg, a = self.cfg, self.args
+        self.class_names = read_label_csv(cfg.data.label_list)
+        if cfg.data.num_classes is not None and cfg.data.num_classes != len(self.class_names):
+            raise UserError(f"{a.config}: data.num_classes is {cfg.data.num_classes} but the label CSV "
+                            f"{cfg.data.label_list} has {len(self.class_names)} classes")
+        self.dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips,
+                                     dense=self.dense)
+        self.loader = build_loader(self.dataset, cfg.data.batch_size, cfg.data.workers, train=False,
+                                   rank=self.dist.rank, world_size=self.dist.world_size, seed=cfg.seed)
+        self.model = build_eval_model(cfg, a.weights, self.class_names, self.dist.device)
+        self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
+                      f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
+                      f"{self.dist.world_size} process(es) on {self.dist.device}, precision {a.precision}, "
+                      f"fuse {a.fuse}")
+
+    def collect(self) -> EvalOutput:
+        return collect(self.model, self.loader, views=self.views, num_frames=self.frames,
+                       device=self.dist.device, precision=self.args.precision, dist=self.dist,
+                       fuse=self.args.fuse, log=self.log.info, print_freq=self.cfg.logging.print_freq)
+
+    def header(self) -> dict[str, Any]:
+        a = self.args
+        return {"config": str(a.config), "weights": str(a.weights), "dataset": self.cfg.data.dataset,
+                "arch": self.cfg.network.arch, "num_classes": len(self.class_names),
+                "frames": self.frames, "test_crops": a.test_crops, "test_clips": a.test_clips,
+                "views": self.views, "view_layout": f"{self.frames}x{a.test_crops}x{a.test_clips}",
+                "dense": self.dense, "fuse": a.fuse, "precision": a.precision,
+                "world_size": self.dist.world_size, "device": str(self.dist.device), "opts": list(a.opts)}
+
+    def write_json(self, name: str, data: dict) -> Path:
+        path = self.output / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+    def save_predictions(self, out: EvalOutput, scores: torch.Tensor) -> Path:
+        path = self.output / "predictions.npz"
+        ids = np.array([self.dataset.records[int(i)].path for i in out.indices])
+        np.savez_compressed(path, scores=scores.numpy().astype(np.float32), labels=out.labels.numpy(),
+                            indices=out.indices.numpy(), video_ids=ids, class_names=np.array(self.class_names))
+        return path
+
+    def close(self) -> None:
+        from utils.distributed import cleanup
+        cleanup()
+
+

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.distributed import all_gather_tensor, is_dist
+from utils.distributed import all_gather_tensor, barrier, is_dist
 from utils.errors import UserError
 from utils.metrics import classification_report
 from utils.precision import CHOICES, autocast, resolve_precision
@@ -314,42 +314,30 @@ def build_eval_model(cfg: Any, weights: str | Path, class_names: Sequence[str],
                      device: torch.device | str) -> torch.nn.Module:
     """The config's model with `weights` loaded (ours or the original's layout), in eval mode.
 
-    When the classifier is trainable (`network.fix_text: False`) its rows come from the
+    The checkpoint is read first, so a missing or unreadable file fails before the model is
+    built. When the classifier is trainable (`network.fix_text: False`) its rows come from the
     checkpoint, so their number must match the label CSV's; otherwise the class embeddings are
-    computed from `class_names` and any class list works (zero-shot).
+    computed from `class_names` and any class list works (zero-shot). A checkpoint of another
+    architecture or head raises a UserError listing the differing keys (modules.convert).
     """
     from modules.builder import build_model
-    from modules.convert import load_weights
+    from modules.convert import CLASS_KEY, extract_state_dict, load_weights, read_checkpoint
 
     path = check_weights_file(str(weights))
-    model = build_model(cfg, list(class_names), device=device)
+    ckpt = read_checkpoint(path)
     if not cfg.network.fix_text:
-        _check_trainable_classifier(path, len(class_names), cfg.data.label_list)
-    load_weights(model, str(path))
+        state, _ = extract_state_dict(ckpt, str(path))
+        stored = state.get(CLASS_KEY)
+        if stored is not None and stored.shape[0] != len(class_names):
+            raise UserError(
+                f"the label CSV {cfg.data.label_list} has {len(class_names)} classes but the trainable "
+                f"classifier (network.fix_text: False) in {path} has {stored.shape[0]} rows; use the label "
+                f"CSV the model was trained with, or set network.fix_text: True to compute the classifier "
+                f"from the CSV's class names")
+    model = build_model(cfg, list(class_names), device="cpu")
+    load_weights(model, ckpt, source=str(path))
+    del ckpt
     return model.to(device).eval()
-
-
-def _check_trainable_classifier(path: Path, num_classes: int, label_csv: str) -> None:
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - load_weights reports unreadable files itself
-        raise UserError(f"cannot read weights file {path}: {err}") from None
-    state = ckpt
-    for key in ("model", "model_state_dict", "state_dict"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    if not isinstance(state, dict):
-        return
-    for key, value in state.items():
-        if key.removeprefix("module.") == "class_embeddings" and isinstance(value, torch.Tensor):
-            if value.shape[0] != num_classes:
-                raise UserError(
-                    f"the label CSV {label_csv} has {num_classes} classes but the trainable classifier "
-                    f"(network.fix_text: False) in {path} has {value.shape[0]} rows; use the label CSV the "
-                    f"model was trained with, or set network.fix_text: True to compute the classifier from "
-                    f"the CSV's class names")
-            return
 
 
 def eval_scale(model: torch.nn.Module, scale: float | None) -> float:
@@ -419,7 +407,12 @@ class EvalRun:
                                      dense=self.dense)
         self.loader = build_loader(self.dataset, cfg.data.batch_size, cfg.data.workers, train=False,
                                    rank=self.dist.rank, world_size=self.dist.world_size, seed=cfg.seed)
-        self.model = build_eval_model(cfg, a.weights, self.class_names, self.dist.device)
+        # Rank 0 first: it computes (or caches) the class embeddings that the others then read.
+        if self.dist.rank == 0:
+            self.model = build_eval_model(cfg, a.weights, self.class_names, self.dist.device)
+        barrier()
+        if self.dist.rank != 0:
+            self.model = build_eval_model(cfg, a.weights, self.class_names, self.dist.device)
         self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
                       f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
                       f"{self.dist.world_size} process(es) on {self.dist.device}, precision {a.precision}, "

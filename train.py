@@ -346,7 +346,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     optimizer = build_optimizer(model, lr=cfg.solver.lr, clip_ratio=cfg.solver.clip_ratio,
                                 weight_decay=cfg.solver.weight_decay, betas=cfg.solver.betas,
                                 eps=cfg.solver.eps, no_decay_norm_bias=cfg.solver.no_decay_norm_bias,
-                                full_lr_keywords=_full_lr_keywords(), device=dist.device)
+                                full_lr_names=_full_lr_names(model), device=dist.device)
     scheduler = build_scheduler(optimizer, kind=cfg.solver.type, epochs=cfg.solver.epochs,
                                 warmup_epochs=cfg.solver.lr_warmup_step, iters_per_epoch=len(train_loader),
                                 step_every=cfg.solver.lr_step_every, decay_step=cfg.solver.lr_decay_step,
@@ -415,16 +415,10 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     return {"output": str(out), "best": best, **report}
 
 
-def _full_lr_keywords() -> tuple[str, ...]:
-    """Names of in-backbone temporal parameters trained at the full LR (clip/ may define them)."""
-    try:
-        import clip
-        names = getattr(clip, "FULL_LR_KEYWORDS", None)
-        if names:
-            return tuple(names)
-    except ImportError:
-        pass
-    return ("control_point",)
+def _full_lr_names(model: nn.Module) -> list[str]:
+    """In-backbone temporal parameters trained at the full LR (TokenT1D), as clip/ names them."""
+    import clip
+    return list(clip.full_lr_param_names(model))
 
 
 if __name__ == "__main__":

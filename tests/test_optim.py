@@ -139,3 +139,11 @@ def test_bad_schedule_values():
         build_scheduler(opt, kind="cosine", epochs=2, warmup_epochs=0, iters_per_epoch=0)
     with pytest.raises(UserError):
         build_scheduler(opt, kind="cosine", epochs=2, warmup_epochs=0, iters_per_epoch=3, step_every=0)
+
+
+def test_full_lr_names_leave_the_visual_group():
+    m = Toy()
+    groups = param_groups(m, lr=1.0, clip_ratio=0.1, weight_decay=0.0, full_lr_keywords=(),
+                          full_lr_names=["module.visual.0.bias"])
+    assert "visual.0.bias" in _names(m, groups[1]) and "visual.0.bias" not in _names(m, groups[0])
+    assert "visual.control_point.weight" in _names(m, groups[0])  # keywords switched off

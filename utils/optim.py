@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -28,8 +28,8 @@ from utils.errors import UserError
 FULL_LR_KEYWORDS: tuple[str, ...] = ("control_point",)
 
 
-def _is_slow(name: str, full_lr_keywords: Sequence[str]) -> bool:
-    if any(k in name for k in full_lr_keywords):
+def _is_slow(name: str, full_lr_keywords: Sequence[str], full_lr_names: Collection[str] = ()) -> bool:
+    if name in full_lr_names or any(k in name for k in full_lr_keywords):
         return False
     return "visual" in name or name.split(".")[-1] == "logit_scale"
 
@@ -43,14 +43,19 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay: float,
                  no_decay_norm_bias: bool = False,
-                 full_lr_keywords: Sequence[str] = FULL_LR_KEYWORDS) -> list[dict]:
-    """AdamW parameter groups as the original (see module docstring); each group has a `name`."""
+                 full_lr_keywords: Sequence[str] = FULL_LR_KEYWORDS,
+                 full_lr_names: Collection[str] = ()) -> list[dict]:
+    """AdamW parameter groups as the original (see module docstring); each group has a `name`.
+
+    `full_lr_names`: exact parameter names kept at the full LR although inside `visual`
+    (e.g. `clip.full_lr_param_names(model)`: the TokenT1D convolutions)."""
+    full_lr_names = {n.removeprefix("module.") for n in full_lr_names}
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         name = name.removeprefix("module.")
-        slow = _is_slow(name, full_lr_keywords)
+        slow = _is_slow(name, full_lr_keywords, full_lr_names)
         decay = not (no_decay_norm_bias and _no_decay(name, param))
         buckets.setdefault(("visual" if slow else "head", decay), []).append(param)
     groups = []
@@ -74,10 +79,12 @@ def build_optimizer(model: nn.Module, *, lr: float, clip_ratio: float, weight_de
                     betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                     no_decay_norm_bias: bool = False,
                     full_lr_keywords: Sequence[str] = FULL_LR_KEYWORDS,
+                    full_lr_names: Collection[str] = (),
                     device: torch.device | str = "cpu") -> torch.optim.AdamW:
     """AdamW over `param_groups(...)`; fused kernels on CUDA, foreach elsewhere."""
     groups = param_groups(model, lr=lr, clip_ratio=clip_ratio, weight_decay=weight_decay,
-                          no_decay_norm_bias=no_decay_norm_bias, full_lr_keywords=full_lr_keywords)
+                          no_decay_norm_bias=no_decay_norm_bias, full_lr_keywords=full_lr_keywords,
+                          full_lr_names=full_lr_names)
     kwargs = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
                              weight_decay=weight_decay, **kwargs)

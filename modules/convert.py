@@ -1,0 +1,182 @@
+"""Load weights into a VideoCLIP from our checkpoints or the original Text4Vis layout.
+
+Accepted inputs (all read with `torch.load(weights_only=True)`):
+* ours: `{'model': state_dict, 'config': ..., ...}` (utils/checkpoint.py);
+* the original's: `{'epoch', 'model_state_dict': {'visual.*', 'fusion_model.*', 'logit_scale'},
+  'optimizer_state_dict'}`, possibly with `module.` prefixes (saved from DDP);
+* a bare state dict.
+Our parameter names equal the original's (open_clip's visual encoder keeps OpenAI's names and the
+`Transf` head keeps `fusion_model.*`), so the conversion strips wrappers and prefixes only. Class
+embeddings are absent from original checkpoints; they come from the label CSV.
+
+    python -m modules.convert ORIGINAL.pt OUT.pt   # writes {'model': ..., 'epoch': ..., 'source': ...}
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from utils.errors import UserError, run_cli
+
+CLASS_KEY = "class_embeddings"
+_PREFIXES = ("module.", "_orig_mod.")
+_SHOW = 6  # keys listed per kind of mismatch
+
+
+@dataclass
+class LoadReport:
+    """What `load_weights` did; empty lists mean an exact match."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    class_embeddings_loaded: bool = False
+    layout: str = "ours"
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """torch.load(weights_only=True) on CPU; a missing or unreadable file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+
+
+def _strip(key: str) -> str:
+    """Drop wrapper prefixes: DDP's `module.` (leading or after a sub-module name, as when the head
+    alone was wrapped) and torch.compile's `_orig_mod.`."""
+    key = key.replace(".module.", ".").replace("._orig_mod.", ".")
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict with our key names, layout) from any accepted checkpoint object."""
+    if not isinstance(ckpt, Mapping):
+        raise UserError(f"{source}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        state, layout = ckpt["model"], "ours"
+    elif "model_state_dict" in ckpt and isinstance(ckpt["model_state_dict"], Mapping):
+        state, layout = ckpt["model_state_dict"], "original"
+    elif "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
+        state, layout = ckpt["state_dict"], "state_dict"
+    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        state, layout = ckpt, "state_dict"
+    else:
+        raise UserError(f"{source}: no model weights found (keys: {', '.join(sorted(map(str, ckpt))[:8])}); "
+                        f"expected 'model' (ours) or 'model_state_dict' (original Text4Vis)")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        name = _strip(str(k))
+        if name in out:
+            raise UserError(f"{source}: key '{name}' appears twice (with and without a 'module.' prefix)")
+        out[name] = v
+    if any(str(k).startswith("module.") for k in state):
+        layout += ", module.-prefixed"
+    return out, layout
+
+
+def convert_original(ckpt: Any, source: str = "checkpoint") -> dict[str, Any]:
+    """The original's checkpoint -> our checkpoint format (model weights only, no config)."""
+    state, layout = extract_state_dict(ckpt, source)
+    out: dict[str, Any] = {"model": state, "source": f"{source} ({layout} layout)"}
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("epoch"), int):
+        out["epoch"] = ckpt["epoch"]
+    return out
+
+
+def _listing(title: str, items: Sequence[str]) -> str:
+    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return f"{len(items)} {title}: {', '.join(items[:_SHOW])}{more}"
+
+
+def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: bool = True,
+                 class_embeddings: bool | None = None, source: str | None = None) -> LoadReport:
+    """Copy checkpoint weights into `model` (a VideoCLIP, possibly DDP-wrapped).
+
+    `class_embeddings`: True = take them from the checkpoint (shapes must match), False = keep the
+    model's (computed from the label CSV), None = take them only when the model's are trainable
+    (`fix_text: False`) and the shapes match. Missing class embeddings are never an error.
+    strict=True: any other missing/unexpected key or shape mismatch raises a UserError that lists
+    them; strict=False loads what matches and returns the report.
+    """
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    if isinstance(path_or_state, (str, Path)):
+        source = source or str(path_or_state)
+        ckpt = read_checkpoint(path_or_state)
+    else:
+        source = source or "checkpoint"
+        ckpt = path_or_state
+    state, layout = extract_state_dict(ckpt, source)
+    own = model.state_dict()
+    report = LoadReport(layout=layout)
+
+    ckpt_emb = state.pop(CLASS_KEY, None)
+    own_emb = own.get(CLASS_KEY)
+    if ckpt_emb is not None and own_emb is not None:
+        same = tuple(ckpt_emb.shape) == tuple(own_emb.shape)
+        take = class_embeddings
+        if take is None:
+            take = same and isinstance(getattr(model, CLASS_KEY, None), nn.Parameter)
+        if take and not same:
+            raise UserError(f"{source}: its class embeddings have shape {tuple(ckpt_emb.shape)}, the model's "
+                            f"{tuple(own_emb.shape)} (another label list?)")
+        if take:
+            state[CLASS_KEY] = ckpt_emb
+            report.class_embeddings_loaded = True
+    elif class_embeddings and ckpt_emb is None:
+        raise UserError(f"{source}: holds no class embeddings")
+
+    compare = {k: v for k, v in own.items() if k != CLASS_KEY or report.class_embeddings_loaded}
+    report.missing = sorted(k for k in compare if k not in state)
+    report.unexpected = sorted(k for k in state if k not in own)
+    report.mismatched = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                               for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape))
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        parts = [_listing(t, items) for t, items in (("missing keys", report.missing),
+                                                    ("unexpected keys", report.unexpected),
+                                                    ("shape mismatches (checkpoint vs model)", report.mismatched))
+                 if items]
+        raise UserError(f"{source} ({layout} layout) does not match the model built from the config "
+                        f"(network.arch, sim_header, tm, joint_st?): " + "; ".join(parts))
+    bad = {m.split(" ", 1)[0] for m in report.mismatched}
+    loadable = {k: v for k, v in state.items() if k in own and k not in bad}
+    model.load_state_dict(loadable, strict=False)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from modules.classifier import save_atomic
+
+    parser = argparse.ArgumentParser(prog="python -m modules.convert",
+                                     description="Convert an original Text4Vis checkpoint to our format.")
+    parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
+    parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
+    args = parser.parse_args(argv)
+    ckpt = read_checkpoint(args.original)
+    out = convert_original(ckpt, args.original)
+    save_atomic(out, args.out)
+    n = len(out["model"])
+    print(f"wrote {args.out}: {n} tensors ({out['source']})")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,152 @@
+"""Checkpoint loading: the original Text4Vis layout (with/without `module.`), ours, the CLI, errors."""
+import argparse
+import math
+
+import pytest
+import torch
+
+from modules import convert
+from modules.heads import build_head
+from modules.video_model import VideoCLIP
+from utils.errors import UserError
+
+D = 32
+
+
+def tiny_visual(patch=16, width=64):
+    import open_clip
+    model = open_clip.CLIP(embed_dim=D, quick_gelu=True,
+                           vision_cfg=dict(image_size=32, layers=2, width=width, head_width=32, patch_size=patch),
+                           text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+    return model.visual
+
+
+def make_model(seed, patch=16, width=64, head="Transf", fix_text=True, classes=5):
+    torch.manual_seed(seed)
+    return VideoCLIP(tiny_visual(patch, width), build_head(head, D, 4, heads=1), torch.randn(classes, D),
+                     fix_text=fix_text, logit_scale=math.log(1 / 0.07))
+
+
+def original_checkpoint(seed=123, prefix=""):
+    """A checkpoint as the original's train.py saves it, from random weights: visual.* from an
+    open_clip visual tower, fusion_model.* of the Transf head, logit_scale; no class embeddings."""
+    torch.manual_seed(seed)
+    visual = tiny_visual()
+    head = build_head("Transf", D, 4, heads=1)
+    sd = {f"{prefix}visual.{k}": torch.randn_like(v) for k, v in visual.state_dict().items()}
+    sd.update({f"{prefix}fusion_model.{k}": torch.randn_like(v) for k, v in head.state_dict().items()})
+    sd[f"{prefix}logit_scale"] = torch.tensor(4.6052)
+    return {"epoch": 29, "model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []}}
+
+
+def assert_loaded(model, ckpt, prefix=""):
+    own = model.state_dict()
+    src = ckpt["model_state_dict"]
+    assert len(src) == len(own) - 1  # everything but class_embeddings
+    for k, v in src.items():
+        assert torch.equal(own[k[len(prefix):]], v), k
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_original_layout_loads_exactly(prefix, tmp_path):
+    ckpt = original_checkpoint(prefix=prefix)
+    path = tmp_path / "orig.pt"
+    torch.save(ckpt, path)
+    model = make_model(0)
+    emb_before = model.class_embeddings.clone()
+    report = convert.load_weights(model, path)
+    assert_loaded(model, ckpt, prefix)
+    assert torch.equal(model.class_embeddings, emb_before)  # from the CSV, not the checkpoint
+    assert report.layout.startswith("original") and not report.class_embeddings_loaded
+    assert model.logit_scale.item() == pytest.approx(4.6052)
+
+
+def test_head_wrapped_alone_module_infix_is_stripped():
+    ckpt = original_checkpoint()
+    sd = ckpt["model_state_dict"]
+    ckpt["model_state_dict"] = {k.replace("fusion_model.", "fusion_model.module."): v for k, v in sd.items()}
+    model = make_model(0)
+    convert.load_weights(model, ckpt)
+    assert torch.equal(model.fusion_model.frame_position_embeddings.weight,
+                       sd["fusion_model.frame_position_embeddings.weight"])
+
+
+def test_cli_round_trips_weights_exactly(tmp_path):
+    ckpt = original_checkpoint(prefix="module.")
+    torch.save(ckpt, tmp_path / "orig.pt")
+    convert.main([str(tmp_path / "orig.pt"), str(tmp_path / "ours.pt")])
+    ours = torch.load(tmp_path / "ours.pt", weights_only=True)
+    assert ours["epoch"] == 29 and set(ours) >= {"model", "source"}
+    src = {k[len("module."):]: v for k, v in ckpt["model_state_dict"].items()}
+    assert set(ours["model"]) == set(src)
+    assert all(torch.equal(ours["model"][k], v) for k, v in src.items())
+    model = make_model(1)
+    convert.load_weights(model, tmp_path / "ours.pt")
+    assert_loaded(model, {"model_state_dict": src})
+    # and back: our model's state dict equals the original weights (+ class embeddings)
+    back = {k: v for k, v in model.state_dict().items() if k != "class_embeddings"}
+    assert all(torch.equal(back[k], v) for k, v in src.items()) and set(back) == set(src)
+
+
+def test_our_checkpoint_and_class_embedding_policy(tmp_path):
+    trained = make_model(7, fix_text=False)
+    ckpt = {"model": trained.state_dict(), "config": {}, "epoch": 3}
+    frozen = make_model(8)
+    emb = frozen.class_embeddings.clone()
+    convert.load_weights(frozen, ckpt)  # frozen: keep the CSV's embeddings
+    assert torch.equal(frozen.class_embeddings, emb)
+    assert torch.equal(frozen.visual.proj, trained.visual.proj)
+    trainable = make_model(9, fix_text=False)
+    assert convert.load_weights(trainable, ckpt).class_embeddings_loaded  # trained matrix is part of the model
+    assert torch.equal(trainable.class_embeddings, trained.class_embeddings)
+    other_classes = make_model(9, fix_text=False, classes=3)
+    assert not convert.load_weights(other_classes, ckpt).class_embeddings_loaded
+    with pytest.raises(UserError, match=r"class embeddings have shape \(5, 32\)"):
+        convert.load_weights(other_classes, ckpt, class_embeddings=True)
+    forced = make_model(10, classes=5)
+    convert.load_weights(forced, ckpt, class_embeddings=True)
+    assert torch.equal(forced.class_embeddings, trained.class_embeddings)
+    wrapper = torch.nn.Module()
+    wrapper.module = make_model(11)
+    convert.load_weights(wrapper, ckpt)  # DDP-style wrappers (.module) are unwrapped
+    assert torch.equal(wrapper.module.visual.proj, trained.visual.proj)
+
+
+def test_other_architecture_gives_short_clear_error(tmp_path):
+    other = make_model(3, patch=8, width=96, head="None")
+    path = tmp_path / "b16.pt"
+    torch.save({"model_state_dict": other.state_dict()}, path)
+    model = make_model(0)
+    with pytest.raises(UserError) as err:
+        convert.load_weights(model, path)
+    msg = str(err.value)
+    assert "b16.pt" in msg and "missing keys" in msg and "shape mismatches" in msg
+    assert "fusion_model.frame_position_embeddings.weight" in msg  # the head the checkpoint lacks
+    assert "visual.conv1.weight (96, 3, 8, 8) vs (64, 3, 16, 16)" in msg
+    assert len(msg) < 1500 and "more)" in msg
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = convert.load_weights(model, path, strict=False)
+    assert report.mismatched and report.missing
+    assert torch.equal(model.visual.conv1.weight, before["visual.conv1.weight"])  # mismatches skipped
+
+
+def test_unexpected_keys_are_reported():
+    ckpt = original_checkpoint()
+    ckpt["model_state_dict"]["visual.extra_temporal.weight"] = torch.zeros(3)
+    with pytest.raises(UserError, match=r"1 unexpected keys: visual\.extra_temporal\.weight"):
+        convert.load_weights(make_model(0), ckpt)
+
+
+def test_missing_or_unreadable_files(tmp_path):
+    model = make_model(0)
+    with pytest.raises(UserError, match="not found.*nope.pt"):
+        convert.load_weights(model, tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00\x01 definitely not a checkpoint")
+    with pytest.raises(UserError, match="cannot read checkpoint.*junk.pt"):
+        convert.load_weights(model, tmp_path / "junk.pt")
+    torch.save({"optimizer": {}}, tmp_path / "noweights.pt")
+    with pytest.raises(UserError, match="no model weights"):
+        convert.load_weights(model, tmp_path / "noweights.pt")
+    torch.save({"model_state_dict": {"x": argparse.Namespace()}}, tmp_path / "pickled.pt")
+    with pytest.raises(UserError, match="cannot read checkpoint.*pickled.pt"):  # weights_only refuses
+        convert.load_weights(model, tmp_path / "pickled.pt")

@@ -1,0 +1,226 @@
+"""Clip transforms of the original (SPEC §2.7) on a whole uint8 clip tensor (N, 3, H, W).
+
+Every random decision is drawn once per clip from the `numpy.random.Generator` passed in, so all
+frames get the same crop, flip, grayscale, jitter, blur and solarization, and the dataset makes
+the draws reproducible (seed, epoch, sample). The image operations are torchvision transforms v2
+functionals applied to the stacked clip in one call each (no per-frame PIL loop).
+
+Training computes the random crop box on the *virtual* short-side-resized frame, maps it back to
+the source frame and resizes only that region to the input size (bilinear, antialiased): the same
+geometry as "resize, then crop, then resize" up to sub-pixel rounding, at a fraction of the cost.
+Evaluation resizes the whole frames once (bicubic, antialiased) and slices the crops, which keeps
+the original's crop positions exactly (SPEC §11.5).
+
+Normalisation is not part of the transforms: the loader yields uint8 and the engines call
+`normalize` on the device (4x less data through the loader).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (..., 3, H, W) on any device → `dtype`, (x/255 - CLIP mean) / CLIP std."""
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=dtype).view(3, 1, 1)
+    return (x.to(dtype) / 255.0 - mean) / std
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def resized_shape(h: int, w: int, short: int) -> tuple[int, int]:
+    """Size after resizing the short side to `short`; the long side is truncated (340.8 → 340)."""
+    if w <= h:
+        return int(short * h / w), short
+    return short, int(short * w / h)
+
+
+def center_crop_box(h: int, w: int, size: int) -> Box:
+    """Centre crop as torchvision's: offsets int(round((h - size) / 2)) (halves round to even)."""
+    return int(round((h - size) / 2.0)), int(round((w - size) / 2.0)), size, size
+
+
+def random_sized_crop_box(h: int, w: int, size: int, rng: np.random.Generator) -> Box:
+    """The original's GroupRandomSizedCrop on an (h, w) frame: 10 attempts at area U(0.08, 1) and
+    aspect U(3/4, 4/3) with w/h swapped with p 0.5; fallback = short side resized to `size` and a
+    random square crop, expressed here as a random square of the short side."""
+    area = h * w
+    for _ in range(10):
+        target = rng.uniform(0.08, 1.0) * area
+        aspect = rng.uniform(3.0 / 4.0, 4.0 / 3.0)
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if rng.random() < 0.5:
+            cw, ch = ch, cw
+        if cw <= w and ch <= h:
+            left = int(rng.integers(0, w - cw + 1))
+            top = int(rng.integers(0, h - ch + 1))
+            return top, left, ch, cw
+    side = min(h, w)
+    return int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1)), side, side
+
+
+def fix_offsets(w: int, h: int, crop_w: int, crop_h: int, more: bool) -> list[tuple[int, int]]:
+    """TSN's fixed (x, y) crop offsets on a quarter-step grid: 4 corners + centre (+8 with `more`)."""
+    ws, hs = (w - crop_w) // 4, (h - crop_h) // 4
+    out = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
+    if more:
+        out += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0),
+                (ws, hs), (3 * ws, hs), (ws, 3 * hs), (3 * ws, 3 * hs)]
+    return out
+
+
+def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
+                        scales: Sequence[float] = (1, .875, .75, .66), max_distort: int = 1) -> Box:
+    """TSN's GroupMultiScaleCrop: crop sides from `scales` × short side (snapped to `size` within
+    3 px), pairs at most `max_distort` scale steps apart, position on the 13-point fixed grid."""
+    base = min(h, w)
+    sizes = [int(base * s) for s in scales]
+    snapped = [size if abs(s - size) < 3 else s for s in sizes]
+    pairs = [(cw, ch) for i, ch in enumerate(snapped) for j, cw in enumerate(snapped) if abs(i - j) <= max_distort]
+    cw, ch = pairs[int(rng.integers(0, len(pairs)))]
+    offsets = fix_offsets(w, h, cw, ch, more=True)
+    x, y = offsets[int(rng.integers(0, len(offsets)))]
+    return y, x, ch, cw
+
+
+def test_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
+    """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
+
+    1: short side → scale_size, centre crop.  3: short side → input_size, crops at x = 0, 4·step,
+    2·step (left, right, centre; step = (W-S)//4), y = 2·((H-S)//4).  5: short side → scale_size,
+    upper-left, upper-right, lower-left, lower-right, centre.  10: each of the 5 followed by its flip.
+    """
+    if crops == 1:
+        rh, rw = resized_shape(h, w, scale_size)
+        return (rh, rw), [(center_crop_box(rh, rw, input_size), False)]
+    if crops == 3:
+        rh, rw = resized_shape(h, w, input_size)
+        ws, hs = (rw - input_size) // 4, (rh - input_size) // 4
+        xs = [0, 4 * ws, 2 * ws]
+        return (rh, rw), [((2 * hs, x, input_size, input_size), False) for x in xs]
+    if crops in (5, 10):
+        rh, rw = resized_shape(h, w, scale_size)
+        plan = []
+        for x, y in fix_offsets(rw, rh, input_size, input_size, more=False):
+            plan.append(((y, x, input_size, input_size), False))
+            if crops == 10:
+                plan.append(((y, x, input_size, input_size), True))
+        return (rh, rw), plan
+    raise ValueError(f"test_crops must be 1, 3, 5 or 10, got {crops}")
+
+
+def _map_box(box: Box, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Box:
+    """A box on a resized frame → the same region on the source frame (rounded to pixels)."""
+    top, left, bh, bw = box
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    t, l = int(round(top * sy)), int(round(left * sx))
+    b, r = int(round((top + bh) * sy)), int(round((left + bw) * sx))
+    t, l = min(max(t, 0), to_hw[0] - 1), min(max(l, 0), to_hw[1] - 1)
+    return t, l, max(1, min(b, to_hw[0]) - t), max(1, min(r, to_hw[1]) - l)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+@dataclass
+class TrainTransform:
+    """Training augmentation; `__call__(clip, rng) -> (clip uint8 (N,3,S,S), flipped)`."""
+
+    input_size: int = 224
+    scale_size: int = 256
+    flip_prob: float = 0.5
+    grayscale_prob: float = 0.2
+    crop: str = "random_resized"  # or "multiscale"
+    color_jitter_prob: float = 0.0
+    blur_prob: float = 0.0
+    solarize_prob: float = 0.0
+    randaug: tuple[int, int] | None = None  # (N, M)
+    randaug_per_frame: bool = True
+
+    def crop_box(self, h: int, w: int, rng: np.random.Generator) -> Box:
+        """The crop on the source (h, w) frame, drawn on the virtual resized frame."""
+        rh, rw = resized_shape(h, w, self.scale_size)
+        if self.crop == "multiscale":
+            box = multiscale_crop_box(rh, rw, self.input_size, rng)
+        elif self.crop == "random_resized":
+            box = random_sized_crop_box(rh, rw, self.input_size, rng)
+        else:
+            raise ValueError(f"unknown train crop {self.crop!r}")
+        return _map_box(box, (rh, rw), (h, w))
+
+    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
+        if self.randaug is not None:
+            clip = self._randaug(clip, rng)
+        top, left, bh, bw = self.crop_box(clip.shape[-2], clip.shape[-1], rng)
+        size = [self.input_size, self.input_size]
+        clip = F.resized_crop(clip, top, left, bh, bw, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        flipped = bool(rng.random() < self.flip_prob)
+        if flipped:
+            clip = F.horizontal_flip(clip)
+        if self.color_jitter_prob > 0 and rng.random() < self.color_jitter_prob:
+            clip = _color_jitter(clip, rng)
+        if rng.random() < self.grayscale_prob:
+            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
+        if self.blur_prob > 0 and rng.random() < self.blur_prob:
+            sigma = float(rng.uniform(0.1, 2.0))
+            k = 2 * math.ceil(3 * sigma) + 1
+            clip = F.gaussian_blur(clip, [k, k], [sigma, sigma])
+        if self.solarize_prob > 0 and rng.random() < self.solarize_prob:
+            clip = F.solarize(clip, threshold=128)
+        return clip.contiguous(), flipped
+
+    def _randaug(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        # v2.RandAugment draws from torch's global RNG: fork it so the caller's stream is untouched
+        # and seed it from our generator so the draw is reproducible.
+        n, m = self.randaug
+        op = v2.RandAugment(num_ops=n, magnitude=m)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(0, 2**62)))
+            if self.randaug_per_frame:
+                return torch.stack([op(frame) for frame in clip])
+            return op(clip)
+
+
+def _color_jitter(clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """ColorJitter(brightness .4, contrast .4, saturation .2, hue .1) with one draw per clip."""
+    ops = [
+        (F.adjust_brightness, float(rng.uniform(0.6, 1.4))),
+        (F.adjust_contrast, float(rng.uniform(0.6, 1.4))),
+        (F.adjust_saturation, float(rng.uniform(0.8, 1.2))),
+        (F.adjust_hue, float(rng.uniform(-0.1, 0.1))),
+    ]
+    for k in rng.permutation(4):
+        fn, factor = ops[int(k)]
+        clip = fn(clip, factor)
+    return clip
+
+
+@dataclass
+class EvalTransform:
+    """Validation/test views; `__call__(clip) -> uint8 (crops*N, 3, S, S)`, crop-major."""
+
+    input_size: int = 224
+    scale_size: int = 256
+    crops: int = 1
+
+    def __call__(self, clip: torch.Tensor, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, bool]:
+        (rh, rw), plan = test_crop_plan(clip.shape[-2], clip.shape[-1], self.input_size, self.scale_size, self.crops)
+        if (rh, rw) != tuple(clip.shape[-2:]):
+            clip = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        views = []
+        for (top, left, bh, bw), flip in plan:
+            view = clip[..., top:top + bh, left:left + bw]
+            views.append(F.horizontal_flip(view) if flip else view)
+        return torch.cat(views).contiguous(), False

@@ -1,0 +1,124 @@
+"""The dataset: list records → sampled frame indices → decoded frames → clip transform.
+
+`dataset[i] -> (clip uint8 (V*T, 3, S, S), label, i)` with V = crops × clips views, crop-major,
+then clip, then frame. Randomness (frame offsets, augmentation, replacement of a bad sample) comes
+from `numpy.random.default_rng([seed, epoch, i, attempt])`: independent of the worker that loads
+the sample and of the worker count, identical when an epoch is re-run after a resume, and never
+shared between workers (the original's global numpy RNG repeated offsets across workers).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.decoding import BadSampleError, FrameFolderReader, VideoReader, resolve_backend
+from datasets.lists import VideoRecord
+from datasets.sampling import sample_indices
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class VideoDataset(Dataset):
+    """Frame folders (`modality="RGB"`) or video files (`"video"`) under `root`."""
+
+    def __init__(self, records: Sequence[VideoRecord], *, root: str, modality: str, num_segments: int,
+                 mode: str, transform: Callable, image_tmpl: str = "img_{:05d}.jpg", index_bias: int = 1,
+                 num_frames_from: str = "dir", video_backend: str = "auto", dense: bool = False,
+                 random_shift: bool = True, test_clips: int = 1, seed: int = 0, on_bad_sample: str = "error",
+                 max_bad_samples: int | None = None, flip_label_map: dict[int, int] | None = None,
+                 list_path: str = ""):
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"mode must be train, val or test, got {mode!r}")
+        if modality not in ("RGB", "video"):
+            raise UserError(f"data.modality must be RGB or video, got {modality!r}")
+        if on_bad_sample not in ("error", "skip"):
+            raise UserError(f"data.on_bad_sample must be error or skip, got {on_bad_sample!r}")
+        self.records = list(records)
+        if not self.records:
+            raise UserError(f"{list_path or 'dataset'}: no videos left to load")
+        self.root = root
+        self.modality = modality
+        self.num_segments = num_segments
+        self.mode = mode
+        self.transform = transform
+        self.dense = dense
+        self.random_shift = random_shift
+        self.test_clips = test_clips if mode == "test" else 1
+        self.seed = int(seed)
+        self.epoch = 0
+        self.on_bad_sample = on_bad_sample
+        self.max_bad_samples = (max(1, len(self.records) // 1000) if max_bad_samples is None else max_bad_samples)
+        self.flip_label_map = {int(k): int(v) for k, v in (flip_label_map or {}).items()}
+        self.list_path = list_path
+        self.frames = FrameFolderReader(image_tmpl, index_bias, num_frames_from) if modality == "RGB" else None
+        self.video_backend = resolve_backend(video_backend) if modality == "video" else video_backend
+        self.bad_samples: set[int] = set()
+        self.fewshot_records: list[VideoRecord] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng(self, index: int, attempt: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, index, attempt])
+
+    def path_of(self, record: VideoRecord) -> str:
+        return os.path.join(self.root, record.path) if self.root else record.path
+
+    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """Decode and transform one sample (no bad-sample handling)."""
+        record = self.records[index]
+        path = self.path_of(record)
+        if self.frames is not None:
+            n = self.frames.num_frames(path, record.num_frames)
+        else:
+            reader = VideoReader(path, self.video_backend)
+            n = reader.num_frames
+        indices = sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
+                                 random_shift=self.random_shift, rng=rng)
+        clip = self.frames.read(path, indices) if self.frames is not None else reader.read(indices)
+        clip, flipped = self.transform(clip, rng)
+        label = record.label
+        if flipped and self.flip_label_map:
+            label = self.flip_label_map.get(label, label)
+        return clip, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return self._get(index)
+        # In the main process (workers=0): small per-clip ops are several times slower with
+        # several threads on a busy machine, so run them on one and restore afterwards.
+        torch.set_num_threads(1)
+        try:
+            return self._get(index)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _get(self, index: int) -> tuple[torch.Tensor, int, int]:
+        attempt, current = 0, index
+        while True:
+            try:
+                clip, label = self.load(current, self.rng(current, attempt))
+                return clip, label, index
+            except BadSampleError as err:
+                if self.on_bad_sample == "error":
+                    raise BadSampleError(f"{err} (list {self.list_path}, line {self.records[current].line}; "
+                                         f"set data.on_bad_sample: skip to replace bad samples)") from None
+                self.bad_samples.add(current)
+                log.warning("skipping bad sample %d: %s", current, err)
+                if len(self.bad_samples) > self.max_bad_samples:
+                    raise BadSampleError(f"more than data.max_bad_samples={self.max_bad_samples} bad samples "
+                                         f"({len(self.bad_samples)}); last: {err}. Run python -m datasets.check "
+                                         f"to list them all") from None
+                attempt += 1
+                # Deterministic replacement: a function of (seed, epoch, index, attempt) only.
+                current = int(self.rng(index, attempt).integers(0, len(self.records)))

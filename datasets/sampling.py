@@ -58,7 +58,7 @@ def _linspace_trunc(stop: float, num: int) -> list[int]:
     return [int(v) for v in np.linspace(0.0, stop, num=num)]
 
 
-def test_indices(n: int, T: int, clips: int = 1) -> list[int]:
+def eval_indices(n: int, T: int, clips: int = 1) -> list[int]:
     """Uniform multi-clip test sampling: clip starts spread over the first segment.
 
     tick = n/T; starts = linspace(0, tick-1, clips) truncated; clip k = int(start_k + tick*i) mod n.
@@ -108,5 +108,5 @@ def sample_indices(n: int, T: int, *, mode: str, clips: int = 1, dense: bool = F
     if mode in ("train", "val"):
         return dense_val_indices(n, T) if dense else val_indices(n, T)
     if mode == "test":
-        return dense_test_indices(n, T, clips) if dense else test_indices(n, T, clips)
+        return dense_test_indices(n, T, clips) if dense else eval_indices(n, T, clips)
     raise ValueError(f"unknown sampling mode {mode!r}")

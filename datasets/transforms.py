@@ -96,7 +96,7 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
     return y, x, ch, cw
 
 
-def test_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
+def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
     1: short side → scale_size, centre crop.  3: short side → input_size, crops at x = 0, 4·step,
@@ -216,7 +216,7 @@ class EvalTransform:
     crops: int = 1
 
     def __call__(self, clip: torch.Tensor, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, bool]:
-        (rh, rw), plan = test_crop_plan(clip.shape[-2], clip.shape[-1], self.input_size, self.scale_size, self.crops)
+        (rh, rw), plan = eval_crop_plan(clip.shape[-2], clip.shape[-1], self.input_size, self.scale_size, self.crops)
         if (rh, rw) != tuple(clip.shape[-2:]):
             clip = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
         views = []

@@ -1,0 +1,165 @@
+"""datasets.transforms: crop boxes of the original's test crops, clip-consistent random decisions,
+the virtual-resize crop matching resize-then-crop, normalisation."""
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from datasets.transforms import (CLIP_MEAN, CLIP_STD, EvalTransform, TrainTransform, center_crop_box,
+                                 multiscale_crop_box, normalize, random_sized_crop_box, resized_shape,
+                                 eval_crop_plan)
+
+
+def _clip(t=4, h=64, w=86, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (t, 3, h, w), dtype=torch.uint8, generator=g)
+
+
+def test_resized_shape_truncates_long_side():
+    assert resized_shape(320, 426, 256) == (256, 340)  # 340.8 -> 340
+    assert resized_shape(426, 320, 256) == (340, 256)
+    assert resized_shape(256, 340, 224) == (224, 297)  # 297.5 -> 297
+    assert resized_shape(100, 100, 224) == (224, 224)
+
+
+def test_center_crop_rounds_half_to_even():
+    assert center_crop_box(256, 340, 224) == (16, 58, 224, 224)
+    assert center_crop_box(257, 341, 224) == (16, 58, 224, 224)  # 16.5 -> 16, 58.5 -> 58
+    assert center_crop_box(259, 343, 224) == (18, 60, 224, 224)  # 17.5 -> 18, 59.5 -> 60
+
+
+def test_crop_plan_1_3_5_10_landscape():
+    # source 256 x 340, input 224, scale 256
+    assert eval_crop_plan(256, 340, 224, 256, 1) == ((256, 340), [((16, 58, 224, 224), False)])
+    # 3 crops: short side -> 224 (297 wide), step (297-224)//4 = 18: left, right, centre
+    size3, plan3 = eval_crop_plan(256, 340, 224, 256, 3)
+    assert size3 == (224, 297)
+    assert plan3 == [((0, 0, 224, 224), False), ((0, 72, 224, 224), False), ((0, 36, 224, 224), False)]
+    # 5 crops on 256 x 340: steps 29 (x) and 8 (y): UL, UR, LL, LR, centre
+    size5, plan5 = eval_crop_plan(256, 340, 224, 256, 5)
+    assert size5 == (256, 340)
+    boxes5 = [(0, 0), (0, 116), (32, 0), (32, 116), (16, 58)]
+    assert plan5 == [((t, l, 224, 224), False) for t, l in boxes5]
+    _, plan10 = eval_crop_plan(256, 340, 224, 256, 10)
+    assert plan10 == [((t, l, 224, 224), f) for t, l in boxes5 for f in (False, True)]
+    with pytest.raises(ValueError):
+        eval_crop_plan(256, 340, 224, 256, 4)
+
+
+def test_three_crops_identical_on_portrait_frames():
+    size, plan = eval_crop_plan(340, 256, 224, 256, 3)  # SPEC 11.5
+    assert size == (297, 224)
+    assert [b for b, _ in plan] == [(36, 0, 224, 224)] * 3
+
+
+def test_eval_transform_views_are_slices_of_the_resized_clip_crop_major():
+    clip = _clip(3, 40, 60)
+    out, _ = EvalTransform(input_size=32, scale_size=36, crops=10)(clip)
+    assert out.shape == (10 * 3, 3, 32, 32)
+    (rh, rw), plan = eval_crop_plan(40, 60, 32, 36, 10)
+    resized = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    for v, ((t, l, h, w), flip) in enumerate(plan):
+        ref = resized[..., t:t + h, l:l + w]
+        ref = F.horizontal_flip(ref) if flip else ref
+        assert torch.equal(out[v * 3:(v + 1) * 3], ref)
+    # one crop = resize + centre crop; a frame already at scale_size is not resized
+    clip2 = _clip(2, 36, 48)
+    out1, _ = EvalTransform(32, 36, 1)(clip2)
+    assert torch.equal(out1, clip2[..., 2:34, 8:40])
+
+
+def test_random_sized_crop_box_bounds_and_fallback():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        t, l, h, w = random_sized_crop_box(256, 340, 224, rng)
+        assert 0 <= t and t + h <= 256 and 0 <= l and l + w <= 340
+        assert 0.08 * 256 * 340 * 0.9 <= h * w <= 256 * 340
+
+    class NeverFits:  # every attempt too large: fallback to a square of the short side
+        def uniform(self, a, b):
+            return b
+
+        def random(self):
+            return 0.9
+
+        def integers(self, low, high):
+            return high - 1
+
+    assert random_sized_crop_box(10, 10, 8, NeverFits()) == (0, 0, 10, 10)
+    assert random_sized_crop_box(10, 30, 8, NeverFits()) == (0, 20, 10, 10)
+
+
+def test_multiscale_crop_box_on_grid():
+    rng = np.random.default_rng(0)
+    sizes = {256, 224, 192, 168}  # int(256*s), 224 snapped
+    for _ in range(200):
+        t, l, h, w = multiscale_crop_box(256, 340, 224, rng)
+        assert h in sizes and w in sizes
+        assert l % ((340 - w) // 4 or 1) == 0 and t % ((256 - h) // 4 or 1) == 0
+        assert t + h <= 256 and l + w <= 340
+
+
+def test_train_random_decisions_shared_by_all_frames():
+    frame = _clip(1, 48, 64, seed=3)
+    clip = frame.repeat(6, 1, 1, 1)
+    tf = TrainTransform(input_size=32, scale_size=40, flip_prob=0.5, grayscale_prob=0.5, color_jitter_prob=0.5,
+                        blur_prob=0.5, solarize_prob=0.5, randaug=(2, 9), randaug_per_frame=False)
+    flips = []
+    for seed in range(16):
+        out, flipped = tf(clip, np.random.default_rng(seed))
+        flips.append(flipped)
+        assert out.shape == (6, 3, 32, 32) and out.dtype == torch.uint8
+        assert all(torch.equal(out[0], out[i]) for i in range(1, 6))
+    assert any(flips) and not all(flips)
+
+
+def test_randaug_per_frame_differs_between_frames():
+    clip = _clip(1, 48, 64, seed=3).repeat(6, 1, 1, 1)
+    tf = TrainTransform(input_size=32, scale_size=40, flip_prob=0, grayscale_prob=0, randaug=(2, 9),
+                        randaug_per_frame=True)
+    out, _ = tf(clip, np.random.default_rng(0))
+    assert not all(torch.equal(out[0], out[i]) for i in range(1, 6))
+    state = torch.get_rng_state()
+    tf(clip, np.random.default_rng(0))
+    assert torch.equal(state, torch.get_rng_state())  # the global torch RNG is untouched
+
+
+def test_flip_is_the_only_difference_for_the_same_draw():
+    clip = _clip(4, 48, 64, seed=5)
+    base = TrainTransform(input_size=32, scale_size=40, flip_prob=0.0, grayscale_prob=0.0)
+    flip = TrainTransform(input_size=32, scale_size=40, flip_prob=1.0, grayscale_prob=0.0)
+    a, fa = base(clip, np.random.default_rng(7))
+    b, fb = flip(clip, np.random.default_rng(7))
+    assert (fa, fb) == (False, True)
+    assert torch.equal(F.horizontal_flip(a), b)
+    gray = TrainTransform(input_size=32, scale_size=40, flip_prob=0.0, grayscale_prob=1.0)
+    g, _ = gray(clip, np.random.default_rng(7))
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
+
+
+def test_virtual_resize_crop_matches_resize_then_crop():
+    # smooth image so the two interpolation paths agree closely when the geometry is the same
+    h, w = 120, 160
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img = torch.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)]).to(torch.uint8)[None]
+    tf = TrainTransform(input_size=48, scale_size=64, flip_prob=0, grayscale_prob=0)
+    for seed in range(5):
+        out, _ = tf(img, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        rh, rw = resized_shape(h, w, 64)
+        t, l, bh, bw = random_sized_crop_box(rh, rw, 48, rng)
+        resized = F.resize(img, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        ref = F.resize(resized[..., t:t + bh, l:l + bw], [48, 48], interpolation=InterpolationMode.BILINEAR,
+                       antialias=True)
+        assert (out.float() - ref.float()).abs().mean() < 2.0
+
+
+def test_normalize():
+    x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2).clone()
+    y = normalize(x)
+    assert y.dtype == torch.float32
+    for c in range(3):
+        assert y[c, 0, 0].item() == pytest.approx(-CLIP_MEAN[c] / CLIP_STD[c], rel=1e-6)
+        assert y[c, 0, 1].item() == pytest.approx((1 - CLIP_MEAN[c]) / CLIP_STD[c], rel=1e-6)
+    assert normalize(_clip(2, 4, 4)[None]).shape == (1, 2, 3, 4, 4)

@@ -137,7 +137,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, mininterval=1.0,
-                   leave=False, file=sys.stderr)
+                   leave=False, file=sys.stderr, disable=None)  # None: off when not a terminal
     is_ddp = isinstance(model, DDP)
     optimizer.zero_grad(set_to_none=True)
     end = start = time.perf_counter()
@@ -230,22 +230,6 @@ def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Call
     return model
 
 
-def write_fewshot_list(dataset: Any, folder: Path) -> Path | None:
-    """The K-shot selection, one list line per video, so the subset can be reproduced."""
-    records = getattr(dataset, "records", None)
-    if not records:
-        return None
-    path = folder / "fewshot_list.txt"
-    unique, seen = [], set()
-    for rec in records:
-        line = getattr(rec, "line", None) or f"{rec.path} {rec.label}"
-        if line not in seen:
-            seen.add(line)
-            unique.append(line.rstrip("\n"))
-    path.write_text("\n".join(unique) + "\n")
-    return path
-
-
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
@@ -256,6 +240,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--stop_after_epochs", "--stop-after-epochs", dest="stop_after_epochs", type=int, default=None,
+                   metavar="N", help="end this invocation after N epochs and save last_model.pt (the schedule "
+                   "still spans solver.epochs); continue later with --opts resume=auto (job time limits)")
     return p.parse_args(argv)
 
 
@@ -339,6 +326,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     log(f"train: {len(train_ds)} videos, {len(train_loader)} iterations per epoch; "
         f"transforms: {getattr(train_ds, 'transform', '')}")
     if cfg.data.shot and dist.rank == 0:
+        from datasets import write_fewshot_list
         path = write_fewshot_list(train_ds, out)
         if path:
             log(f"few-shot selection written to {path}")
@@ -368,11 +356,11 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
 
     metrics = MetricsLog(out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
     report: dict = {}
-    for epoch in range(start_epoch, cfg.solver.epochs):
-        if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
+    end_epoch = cfg.solver.epochs
+    if args.stop_after_epochs is not None:
+        end_epoch = min(end_epoch, start_epoch + max(args.stop_after_epochs, 0))
+    for epoch in range(start_epoch, end_epoch):
+        train_loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
         stats = train_one_epoch(
             ddp_model, train_loader, optimizer, scheduler, scaler, epoch=epoch, device=dist.device,
             num_frames=num_frames, precision=precision, accumulation=cfg.solver.grad_accumulation_steps,
@@ -389,6 +377,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         row = {"epoch": epoch, "iteration": iteration, "train_loss": f"{train_loss:.6f}",
                "lr": f"{stats.lrs[-1]:.6e}", "lr_visual": f"{stats.lrs[0]:.6e}",
                "clips_per_s": f"{clips_s:.3f}", "epoch_time_s": f"{stats.seconds:.2f}"}
+        is_best = False
         if (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1:
             report = validate(model, val_loader, num_frames=num_frames, device=dist.device, scale=eval_scale,
                               with_map=with_map, log=vlog, print_freq=cfg.logging.print_freq, dist=dist)
@@ -399,6 +388,10 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
             best = max(best, value)
             log(f"Testing: {value}/{best}")
             row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
+            save_now = True
+        else:
+            save_now = epoch == end_epoch - 1  # stopping early: keep what was trained
+        if save_now:
             rngs = all_gather_object(rng_state())
             if dist.rank == 0:
                 log("Saving:")

@@ -1,0 +1,160 @@
+"""Training throughput: ours against a configuration matching the original, in the same run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32] [--frames 8] [--batch 2]
+        [--steps 3] [--rounds 2] [--device cpu|cuda] [--precision fp32|bf16|amp]
+
+Both sides run `train.train_one_epoch` (AdamW, CE on cosine logits, the Transf head) on the same
+random clips and random weights (`pretrained: none`); only the visual encoder differs:
+
+* original: gradient checkpointing on every residual block and, nested inside it, again around
+  the attention branch and the MLP branch (re-entrant, as the original's `clip/model.py` since
+  2023-04-18), so the backward pass recomputes each block's forward twice over;
+* ours: no checkpointing (the default; `network.grad_checkpointing: true` is the memory option).
+
+The two are measured in alternating rounds so that a change of machine load hits both; the
+median clips/s per side is reported. On CUDA the peak memory and an estimate of model FLOPs
+utilisation are printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train import train_one_epoch  # noqa: E402
+from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.optim import build_optimizer, build_scheduler  # noqa: E402
+from utils.precision import autocast, grad_scaler, resolve_precision  # noqa: E402
+
+
+class OriginalCheckpointedBlock(nn.Module):
+    """An open_clip residual block run the way the original's vendored CLIP runs it: the whole
+    block under `checkpoint`, and inside it the attention and MLP branches under `checkpoint` again."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        return b.ls_1(b.attention(q_x=b.ln_1(x)))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        return b.ls_2(b.mlp(b.ln_2(x)))
+
+    def _inner(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + checkpoint(self._attn, x, use_reentrant=True)
+        return x + checkpoint(self._mlp, x, use_reentrant=True)
+
+    def forward(self, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask=None) -> torch.Tensor:
+        return checkpoint(self._inner, q_x, use_reentrant=True)
+
+
+def make_original_like(model: nn.Module) -> int:
+    """Wrap every visual residual block in place; returns how many were wrapped."""
+    blocks = model.visual.transformer.resblocks
+    for i in range(len(blocks)):
+        blocks[i] = OriginalCheckpointedBlock(blocks[i])
+    return len(blocks)
+
+
+def build(arch: str, frames: int, classes: int, device: torch.device) -> nn.Module:
+    from modules.builder import build_model
+    cfg = to_dotmap(resolve({
+        "seed": 0,
+        "data": {"num_segments": frames, "dataset": "bench"},
+        "network": {"arch": arch, "pretrained": "none", "sim_header": "Transf", "classifier": "random"},
+    }, "bench"))
+    torch.manual_seed(0)
+    return build_model(cfg, [f"class {i}" for i in range(classes)], device=device)
+
+
+def vit_flops_per_clip(model: nn.Module, frames: int, size: int) -> float:
+    """Forward FLOPs of the visual encoder for one clip (2 * multiply-adds of the matmuls)."""
+    v = model.visual
+    width = v.conv1.out_channels
+    patch = v.conv1.kernel_size[0]
+    n = (size // patch) ** 2 + 1
+    layers = len(v.transformer.resblocks)
+    per_layer = 2 * (n * width * 3 * width + 2 * n * n * width + n * width * width + 2 * n * width * 4 * width)
+    embed = 2 * (size // patch) ** 2 * (3 * patch * patch) * width
+    return frames * (layers * per_layer + embed)
+
+
+def run_side(model: nn.Module, batches: list, device: torch.device, precision: str, frames: int) -> float:
+    opt = build_optimizer(model, lr=1e-5, clip_ratio=0.1, weight_decay=0.2, device=device)
+    sched = build_scheduler(opt, kind="cosine", epochs=1, warmup_epochs=0, iters_per_epoch=len(batches),
+                            step_every=1)
+    scaler = grad_scaler(precision, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    stats = train_one_epoch(model, batches, opt, sched, scaler, epoch=0, device=device, num_frames=frames,
+                            precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return stats.samples / stats.seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="ViT-B/32")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=3, help="timed optimiser steps per round")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default=None, help="fp32 (CPU default), bf16, amp")
+    p.add_argument("--classes", type=int, default=400)
+    args = p.parse_args()
+    # The original's nested re-entrant checkpoints run their inner forward under no_grad, which makes
+    # torch warn on every call; the recomputation in backward does get gradients (checked equal).
+    warnings.filterwarnings("ignore", message="None of the inputs have requires_grad")
+    device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, 256, (args.batch, args.frames, 3, args.size, args.size), dtype=torch.uint8,
+                              generator=g), torch.randint(0, args.classes, (args.batch,), generator=g), None)
+               for _ in range(args.steps)]
+    ours = build(args.arch, args.frames, args.classes, device)
+    orig = build(args.arch, args.frames, args.classes, device)
+    n_blocks = make_original_like(orig)
+    print(f"{args.arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); original-like: {n_blocks} blocks "
+          f"checkpointed, attention and MLP nested", flush=True)
+    # warm-up (allocator, kernels) on one step each
+    for m in (ours, orig):
+        run_side(m, batches[:1], device, precision, args.frames)
+    results: dict[str, list[float]] = {"original-like": [], "ours": []}
+    peak: dict[str, float] = {}
+    for r in range(args.rounds):
+        for name, m in (("original-like", orig), ("ours", ours)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            cps = run_side(m, batches, device, precision, args.frames)
+            results[name].append(cps)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated() / 2**30
+            print(f"round {r + 1} {name:14s} {cps:7.3f} clips/s", flush=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\nclips/s (median of {args.rounds} rounds x {args.steps} steps):")
+    for name in ("original-like", "ours"):
+        extra = ""
+        if device.type == "cuda":
+            flops = 3 * vit_flops_per_clip(ours, args.frames, args.size) * med[name]
+            extra = f"  peak mem {peak[name]:.2f} GiB  visual-encoder model TFLOP/s {flops / 1e12:.1f}"
+        print(f"  {name:14s} {med[name]:8.3f}{extra}")
+    print(f"  speed-up       {med['ours'] / med['original-like']:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

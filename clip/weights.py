@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import socket
+import warnings
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -213,7 +214,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             obj: object = load_file(str(path), device="cpu")
         elif _is_torchscript(path):
-            obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch.jit.load is deprecated but OpenAI ships such archives
+                warnings.simplefilter("ignore", FutureWarning)
+                obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             obj = _torch_load(path)
     except UserError:
@@ -231,8 +234,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"network.pretrained: '{path}' holds a {type(obj).__name__}, not a state dict")
     sd = {}
     for key, value in obj.items():
-        if not isinstance(value, torch.Tensor) or key in _JIT_EXTRA_KEYS:
-            continue
+        if not isinstance(value, torch.Tensor) or key in _JIT_EXTRA_KEYS or key.endswith("attn_mask"):
+            continue  # attn_mask: a causal-mask buffer that scripted open_clip models save; never a weight
         key = key[len("module."):] if key.startswith("module.") else key
         sd[key] = value
     if not sd:

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 import clip
+from clip.weights import is_random
 from modules import classifier as cls
 from modules.heads import build_head
 from modules.video_model import VideoCLIP
@@ -27,8 +28,9 @@ RANDOM_TEXT_WEIGHTS = "none"
 
 
 def _text_weights_random(net) -> bool:
-    """True when the text tower holds random weights (nothing to cache: a new draw each build)."""
-    return str(net.pretrained).lower() == RANDOM_TEXT_WEIGHTS or not net.init
+    """True when the text tower holds random weights. They are seeded, but their values depend on
+    the torch version, so a cache could outlive them: such embeddings are recomputed every time."""
+    return is_random(net.pretrained) or not net.init
 
 
 def class_embeddings_for(net, clip_model: torch.nn.Module, class_names: Sequence[str], seed: int) -> torch.Tensor:
@@ -41,7 +43,7 @@ def class_embeddings_for(net, clip_model: torch.nn.Module, class_names: Sequence
         cache_dir = net.text_cache or None
         key = None
         if cache_dir and not _text_weights_random(net):
-            key = cls.make_cache_key(str(net.arch), clip.weights_id(net.arch, net.pretrained), templates, class_names)
+            key = cls.make_cache_key(str(net.arch), clip.weights_id(net.arch, net.pretrained, init=net.init), templates, class_names)
         return cls.text_class_embeddings(clip_model, clip.get_tokenizer(net.arch), class_names, templates,
                                          cache_dir if key else None, key)
     if kind in ("random", "orthogonal"):

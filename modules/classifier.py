@@ -92,6 +92,37 @@ def save_atomic(obj: object, path: str | Path) -> None:
         raise
 
 
+def _is_causal(mask: torch.Tensor | None, length: int) -> bool:
+    if mask is None or mask.shape[-2:] != (length, length):
+        return False
+    upper = torch.triu(torch.ones(length, length, dtype=torch.bool, device=mask.device), diagonal=1)
+    return bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())
+
+
+def encode_text(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`clip_model.encode_text(tokens)`, computed on the first L = (last EOT position + 1) tokens.
+
+    CLIP's text transformer is causal and pools the EOT token, so the padding after it cannot
+    change the result; prompts are ~15 of the 77 tokens, which makes encoding ~5x cheaper (the
+    400 K400 classes on CPU). Falls back to `encode_text` for any other text tower.
+    """
+    m = clip_model
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    if (getattr(m, "text_pool_type", None) != "argmax" or not all(hasattr(m, a) for a in needed)
+            or not _is_causal(m.attn_mask, m.positional_embedding.shape[0])):
+        return m.encode_text(tokens)
+    eot = tokens.argmax(dim=-1)
+    length = int(eot.max()) + 1
+    cast = m.transformer.get_cast_dtype()
+    x = m.token_embedding(tokens[:, :length]).to(cast) + m.positional_embedding[:length].to(cast)
+    x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    proj = getattr(m, "text_projection", None)
+    if isinstance(proj, torch.nn.Linear):
+        return proj(x)
+    return x @ proj if proj is not None else x
+
+
 @torch.no_grad()
 def encode_class_names(clip_model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor],
                        class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -106,7 +137,7 @@ def encode_class_names(clip_model: torch.nn.Module, tokenizer: Callable[[list[st
             for i in range(0, len(prompts), batch_size):
                 tokens = tokenizer(prompts[i:i + batch_size])
                 device = next(clip_model.parameters()).device
-                feats.append(clip_model.encode_text(tokens.to(device)).float().cpu())
+                feats.append(encode_text(clip_model, tokens.to(device)).float().cpu())
             per_template.append(torch.cat(feats))
     finally:
         clip_model.train(was_training)

@@ -169,3 +169,95 @@ def test_fit_lda_recovers_classes_of_separable_features(num_classes):
 def test_fit_lda_needs_every_class():
     with pytest.raises(UserError, match="classes"):
         fit_lda(torch.randn(6, 4), torch.tensor([0, 0, 2, 2, 3, 3]))
+
+
+# ----------------------------------------------------------------------- modules.hf_text_embed
+def test_projection_keeps_cosines_when_widening():
+    from modules.hf_text_embed import project, projection_matrix
+    e = torch.randn(6, 24)
+    p = project(e, 32, seed=1)
+    assert p.shape == (6, 32)
+    cos = lambda a: F.normalize(a, dim=-1) @ F.normalize(a, dim=-1).T  # noqa: E731
+    torch.testing.assert_close(cos(p), cos(e), rtol=0, atol=1e-5)
+    w = projection_matrix(48, 32, seed=1)  # narrowing: orthonormal columns
+    torch.testing.assert_close(w.T @ w, torch.eye(32), rtol=0, atol=1e-5)
+    assert project(e, None) is e and project(e, 24) is e
+
+
+def test_hf_text_embed_without_transformers_is_a_clear_error(monkeypatch, tmp_path):
+    import sys
+    from modules import hf_text_embed
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails
+    (tmp_path / "labels.csv").write_text("id,name\n0,abseiling\n1,archery\n")
+    with pytest.raises(UserError, match="pip install transformers"):
+        hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "distilbert-base-uncased",
+                            "--out", str(tmp_path / "x.pt")])
+
+
+def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
+    """The tool's pooling, projection and output, with a fake `transformers` (no download)."""
+    import sys
+    import types
+    from modules import hf_text_embed
+
+    class Tok:
+        def __call__(self, texts, padding, truncation, return_tensors):
+            ids = [[len(w) for w in t.split()] for t in texts]
+            n = max(map(len, ids))
+            batch = {"input_ids": torch.tensor([i + [0] * (n - len(i)) for i in ids]),
+                     "attention_mask": torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i in ids])}
+            return types.SimpleNamespace(**batch, to=lambda d: batch, __getitem__=batch.__getitem__)
+
+    class Model(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            h = torch.stack([input_ids.float(), 2 * input_ids.float(), torch.ones_like(input_ids).float()], -1)
+            return types.SimpleNamespace(last_hidden_state=h)
+
+    fake = types.ModuleType("transformers")
+    fake.AutoTokenizer = types.SimpleNamespace(from_pretrained=lambda name: Tok())
+    fake.AutoModel = types.SimpleNamespace(from_pretrained=lambda name: Model())
+    monkeypatch.setitem(sys.modules, "transformers", fake)
+    (tmp_path / "labels.csv").write_text("id,name\n0,abseiling\n1,air drumming\n")
+    out = tmp_path / "e.pt"
+    hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "fake", "--out", str(out)])
+    emb = torch.load(out, weights_only=True)
+    # masked mean of (len, 2 len, 1) over the words: "abseiling" -> 9; "air drumming" -> (3 + 8) / 2
+    torch.testing.assert_close(emb, torch.tensor([[9.0, 18.0, 1.0], [5.5, 11.0, 1.0]]))
+    hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "fake", "--out", str(out),
+                        "--dim", "8"])
+    wide = torch.load(out, weights_only=True)
+    assert wide.shape == (2, 8)
+    torch.testing.assert_close(F.cosine_similarity(wide[0], wide[1], dim=0),
+                               F.cosine_similarity(emb[0], emb[1], dim=0))
+
+
+# ----------------------------------------------------------------------------- modules.lda CLI
+def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
+    import yaml
+    from datasets.synthetic import generate
+    from modules import lda
+    from modules.builder import build_model
+    from utils.config import resolve, to_dotmap
+
+    paths = generate(tmp_path / "data", classes=3, videos_per_class=3, val_videos_per_class=1, frames=4,
+                     size=112, fmt="frames")
+    raw = {"seed": 1, "data": {"num_segments": 2, "input_size": 112, "batch_size": 4, "workers": 0,
+                               "min_frames": 1, "train_list": str(paths["train"]),
+                               "train_root": str(tmp_path / "data" / "frames"), "val_list": str(paths["val"]),
+                               "val_root": str(tmp_path / "data" / "frames"), "label_list": str(paths["labels"])},
+           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "classifier": "random"}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    model = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
+    seen = {}
+    real_fit = lda.fit_lda
+    monkeypatch.setattr(lda, "fit_lda", lambda f, y, **k: seen.update(f=f, y=y) or real_fit(f, y, **k))
+    lda.main(["--config", str(tmp_path / "cfg.yaml"), "--weights", str(tmp_path / "w.pt"),
+              "--out", str(tmp_path / "lda.pt"), "--device", "cpu"])
+    w = torch.load(tmp_path / "lda.pt", weights_only=True)
+    assert w.shape == (3, 256) and torch.isfinite(w).all()
+    assert seen["f"].shape == (9, 256) and sorted(seen["y"].tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # the file is accepted as `classifier: lda` by the same config
+    raw["network"].update(classifier="lda", classifier_file=str(tmp_path / "lda.pt"))
+    again = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
+    assert torch.equal(again.class_embeddings, w)

@@ -150,3 +150,31 @@ def test_missing_or_unreadable_files(tmp_path):
     torch.save({"model_state_dict": {"x": argparse.Namespace()}}, tmp_path / "pickled.pt")
     with pytest.raises(UserError, match="cannot read checkpoint.*pickled.pt"):  # weights_only refuses
         convert.load_weights(model, tmp_path / "pickled.pt")
+
+
+def test_builder_model_loads_original_layout(tmp_path):
+    """The public API path: build_model from a config, then load_weights of an original checkpoint."""
+    from modules.builder import build_model
+    from utils.config import resolve, to_dotmap
+    cfg = to_dotmap(resolve({"data": {"num_segments": 2, "input_size": 112},
+                             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf",
+                                         "classifier": "random"}}, "test"))
+    model = build_model(cfg, ["a", "b"])
+    torch.manual_seed(5)
+    sd = {f"module.{k}": torch.randn_like(v) for k, v in model.state_dict().items() if k != "class_embeddings"}
+    torch.save({"epoch": 0, "model_state_dict": sd, "optimizer_state_dict": {}}, tmp_path / "orig.pt")
+    convert.load_weights(model, tmp_path / "orig.pt")
+    own = model.state_dict()
+    assert all(torch.equal(own[k[len("module."):]], v) for k, v in sd.items())
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "modules.convert", str(tmp_path / "missing.pt"), str(tmp_path / "o.pt")],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.pt'}"
+    assert not (tmp_path / "o.pt").exists()

@@ -184,3 +184,17 @@ def test_module_entry_point_reports_user_errors(tmp_path):
                            str(tmp_path / "o.txt")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: data root not found")
+
+
+def test_reproduces_the_generated_datasets_lists(tmp_path):
+    """On the synthetic dataset's trees, make_list writes exactly the generator's own lists."""
+    from datasets.synthetic import generate
+    data = tmp_path / "syn"
+    generate(data, classes=3, videos_per_class=2, val_videos_per_class=1, frames=5, size=32, fmt="both")
+    for tree, lists, kwargs in (("frames", ("train.txt", "val.txt"), {"image_tmpl": "img_{:05d}.jpg"}),
+                                ("videos", ("train_video.txt", "val_video.txt"), {})):
+        out = tmp_path / f"{tree}.txt"
+        summary = make_list(data / tree, out, labels=data / "labels.csv", **kwargs)
+        assert summary["warnings"] == []
+        expected = sorted(line for name in lists for line in (data / name).read_text().splitlines())
+        assert out.read_text().splitlines() == expected

@@ -78,6 +78,10 @@ def build_model(cfg, class_names: Sequence[str], device: str | torch.device = "c
     del clip_model  # the text tower goes with it: only `visual` is referenced by the model
     if net.fix_video:
         model.visual.requires_grad_(False)
+    if net.joint_st:
+        # the head is bypassed but kept, so checkpoints keep the original's keys; frozen, so that
+        # neither the optimiser nor DDP waits for gradients it will never get
+        model.fusion_model.requires_grad_(False)
     return model.to(device)
 
 

@@ -175,6 +175,9 @@ def build_head(sim_header: str | None, embed_dim: int, num_frames: int, heads: i
     if name in ("None", "meanP"):
         return MeanHead()
     if name == "Transf":
+        if num_frames > CONTEXT_LENGTH:
+            raise UserError(f"network.sim_header 'Transf' has {CONTEXT_LENGTH} frame positions; "
+                            f"data.num_segments is {num_frames}")
         return TransfHead(embed_dim, heads)
     if name == "Conv_1D":
         return Conv1DHead(embed_dim)

@@ -38,6 +38,8 @@ def test_every_head_maps_btd_to_bd_and_backprops(name, x):
 def test_unknown_head_is_a_user_error():
     with pytest.raises(UserError, match="sim_header"):
         build_head("Transformer", D, T, 1)
+    with pytest.raises(UserError, match="num_segments is 78"):
+        build_head("Transf", D, 78, 1)
 
 
 def test_transf_parameter_names_match_original_layout():

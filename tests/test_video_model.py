@@ -176,6 +176,17 @@ def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
         builder.build_model(tiny_cfg(tmp_path, classifier="random", n_emb=d + 1, sim_header="None"), NAMES)
 
 
+def test_build_model_joint_st_bypasses_and_freezes_the_head(tmp_path):
+    model = builder.build_model(tiny_cfg(tmp_path, joint_st=True, classifier="random"), NAMES)
+    assert model.joint_st and isinstance(model.fusion_model, TransfHead)
+    assert not any(p.requires_grad for p in model.fusion_model.parameters())
+    x = torch.randn(2, 2, 3, 112, 112)
+    with torch.no_grad():
+        v = model.encode_video(x)
+        assert torch.equal(v, model.visual(x.reshape(4, 3, 112, 112)))  # one embedding per video
+    assert v.shape == (2, model.class_embeddings.shape[1])
+
+
 def test_build_model_from_checkpoint(tmp_path):
     from utils.config import to_dict
     cfg = tiny_cfg(tmp_path, sim_header="Conv_1D")

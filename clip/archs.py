@@ -61,8 +61,55 @@ def arch_names() -> list[str]:
     return list(_ARCHS)
 
 
+def arch_file(arch: str) -> Path | None:
+    """`arch` as an existing weights file (the original's `clip.load` accepted a path), else None."""
+    path = Path(str(arch)).expanduser()
+    return path if path.is_file() else None
+
+
+def _signature_of_config(cfg: dict) -> tuple:
+    v = cfg["vision_cfg"]
+    if is_resnet(cfg):
+        return ("rn", tuple(v["layers"]), v["width"], v["image_size"] // 32, cfg["embed_dim"])
+    return ("vit", v["width"], v["layers"], v["patch_size"], v["image_size"], cfg["embed_dim"])
+
+
+def _signature_of_weights(sd: dict) -> tuple | None:
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+    if "visual.proj" in sd and "visual.conv1.weight" in sd:
+        width, _, patch, _ = sd["visual.conv1.weight"].shape
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        return ("vit", width, count("visual.transformer.resblocks."), patch, patch * grid,
+                sd["visual.proj"].shape[1])
+    if "visual.layer1.0.conv1.weight" in sd and "visual.attnpool.positional_embedding" in sd:
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        layers = tuple(count(f"visual.layer{b}.") for b in (1, 2, 3, 4))
+        return ("rn", layers, sd["visual.layer1.0.conv1.weight"].shape[0], grid,
+                sd["visual.attnpool.c_proj.weight"].shape[0])
+    return None
+
+
+def infer_arch(sd: dict, source: str = "weights file") -> str:
+    """The `network.arch` name whose visual tower has the shapes of state dict `sd`."""
+    sig = _signature_of_weights(sd)
+    for name, model_name in _ARCHS.items():
+        if sig is not None and _signature_of_config(open_clip.get_model_config(model_name)) == sig:
+            return name
+    raise UserError(f"network.arch: cannot tell the CLIP architecture of {source} (visual tower {sig}); "
+                    f"set network.arch to one of {', '.join(_ARCHS)} and network.pretrained to the file")
+
+
 def resolve_arch(arch: str) -> str:
-    """Return the open_clip model-config name (always a QuickGELU config) for `arch`."""
+    """Return the open_clip model-config name (always a QuickGELU config) for `arch`.
+
+    `arch` is a name of `arch_names()` (or its open_clip spelling), or, as in the original, a
+    CLIP weights file whose architecture is then read from its tensor shapes.
+    """
+    path = arch_file(arch)
+    if path is not None:
+        from .weights import read_state_dict
+        return _ARCHS[infer_arch(read_state_dict(path), source=str(path))]
     name = str(arch).strip()
     if name.endswith("-quickgelu"):
         name = name[: -len("-quickgelu")]

@@ -9,9 +9,9 @@ from open_clip.modified_resnet import ModifiedResNet
 
 from utils.errors import UserError
 
-from .archs import is_resnet, model_config, resolve_arch
+from .archs import arch_file, is_resnet, model_config, resolve_arch
 from .temporal import TM_CHOICES, TokenT1D, patch_resnet_tsm, patch_vit
-from .weights import load_weights, resolve_pretrained
+from .weights import effective_pretrained, load_weights, resolve_pretrained
 
 INIT_SEED = 0
 
@@ -41,6 +41,9 @@ def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = Tr
                 cache_dir: str | None = None) -> open_clip.CLIP:
     """Build an fp32 open_clip CLIP (QuickGELU) for `arch` with the requested temporal options.
 
+    arch: a name of `clip.arch_names()`, or a CLIP weights file (as the original's `clip.load`):
+    its architecture is read from the tensor shapes and, unless `pretrained` is `none` or another
+    file, its weights are loaded.
     pretrained: an open_clip tag (`openai`), a local weights file, or `none` (random weights, drawn
     from a fixed seed so that the same arch always gives the same random model). `init=False` loads
     only the visual weights, as the original's `network.init: False`. The returned model is in
@@ -48,9 +51,14 @@ def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = Tr
     """
     if tm in (None, "none", "None", "false", "False", 0):
         tm = False
+    pretrained = effective_pretrained(arch, pretrained)
     model_name = resolve_arch(arch)
-    cfg = model_config(arch)
+    cfg = model_config(model_name)
     resnet = is_resnet(cfg)
+    if tm is True:  # the original: any truthy tm on a ResNet meant TSM
+        if not resnet:
+            raise UserError("network.tm: True is ambiguous for a ViT; use tsm, tokenshift or tokent1d")
+        tm = "tsm"
     _check_options(arch, resnet, num_frames, tm, joint_st, drop_out, emb_dropout)
     weights = resolve_pretrained(model_name, arch, pretrained, cache_dir)  # fails fast, before building
 
@@ -101,7 +109,8 @@ class _StrictTokenizer:
 
 def get_tokenizer(arch: str) -> Callable[[list[str]], torch.LongTensor]:
     """Tokenizer for `arch`: list of strings -> LongTensor (N, 77), CLIP BPE with SOT/EOT."""
-    model_name = resolve_arch(arch)
+    # every arch uses the same BPE and 77-token context; a weights file need not be read for it
+    model_name = resolve_arch("ViT-B/32" if arch_file(arch) else arch)
     tok = open_clip.get_tokenizer(model_name)
     return _StrictTokenizer(tok, int(getattr(tok, "context_length", 77)))
 

@@ -320,6 +320,15 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def effective_pretrained(arch: str, pretrained: str | None) -> str | None:
+    """What `pretrained` means once `arch` may be a file: a file given as `network.arch` is the
+    weights (as in the original) unless `pretrained` is `none` or another file."""
+    arch_path = Path(str(arch)).expanduser()
+    if arch_path.is_file() and not is_random(pretrained) and not Path(str(pretrained)).expanduser().is_file():
+        return str(arch_path)
+    return pretrained
+
+
 def weights_id(arch: str, pretrained: str | None, init: bool = True) -> str:
     """A stable id of the CLIP weights `create_clip(arch, pretrained, init=init)` builds.
 
@@ -327,6 +336,7 @@ def weights_id(arch: str, pretrained: str | None, init: bool = True) -> str:
     'file-<fingerprint>' (content-based, so a moved file keeps its id and an edited one changes it).
     `init=False` appends '+visual-only' because its text encoder is the random one.
     """
+    pretrained = effective_pretrained(arch, pretrained)
     if is_random(pretrained):
         ident = "none"
     else:
@@ -338,5 +348,5 @@ def weights_id(arch: str, pretrained: str | None, init: bool = True) -> str:
     return ident
 
 
-__all__ = ["is_random", "resolve_pretrained", "read_state_dict", "load_weights", "weights_id",
+__all__ = ["effective_pretrained", "is_random", "resolve_pretrained", "read_state_dict", "load_weights", "weights_id",
            "normalise_keys", "file_fingerprint"]

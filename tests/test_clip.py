@@ -7,7 +7,7 @@ import torch
 from open_clip.transformer import QuickGELU
 
 import clip
-from clip.archs import model_config
+from clip.archs import infer_arch, model_config
 from utils.errors import UserError
 
 ORIGINAL_NAMES = ["RN50", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14-336px"]
@@ -47,6 +47,7 @@ def _activations(model: torch.nn.Module) -> set[type]:
 @pytest.mark.parametrize("arch", ["tiny", "tiny-rn"])
 def test_tiny_models_build_quickgelu_everywhere(arch):
     model = clip.create_clip(arch, "none")
+    assert infer_arch(model.state_dict()) == arch
     assert _activations(model) == {QuickGELU}
     assert not any(isinstance(m, torch.nn.GELU) for m in model.modules())
 
@@ -58,6 +59,7 @@ def test_vit_b32_is_built_with_quickgelu():
     assert not any(isinstance(m, torch.nn.GELU) for m in model.modules())
     assert clip.embed_dim(model) == 512 and clip.text_width(model) == 512
     assert model.visual.conv1.kernel_size == (32, 32)
+    assert infer_arch(model.state_dict()) == "ViT-B/32"       # an arch given as a file is recognised
 
 
 def test_gelu_model_with_quickgelu_weights_gives_other_features(tmp_path):

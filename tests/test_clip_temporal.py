@@ -226,3 +226,10 @@ def test_batch_must_be_whole_videos():
     model = clip.create_clip("tiny", "none", tm="tokenshift", num_frames=T)
     with pytest.raises(ValueError, match="num_frames"):
         model.visual(torch.randn(T + 1, 3, 112, 112))
+
+
+def test_tm_true_means_tsm_on_resnet_only():
+    rn = clip.create_clip("tiny-rn", "none", tm=True, num_frames=2)
+    assert type(rn.visual.layer1[0].conv1) is TemporalShiftConv2d
+    with pytest.raises(UserError, match="ambiguous"):
+        clip.create_clip("tiny", "none", tm=True)

@@ -58,6 +58,7 @@ def test_safetensors_and_wrapped_state_dicts_load(tmp_path, source):
     assert _same_outputs(clip.create_clip("tiny", str(wrapped)), source)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torchscript_archive_loads_exactly(tmp_path, source):
     """An OpenAI-style TorchScript archive: the scripted model plus input_resolution & co."""
     scripted_src = open_clip.CLIP(**model_config("tiny"))
@@ -214,3 +215,20 @@ def test_weights_id_is_stable_and_content_based(tmp_path, source):
     sd["logit_scale"] = torch.tensor(1.0)
     torch.save(sd, b)
     assert clip.weights_id("tiny", str(b)) != ida                 # other content
+
+
+def test_arch_given_as_a_weights_file_infers_the_architecture(tmp_path, source, source_file):
+    """The original's `network.arch` could be a path: the arch comes from the tensor shapes."""
+    assert clip.resolve_arch(str(source_file)) == "text4vis-tiny"
+    model = clip.create_clip(str(source_file), "openai")          # the file is the weights
+    assert _same_outputs(model, source)
+    assert clip.weights_id(str(source_file), "openai") == clip.weights_id("tiny", str(source_file))
+    assert clip.weights_id(str(source_file), "none") == "none"
+    rn = clip.create_clip("tiny-rn", "none")
+    torch.save({"model_state_dict": {k: v for k, v in rn.state_dict().items() if k.startswith("visual.")}},
+               tmp_path / "rn_video.pt")
+    assert clip.resolve_arch(str(tmp_path / "rn_video.pt")) == "text4vis-tiny-rn"
+    assert clip.get_tokenizer(str(source_file))(["a"]).shape == (1, 77)
+    torch.save({"visual.proj": torch.zeros(3, 3)}, tmp_path / "odd.pt")
+    with pytest.raises(UserError, match="cannot tell the CLIP architecture"):
+        clip.resolve_arch(str(tmp_path / "odd.pt"))

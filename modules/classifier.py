@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -161,8 +162,11 @@ def text_class_embeddings(clip_model: torch.nn.Module, tokenizer: Callable[[list
             return cached
     emb = encode_class_names(clip_model, tokenizer, class_names, templates)
     if path is not None:
-        save_atomic({"key": cache_key, "templates": list(templates), "classes": list(class_names),
-                     "embeddings": emb}, path)
+        try:
+            save_atomic({"key": cache_key, "templates": list(templates), "classes": list(class_names),
+                         "embeddings": emb}, path)
+        except OSError as err:  # a read-only or full disk costs a recomputation next time, nothing more
+            warnings.warn(f"could not write the class-embedding cache {path}: {err}", stacklevel=2)
     return emb
 
 

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 NONE_VALUES = ("none", "None", "", "random")
 PROBE_TIMEOUT_S = 3.0
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Keys of a Text4Vis video model that are not CLIP's (ignored when loading CLIP weights).
+_NOT_CLIP_PREFIXES = ("fusion_model.", "class_embeddings")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
 
 
@@ -64,9 +66,10 @@ def resolve_pretrained(model_name: str, arch: str, pretrained: str, cache_dir: s
     if _looks_like_path(value):
         raise UserError(f"network.pretrained: weights file '{value}' not found")
     tags = list_pretrained_tags_by_model(model_name)
+    known = f"its tags: {', '.join(tags)}" if tags else "it has no pretrained tags"
     raise UserError(
         f"network.pretrained: '{value}' is neither a file nor a pretrained tag of network.arch '{arch}' "
-        f"(open_clip model {model_name}; its tags: {', '.join(tags) or 'none'}). "
+        f"(open_clip model {model_name}; {known}). "
         f"Use a local weights file, or `none` for random weights.")
 
 
@@ -193,7 +196,7 @@ def _torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        if "weights_only" not in str(err) and "Unpickl" not in type(err).__name__:
+        if "weights only load failed" not in str(err).lower():
             raise UserError(f"network.pretrained: cannot read '{path}': {err}") from err
         log.warning("%s holds Python objects besides tensors; loading it with weights_only=False "
                     "(only do this for files you trust)", path)
@@ -273,22 +276,22 @@ def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: 
     has_text = any(k.startswith(("transformer.", "token_embedding")) for k in sd)
     if not any(k.startswith("visual.") for k in sd):
         raise UserError(f"network.pretrained: '{path}' has no `visual.*` weights; is it a CLIP checkpoint?")
+    # wanted: model keys to fill; considered: file keys that must all find a place in the model
     if visual_only:
         wanted = {k for k in model_sd if k.startswith("visual.")}
+        considered = {k for k in sd if k.startswith("visual.")}
     elif not has_text:
         log.warning("%s has no text encoder; loading its visual encoder and logit_scale only", path)
         wanted = {k for k in model_sd if k.startswith("visual.") or k == "logit_scale"}
+        considered = {k for k in sd if k.startswith("visual.") or k == "logit_scale"}
     else:
         wanted = set(model_sd)
-    ignored_prefixes = ("fusion_model.",) if not has_text else ()
-    sd = {k: v for k, v in sd.items() if k in wanted or not k.startswith("visual.")}
-    unexpected = {k for k in sd if k not in model_sd and not k.startswith(ignored_prefixes)}
-    if visual_only or not has_text:
-        unexpected = {k for k in unexpected if k.startswith("visual.")}
-    sd = {k: v for k, v in sd.items() if k in wanted}
-    if "logit_scale" in sd and sd["logit_scale"].shape != model_sd["logit_scale"].shape:
-        sd["logit_scale"] = sd["logit_scale"].reshape(model_sd["logit_scale"].shape)
+        considered = {k for k in sd if not k.startswith(_NOT_CLIP_PREFIXES)}
+    unexpected = considered - set(model_sd)
     missing = wanted - set(sd) - new_param_names
+    sd = {k: sd[k] for k in wanted & set(sd)}
+    if "logit_scale" in sd and sd["logit_scale"].numel() == 1:
+        sd["logit_scale"] = sd["logit_scale"].reshape(model_sd["logit_scale"].shape)
     bad_shape = {k for k, v in sd.items() if v.shape != model_sd[k].shape}
     if missing or unexpected or bad_shape:
         detail = []

@@ -232,3 +232,24 @@ def test_arch_given_as_a_weights_file_infers_the_architecture(tmp_path, source, 
     torch.save({"visual.proj": torch.zeros(3, 3)}, tmp_path / "odd.pt")
     with pytest.raises(UserError, match="cannot tell the CLIP architecture"):
         clip.resolve_arch(str(tmp_path / "odd.pt"))
+
+
+def test_extra_visual_blocks_in_the_file_are_not_dropped_silently(tmp_path, source):
+    sd = dict(source.state_dict())
+    for k, v in source.state_dict().items():
+        if k.startswith("visual.transformer.resblocks.3."):
+            sd[k.replace("resblocks.3.", "resblocks.4.")] = v   # a deeper model's weights
+    torch.save(sd, tmp_path / "deeper.pt")
+    for init in (True, False):
+        with pytest.raises(UserError, match="not in the model: visual.transformer.resblocks.4"):
+            clip.create_clip("tiny", str(tmp_path / "deeper.pt"), init=init)
+
+
+class _Meta:  # a Python object next to the weights, as some training scripts save
+    pass
+
+
+def test_checkpoint_with_python_objects_still_loads(tmp_path, source, caplog):
+    torch.save({"args": _Meta(), "state_dict": source.state_dict()}, tmp_path / "with_args.pt")
+    assert _same_outputs(clip.create_clip("tiny", str(tmp_path / "with_args.pt")), source)
+    assert "weights_only=False" in caplog.text

@@ -28,13 +28,15 @@ from utils.errors import UserError
 
 DEFAULT_TEMPLATE = "a video of a person {}."
 
-# The prompt set CLIP used for Kinetics-700 (4 prefixes x 7 forms = 28); the original lists 28
-# Kinetics templates as a commented-out option, which we believe is this set (not verified against
-# its source, see docs/model.md).
+# The 28 Kinetics templates commented out in the original's modules/text_prompt.py (CLIP's
+# Kinetics-700 prompt set: 4 prefixes x 7 forms), in the original's order: its list starts with
+# 'a photo of a person {}.' and then 'a photo of {}.'; every other prefix starts with the bare form.
 _PREFIXES = ("a photo of", "a video of", "a example of", "a demonstration of")
 _FORMS = ("{p} {{}}.", "{p} a person {{}}.", "{p} a person using {{}}.", "{p} a person doing {{}}.",
           "{p} a person during {{}}.", "{p} a person performing {{}}.", "{p} a person practicing {{}}.")
-KINETICS28: tuple[str, ...] = tuple(f.format(p=p) for p in _PREFIXES for f in _FORMS)
+_K28 = [f.format(p=p) for p in _PREFIXES for f in _FORMS]
+_K28[0], _K28[1] = _K28[1], _K28[0]
+KINETICS28: tuple[str, ...] = tuple(_K28)
 NAMED_TEMPLATES: dict[str, tuple[str, ...]] = {"kinetics28": KINETICS28}
 
 

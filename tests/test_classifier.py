@@ -64,6 +64,10 @@ def test_kinetics28_named_set():
     t = C.resolve_templates("kinetics28")
     assert len(t) == 28 == len(set(t))
     assert "a video of a person {}." in t and all(s.count("{}") == 1 for s in t)
+    # the original's order (modules/text_prompt.py): person-form first for "a photo of" only
+    assert t[:3] == ["a photo of a person {}.", "a photo of {}.", "a photo of a person using {}."]
+    assert t[7:9] == ["a video of {}.", "a video of a person {}."]
+    assert t[-1] == "a demonstration of a person practicing {}."
     assert C.resolve_templates("a clip of {}") == ["a clip of {}"]
     assert C.resolve_templates(None) == ["a video of a person {}."]
     with pytest.raises(UserError, match="templates"):

@@ -174,7 +174,7 @@ def _vision(arch: str) -> tuple[int, int, int]:
 def test_model_settings_are_valid(path):
     cfg = load_config(REPO / path)
     dim, heads, image_size = _vision(cfg.network.arch)
-    if cfg.network.arch != "tiny":
+    if not str(cfg.network.arch).startswith("tiny"):  # test-sized models run at any resolution
         assert cfg.data.input_size == image_size, "input size must match the CLIP model's resolution"
     # Build the head on the meta device: full-size shapes and parameter count, no memory or init cost.
     with torch.device("meta"):

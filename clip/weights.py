@@ -27,7 +27,7 @@ from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-NONE_VALUES = ("none", "None", "", "random")
+NONE_VALUES = ("none", "None", "")
 PROBE_TIMEOUT_S = 3.0
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 # Keys of a Text4Vis video model that are not CLIP's (ignored when loading CLIP weights).
@@ -60,6 +60,8 @@ def resolve_pretrained(model_name: str, arch: str, pretrained: str, cache_dir: s
     path = Path(value).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        raise UserError(f"network.pretrained: '{value}' is a folder; give the weights file inside it")
     tag_cfg = get_pretrained_cfg(model_name, value)
     if tag_cfg:
         return _tag_file(model_name, arch, value, tag_cfg, cache_dir)

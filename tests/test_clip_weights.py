@@ -128,6 +128,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="not found") as err:
         clip.create_clip("tiny", str(tmp_path / "nope.pt"))
     assert "nope.pt" in str(err.value)
+    with pytest.raises(UserError, match="is a folder"):
+        clip.create_clip("tiny", str(tmp_path))
 
 
 def test_file_for_another_arch_is_a_clear_error(tmp_path):

@@ -69,6 +69,8 @@ def build_model(cfg, class_names: Sequence[str], device: str | torch.device = "c
     clip_model = clip.create_clip(
         net.arch, net.pretrained, init=net.init, num_frames=num_frames, tm=net.tm, joint_st=net.joint_st,
         drop_out=net.drop_out, emb_dropout=net.emb_dropout, grad_checkpointing=net.grad_checkpointing)
+    # on a GPU the text tower encodes the classes there (seconds instead of minutes on a CPU)
+    clip_model = clip_model.to(device)
     emb = class_embeddings_for(net, clip_model, list(class_names), int(cfg.seed))
     d = clip.embed_dim(clip_model)
     head = build_head(net.sim_header, d, num_frames, heads=max(1, clip.text_width(clip_model) // 64))

@@ -1,0 +1,148 @@
+"""test.py, test_zeroshot.py, scripts/run_test.sh and utils.summarize end to end on generated data
+with a tiny random model: one process and two processes (torchrun, gloo) give the same numbers on
+an odd number of videos; results.json holds what the docs say; bad inputs give one clear line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from utils.errors import UserError
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 7  # one validation video each: 7 videos, odd on purpose
+
+
+def load_script(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"text4vis_{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import torch
+    from datasets.lists import read_label_csv
+    from datasets.synthetic import generate
+    from modules.builder import build_model
+    from utils.checkpoint import save_checkpoint
+    from utils.config import resolve, to_dotmap
+
+    base = tmp_path_factory.mktemp("evalscripts")
+    data = base / "syn"
+    generate(data, classes=NUM_CLASSES, videos_per_class=1, val_videos_per_class=1, frames=8, size=64,
+             fmt="frames", seed=3)
+    cfg_d = {"seed": 0,
+             "data": {"dataset": "syn", "num_segments": 4, "batch_size": 2, "workers": 1,
+                      "val_root": str(data / "frames"), "val_list": str(data / "val.txt"),
+                      "label_list": str(data / "labels.csv"), "input_size": 112, "scale_size": 128},
+             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
+             "logging": {"print_freq": 1}}
+    cfg_path = base / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg_d))
+    torch.manual_seed(1)
+    model = build_model(to_dotmap(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
+    with torch.no_grad():  # move the head away from its initialisation so that it matters
+        for p in model.fusion_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = base / "tiny.pt"
+    save_checkpoint({"model": model.state_dict(), "config": cfg_d}, ckpt)
+    return {"base": base, "cfg": str(cfg_path), "ckpt": str(ckpt), "cfg_dict": cfg_d}
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def test_one_and_two_processes_agree(setup, capsys):
+    out1 = setup["base"] / "one"
+    load_script("test").main(["--config", setup["cfg"], "--weights", setup["ckpt"], "--test_crops", "3",
+                              "--test_clips", "2", "--output", str(out1), "--save_predictions", "--metric", "map",
+                              "--device", "cpu"])
+    out2 = setup["base"] / "two"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_test.sh"), setup["cfg"], setup["ckpt"],
+                           "--test_crops", "3", "--test_clips", "2", "--output", str(out2), "--save_predictions",
+                           "--metric", "map", "--device", "cpu"],
+                          env=dict(_env(), NPROC="2"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r1 = json.loads((out1 / "results.json").read_text())
+    r2 = json.loads((out2 / "results.json").read_text())
+    assert r1["world_size"] == 1 and r2["world_size"] == 2
+    assert r1["num_videos"] == r2["num_videos"] == NUM_CLASSES
+    assert r1["views"] == 6 and r1["view_layout"] == "4x3x2"
+    for key in ("top1", "top5", "top1_correct", "top5_correct", "mean_class_accuracy", "mAP"):
+        assert r1[key] == pytest.approx(r2[key]), key
+    p1, p2 = np.load(out1 / "predictions.npz"), np.load(out2 / "predictions.npz")
+    assert p1["indices"].tolist() == list(range(NUM_CLASSES))
+    np.testing.assert_array_equal(p1["video_ids"], p2["video_ids"])
+    np.testing.assert_allclose(p1["scores"], p2["scores"], rtol=1e-4, atol=1e-6)
+    # the reported numbers are those of the saved scores
+    from utils.metrics import mean_average_precision, topk_correct
+    assert topk_correct(p1["scores"], p1["labels"], (1,))[1] == r1["top1_correct"]
+    assert mean_average_precision(p1["scores"], p1["labels"]) == pytest.approx(r1["mAP"])
+
+    # utils.summarize over the two runs
+    from utils.summarize import main as summarize_main, summarize
+    s = summarize([out1 / "results.json", out2 / "results.json"])
+    assert s["top1"]["mean"] == pytest.approx(r1["top1"]) and s["top1"]["std"] == pytest.approx(0.0, abs=1e-9)
+    assert "num_videos" not in s and "seconds" not in s
+    summarize_main([str(out1 / "results.json"), str(out2 / "results.json")])
+    assert "top1" in capsys.readouterr().out
+
+
+def test_zeroshot_results(setup):
+    out = setup["base"] / "zs"
+    load_script("test_zeroshot").main(["--config", setup["cfg"], "--weights", setup["ckpt"], "--output", str(out),
+                                       "--save_predictions", "--device", "cpu"])
+    res = json.loads((out / "results.json").read_text())
+    half = res["half_classes"]
+    assert half["repeats"] == 10 and half["classes_per_split"] == NUM_CLASSES // 2
+    for split in half["splits"]:
+        np.random.seed(split["seed"])
+        assert split["classes"] == sorted(np.random.permutation(NUM_CLASSES)[:NUM_CLASSES // 2].tolist())
+        assert split["num_videos"] == NUM_CLASSES // 2  # one video per class
+    top1 = [s["top1"] for s in half["splits"]]
+    assert half["top1_mean"] == pytest.approx(np.mean(top1)) and half["top1_std"] == pytest.approx(np.std(top1))
+    pred = np.load(out / "predictions.npz")
+    assert res["full_classes"]["top1_correct"] == int((pred["scores"].argmax(1) == pred["labels"]).sum())
+    from utils.summarize import load_results
+    flat = load_results(out / "results.json")
+    assert "half_classes.top1_mean" in flat and "full_classes.top1" in flat
+
+
+def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], env=_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_and_corrupt_weights_are_one_line(setup, tmp_path):
+    proc = _cli("test.py", "--config", setup["cfg"], "--weights", str(tmp_path / "none.pt"))
+    assert proc.returncode == 1
+    assert "error: weights file not found" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_script("test").main(["--config", setup["cfg"], "--weights", str(bad), "--output", str(tmp_path / "o")])
+
+
+def test_other_architecture_names_differing_keys(setup, tmp_path):
+    cfg = dict(setup["cfg_dict"], network=dict(setup["cfg_dict"]["network"], sim_header="None"))
+    path = tmp_path / "meanp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError) as err:
+        load_script("test_zeroshot").main(["--config", str(path), "--weights", setup["ckpt"],
+                                           "--output", str(tmp_path / "o")])
+    msg = str(err.value)
+    assert "unexpected keys" in msg and "fusion_model." in msg and len(msg) < 2000

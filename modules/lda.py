@@ -53,20 +53,22 @@ def extract_features(cfg, weights: str, device: str = "cpu") -> tuple[torch.Tens
     from datasets import build_dataset, build_loader
     from datasets.lists import read_label_csv
     from modules.builder import build_model
-    from modules.convert import load_weights
+    from modules.convert import load_weights, read_checkpoint
     from utils.evaluate import collect
 
     cfg = copy.deepcopy(cfg)
     class_names = read_label_csv(cfg.data.label_list)
-    cfg.network.classifier = "random"  # the classifier is not used here; skip the text encoder
-    cfg.network.pretrained = "none"  # every visual weight comes from `weights`
-    model = build_model(cfg, class_names, device=device)
-    load_weights(model, weights, strict=True)
+    ckpt = read_checkpoint(weights)  # a bad file or list fails before the model is built
     # the training videos through the deterministic evaluation pipeline
     cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
     dataset = build_dataset(cfg, "test")
     loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0,
                           world_size=1, seed=cfg.seed)
+    cfg.network.classifier = "random"  # the classifier is not used here; skip the text encoder
+    cfg.network.pretrained = "none"  # every visual weight comes from `weights`
+    model = build_model(cfg, class_names, device=device)
+    load_weights(model, ckpt, strict=True, source=str(weights))
+    del ckpt
     out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device)
     return out.embeddings, out.labels
 

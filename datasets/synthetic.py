@@ -11,7 +11,7 @@ Output (DIR = --out):
   DIR/labels.csv                       `id,name` with short English class names
   DIR/frames/<class>/<video>/img_00001.jpg ...   (frames format, 1-based, `img_{:05d}.jpg`)
   DIR/train.txt, DIR/val.txt           frames lists `<class>/<video> <num_frames> <label>`
-  DIR/videos/<class>/<video>.mp4       (video format, H.264 yuv444p, crf 12)
+  DIR/videos/<class>/<video>.mp4       (video format, MPEG-4 Part 2, yuv420p, qscale 2)
   DIR/train_video.txt, DIR/val_video.txt  video lists `<class>/<video>.mp4 <label>`
 Roots: `data.train_root`/`val_root` = DIR/frames (frames) or DIR/videos (video).
 The same seed writes the same bytes.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -136,22 +137,30 @@ def _video_seed(seed: int, split: str, label: int, k: int) -> np.random.Generato
 
 
 def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 8) -> None:
-    """H.264 (libx264, yuv444p, crf 12, one thread) so the bytes and the pixels are reproducible."""
+    """MPEG-4 Part 2 (FFmpeg's own encoder, yuv420p, qscale 2) in an .mp4 container.
+
+    Chosen over libx264 because its bytes are reproducible: x264 encodes of small frames differed
+    from run to run depending on what had been loaded into the process before PyAV (measured)."""
     import av
+    from av.codec.context import Flags
 
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = list(frames)
     h, w = frames[0].shape[:2]
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv444p"
-        stream.thread_count = 1
-        stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
-        from av.codec.context import Flags
-        stream.codec_context.flags |= Flags.bitexact  # no encoder version string in the file
-        for arr in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+        stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "2"})
+        stream.width, stream.height = int(w), int(h)
+        stream.pix_fmt = "yuv420p"
+        ctx = stream.codec_context
+        ctx.thread_count = 1
+        ctx.thread_type = "NONE"
+        ctx.time_base = Fraction(1, fps)
+        ctx.qscale = 2
+        ctx.flags |= Flags.bitexact  # no encoder version string in the file
+        for t, arr in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, fps)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -105,33 +105,52 @@ def _format_of(line: str, path: Path, lineno: int) -> ListFormat:
 
 
 def read_list(path: str | Path, num_classes: int | None = None) -> list[VideoRecord]:
-    """Parse an annotation list; with `num_classes`, also check every label is in [0, C)."""
+    """Parse an annotation list; with `num_classes`, also check every label is in [0, C).
+
+    Stops at the first bad line; `scan_list` collects all of them instead."""
+    records, problems = scan_list(path, num_classes, stop_at_first=True)
+    return records
+
+
+def scan_list(path: str | Path, num_classes: int | None = None,
+              stop_at_first: bool = False) -> tuple[list[VideoRecord], list[str]]:
+    """(records of the good lines, one message per bad line). A missing or empty file raises."""
     path = Path(path)
     lines = _open_text(path)
     fmt: ListFormat | None = None
     records: list[VideoRecord] = []
+    problems: list[str] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        if fmt is None:
-            fmt = _format_of(line, path, lineno)
-        fields = line.split()
-        expected = 3 if fmt == "frames" else 2
-        if len(fields) != expected:
-            layout = "'dir num_frames label'" if fmt == "frames" else "'file label'"
-            raise UserError(f"{path}:{lineno}: this is a {fmt} list ({layout}, from line 1) but the line has "
-                            f"{len(fields)} fields: '{line.strip()}'")
-        num_frames = None
-        if fmt == "frames":
-            num_frames = _int_field(fields[1], "frame count", path, lineno, line)
-        label = _int_field(fields[-1], "label", path, lineno, line)
-        if num_classes is not None and label >= num_classes:
-            raise UserError(f"{path}:{lineno}: label {label} is outside the {num_classes} classes of the "
-                            f"label CSV (0..{num_classes - 1}): '{line.strip()}'")
-        records.append(VideoRecord(fields[0], num_frames, label, lineno))
-    if not records:
+        try:
+            if fmt is None:
+                fmt = _format_of(line, path, lineno)
+            records.append(_parse_line(line, fmt, path, lineno, num_classes))
+        except UserError as err:
+            if stop_at_first:
+                raise
+            problems.append(str(err))
+    if not records and not problems:
         raise UserError(f"{path}: empty list file")
-    return records
+    return records, problems
+
+
+def _parse_line(line: str, fmt: ListFormat, path: Path, lineno: int, num_classes: int | None) -> VideoRecord:
+    fields = line.split()
+    expected = 3 if fmt == "frames" else 2
+    if len(fields) != expected:
+        layout = "'dir num_frames label'" if fmt == "frames" else "'file label'"
+        raise UserError(f"{path}:{lineno}: this is a {fmt} list ({layout}, from its first line) but the line has "
+                        f"{len(fields)} fields: '{line.strip()}'")
+    num_frames = None
+    if fmt == "frames":
+        num_frames = _int_field(fields[1], "frame count", path, lineno, line)
+    label = _int_field(fields[-1], "label", path, lineno, line)
+    if num_classes is not None and label >= num_classes:
+        raise UserError(f"{path}:{lineno}: label {label} is outside the {num_classes} classes of the "
+                        f"label CSV (0..{num_classes - 1}): '{line.strip()}'")
+    return VideoRecord(fields[0], num_frames, label, lineno)
 
 
 def _int_field(text: str, what: str, path: Path, lineno: int, line: str) -> int:

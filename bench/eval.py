@@ -1,0 +1,242 @@
+"""Evaluation throughput: our test path against one that follows the original's, in the same run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/eval.py [--arch ViT-B/32] [--frames 8] [--crops 3]
+        [--clips 4] [--videos 2] [--rounds 2] [--data-videos 12] [--workers 2] [--device auto] [--precision auto]
+
+Both sides read the same generated frame folders (`python -m datasets.synthetic`, 320 x 320 JPEG
+frames, cached under .cache/bench_eval), sample the same frame indices, use 2 DataLoader
+workers, and run the same randomly initialised model (`pretrained: none`: speed does not depend
+on the weights). They differ where the pipelines differ:
+
+* original: every sampled frame is opened with PIL on its own (a frame used by two clips is
+  decoded twice), resized (bicubic) and cropped frame by frame with PIL, stacked through numpy,
+  converted to float and normalised channel by channel in the worker (float tensors, 4x the
+  bytes, cross the worker queue), fp32 forward without autocast;
+* ours: `datasets.build_dataset(..., 'test')` + `build_loader` (each distinct frame decoded once
+  with torchvision.io, one resize of the whole clip, crops as slices, uint8 through the loader)
+  and `utils.evaluate.collect` (normalisation on the device; autocast with `--precision`, whose
+  default `auto` is amp on CUDA and fp32 on CPU).
+
+Reported: videos/s of the data part alone (loader only) and end to end (loader + model), the
+speed-ups, and whether the two paths agree (cosine of the fused embeddings, same top-1 class
+against random class embeddings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datasets import build_dataset, build_loader  # noqa: E402
+from datasets.lists import read_list  # noqa: E402
+from datasets.sampling import sample_indices  # noqa: E402
+from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+from modules.builder import build_model  # noqa: E402
+from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.evaluate import collect  # noqa: E402
+from utils.precision import resolve_precision  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- original-style path
+class OriginalStyleTestDataset(Dataset):
+    """The original's test-time data path, re-written here for the comparison (PIL per frame)."""
+
+    def __init__(self, root: str, list_path: str, num_segments: int, clips: int, crops: int,
+                 input_size: int = 224, scale_size: int = 256, image_tmpl: str = "img_{:05d}.jpg"):
+        if crops not in (1, 3):
+            raise ValueError("the baseline implements 1 and 3 crops")
+        self.records = read_list(list_path)
+        self.root, self.T, self.clips, self.crops = root, num_segments, clips, crops
+        self.input_size, self.scale_size, self.tmpl = input_size, scale_size, image_tmpl
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _scale(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        if w <= h:
+            size = (self.scale_size, int(self.scale_size * h / w))
+        else:
+            size = (int(self.scale_size * w / h), self.scale_size)
+        return img.resize(size, Image.BICUBIC)
+
+    def _crop_offsets(self, w: int, h: int) -> list[tuple[int, int]]:
+        s = self.input_size
+        if self.crops == 1:
+            return [(int(round((w - s) / 2.0)), int(round((h - s) / 2.0)))]
+        w_step, h_step = (w - s) // 4, (h - s) // 4
+        return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]  # left, right, centre
+
+    def __getitem__(self, i: int):
+        rec = self.records[i]
+        folder = os.path.join(self.root, rec.path)
+        n = len(os.listdir(folder))
+        images = []
+        for idx in sample_indices(n, self.T, mode="test", clips=self.clips):  # one open per sampled index, repeats included
+            with Image.open(os.path.join(folder, self.tmpl.format(idx + 1))) as im:
+                images.append(im.convert("RGB"))
+        images = [self._scale(im) for im in images]
+        w, h = images[0].size
+        s = self.input_size
+        crops = [im.crop((ox, oy, ox + s, oy + s)) for ox, oy in self._crop_offsets(w, h) for im in images]
+        stacked = np.concatenate([np.asarray(c) for c in crops], axis=2)  # (S, S, 3 * V * T)
+        x = torch.from_numpy(stacked).permute(2, 0, 1).contiguous().float().div(255)
+        mean, std = list(CLIP_MEAN) * (x.shape[0] // 3), list(CLIP_STD) * (x.shape[0] // 3)
+        for t, m, sd in zip(x, mean, std):  # channel by channel, as the original's GroupNormalize
+            t.sub_(m).div_(sd)
+        return x, rec.label, i
+
+
+@torch.no_grad()
+def original_style_collect(model, loader, *, views: int, num_frames: int, device: torch.device):
+    """fp32 forward of each batch, view embeddings averaged (as the original's test.py)."""
+    model.eval()
+    embs, labels = [], []
+    for x, y, _ in loader:
+        b = x.shape[0]
+        x = x.to(device).view(b * views, num_frames, 3, *x.shape[-2:])
+        embs.append(model.encode_video(x).float().view(b, views, -1).mean(1).cpu())
+        labels.append(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return torch.cat(embs), torch.cat(labels)
+
+
+# ----------------------------------------------------------------------------- helpers
+def ensure_data(folder: Path, videos: int, frames: int, size: int) -> Path:
+    """Generate (once) a frame dataset with at least `videos` validation videos."""
+    from datasets.synthetic import generate
+
+    stamp = folder / f"stamp_{videos}_{frames}_{size}"
+    if not stamp.is_file():
+        classes = min(8, videos)
+        per_class = -(-videos // classes)
+        generate(folder, classes=classes, videos_per_class=1, val_videos_per_class=per_class, frames=frames,
+                 size=size, fmt="frames", seed=0)
+        stamp.write_text("ok\n")
+    return folder
+
+
+def loader_rate(loader, limit: int) -> float:
+    """Videos/s of iterating the loader alone, from the first batch on (worker start-up and the
+    first batch excluded, the same for both sides)."""
+    it = iter(loader)
+    n = next(it)[0].shape[0]
+    start, counted = time.perf_counter(), 0
+    for batch in it:
+        counted += batch[0].shape[0]
+        if n + counted >= limit:
+            break
+    return counted / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="ViT-B/32")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--crops", type=int, default=3, choices=(1, 3))
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--videos", type=int, default=2, help="videos per side and round for the end-to-end measure")
+    p.add_argument("--rounds", type=int, default=2, help="alternating end-to-end rounds per side")
+    p.add_argument("--data-videos", type=int, default=12, help="videos per side for the data-only measure")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", help="ours: auto (amp on CUDA, fp32 on CPU), fp32, amp, bf16")
+    p.add_argument("--data", default=".cache/bench_eval", help="generated data folder")
+    p.add_argument("--size", type=int, default=320, help="generated frame size (pixels)")
+    p.add_argument("--input-size", type=int, default=None, help="crop size (default 224; 112 for tiny)")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    a = p.parse_args(argv)
+
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    precision = resolve_precision(None if a.precision == "auto" else a.precision, device)
+    n_data = max(a.videos, a.data_videos)
+    root = ensure_data(Path(a.data), n_data, frames=32, size=a.size)
+    views = a.crops * a.clips
+    size = a.input_size or (112 if a.arch.startswith("tiny") else 224)
+    scale = 256 if size == 224 else size
+    cfg = to_dotmap(resolve({
+        "seed": 0,
+        "data": {"dataset": "bench", "num_segments": a.frames, "batch_size": a.batch, "workers": a.workers,
+                 "val_root": str(root / "frames"), "val_list": str(root / "val.txt"),
+                 "label_list": str(root / "labels.csv"), "input_size": size, "scale_size": scale},
+        "network": {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
+    }, "bench/eval.py"))
+    names = [line.split(",", 1)[1] for line in (root / "labels.csv").read_text().splitlines()[1:]]
+    torch.manual_seed(0)
+    model = build_model(cfg, names, device=device).eval()
+    print(f"{a.arch}, {a.frames} frames x {a.crops} crops x {a.clips} clips, batch {a.batch}, {a.workers} workers, "
+          f"{device} ({torch.get_num_threads()} threads), ours: {precision}, original: fp32", flush=True)
+
+    ours_ds = build_dataset(cfg, "test", test_crops=a.crops, test_clips=a.clips)
+    orig_ds = OriginalStyleTestDataset(str(root / "frames"), str(root / "val.txt"), a.frames, a.clips, a.crops,
+                                       input_size=size, scale_size=scale)
+
+    def ours_loader(n):
+        ours_ds.records = ours_ds.records[:n]
+        return build_loader(ours_ds, a.batch, a.workers, train=False)
+
+    def orig_loader(n):
+        orig_ds.records = orig_ds.records[:n]
+        return DataLoader(orig_ds, batch_size=a.batch, num_workers=a.workers, pin_memory=device.type == "cuda")
+
+    all_records = list(ours_ds.records), list(orig_ds.records)
+    res: dict[str, float] = {}
+    # data part alone
+    res["data_original"] = loader_rate(orig_loader(a.data_videos), a.data_videos)
+    res["data_ours"] = loader_rate(ours_loader(a.data_videos), a.data_videos)
+    print(f"data only : original {res['data_original']:.2f} videos/s, ours {res['data_ours']:.2f} videos/s "
+          f"-> {res['data_ours'] / res['data_original']:.2f}x", flush=True)
+
+    # end to end (a warm-up forward first so that neither side pays for lazy initialisation)
+    with torch.no_grad():
+        model.encode_video(torch.zeros(1, a.frames, 3, size, size, device=device))
+    # Alternating rounds (original, ours, ours, original, ...) so that a change of machine load hits
+    # both sides; each round runs the same first `videos` videos.
+    times: dict[str, list[float]] = {"original": [], "ours": []}
+    for r in range(a.rounds):
+        for side in (("original", "ours") if r % 2 == 0 else ("ours", "original")):
+            t = time.perf_counter()
+            if side == "original":
+                orig_ds.records = all_records[1]
+                emb_o, _ = original_style_collect(model, orig_loader(a.videos), views=views, num_frames=a.frames,
+                                                  device=device)
+            else:
+                ours_ds.records = all_records[0]
+                out = collect(model, ours_loader(a.videos), views=views, num_frames=a.frames, device=device,
+                              precision=precision)
+            times[side].append(time.perf_counter() - t)
+    res["e2e_original"] = a.videos * a.rounds / sum(times["original"])
+    res["e2e_ours"] = a.videos * a.rounds / sum(times["ours"])
+    print(f"end to end: original {res['e2e_original']:.3f} videos/s, ours {res['e2e_ours']:.3f} videos/s "
+          f"-> {res['e2e_ours'] / res['e2e_original']:.2f}x  (rounds: original "
+          f"{', '.join(f'{t:.1f}' for t in times['original'])} s; ours {', '.join(f'{t:.1f}' for t in times['ours'])} s)",
+          flush=True)
+
+    cos = F.cosine_similarity(out.embeddings, emb_o, dim=-1)
+    cls = model.class_embeddings.detach().float().cpu()
+    same = (out.scores(cls).argmax(1) == (F.normalize(emb_o, dim=-1) @ F.normalize(cls, dim=-1).t()).argmax(1))
+    res["min_cosine"] = float(cos.min())
+    res["same_top1"] = float(same.float().mean())
+    print(f"agreement : cosine of fused embeddings min {res['min_cosine']:.5f}; same top-1 class for "
+          f"{100 * res['same_top1']:.0f}% of {len(same)} videos", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "device": str(device), "precision": precision, **res},
+                                           indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""utils.evaluate: view fusion against a hand computation, 2-process gathering, zero-shot splits."""
+"""utils.evaluate: view fusion against a hand computation, 2-process gathering (zero-shot: test_zeroshot.py)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from utils.evaluate import (class_scores, collect, evaluate, half_class_splits, restrict_to_classes,
-                            zero_shot_report)
+from utils.evaluate import collect, evaluate
 
 T, V, S, D, C = 2, 6, 4, 5, 7
 
@@ -143,45 +142,3 @@ def test_two_processes_equal_one_process_on_odd_dataset(tmp_path):
         assert res["lab"].tolist() == out1.labels.tolist()
         for key in ("top1", "top5", "top1_correct", "top5_correct", "mean_class_accuracy", "mAP", "num_videos"):
             assert res["rep"][key] == pytest.approx(rep1[key]), key
-
-
-@pytest.mark.parametrize("num_classes", [101, 51, 200, 7])
-def test_half_class_splits_equal_original_algorithm(num_classes):
-    np.random.seed(12345)
-    before = np.random.rand()
-    np.random.seed(12345)
-    splits = half_class_splits(num_classes)
-    assert np.random.rand() == before  # global RNG untouched
-    assert len(splits) == 10
-    for s, got in enumerate(splits):
-        np.random.seed(s)
-        np.testing.assert_array_equal(got, np.random.permutation(num_classes)[:num_classes // 2])
-
-
-def test_restrict_keeps_class_without_video_and_reindexes():
-    model = StubVideoModel()
-    items = make_items(6)
-    out = collect(model, batches(items, 6), views=V, num_frames=T, device="cpu", normalize=to_float)
-    out.labels = torch.tensor([0, 2, 5, 2, 6, 0])
-    sub, emb = restrict_to_classes(out, model.class_embeddings, [6, 1, 2])  # class 1 has no video
-    assert sub.indices.tolist() == [1, 3, 4]
-    assert sub.labels.tolist() == [1, 1, 2]  # sorted selection (1, 2, 6)
-    torch.testing.assert_close(emb, model.class_embeddings[[1, 2, 6]])
-    torch.testing.assert_close(sub.scores(emb), class_scores(out.embeddings[[1, 3, 4]], emb))
-
-
-def test_zero_shot_report_matches_manual_splits():
-    model = StubVideoModel()
-    out = collect(model, batches(make_items(20), 5), views=V, num_frames=T, device="cpu", normalize=to_float)
-    rep = zero_shot_report(out, model.class_embeddings)
-    top1 = []
-    for s in range(10):
-        np.random.seed(s)
-        cls = np.sort(np.random.permutation(C)[:C // 2])
-        keep = np.isin(out.labels.numpy(), cls)
-        sc = class_scores(out.embeddings[keep], model.class_embeddings[cls])
-        lab = np.searchsorted(cls, out.labels.numpy()[keep])
-        top1.append(100 * float((sc.argmax(1).numpy() == lab).mean()) if keep.any() else 0.0)
-    assert rep["half_classes"]["top1_mean"] == pytest.approx(np.mean(top1))
-    assert rep["half_classes"]["top1_std"] == pytest.approx(np.std(top1))
-    assert rep["full_classes"]["num_videos"] == 20

@@ -97,7 +97,8 @@ def _max_over_ranks(value: float) -> float:
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
+    from utils.checkpoint import unwrap  # DDP and torch.compile wrappers
+    return unwrap(model)
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -165,9 +166,9 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
             clips, label, index = batch[0], batch[1], batch[2]
             per_view = encode_views(model, clips, views=views, num_frames=num_frames, device=device,
                                     precision=precision, chunk=chunk, normalize=normalize)
-            embs.append(per_view.mean(dim=1).cpu())
+            embs.append(per_view.mean(dim=1))  # stays on the device: no sync per batch
             if fuse == "scores":
-                view_embs.append(per_view.cpu())
+                view_embs.append(per_view)
             labels.append(torch.as_tensor(label).long().reshape(-1).cpu())
             indices.append(torch.as_tensor(index).long().reshape(-1).cpu())
             seen += clips.shape[0]
@@ -181,7 +182,7 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     seconds = _max_over_ranks(time.perf_counter() - start)
 
     dim = embs[0].shape[-1] if embs else 0
-    emb = torch.cat(embs) if embs else torch.zeros(0, dim)
+    emb = torch.cat(embs).cpu() if embs else torch.zeros(0, dim)
     lab = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
     if is_dist():
@@ -192,7 +193,7 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     emb, lab, idx = all_gather_tensor(emb), all_gather_tensor(lab), all_gather_tensor(idx)
     vemb = None
     if fuse == "scores":
-        local = torch.cat(view_embs) if view_embs else torch.zeros(0, views, dim)
+        local = torch.cat(view_embs).cpu() if view_embs else torch.zeros(0, views, dim)
         vemb = all_gather_tensor(local)
 
     order = torch.argsort(idx, stable=True)

@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"mean class acc {report['mean_class_accuracy']:.3f}%")
             if with_map:
                 line += f" mAP {report['mAP']:.3f}%"
+                if report["mAP_classes_without_videos"]:
+                    run.log.warning(f"{report['mAP_classes_without_videos']} classes have no video in the list; "
+                                    f"each counts as AP 0 in the mAP (torchnet's convention)")
             run.log.info(line)
             run.log.info(f"{n} videos, {run.views} views each, {report['seconds_per_video']:.4f} s/video; "
                          f"results: {path}")

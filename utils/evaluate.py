@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,6 +391,7 @@ class EvalRun:
         self.frames = int(self.cfg.data.num_segments)
         self.views = args.test_crops * args.test_clips
         self.dist = init_distributed(device=args.device)
+        self.precision = resolve_precision(args.precision, self.dist.device)  # amp/fp16 -> fp32 on CPU
         self.output = Path(args.output) if args.output else default_output(
             args.config, args.weights, self.frames, args.test_crops, args.test_clips, self.dense)
         self.log = setup_logger(self.output, self.dist.rank)
@@ -416,12 +417,12 @@ class EvalRun:
             self.model = build_eval_model(cfg, a.weights, self.class_names, self.dist.device)
         self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
                       f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
-                      f"{self.dist.world_size} process(es) on {self.dist.device}, precision {a.precision}, "
+                      f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "
                       f"fuse {a.fuse}")
 
     def collect(self) -> EvalOutput:
         return collect(self.model, self.loader, views=self.views, num_frames=self.frames,
-                       device=self.dist.device, precision=self.args.precision, dist=self.dist,
+                       device=self.dist.device, precision=self.precision, dist=self.dist,
                        fuse=self.args.fuse, log=self.log.info, print_freq=self.cfg.logging.print_freq)
 
     def header(self) -> dict[str, Any]:
@@ -430,7 +431,7 @@ class EvalRun:
                 "arch": self.cfg.network.arch, "num_classes": len(self.class_names),
                 "frames": self.frames, "test_crops": a.test_crops, "test_clips": a.test_clips,
                 "views": self.views, "view_layout": f"{self.frames}x{a.test_crops}x{a.test_clips}",
-                "dense": self.dense, "fuse": a.fuse, "precision": a.precision,
+                "dense": self.dense, "fuse": a.fuse, "precision": self.precision,
                 "world_size": self.dist.world_size, "device": str(self.dist.device), "opts": list(a.opts)}
 
     def write_json(self, name: str, data: dict) -> Path:

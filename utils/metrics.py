@@ -103,4 +103,7 @@ def classification_report(scores: ArrayLike, labels: ArrayLike, *, with_map: boo
     }
     if with_map:
         out["mAP"] = mean_average_precision(scores, labels)
+        num_classes = _as_tensor(scores).shape[1]
+        present = torch.unique(_as_tensor(labels, torch.long)).numel()
+        out["mAP_classes_without_videos"] = int(num_classes - present)  # each counts as AP 0
     return out

@@ -71,3 +71,7 @@ def test_report_fields():
     assert rep["top1"] == pytest.approx(200 / 3)
     assert rep["mean_class_accuracy"] == pytest.approx(75.0)
     assert "mAP" in rep and "mAP" not in classification_report(scores, labels)
+    assert rep["mAP_classes_without_videos"] == 0
+    three = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
+    rep3 = classification_report(three, np.array([0, 1]), with_map=True)
+    assert rep3["mAP_classes_without_videos"] == 1 and rep3["mAP"] == pytest.approx(200 / 3)

@@ -179,7 +179,8 @@ class TrainTransform:
             clip = F.gaussian_blur(clip, [k, k], [sigma, sigma])
         if self.solarize_prob > 0 and rng.random() < self.solarize_prob:
             clip = F.solarize(clip, threshold=128)
-        return clip.contiguous(), flipped
+        # channels-last strides are kept: the loader's collate copies into the batch anyway
+        return clip, flipped
 
     def _randaug(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         # v2.RandAugment draws from torch's global RNG: fork it so the caller's stream is untouched
@@ -223,4 +224,4 @@ class EvalTransform:
         for (top, left, bh, bw), flip in plan:
             view = clip[..., top:top + bh, left:left + bw]
             views.append(F.horizontal_flip(view) if flip else view)
-        return torch.cat(views).contiguous(), False
+        return torch.cat(views), False

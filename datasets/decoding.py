@@ -128,7 +128,7 @@ def decode_frame(path: str) -> np.ndarray:
     (libjpeg-turbo in both); torchvision's decoders are deprecated since 0.29."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+            return np.array(im if im.mode == "RGB" else im.convert("RGB"))
     except FileNotFoundError:
         raise BadSampleError(f"frame not found: {path}") from None
     except IsADirectoryError:

@@ -119,4 +119,4 @@ def build_loader(dataset: VideoDataset, batch_size: int, workers: int, *, train:
         pin_memory = torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       drop_last=drop_last, worker_init_fn=_WorkerInit(seed, rank) if workers > 0 else None,
-                      persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+                      persistent_workers=False)  # workers re-created per epoch: they see set_epoch

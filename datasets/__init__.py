@@ -1,122 +1,24 @@
 """Data pipeline: lists, frame sampling, decoding, clip transforms, datasets and loaders.
 
 `build_dataset` is the only place that reads `cfg.data`; everything below it takes plain
-arguments. See docs/data.md for the user-facing description.
+arguments. See docs/data.md for the user-facing description. The names below are imported on
+first use, so `datasets.lists` or `datasets.make_list` do not pay for importing torch.
 """
 from __future__ import annotations
 
-import os
+import importlib
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
-from datasets.fewshot import repeat_few_shot, select_few_shot, write_fewshot_list
-from datasets.lists import VideoRecord, read_label_csv, read_list
-from datasets.samplers import ShardSampler, TrainSampler
-from datasets.transforms import EvalTransform, TrainTransform, normalize
-from datasets.video_dataset import VideoDataset
-from utils.errors import UserError
-
-__all__ = ["build_dataset", "build_loader", "build_transform", "VideoDataset", "VideoRecord", "normalize",
-           "read_label_csv", "read_list", "write_fewshot_list", "ShardSampler", "TrainSampler"]
+_EXPORTS = {
+    "build_dataset": "datasets.builder", "build_loader": "datasets.builder", "build_transform": "datasets.builder",
+    "VideoDataset": "datasets.video_dataset", "VideoRecord": "datasets.lists", "read_label_csv": "datasets.lists",
+    "read_list": "datasets.lists", "normalize": "datasets.transforms", "write_fewshot_list": "datasets.fewshot",
+    "ShardSampler": "datasets.samplers", "TrainSampler": "datasets.samplers",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def build_transform(data: Any, split: str, test_crops: int = 1):
-    """The clip transform of a split from the `data` section of a config."""
-    scale = data.scale_size or (256 if data.input_size == 224 else data.input_size)
-    if split == "train":
-        randaug = (int(data.randaug.N), int(data.randaug.M)) if data.randaug.enable else None
-        return TrainTransform(
-            input_size=data.input_size, scale_size=scale, flip_prob=data.flip_prob,
-            grayscale_prob=data.grayscale_prob, crop=data.train_crop, color_jitter_prob=data.color_jitter_prob,
-            blur_prob=data.blur_prob, solarize_prob=data.solarize_prob, randaug=randaug,
-            randaug_per_frame=data.randaug_per_frame)
-    if test_crops not in (1, 3, 5, 10):
-        raise UserError(f"--test_crops must be 1, 3, 5 or 10, got {test_crops}")
-    return EvalTransform(input_size=data.input_size, scale_size=scale, crops=test_crops if split == "test" else 1)
-
-
-def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int = 1, dense: bool | None = None,
-                  seed: int | None = None) -> VideoDataset:
-    """`train` (augmented, random offsets, min_frames filter, few-shot), `val` (train-time validation:
-    1 crop, first frame of each segment, min_frames filter) or `test` (val list, all videos,
-    `test_crops` × `test_clips` views)."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
-    data = cfg.data
-    seed = cfg.seed if seed is None else seed
-    list_path = data.train_list if split == "train" else data.val_list
-    root = data.train_root if split == "train" else data.val_root
-    key = "data.train_list" if split == "train" else "data.val_list"
-    if not list_path:
-        raise UserError(f"{key} is not set")
-    num_classes = None
-    if data.label_list:
-        num_classes = len(read_label_csv(data.label_list))
-        if data.num_classes is not None and data.num_classes != num_classes:
-            raise UserError(f"data.num_classes is {data.num_classes} but {data.label_list} has {num_classes} classes")
-    if root and not os.path.isdir(root):
-        raise UserError(f"{'data.train_root' if split == 'train' else 'data.val_root'} is not a folder: {root}")
-    records = read_list(list_path, num_classes)
-    if split in ("train", "val"):  # the original's filter (not in test mode); video lists have no count
-        records = [r for r in records if r.num_frames is None or r.num_frames >= data.min_frames]
-        if not records:
-            raise UserError(f"{list_path}: every video has fewer than data.min_frames={data.min_frames} frames")
-    fewshot = None
-    if split == "train" and data.shot:
-        fewshot = select_few_shot(records, data.shot, seed, num_classes)
-        records = repeat_few_shot(fewshot, len(records), data.shot,
-                                  num_classes or len({r.label for r in records}))
-    fmt_is_video = records[0].num_frames is None
-    if fmt_is_video != (data.modality == "video"):
-        raise UserError(f"{list_path} is a {'video' if fmt_is_video else 'frames'} list but data.modality is "
-                        f"'{data.modality}'")
-    ds = VideoDataset(
-        records, root=root, modality=data.modality, num_segments=data.num_segments,
-        mode=split, transform=build_transform(data, split, test_crops), image_tmpl=data.image_tmpl,
-        index_bias=data.index_bias, num_frames_from=data.num_frames_from, video_backend=data.video_backend,
-        dense=data.dense if dense is None else dense, random_shift=data.random_shift, test_clips=test_clips,
-        seed=seed, on_bad_sample=data.on_bad_sample, max_bad_samples=data.max_bad_samples,
-        flip_label_map=dict(data.flip_label_map) if data.flip_label_map else None, list_path=str(list_path))
-    ds.fewshot_records = fewshot
-    return ds
-
-
-class _WorkerInit:
-    """Picklable worker_init_fn: one torch thread per worker (a second busy process made
-    multi-threaded tensor ops 3-10x slower here); numpy/random seeded from (seed, epoch, rank, worker)
-    for any third-party code that uses them (our own draws use per-sample generators)."""
-
-    def __init__(self, seed: int, rank: int):
-        self.seed, self.rank = seed, rank
-
-    def __call__(self, worker_id: int) -> None:
-        import random
-
-        torch.set_num_threads(1)
-        info = torch.utils.data.get_worker_info()
-        epoch = int(getattr(info.dataset, "epoch", 0)) if info is not None else 0
-        ss = np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, self.rank, worker_id])
-        state = ss.generate_state(2)
-        np.random.seed(int(state[0]))
-        random.seed(int(state[1]))
-
-
-def build_loader(dataset: VideoDataset, batch_size: int, workers: int, *, train: bool, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, epoch: int = 0, pin_memory: bool | None = None,
-                 drop_last: bool = False) -> DataLoader:
-    """Training: shuffled `TrainSampler` (its `set_epoch` also sets the dataset's epoch).
-    Evaluation: `ShardSampler` (every index once over the ranks, no padding). Batches are
-    `(clips uint8 (B, V*T, 3, S, S), labels (B,), indices (B,))`."""
-    if train:
-        sampler = TrainSampler(dataset, rank, world_size, seed)
-        sampler.set_epoch(epoch)
-    else:
-        sampler = ShardSampler(len(dataset), rank, world_size)
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      drop_last=drop_last, worker_init_fn=_WorkerInit(seed, rank) if workers > 0 else None,
-                      persistent_workers=False)  # workers re-created per epoch: they see set_epoch
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'datasets' has no attribute {name!r}")

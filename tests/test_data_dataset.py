@@ -271,3 +271,27 @@ def test_config_level_errors(syn, tmp_path):
         build_dataset(make_cfg(syn, num_classes=5), "val")
     with pytest.raises(UserError, match="data.val_root is not a folder"):
         build_dataset(make_cfg(syn, val_root=str(tmp_path / "nowhere")), "val")
+
+
+def test_video_truncated_after_an_intact_header(tmp_path):
+    import av
+
+    from datasets.synthetic import class_list, render_video
+
+    frames = render_video(class_list(1)[0], 30, 64, np.random.default_rng(0))
+    path = tmp_path / "fs.mp4"
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as c:  # index first
+        s = c.add_stream("mpeg4", rate=8, options={"qscale": "2", "g": "5"})
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for t, arr in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            f.pts = t
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    for backend in ("decord", "pyav"):
+        with pytest.raises(BadSampleError, match=r"(cannot open video|video is truncated): .*fs\.mp4"):
+            VideoReader(path, backend).read([0, 15, 29])

@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from datasets.decoding import BadSampleError, FrameFolderReader, VideoReader, decode_frame, resolve_backend

@@ -147,7 +147,7 @@ def resolve_backend(backend: str = "auto") -> str:
         raise UserError(f"data.video_backend must be auto, decord or pyav, got {backend!r}")
     if backend in ("auto", "decord"):
         try:
-            import decord  # noqa: F401
+            import decord  # noqa: F401  (availability check)
             return "decord"
         except ImportError:
             if backend == "decord":

@@ -108,7 +108,7 @@ def read_list(path: str | Path, num_classes: int | None = None) -> list[VideoRec
     """Parse an annotation list; with `num_classes`, also check every label is in [0, C).
 
     Stops at the first bad line; `scan_list` collects all of them instead."""
-    records, problems = scan_list(path, num_classes, stop_at_first=True)
+    records, _ = scan_list(path, num_classes, stop_at_first=True)
     return records
 
 

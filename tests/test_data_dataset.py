@@ -188,7 +188,7 @@ def test_missing_folder_and_frames(syn, tmp_path):
     folder = root / ds.records[0].path
     # 9 files left: the dir count gives n=9, T=4 -> indices 0,2,4,6 -> img_00001/3/5/7
     (folder / "img_00003.jpg").unlink()
-    with pytest.raises(BadSampleError, match=rf"frame not found: .*img_00003\.jpg \(list .*val\.txt, line 1;"):
+    with pytest.raises(BadSampleError, match=r"frame not found: .*img_00003\.jpg \(list .*val\.txt, line 1;"):
         ds[0]
     (folder / "img_00001.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(BadSampleError, match=r"cannot decode frame .*img_00001\.jpg"):

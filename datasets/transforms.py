@@ -99,15 +99,16 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
 def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
-    1: short side → scale_size, centre crop.  3: short side → input_size, crops at x = 0, 4·step,
-    2·step (left, right, centre; step = (W-S)//4), y = 2·((H-S)//4).  5: short side → scale_size,
+    1: short side → scale_size, centre crop.  3: short side → scale_size (the original's test.py
+    passes scale_size to its 3-crop sampler), crops at x = 0, 4·step, 2·step (left, right, centre;
+    step = (W-S)//4), y = 2·((H-S)//4).  5: short side → scale_size,
     upper-left, upper-right, lower-left, lower-right, centre.  10: each of the 5 followed by its flip.
     """
     if crops == 1:
         rh, rw = resized_shape(h, w, scale_size)
         return (rh, rw), [(center_crop_box(rh, rw, input_size), False)]
     if crops == 3:
-        rh, rw = resized_shape(h, w, input_size)
+        rh, rw = resized_shape(h, w, scale_size)
         ws, hs = (rw - input_size) // 4, (rh - input_size) // 4
         xs = [0, 4 * ws, 2 * ws]
         return (rh, rw), [((2 * hs, x, input_size, input_size), False) for x in xs]

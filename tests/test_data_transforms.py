@@ -32,10 +32,10 @@ def test_center_crop_rounds_half_to_even():
 def test_crop_plan_1_3_5_10_landscape():
     # source 256 x 340, input 224, scale 256
     assert eval_crop_plan(256, 340, 224, 256, 1) == ((256, 340), [((16, 58, 224, 224), False)])
-    # 3 crops: short side -> 224 (297 wide), step (297-224)//4 = 18: left, right, centre
+    # 3 crops: short side -> scale 256 (340 wide), steps 29 (x) and 8 (y): left, right, centre
     size3, plan3 = eval_crop_plan(256, 340, 224, 256, 3)
-    assert size3 == (224, 297)
-    assert plan3 == [((0, 0, 224, 224), False), ((0, 72, 224, 224), False), ((0, 36, 224, 224), False)]
+    assert size3 == (256, 340)
+    assert plan3 == [((16, 0, 224, 224), False), ((16, 116, 224, 224), False), ((16, 58, 224, 224), False)]
     # 5 crops on 256 x 340: steps 29 (x) and 8 (y): UL, UR, LL, LR, centre
     size5, plan5 = eval_crop_plan(256, 340, 224, 256, 5)
     assert size5 == (256, 340)
@@ -47,10 +47,13 @@ def test_crop_plan_1_3_5_10_landscape():
         eval_crop_plan(256, 340, 224, 256, 4)
 
 
-def test_three_crops_identical_on_portrait_frames():
-    size, plan = eval_crop_plan(340, 256, 224, 256, 3)  # SPEC 11.5
-    assert size == (297, 224)
-    assert [b for b, _ in plan] == [(36, 0, 224, 224)] * 3
+def test_three_crops_on_portrait_frames_stay_on_one_row():
+    size, plan = eval_crop_plan(340, 256, 224, 256, 3)
+    assert size == (340, 256)
+    assert [b for b, _ in plan] == [(58, 0, 224, 224), (58, 32, 224, 224), (58, 16, 224, 224)]
+    # at scale_size == input_size (336 models) the three crops of a portrait frame coincide (SPEC 11.5)
+    _, plan336 = eval_crop_plan(448, 336, 336, 336, 3)
+    assert [b for b, _ in plan336] == [(56, 0, 336, 336)] * 3
 
 
 def test_eval_transform_views_are_slices_of_the_resized_clip_crop_major():

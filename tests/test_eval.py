@@ -142,3 +142,11 @@ def test_two_processes_equal_one_process_on_odd_dataset(tmp_path):
         assert res["lab"].tolist() == out1.labels.tolist()
         for key in ("top1", "top5", "top1_correct", "top5_correct", "mean_class_accuracy", "mAP", "num_videos"):
             assert res["rep"][key] == pytest.approx(rep1[key]), key
+
+
+def test_default_normalisation_equals_datasets_normalize():
+    from datasets.transforms import normalize
+    from utils.evaluate import _normalize
+    x = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8)
+    torch.testing.assert_close(_normalize(x), normalize(x), rtol=0, atol=1e-6)
+    assert x.dtype == torch.uint8  # input untouched

@@ -146,3 +146,20 @@ def test_other_architecture_names_differing_keys(setup, tmp_path):
                                            "--output", str(tmp_path / "o")])
     msg = str(err.value)
     assert "unexpected keys" in msg and "fusion_model." in msg and len(msg) < 2000
+
+
+def test_original_layout_checkpoint_gives_the_same_results(setup, tmp_path):
+    """The original's layout: {'epoch', 'model_state_dict' with 'module.' prefixes, no class
+    embeddings (they come from the label CSV), 'optimizer_state_dict'}."""
+    import torch
+    ours = torch.load(setup["ckpt"], map_location="cpu", weights_only=True)["model"]
+    original = {"epoch": 29, "optimizer_state_dict": {},
+                "model_state_dict": {f"module.{k}": v for k, v in ours.items() if k != "class_embeddings"}}
+    path = tmp_path / "original_layout.pt"
+    torch.save(original, path)
+    test_script = load_script("test")
+    for name, weights in (("ours", setup["ckpt"]), ("orig", str(path))):
+        test_script.main(["--config", setup["cfg"], "--weights", weights, "--output", str(tmp_path / name),
+                          "--save_predictions", "--device", "cpu"])
+    a, b = np.load(tmp_path / "ours" / "predictions.npz"), np.load(tmp_path / "orig" / "predictions.npz")
+    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-7)

@@ -55,6 +55,7 @@ def test_topk_against_sklearn_and_exact_counts():
     assert topk_correct(scores[:, :3], np.minimum(labels, 2), (5,))[5] == n  # k capped at C
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_mean_class_accuracy_skips_absent_classes():
     rng = np.random.default_rng(4)
     scores = rng.random((40, 6))

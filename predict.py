@@ -106,15 +106,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("inputs", nargs="+", help="video files and/or frame folders")
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the one stored in our checkpoint)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (give it after the inputs: it takes every KEY=VALUE that follows)")
     parser.add_argument("--weights", required=True, help="checkpoint: ours or the original's layout")
     parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: data.label_list")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per input")
-    parser.add_argument("--test_crops", type=int, default=1, choices=(1, 3, 5, 10))
-    parser.add_argument("--test_clips", type=int, default=1)
-    parser.add_argument("--dense", action="store_true", default=None)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "fp16", "bf16"))
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--test_crops", type=int, default=1, choices=(1, 3, 5, 10), help="spatial crops (as test.py)")
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
+    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "fp16", "bf16"),
+                        help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA if present")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     args = parser.parse_args(argv)
     if args.topk < 1 or args.test_clips < 1:

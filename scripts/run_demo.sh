@@ -6,7 +6,8 @@
 #   4. multi-view test of the best checkpoint (3 crops x 2 clips) with test.py
 #   5. print a summary (accuracy per head, output folders)
 # Usage: bash scripts/run_demo.sh [transf|meanp|both]   (default transf)
-# Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>), PYTHON.
+# Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>), PYTHON,
+#   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,10 +34,12 @@ DATA_OPTS=(data.train_root="$DATA/frames" data.val_root="$DATA/frames" data.trai
 for h in $HEADS; do
   CFG="configs/demo/demo_$h.yaml"
   echo "[demo] training ($h): $CFG -> $OUT/$h"
-  "$PY" train.py --config "$CFG" --output "$OUT/$h" --opts "${DATA_OPTS[@]}"
+  # shellcheck disable=SC2086
+  "$PY" train.py --config "$CFG" --output "$OUT/$h" --opts "${DATA_OPTS[@]}" ${DEMO_OPTS:-}
   echo "[demo] multi-view test ($h): 3 crops x 2 clips"
+  # shellcheck disable=SC2086
   "$PY" test.py --config "$CFG" --weights "$OUT/$h/model_best.pt" --test_crops 3 --test_clips 2 \
-    --output "$OUT/$h/test_3x2" --opts "${DATA_OPTS[@]}"
+    --output "$OUT/$h/test_3x2" --opts "${DATA_OPTS[@]}" ${DEMO_OPTS:-}
 done
 
 T1=$(date +%s)

@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 
 if [ ! -f "$DATA/train.txt" ] || [ ! -f "$DATA/val.txt" ] || [ ! -f "$DATA/labels.csv" ]; then
   echo "[demo] generating the synthetic dataset into $DATA"
-  "$PY" -m datasets.synthetic --out "$DATA" --format frames
+  "$PY" -m datasets.synthetic --out "$DATA" --format frames --classes 6 --videos-per-class 32 --val-videos-per-class 8
 fi
 DATA_OPTS=(data.train_root="$DATA/frames" data.val_root="$DATA/frames" data.train_list="$DATA/train.txt"
            data.val_list="$DATA/val.txt" data.label_list="$DATA/labels.csv")

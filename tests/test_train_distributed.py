@@ -64,7 +64,7 @@ def test_helpers_over_two_gloo_processes(tmp_path):
         assert D.all_reduce_sum(torch.tensor([r + 1.0])).item() == 3.0
         D.barrier()
         D.cleanup()
-        print("ok", r)
+        print(f"rank{r}-ok", flush=True)
     """))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,4 +74,4 @@ def test_helpers_over_two_gloo_processes(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "ok 0" in proc.stdout and "ok 1" in proc.stdout
+    assert "rank0-ok" in proc.stdout and "rank1-ok" in proc.stdout

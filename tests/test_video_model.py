@@ -208,9 +208,10 @@ def test_build_model_from_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------ docs snippet
 @pytest.mark.slow
 def test_docs_snippet_runs_as_written(monkeypatch, capsys):
-    """The first Python block of docs/model.md (ViT-B/32 + Transf, pretrained none, K400 CSV)."""
-    text = (ROOT / "docs" / "model.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    """The README's API snippet (ViT-B/32 + Transf, pretrained none, K400 CSV), also in docs/model.md."""
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)[0]
+    doc_code = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "model.md").read_text(), flags=re.S)[0]
+    assert code == doc_code, "README.md and docs/model.md show different API snippets"
     assert "ViT-B/32" in code and "pretrained=none" in code
     monkeypatch.chdir(ROOT)
     cfg = load_config("configs/k400/k400_train_rgb_vitb-32-f8.yaml", ["network.pretrained=none"])
@@ -218,7 +219,7 @@ def test_docs_snippet_runs_as_written(monkeypatch, capsys):
         "ViT-B/32", "Transf", "lists/kinetics_400_labels.csv")
     torch.manual_seed(0)
     scope: dict = {}
-    exec(compile(code, "docs/model.md", "exec"), scope)
+    exec(compile(code, "README.md", "exec"), scope)
     logits, model = scope["logits"], scope["model"]
     assert logits.shape == (2, 400) and scope["video"].shape == (2, 512)
     assert isinstance(model.fusion_model, TransfHead)

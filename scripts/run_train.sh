@@ -21,7 +21,6 @@ if [ -z "${GPUS:-}" ]; then
 fi
 PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
 NOW="$(date +%Y%m%d_%H%M%S)"
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 cd "$ROOT"
 echo "[run_train] $GPUS process(es), port $PORT, config $CONFIG"
 exec "$PY" -m torch.distributed.run --nnodes=1 --nproc_per_node="$GPUS" \

@@ -22,7 +22,6 @@ if [ -z "${GPUS:-}" ]; then
   GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)"
   [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
 fi
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 cd "$ROOT"
 echo "[run_train_multinodes] node $NODE_RANK/$NNODES, $GPUS process(es), master $MASTER_ADDR:$MASTER_PORT"
 exec "$PY" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$GPUS" \

@@ -2,7 +2,8 @@
 # Usage: bash scripts/run_test.sh CONFIG WEIGHTS [extra args for test.py]
 #   e.g. bash scripts/run_test.sh configs/k400/k400_train_rgb_vitb-32-f8.yaml k400-vitb-32-f8.pt --test_crops 3 --test_clips 4
 # One process per local GPU through torchrun (one process on a machine without a GPU).
-# NPROC=N overrides the process count. torchrun --standalone picks a free rendezvous port, so
+# NPROC=N (or GPUS=N, as run_train.sh) overrides the process count; ENTRY=test_zeroshot.py runs the
+# zero-shot protocol instead (scripts/run_test_zeroshot.sh does that). torchrun --standalone picks a free rendezvous port, so
 # several runs can share a machine (the original used fixed port 1238).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,8 +15,10 @@ if [ ! -f "$CONFIG" ]; then echo "error: config file not found: $CONFIG" >&2; ex
 if [ ! -f "$WEIGHTS" ]; then echo "error: weights file not found: $WEIGHTS" >&2; exit 1; fi
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python
-if [ -z "${NPROC:-}" ]; then
+ENTRY="${ENTRY:-test.py}"
+NPROC="${NPROC:-${GPUS:-}}"
+if [ -z "$NPROC" ]; then
   NPROC="$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')"
 fi
 exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-  "$ROOT/test.py" --config "$CONFIG" --weights "$WEIGHTS" "$@"
+  "$ROOT/$ENTRY" --config "$CONFIG" --weights "$WEIGHTS" "$@"

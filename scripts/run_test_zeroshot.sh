@@ -1,21 +1,6 @@
 #!/usr/bin/env bash
 # Usage: bash scripts/run_test_zeroshot.sh CONFIG WEIGHTS [extra args for test_zeroshot.py]
 #   e.g. bash scripts/run_test_zeroshot.sh configs/ucf101/ucf_zero_shot.yaml k400-vitl-14-f8.pt
-# One process per local GPU through torchrun (one process on a machine without a GPU).
-# NPROC=N overrides the process count. torchrun --standalone picks a free rendezvous port, so
-# several runs can share a machine (the original used fixed port 1238).
+# Same launcher as scripts/run_test.sh (one process per local GPU; NPROC/GPUS override).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ $# -lt 2 ]; then
-  echo "usage: $0 CONFIG WEIGHTS [extra args]" >&2; exit 2
-fi
-CONFIG="$1"; WEIGHTS="$2"; shift 2
-if [ ! -f "$CONFIG" ]; then echo "error: config file not found: $CONFIG" >&2; exit 1; fi
-if [ ! -f "$WEIGHTS" ]; then echo "error: weights file not found: $WEIGHTS" >&2; exit 1; fi
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python
-if [ -z "${NPROC:-}" ]; then
-  NPROC="$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')"
-fi
-exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-  "$ROOT/test_zeroshot.py" --config "$CONFIG" --weights "$WEIGHTS" "$@"
+ENTRY=test_zeroshot.py exec bash "$(dirname "${BASH_SOURCE[0]}")/run_test.sh" "$@"

@@ -144,9 +144,9 @@ def test_two_processes_equal_one_process_on_odd_dataset(tmp_path):
             assert res["rep"][key] == pytest.approx(rep1[key]), key
 
 
-def test_default_normalisation_equals_datasets_normalize():
-    from datasets.transforms import normalize
-    from utils.evaluate import _normalize
+def test_default_normalisation_equals_the_clip_formula():
+    from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize
     x = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8)
-    torch.testing.assert_close(_normalize(x), normalize(x), rtol=0, atol=1e-6)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    torch.testing.assert_close(normalize(x), (x.float() / 255.0 - mean) / std, rtol=0, atol=1e-6)
     assert x.dtype == torch.uint8  # input untouched

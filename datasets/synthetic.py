@@ -23,7 +23,7 @@ import math
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -43,8 +43,10 @@ _OBJECTS = [
 _DIRECTIONS = {
     "horizontal": ("moving left", "moving right"), "vertical": ("moving up", "moving down"),
     "scale": ("growing", "shrinking"), "rotate": ("rotating clockwise", "rotating anticlockwise"),
+    "fade": ("fading in", "fading out"), "light": ("lighting up", "going dark"),
 }
 MAX_CLASSES = 2 * len(_OBJECTS)
+MOTIONS = tuple(_DIRECTIONS)
 IMAGE_TMPL = "img_{:05d}.jpg"
 
 
@@ -63,12 +65,25 @@ class ActionClass:
         return self.name.replace(" ", "_")
 
 
-def class_list(num_classes: int) -> list[ActionClass]:
-    """The first `num_classes` classes; consecutive pairs differ only in temporal direction."""
-    if not 1 <= num_classes <= MAX_CLASSES:
-        raise UserError(f"--classes must be between 1 and {MAX_CLASSES}, got {num_classes}")
+def class_list(num_classes: int | None = None, motions: Sequence[str] | None = None) -> list[ActionClass]:
+    """The first `num_classes` classes; consecutive pairs differ only in temporal direction.
+
+    `motions` (pair kinds from MOTIONS, repeats allowed) replaces the default motion of each
+    object in turn, so `("horizontal", "fade")` gives a red circle moving left / right and a blue
+    square fading in / out. `num_classes` defaults to every class of the chosen pairs."""
+    objects = _OBJECTS
+    if motions is not None:
+        motions = list(motions)
+        unknown = [m for m in motions if m not in _DIRECTIONS]
+        if unknown or not 1 <= len(motions) <= len(_OBJECTS):
+            raise UserError(f"--motions takes 1..{len(_OBJECTS)} of {', '.join(MOTIONS)}; got {','.join(motions)}")
+        objects = [(colour, shape, m) for (colour, shape, _), m in zip(_OBJECTS, motions)]
+    available = 2 * len(objects)
+    num_classes = available if num_classes is None else num_classes
+    if not 1 <= num_classes <= available:
+        raise UserError(f"--classes must be between 1 and {available}, got {num_classes}")
     out = []
-    for colour, shape, pair in _OBJECTS:
+    for colour, shape, pair in objects:
         for motion in _DIRECTIONS[pair]:
             out.append(ActionClass(colour, shape, motion))
     return out[:num_classes]
@@ -102,6 +117,7 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
     angle0 = rng.uniform(0, 2 * math.pi)
     spin = rng.uniform(1.2, 2.0) * math.pi / 2 / max(frames - 1, 1)  # radians per frame (< 180° total)
     growth = rng.uniform(1.8, 2.4) ** (1.0 / max(frames - 1, 1))
+    span = rng.uniform(0.75, 0.9)  # fade / light: how far the opacity or the brightness travels
     out = []
     for t in range(frames):
         tc = t - (frames - 1) / 2.0  # centred time: motion goes through the start position
@@ -122,13 +138,22 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
             angle = angle0 + spin * tc
         elif cls.motion == "rotating anticlockwise":
             angle = angle0 - spin * tc
+        phase = 0.5 + tc / max(frames - 1, 1)  # 0 at the first frame, 1 at the last
+        level = {"fading in": phase, "fading out": 1 - phase, "lighting up": phase, "going dark": 1 - phase}.get(
+            cls.motion, 1.0)
         img = Image.fromarray(base.copy())
-        draw = ImageDraw.Draw(img)
+        mask = Image.new("L", img.size, 0)
+        draw = ImageDraw.Draw(mask)
         if cls.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         else:
-            draw.polygon(_shape_points(cls.shape, cx, cy, r, angle), fill=colour)
-        out.append(np.asarray(img))
+            draw.polygon(_shape_points(cls.shape, cx, cy, r, angle), fill=255)
+        opacity = 1.0 - span * (1.0 - level) if cls.motion in ("fading in", "fading out") else 1.0
+        img.paste(Image.new("RGB", img.size, colour), mask=mask.point(lambda v: int(v * opacity)))
+        arr = np.asarray(img)
+        if cls.motion in ("lighting up", "going dark"):
+            arr = (arr.astype(np.float32) * (1.0 - span * (1.0 - level))).astype(np.uint8)
+        out.append(arr)
     return out
 
 
@@ -166,7 +191,7 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 8) -> None:
             container.mux(packet)
 
 
-def generate(out: str | Path, *, classes: int = 10, videos_per_class: int = 24, val_videos_per_class: int | None = None,
+def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str] | None = None, videos_per_class: int = 24, val_videos_per_class: int | None = None,
              frames: int = 16, size: int = 128, fmt: str = "both", seed: int = 0) -> dict[str, Path]:
     """Write the dataset under `out`; returns the paths of the lists and the CSV."""
     if fmt not in ("frames", "video", "both"):
@@ -176,7 +201,7 @@ def generate(out: str | Path, *, classes: int = 10, videos_per_class: int = 24, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_val = max(1, videos_per_class // 3) if val_videos_per_class is None else val_videos_per_class
-    cls_list = class_list(classes)
+    cls_list = class_list(classes, motions)
     paths: dict[str, Path] = {"labels": out / "labels.csv"}
     paths["labels"].write_text("id,name\n" + "".join(f"{i},{c.name}\n" for i, c in enumerate(cls_list)))
     for split, count in (("train", videos_per_class), ("val", n_val)):
@@ -207,7 +232,11 @@ def generate(out: str | Path, *, classes: int = 10, videos_per_class: int = 24, 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m datasets.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--classes", type=int, default=10, help=f"number of classes (1..{MAX_CLASSES})")
+    p.add_argument("--classes", type=int, default=None,
+                   help=f"number of classes (1..{MAX_CLASSES}; default 10, or every class of --motions)")
+    p.add_argument("--motions", default=None,
+                   help=f"comma-separated pair kinds, one per object ({', '.join(MOTIONS)}); "
+                        "default: each object's own motion")
     p.add_argument("--videos-per-class", type=int, default=24, help="training videos per class")
     p.add_argument("--val-videos-per-class", type=int, default=None,
                    help="validation videos per class (default: videos-per-class // 3, at least 1)")
@@ -216,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--format", default="both", choices=("frames", "video", "both"))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    paths = generate(a.out, classes=a.classes, videos_per_class=a.videos_per_class,
+    motions = a.motions.split(",") if a.motions else None
+    classes = a.classes if a.classes is not None or motions else 10
+    paths = generate(a.out, classes=classes, motions=motions, videos_per_class=a.videos_per_class,
                      val_videos_per_class=a.val_videos_per_class, frames=a.frames, size=a.size,
                      fmt=a.format, seed=a.seed)
     for key, path in paths.items():

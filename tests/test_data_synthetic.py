@@ -4,9 +4,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from datasets.lists import read_label_csv, read_list
 from datasets.synthetic import class_list, generate, render_video
+from utils.errors import UserError
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -62,3 +64,37 @@ def test_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--classes", "99"],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert bad.returncode == 1 and "--classes must be between 1 and 24" in bad.stderr
+
+
+def test_motions_choose_the_pair_kind_of_each_object():
+    classes = class_list(motions=["horizontal", "fade", "light"])
+    assert [c.name for c in classes] == [
+        "red circle moving left", "red circle moving right", "blue square fading in", "blue square fading out",
+        "green triangle lighting up", "green triangle going dark"]
+    assert [c.name for c in class_list(3, motions=["scale", "scale"])] == [
+        "red circle growing", "red circle shrinking", "blue square growing"]
+    for first, second in zip(classes[2::2], classes[3::2]):  # fade and light pairs: one is the other reversed
+        a = render_video(first, 8, 32, np.random.default_rng(1))
+        b = render_video(second, 8, 32, np.random.default_rng(1))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b[::-1]))
+    fade_in = render_video(classes[2], 8, 32, np.random.default_rng(1))
+    assert np.abs(fade_in[-1].astype(int) - fade_in[0]).max() > 60  # the square appears, the rest stays
+    assert np.array_equal(fade_in[0][0, 0], fade_in[-1][0, 0])
+    light = render_video(classes[4], 8, 32, np.random.default_rng(1))
+    assert light[0].mean() < 0.4 * light[-1].mean()
+
+
+def test_motions_errors_name_the_choices():
+    with pytest.raises(UserError, match="--motions takes 1..12 of horizontal, vertical, scale, rotate, fade, light"):
+        class_list(motions=["sideways"])
+    with pytest.raises(UserError, match="--classes must be between 1 and 2"):
+        class_list(3, motions=["fade"])
+
+
+def test_cli_motions(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--motions", "fade,scale",
+                          "--videos-per-class", "1", "--frames", "4", "--size", "32", "--format", "frames"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert read_label_csv(tmp_path / "labels.csv") == ["red circle fading in", "red circle fading out",
+                                                         "blue square growing", "blue square shrinking"]

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Offline demo, CPU only, about 5-10 minutes on 2 cores:
 #   1. set up .venv (scripts/setup_env.sh, idempotent)
-#   2. generate the synthetic action dataset into data/demo (skipped when it is already there)
+#   2. generate the synthetic action dataset into data/demo (skipped when the same one is there)
 #   3. train a tiny CLIP-shaped model from random weights (configs/demo/demo_<head>.yaml)
 #   4. multi-view test of the best checkpoint (3 crops x 2 clips) with test.py
 #   5. print a summary (accuracy per head, output folders)
 # Usage: bash scripts/run_demo.sh [transf|meanp|both]   (default transf)
 # Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>), PYTHON,
-#   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2").
+#   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2"),
+#   DEMO_MOTIONS (pair kinds of the generated classes, default horizontal,scale,vertical).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,9 +25,18 @@ DATA="${DEMO_DATA:-data/demo}"
 OUT="${DEMO_OUT:-exp/demo/$(date +%Y%m%d_%H%M%S)}"
 mkdir -p "$OUT"
 
-if [ ! -f "$DATA/train.txt" ] || [ ! -f "$DATA/val.txt" ] || [ ! -f "$DATA/labels.csv" ]; then
+GEN_ARGS=(--format frames --motions "${DEMO_MOTIONS:-horizontal,scale,vertical}" --videos-per-class 32
+          --val-videos-per-class 16)
+# $DATA/demo_args.txt records how the data was generated: other arguments regenerate it; lists
+# that were not written by this script are used as they are
+MARK="$DATA/demo_args.txt"
+if [ ! -f "$DATA/train.txt" ] || [ ! -f "$DATA/val.txt" ] || [ ! -f "$DATA/labels.csv" ] \
+   || { [ -f "$MARK" ] && [ "$(cat "$MARK")" != "${GEN_ARGS[*]}" ]; }; then
   echo "[demo] generating the synthetic dataset into $DATA"
-  "$PY" -m datasets.synthetic --out "$DATA" --format frames --classes 6 --videos-per-class 32 --val-videos-per-class 8
+  "$PY" -m datasets.synthetic --out "$DATA" "${GEN_ARGS[@]}"
+  echo "${GEN_ARGS[*]}" > "$MARK"
+elif [ ! -f "$MARK" ]; then
+  echo "[demo] using the lists already in $DATA (delete the folder to regenerate)"
 fi
 DATA_OPTS=(data.train_root="$DATA/frames" data.val_root="$DATA/frames" data.train_list="$DATA/train.txt"
            data.val_list="$DATA/val.txt" data.label_list="$DATA/labels.csv")

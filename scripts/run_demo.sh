@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Offline demo, CPU only, about 5-10 minutes on 2 cores:
-#   1. set up .venv (scripts/setup_env.sh, idempotent)
+# Offline demo, CPU only: about 5 minutes on 2 cores, 7 with the first set-up of .venv:
+#   1. set up .venv (scripts/setup_env.sh, idempotent; skipped when PYTHON names an interpreter)
 #   2. generate the synthetic action dataset into data/demo (skipped when the same one is there)
 #   3. train a tiny CLIP-shaped model from random weights (configs/demo/demo_<head>.yaml)
 #   4. multi-view test of the best checkpoint (3 crops x 2 clips) with test.py
 #   5. print a summary (accuracy per head, output folders)
 # Usage: bash scripts/run_demo.sh [transf|meanp|both]   (default transf)
-# Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>), PYTHON,
+# Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>),
+#   PYTHON (an interpreter with text4vis's requirements, instead of .venv),
 #   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2"),
 #   DEMO_MOTIONS (pair kinds of the generated classes, default horizontal,scale,vertical).
 set -euo pipefail
@@ -18,7 +19,7 @@ for h in $HEADS; do
   [ -f "configs/demo/demo_$h.yaml" ] || { echo "error: unknown head '$h' (transf, meanp or both)" >&2; exit 2; }
 done
 T0=$(date +%s)
-bash scripts/setup_env.sh
+[ -n "${PYTHON:-}" ] || bash scripts/setup_env.sh
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 export HF_HUB_OFFLINE=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 DATA="${DEMO_DATA:-data/demo}"

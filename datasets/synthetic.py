@@ -138,9 +138,9 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
             angle = angle0 + spin * tc
         elif cls.motion == "rotating anticlockwise":
             angle = angle0 - spin * tc
+        # fade / light: opacity or brightness goes from 1 - span to 1 (or back)
         phase = 0.5 + tc / max(frames - 1, 1)  # 0 at the first frame, 1 at the last
-        level = {"fading in": phase, "fading out": 1 - phase, "lighting up": phase, "going dark": 1 - phase}.get(
-            cls.motion, 1.0)
+        level = 1.0 - span * (phase if cls.motion in ("fading out", "going dark") else 1.0 - phase)
         img = Image.fromarray(base.copy())
         mask = Image.new("L", img.size, 0)
         draw = ImageDraw.Draw(mask)
@@ -148,11 +148,11 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         else:
             draw.polygon(_shape_points(cls.shape, cx, cy, r, angle), fill=255)
-        opacity = 1.0 - span * (1.0 - level) if cls.motion in ("fading in", "fading out") else 1.0
+        opacity = level if cls.motion in ("fading in", "fading out") else 1.0
         img.paste(Image.new("RGB", img.size, colour), mask=mask.point(lambda v: int(v * opacity)))
         arr = np.asarray(img)
         if cls.motion in ("lighting up", "going dark"):
-            arr = (arr.astype(np.float32) * (1.0 - span * (1.0 - level))).astype(np.uint8)
+            arr = (arr.astype(np.float32) * level).astype(np.uint8)
         out.append(arr)
     return out
 
@@ -191,8 +191,9 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 8) -> None:
             container.mux(packet)
 
 
-def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str] | None = None, videos_per_class: int = 24, val_videos_per_class: int | None = None,
-             frames: int = 16, size: int = 128, fmt: str = "both", seed: int = 0) -> dict[str, Path]:
+def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str] | None = None,
+             videos_per_class: int = 24, val_videos_per_class: int | None = None, frames: int = 16, size: int = 128,
+             fmt: str = "both", seed: int = 0) -> dict[str, Path]:
     """Write the dataset under `out`; returns the paths of the lists and the CSV."""
     if fmt not in ("frames", "video", "both"):
         raise UserError(f"--format must be frames, video or both, got {fmt!r}")

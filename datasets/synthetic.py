@@ -199,10 +199,10 @@ def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str
         raise UserError(f"--format must be frames, video or both, got {fmt!r}")
     if frames < 1 or size < 16 or videos_per_class < 1:
         raise UserError("need --frames >= 1, --size >= 16 and --videos-per-class >= 1")
+    cls_list = class_list(classes, motions)  # validates before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_val = max(1, videos_per_class // 3) if val_videos_per_class is None else val_videos_per_class
-    cls_list = class_list(classes, motions)
     paths: dict[str, Path] = {"labels": out / "labels.csv"}
     paths["labels"].write_text("id,name\n" + "".join(f"{i},{c.name}\n" for i, c in enumerate(cls_list)))
     for split, count in (("train", videos_per_class), ("val", n_val)):

@@ -98,3 +98,9 @@ def test_cli_motions(tmp_path):
     assert out.returncode == 0, out.stderr
     assert read_label_csv(tmp_path / "labels.csv") == ["red circle fading in", "red circle fading out",
                                                          "blue square growing", "blue square shrinking"]
+
+
+def test_bad_motions_write_nothing(tmp_path):
+    with pytest.raises(UserError, match="--motions takes"):
+        generate(tmp_path / "out", motions=["sideways"])
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,8 @@
 #   PYTHON (an interpreter with text4vis's requirements, instead of .venv),
 #   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2"),
 #   DEMO_MOTIONS (pair kinds of the generated classes, default horizontal,scale,vertical).
+# `sh script.sh` runs dash on Debian/Ubuntu: re-run this script under bash (POSIX-safe line).
+[ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -5,6 +5,8 @@
 # NPROC=N (or GPUS=N, as run_train.sh) overrides the process count; ENTRY=test_zeroshot.py runs the
 # zero-shot protocol instead (scripts/run_test_zeroshot.sh does that). torchrun --standalone picks a free rendezvous port, so
 # several runs can share a machine (the original used fixed port 1238).
+# `sh script.sh` runs dash on Debian/Ubuntu: re-run this script under bash (POSIX-safe line).
+[ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ $# -lt 2 ]; then

@@ -3,7 +3,9 @@
 #   scripts/run_train.sh CONFIG [train.py args, e.g. --opts solver.epochs=5 --precision bf16]
 # Environment: GPUS (processes; default all visible GPUs, 1 without CUDA), MASTER_PORT (default: a
 # free port), PYTHON (default .venv/bin/python). The run folder is exp/<dataset>/<arch>/<timestamp>
-# unless --output DIR is given.
+# unless --output DIR is given; paths are relative to the current folder.
+# `sh script.sh` runs dash on Debian/Ubuntu: re-run this script under bash (POSIX-safe line).
+[ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ $# -lt 1 ]; then
@@ -21,8 +23,7 @@ if [ -z "${GPUS:-}" ]; then
 fi
 PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
 NOW="$(date +%Y%m%d_%H%M%S)"
-cd "$ROOT"
 echo "[run_train] $GPUS process(es), port $PORT, config $CONFIG"
 exec "$PY" -m torch.distributed.run --nnodes=1 --nproc_per_node="$GPUS" \
   --master_addr=127.0.0.1 --master_port="$PORT" \
-  train.py --config "$CONFIG" --log_time "$NOW" "$@"
+  "$ROOT/train.py" --config "$CONFIG" --log_time "$NOW" "$@"

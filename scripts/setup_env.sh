@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project into it.
 # Idempotent: a second run with unchanged requirements only checks a stamp and returns.
+# `sh script.sh` runs dash on Debian/Ubuntu: re-run this script under bash (POSIX-safe line).
+[ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

@@ -1,0 +1,89 @@
+"""The launch scripts under scripts/ as users start them: `sh scripts/X.sh` (dash on Debian and
+Ubuntu), `bash scripts/X.sh` and `scripts/X.sh`, from any folder, with relative config, weights
+and output paths."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DASH = shutil.which("dash")
+LAUNCHERS = ("run_train.sh", "run_test.sh", "run_test_zeroshot.sh", "run_train_multinodes.sh")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable, **extra)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NNODES"):
+        env.pop(key, None)
+    return env
+
+
+def _starts(script: str) -> list[list[str]]:
+    path = str(ROOT / "scripts" / script)
+    ways = [["bash", path], [path]]
+    if DASH:
+        ways.insert(0, [DASH, path])
+    return ways
+
+
+@pytest.mark.parametrize("script", LAUNCHERS)
+def test_usage_under_every_shell(script, tmp_path):
+    for start in _starts(script):
+        proc = subprocess.run(start, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (start, proc.stderr)
+        assert "usage:" in proc.stderr, (start, proc.stderr)
+        for bad in ("Illegal option", "Bad substitution", "Syntax error", "not found"):
+            assert bad not in proc.stderr, (start, proc.stderr)
+
+
+def test_demo_rejects_unknown_head_under_dash(tmp_path):
+    for start in _starts("run_demo.sh"):
+        proc = subprocess.run([*start, "nohead"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2, (start, proc.stderr)
+        assert proc.stderr.strip().splitlines() == ["error: unknown head 'nohead' (transf, meanp or both)"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DASH is None, reason="dash is not installed")
+def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path):
+    """The user's three commands under dash, started from a folder that is not the repository,
+    with every path relative to that folder."""
+    from datasets.synthetic import generate
+
+    work = tmp_path / "work"
+    generate(work / "data", classes=3, videos_per_class=1, val_videos_per_class=1, frames=4, size=48,
+             fmt="frames", seed=0)
+    cfg = {"seed": 0,
+           "data": {"dataset": "syn", "num_segments": 2, "batch_size": 3, "workers": 0, "input_size": 112,
+                    "min_frames": 1,
+                    "train_root": "data/frames", "val_root": "data/frames", "train_list": "data/train.txt",
+                    "val_list": "data/val.txt", "label_list": "data/labels.csv"},
+           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "text_cache": ""},
+           "solver": {"epochs": 1, "lr_warmup_step": 0}}
+    (work / "cfgs").mkdir()
+    (work / "cfgs" / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    env = _env(GPUS="1", NPROC="1")
+
+    def sh(script: str, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([DASH, str(ROOT / "scripts" / script), *args], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc
+
+    sh("run_train.sh", "cfgs/tiny.yaml", "--output", "runs/a")
+    assert (work / "runs" / "a" / "model_best.pt").is_file()
+    assert not (ROOT / "runs" / "a").exists()
+    sh("run_test.sh", "cfgs/tiny.yaml", "runs/a/model_best.pt", "--output", "tests_out")
+    result = json.loads((work / "tests_out" / "results.json").read_text())
+    assert result["num_videos"] == 3
+    sh("run_test_zeroshot.sh", "cfgs/tiny.yaml", "runs/a/model_best.pt", "--output", "zs_out")
+    zs = json.loads((work / "zs_out" / "results.json").read_text())
+    assert zs["full_classes"]["num_videos"] == 3

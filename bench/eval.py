@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.lists import read_list  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
-from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.evaluate import collect  # noqa: E402
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
             else:
                 ours_ds.records = all_records[0]
                 out = collect(model, ours_loader(a.videos), views=views, num_frames=a.frames, device=device,
-                              precision=precision)
+                              normalize=normalize, precision=precision)
             times[side].append(time.perf_counter() - t)
     # median round: one round slowed down by another job on the machine does not decide the result
     res["e2e_original"] = a.videos / statistics.median(times["original"])

@@ -13,11 +13,9 @@ genuinely new parameters get new names (`control_point.conv.weight` of `tokent1d
 from __future__ import annotations
 
 import torch
-from torch import nn
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
-
-TM_CHOICES = (False, "tsm", "tokenshift", "tokent1d")
+from torch import nn
 
 
 def _frames_view(x: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -13,8 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import (find_resume, load_checkpoint, restore_training_state, rng_state,
-                              save_checkpoint, set_rng_state, training_state)
+from utils.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+)
 from utils.errors import UserError
 from utils.optim import build_optimizer, build_scheduler
 

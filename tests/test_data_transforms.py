@@ -6,9 +6,18 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from datasets.transforms import (CLIP_MEAN, CLIP_STD, EvalTransform, TrainTransform, center_crop_box,
-                                 multiscale_crop_box, normalize, random_sized_crop_box, resized_shape,
-                                 eval_crop_plan)
+from datasets.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EvalTransform,
+    TrainTransform,
+    center_crop_box,
+    eval_crop_plan,
+    multiscale_crop_box,
+    normalize,
+    random_sized_crop_box,
+    resized_shape,
+)
 
 
 def _clip(t=4, h=64, w=86, seed=0):
@@ -76,7 +85,7 @@ def test_random_sized_crop_box_bounds_and_fallback():
     rng = np.random.default_rng(0)
     for _ in range(300):
         t, l, h, w = random_sized_crop_box(256, 340, 224, rng)
-        assert 0 <= t and t + h <= 256 and 0 <= l and l + w <= 340
+        assert t >= 0 and t + h <= 256 and l >= 0 and l + w <= 340
         assert 0.08 * 256 * 340 * 0.9 <= h * w <= 256 * 340
 
     class NeverFits:  # every attempt too large: fallback to a square of the short side

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
-import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 from dotmap import DotMap
@@ -162,9 +162,6 @@ SCHEMA: dict[str, Any] = {
         "tensorboard": _k(False, bool, "Write TensorBoard scalars (needs the tensorboard package)."),
     },
 }
-
-# The 28 Kinetics prompt templates of the original (present there as a commented-out option).
-KINETICS28 = "kinetics28"
 
 
 def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:

@@ -14,11 +14,16 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from utils.choices import DEVICES
+from utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -61,21 +66,30 @@ def _env_ranks() -> tuple[int, int, int] | None:
     return None
 
 
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` (the local rank's GPU when CUDA is available, else the CPU), `cpu` or `cuda`; the one
+    place every entry point turns `--device` into a device. `cuda` without a GPU is a UserError."""
+    if name not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
 def init_distributed(device: str = "auto", timeout_s: float | None = None) -> DistInfo:
     """Join the process group described by the environment (or run alone).
 
-    `device`: `auto` (CUDA if available, else CPU), `cpu` or `cuda`. `timeout_s` bounds every
-    collective, so a rank that dies leaves the others with an error instead of a hang (default
-    `TEXT4VIS_DIST_TIMEOUT` seconds, else 1800).
+    `device`: see `select_device`. `timeout_s` bounds every collective, so a rank that dies leaves
+    the others with an error instead of a hang (default `TEXT4VIS_DIST_TIMEOUT` seconds, else 1800).
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     ranks = _env_ranks()
     rank, world, local = ranks if ranks else (0, 1, 0)
+    dev = select_device(device, local)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local % max(torch.cuda.device_count(), 1))
-        dev = torch.device("cuda", torch.cuda.current_device())
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     distributed = world > 1
     if distributed and not dist.is_initialized():
         if timeout_s is None:
@@ -108,6 +122,17 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
+
+
+@contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Run the body on rank 0 first and on the other ranks after it: rank 0 fills a cache (class
+    embeddings, downloaded weights) that the others then read instead of racing to write it."""
+    if get_rank() != 0:
+        barrier()
+    yield
+    if get_rank() == 0:
+        barrier()
 
 
 def _comm_device() -> torch.device:

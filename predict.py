@@ -54,7 +54,8 @@ def infer_frame_template(folder: Path, preferred: str, index_bias: int) -> tuple
         raise UserError(f"{folder}: cannot tell the frame numbering from the file name '{names[0]}' "
                         f"(expected e.g. img_00001.jpg)")
     prefix, digits, ext = m.groups()
-    tmpl = prefix.replace("{", "{{").replace("}", "}}") + (f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}") + ext
+    number = f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}"
+    tmpl = prefix.replace("{", "{{").replace("}", "}}") + number + ext
     pattern = re.escape(prefix) + r"(\d+)" + re.escape(ext)
     indices = sorted(int(mm.group(1)) for n in names if (mm := re.fullmatch(pattern, n)))
     first = indices[0]
@@ -72,7 +73,7 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
     p = Path(path)
     if not p.exists():
         raise UserError(f"input not found: {path}")
-    common = dict(root="", num_segments=int(cfg.data.num_segments), mode="test",
+    common: dict[str, Any] = dict(root="", num_segments=int(cfg.data.num_segments), mode="test",
                   transform=EvalTransform(int(cfg.data.input_size), int(cfg.data.scale_size), crops),
                   dense=dense, test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=path)
     if p.is_dir():
@@ -87,7 +88,8 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
     except UserError:
         raise
     except Exception as err:  # a decoder's own exception type: still one clear line per input
-        raise UserError(f"cannot read {path}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}") from None
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read {path}: {detail}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -143,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                            normalize=normalize, precision=args.precision).mean(dim=1).cpu()
         probs = class_probabilities(emb, classes, scale)[0]
         top = probs.topk(k)
-        preds = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
-                 for r, (p, i) in enumerate(zip(top.values, top.indices))]
+        preds: list[dict[str, Any]] = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
+                 for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
         results.append({"input": path, "predictions": preds})
         if not args.json:
             print(path)

@@ -13,6 +13,7 @@ fewshot_train_list.txt (with `data.shot`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import random
 import shutil
@@ -118,10 +119,8 @@ def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tu
 def record_config(cfg: Any, config_path: str, out: Path) -> None:
     """config.yaml (what runs) and a copy of the file the user gave, on rank 0."""
     (out / "config.yaml").write_text(dump(cfg))
-    try:
+    with contextlib.suppress(OSError, shutil.SameFileError):
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))
-    except (OSError, shutil.SameFileError):
-        pass
 
 
 def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log) -> nn.Module:
@@ -356,7 +355,7 @@ def epoch_row(epoch: int, iteration: int, loss_sum: float, samples: int, seconds
               log: Log) -> dict[str, Any]:
     """The epoch's metrics.csv row from this rank's sums (loss averaged over every rank's samples)."""
     totals = all_reduce_sum(torch.tensor([loss_sum, samples], dtype=torch.float64))
-    train_loss = float(totals[0] / max(totals[1], 1))
+    train_loss = float(totals[0]) / max(float(totals[1]), 1.0)
     clips_s = float(totals[1]) / max(seconds, 1e-9)
     log(f"Epoch {epoch} done: loss {train_loss:.4f}, {clips_s:.1f} clips/s, {seconds:.1f} s")
     return {"epoch": epoch, "iteration": iteration, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[-1]:.6e}",

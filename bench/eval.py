@@ -94,7 +94,7 @@ class OriginalStyleTestDataset(Dataset):
         stacked = np.concatenate([np.asarray(c) for c in crops], axis=2)  # (S, S, 3 * V * T)
         x = torch.from_numpy(stacked).permute(2, 0, 1).contiguous().float().div(255)
         mean, std = list(CLIP_MEAN) * (x.shape[0] // 3), list(CLIP_STD) * (x.shape[0] // 3)
-        for t, m, sd in zip(x, mean, std):  # channel by channel, as the original's GroupNormalize
+        for t, m, sd in zip(x, mean, std, strict=True):  # channel by channel, as the original's GroupNormalize
             t.sub_(m).div_(sd)
         return x, rec.label, i
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import open_clip
 import torch
@@ -93,7 +94,7 @@ class _StrictTokenizer:
     """open_clip's tokenizer, but a text longer than the context is an error (as the original's
     `clip.tokenize`) instead of being silently truncated."""
 
-    def __init__(self, tokenizer: Callable, context_length: int):
+    def __init__(self, tokenizer: Any, context_length: int):
         self.tokenizer = tokenizer
         self.context_length = context_length
 

@@ -202,7 +202,7 @@ def patch_vit(visual: VisionTransformer, *, num_frames: int, tm: str | bool = Fa
     if joint_st:
         visual.time_embedding = nn.Parameter(width ** -0.5 * torch.randn(num_frames, width))
     rates = drop_rates(len(visual.transformer.resblocks), drop_out)
-    for block, rate in zip(visual.transformer.resblocks, rates):
+    for block, rate in zip(visual.transformer.resblocks, rates, strict=True):
         if type(block) is not ResidualAttentionBlock:
             raise TypeError(f"unsupported open_clip block type {type(block).__name__}")
         block.__class__ = TemporalResidualAttentionBlock

@@ -18,6 +18,7 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ def encode_text(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tens
     change the result; prompts are ~15 of the 77 tokens, which makes encoding ~5x cheaper (the
     400 K400 classes on CPU). Falls back to `encode_text` for any other text tower.
     """
-    m = clip_model
+    m: Any = clip_model  # an open_clip CLIP (attributes checked below)
     needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
     if (getattr(m, "text_pool_type", None) != "argmax" or not all(hasattr(m, a) for a in needed)
             or not _is_causal(m.attn_mask, m.positional_embedding.shape[0])):
@@ -142,7 +143,7 @@ def text_class_embeddings(clip_model: torch.nn.Module, tokenizer: Callable[[list
         raise UserError("no class names: the label CSV is empty")
     templates = resolve_templates(templates)
     path = cache_path(cache_dir, cache_key) if cache_dir and cache_key else None
-    if path is not None and path.is_file():
+    if path is not None and cache_key is not None and path.is_file():
         cached = _read_cache(path, cache_key, len(class_names))
         if cached is not None:
             return cached

@@ -16,6 +16,8 @@ from torch import nn
 
 from utils.similarity import cosine_logits
 
+LOG_100 = math.log(100.0)  # CLIP's pretrained logit_scale: exp(logit_scale) = 100
+
 
 class VideoCLIP(nn.Module):
     """Visual encoder + fusion head + class embeddings (C, D).
@@ -26,7 +28,7 @@ class VideoCLIP(nn.Module):
     """
 
     def __init__(self, visual: nn.Module, fusion_model: nn.Module, class_embeddings: torch.Tensor,
-                 fix_text: bool = True, logit_scale: float | torch.Tensor = math.log(100.0),
+                 fix_text: bool = True, logit_scale: float | torch.Tensor = LOG_100,
                  joint_st: bool = False):
         super().__init__()
         self.visual = visual

@@ -120,15 +120,15 @@ def test_top1_correct_for_most_validation_videos(demo, capsys):
     assert [r["input"] for r in res] == inputs
     top1 = [r["predictions"][0]["index"] for r in res]
     assert all(len(r["predictions"]) == 2 for r in res)
-    correct = sum(p == t for p, t in zip(top1, truth))
+    correct = sum(p == t for p, t in zip(top1, truth, strict=True))
     assert correct / len(truth) > 0.6, (top1, truth)
     for r in res:  # probabilities are a softmax over the 4 classes, sorted
         probs = [p["probability"] for p in r["predictions"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert r["predictions"][0]["class"] == demo["names"][r["predictions"][0]["index"]]
     # mp4s (re-encoded from the frames, so slightly different pixels) mostly agree with their folders
-    pred = dict(zip(inputs, top1))
-    pairs = list(zip([v for v, _ in demo["videos"]], [p for p, _ in demo["folders"]][::6]))
+    pred = dict(zip(inputs, top1, strict=True))
+    pairs = list(zip([v for v, _ in demo["videos"]], [p for p, _ in demo["folders"]][::6], strict=True))
     assert sum(pred[v] == pred[f] for v, f in pairs) >= len(pairs) / 2
 
 

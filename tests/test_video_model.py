@@ -169,7 +169,7 @@ def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
     lda = builder.build_model(tiny_cfg(tmp_path, classifier="lda", classifier_file=str(tmp_path / "lda.pt"),
                                        sim_header="None"), NAMES)
     assert torch.equal(lda.class_embeddings, emb)
-    with pytest.raises(UserError, match=r"lda\.pt.*\(4, %d\).*\(5, %d\)" % (d, d)):
+    with pytest.raises(UserError, match=rf"lda\.pt.*\(4, {d}\).*\(5, {d}\)"):
         builder.build_model(tiny_cfg(tmp_path, classifier="file", classifier_file=str(tmp_path / "lda.pt"),
                                      sim_header="None"), NAMES + ["archery"])
     with pytest.raises(UserError, match="n_emb"):

@@ -11,6 +11,7 @@ they move tensors to the device the backend needs (CUDA for NCCL, CPU for gloo) 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
@@ -165,7 +166,7 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     padded[: local.shape[0]] = local
     out = [torch.empty_like(padded) for _ in sizes_i]
     dist.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes_i)]).to(tensor.device)
+    return torch.cat([o[:s] for o, s in zip(out, sizes_i, strict=True)]).to(tensor.device)
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -189,12 +190,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0,
                      device: torch.device | str | None = None) -> torch.Tensor:
     """Rank `src`'s tensor on every rank (other ranks may pass None: shape/dtype travel too)."""
+    if get_rank() == src and tensor is None:
+        raise ValueError("broadcast_tensor: the source rank must pass a tensor")
     if not is_dist():
         assert tensor is not None
         return tensor if device is None else tensor.to(device)
-    meta = broadcast_object((tuple(tensor.shape), tensor.dtype) if get_rank() == src else None, src)
+    meta = broadcast_object((tuple(tensor.shape), tensor.dtype) if tensor is not None and get_rank() == src else None,
+                            src)
     comm = _comm_device()
-    if get_rank() == src:
+    if tensor is not None and get_rank() == src:
         buf = tensor.detach().to(comm).contiguous()
     else:
         buf = torch.empty(meta[0], dtype=meta[1], device=comm)
@@ -206,7 +210,5 @@ def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0,
 def cleanup() -> None:
     """Leave the process group (no-op without one)."""
     if is_dist():
-        try:
+        with contextlib.suppress(Exception):  # teardown after a failure must not mask the first error
             dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - teardown after a failure must not mask the first error
-            pass

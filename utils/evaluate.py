@@ -91,7 +91,7 @@ def encode_views(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num
     `normalize` turns uint8 frames into the model's input; `chunk` bounds the number of views per
     forward call (memory); None = all at once.
     """
-    net = unwrap(model)
+    net: Any = unwrap(model)  # a VideoCLIP
     b = clips.shape[0]
     if clips.shape[1] != views * num_frames:
         raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = "
@@ -181,7 +181,8 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
 
 def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
     """The model's (C, D) class embeddings (un-normalised), detached on CPU."""
-    return unwrap(model).class_embeddings.detach().float().cpu()
+    net: Any = unwrap(model)
+    return net.class_embeddings.detach().float().cpu()
 
 
 def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
@@ -207,5 +208,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames
 def eval_scale(model: torch.nn.Module, scale: float | None) -> float:
     """The logit scale of evaluation: `scale` (100 as the original), or exp(logit_scale) if None."""
     if scale is None:
-        return float(unwrap(model).logit_scale.detach().exp().item())
+        net: Any = unwrap(model)
+        return float(net.logit_scale.detach().exp().item())
     return float(scale)

@@ -3,6 +3,7 @@ written to a temporary file in the same folder, fsynced and renamed over the tar
 (or a resumed run after a kill) sees either the previous file or the new one, never half of one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -27,10 +28,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)

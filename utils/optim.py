@@ -79,7 +79,8 @@ def build_optimizer(model: nn.Module, *, lr: float, clip_ratio: float, weight_de
     groups = param_groups(model, lr=lr, clip_ratio=clip_ratio, weight_decay=weight_decay,
                           no_decay_norm_bias=no_decay_norm_bias, full_lr_names=full_lr_names)
     kwargs = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
+    beta1, beta2 = (float(b) for b in betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps,
                              weight_decay=weight_decay, **kwargs)
 
 
@@ -104,11 +105,11 @@ def cosine_factor(e: float, epochs: float, warmup: float) -> float:
 
 def multistep_milestones(decay_step: int | Sequence[int], epochs: int) -> list[float]:
     """The original's milestones: a list as given, or every `decay_step` epochs."""
-    if isinstance(decay_step, (list, tuple)):
+    if not isinstance(decay_step, int):
         return sorted(float(m) for m in decay_step)
-    if int(decay_step) <= 0:
+    if decay_step <= 0:
         raise UserError(f"solver.lr_decay_step must be positive, got {decay_step}")
-    return [float(decay_step * (i + 1)) for i in range(epochs // int(decay_step))]
+    return [float(decay_step * (i + 1)) for i in range(epochs // decay_step)]
 
 
 def multistep_factor(e: float, milestones: Sequence[float], gamma: float, warmup: float) -> float:

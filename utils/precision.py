@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -38,7 +38,7 @@ def resolve_precision(name: str | None, device: torch.device | str) -> str:
     return name
 
 
-def autocast(precision: str, device: torch.device | str) -> ContextManager:
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
     """Autocast context for an already resolved precision."""
     dev = torch.device(device).type
     if precision == "amp":

@@ -66,7 +66,7 @@ def summarize(paths: Sequence[str | Path], ddof: int = 0) -> dict[str, dict[str,
     return out
 
 
-def format_table(summary: dict[str, dict[str, float]], paths: Sequence[str | Path]) -> str:
+def format_table(summary: dict[str, dict[str, Any]], paths: Sequence[str | Path]) -> str:
     width = max(len(k) for k in summary)
     lines = [f"{len(paths)} result file(s):"] + [f"  [{i}] {p}" for i, p in enumerate(paths)]
     for key, s in summary.items():

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from app.weights import load_model, open_weights
+from app.weights import add_trust_arg, load_model, open_weights
 from datasets.lists import VideoRecord, read_label_csv
 from datasets.make_list import template_regex
 from datasets.transforms import EvalTransform, normalize
@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present")
+    add_trust_arg(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     args = parser.parse_args(argv)
     if args.topk < 1 or args.test_clips < 1:
@@ -124,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not label_csv:
             raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
         class_names = read_label_csv(label_csv)
-    model = load_model(weights, cfg=cfg, class_names=class_names, device=device).model
+    model = load_model(weights, cfg=cfg, class_names=class_names, device=device,
+                       trusted_pickles=args.trust_pickle).model
     classes = class_embeddings_of(model)
     scale = eval_scale(model, cfg.network.eval_logit_scale)
     dense = bool(cfg.data.dense if args.dense is None else args.dense)

@@ -6,6 +6,8 @@ import shutil
 import time
 
 import open_clip
+import os
+
 import pytest
 import torch
 
@@ -251,7 +253,33 @@ class _Meta:  # a Python object next to the weights, as some training scripts sa
     pass
 
 
-def test_checkpoint_with_python_objects_still_loads(tmp_path, source, caplog):
-    torch.save({"args": _Meta(), "state_dict": source.state_dict()}, tmp_path / "with_args.pt")
-    assert _same_outputs(clip.create_clip("tiny", str(tmp_path / "with_args.pt")), source)
-    assert "weights_only=False" in caplog.text
+class _Payload:  # what a crafted file holds: unpickling it calls open(marker, "w")
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_python_objects_are_refused_unless_trusted_on_the_command_line(tmp_path, source, caplog):
+    path = tmp_path / "with_args.pt"
+    torch.save({"args": _Meta(), "state_dict": source.state_dict()}, path)
+    with pytest.raises(UserError, match=r"with_args.pt' holds Python objects.*--trust_pickle .*with_args.pt"):
+        clip.create_clip("tiny", str(path))
+    with pytest.raises(UserError, match="holds Python objects"):  # as network.arch too
+        clip.create_clip(str(path), "none")
+    # the user names the file: it loads (a relative spelling of the same file counts)
+    model = clip.create_clip("tiny", str(path), trusted_pickles=[os.path.relpath(path)])
+    assert _same_outputs(model, source)
+    assert "weights_only=False as asked by --trust_pickle" in caplog.text
+
+
+def test_crafted_pickle_payload_never_runs(tmp_path, source):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Payload(marker), "state_dict": source.state_dict()}, evil)
+    other = tmp_path / "other.pt"
+    for pretrained in (str(evil),):
+        with pytest.raises(UserError, match="holds Python objects"):
+            clip.create_clip("tiny", pretrained, trusted_pickles=[str(other)])  # trusting another file is no help
+    assert not marker.exists()

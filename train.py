@@ -63,7 +63,7 @@ from utils.distributed import (
 )
 from utils.errors import UserError, run_cli
 from utils.evaluate import evaluate
-from utils.fileio import remove_temporaries
+from utils.fileio import make_folder, remove_temporaries
 from utils.logger import MetricsLog, setup_logger
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
@@ -111,7 +111,7 @@ def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tu
         resume_path = find_resume(cfg.resume, args.output, None if args.output else runs_root(cfg))
         if resume_path is not None and cfg.resume == "auto" and not args.output:
             out = resume_path.parent
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out, "--output" if args.output else "run folder")
         remove_temporaries(out)
     out, resume_path = broadcast_object((out, resume_path))
     return Path(out), resume_path

@@ -24,10 +24,11 @@ import os
 import re
 import string
 import sys
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from datasets.lists import read_label_csv
 from utils.errors import UserError, run_cli

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from fractions import Fraction
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -17,8 +17,8 @@ Normalisation is not part of the transforms: the loader yields uint8 and the eng
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

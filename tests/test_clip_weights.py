@@ -2,12 +2,11 @@
 clear errors, the fast offline failure, and weights_id."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
 import open_clip
-import os
-
 import pytest
 import torch
 

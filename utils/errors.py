@@ -7,6 +7,7 @@ points call `run_cli(main)` so that the user sees that message, not a traceback 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,18 @@ from collections.abc import Callable
 
 class UserError(Exception):
     """Bad input (config, list, CSV, data file, checkpoint): the message says what and where."""
+
+
+def explain(err: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of the input, whose message from the
+    library does not say what to do (None: not one of those)."""
+    text = str(err)
+    worker = re.search(r"DataLoader worker \(pids?:? ?([\d, ]+)\) (is killed by signal: \w+|exited unexpectedly)", text)
+    if worker:
+        return (f"a DataLoader worker process died (pid {worker.group(1).strip()}: {worker.group(2)}); the usual "
+                f"cause is the system running out of memory (the kernel's OOM killer): lower data.workers or "
+                f"data.batch_size, or check `dmesg` for 'Out of memory'")
+    return None
 
 
 def run_cli(main: Callable[[], object]) -> None:
@@ -28,4 +41,12 @@ def run_cli(main: Callable[[], object]) -> None:
         rank = os.environ.get("RANK", "0")
         prefix = "error" if rank == "0" else f"error (rank {rank})"
         print(f"{prefix}: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except RuntimeError as err:
+        line = explain(err)
+        if line is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(1)

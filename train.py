@@ -260,7 +260,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     start = RunState(cfg.solver.start_epoch, 0, 0.0)
     if resume_ckpt is not None:
         meta = restore_training_state(resume_ckpt, model=model, optimizer=optimizer,
-                                      scheduler=scheduler, scaler=scaler, rank=dist.rank, path=resume_path)
+                                      scheduler=scheduler, scaler=scaler, rank=dist.rank, path=str(resume_path))
         del resume_ckpt
         start = RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"])
         log(f"resumed from {resume_path}: epoch {meta['epoch']} done, best {start.best:.3f}")

@@ -365,7 +365,8 @@ def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str
     """(refused, allowed) changes between the config a checkpoint was trained with and the config a
     resumed run asks for, as 'key: old -> new' lines; allowed ones are in RESUME_MAY_CHANGE."""
     old, new = _flat_values(resolve(recorded, "checkpoint config")), _flat_values(asked)
-    refused, allowed = [], []
+    refused: list[str] = []
+    allowed: list[str] = []
     for key in FLAT_SCHEMA:
         if old.get(key) != new.get(key):
             line = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"

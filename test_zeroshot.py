@@ -14,16 +14,15 @@ shifted the labels after it, SPEC §11.4). Results go to `<output>/results.json`
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
-from utils.errors import run_cli
+from utils.errors import cli_parser, run_cli
 from utils.zeroshot import zero_shot_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="test_zeroshot.py", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("test_zeroshot.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
     args = parser.parse_args(argv)

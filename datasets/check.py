@@ -10,7 +10,6 @@ decode. `--full` decodes every frame. Progress goes to stderr (a bar on a termin
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from datasets.decoding import BadSampleError, FrameFolderReader, VideoReader, decode_frame, resolve_backend
 from datasets.lists import VideoRecord, read_label_csv, scan_list
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
@@ -180,9 +179,9 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
 def main(argv: list[str] | None = None) -> None:
     from utils.config import add_config_args, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m datasets.check", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
     add_config_args(parser)
-    parser.add_argument("--split", choices=("train", "val", "all"), default="all")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")
     parser.add_argument("--full", action="store_true", help="decode every frame (slow)")
     parser.add_argument("--workers", type=int, default=8, help="threads scanning in parallel")
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from datasets.lists import read_label_csv
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -299,9 +299,8 @@ def make_list(root: str | Path, out: str | Path, labels: str | Path | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m datasets.make_list",
-        description="Write an annotation list from ROOT/<class>/<frame folder or video file>.")
+    parser = cli_parser("python -m datasets.make_list",
+                        "Write an annotation list from ROOT/<class>/<frame folder or video file>.")
     parser.add_argument("root", help="data root holding one folder per class")
     parser.add_argument("--out", required=True, help="list file to write")
     parser.add_argument("--labels", help="existing label CSV (id,name): map class folders to its ids")

@@ -14,6 +14,7 @@ shifted the labels after it, SPEC §11.4). Results go to `<output>/results.json`
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
@@ -31,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         run.build()
         out = run.collect()
         scale = run.scale()
-        report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
+        with warnings.catch_warnings(record=True) as caught:  # into the run's log (log.txt) instead
+            warnings.simplefilter("always")
+            report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
         if run.dist.is_main:
             full, half = report["full_classes"], report["half_classes"]
             n = full["num_videos"]
@@ -46,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             run.log.info(f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
                          f"Top1 {half['top1_mean']:.3f} ± {half['top1_std']:.3f}% "
                          f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
+            for w in caught:
+                run.log.warning(f"warning: {w.message}")
             run.log.info(f"results: {path}")
             if args.save_predictions:
                 scores = out.scores(run.class_embeddings(), scale)

@@ -33,11 +33,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def cli_parser(prog: str, description: str | None = None, **kwargs: object) -> argparse.ArgumentParser:
+def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of an entry point: defaults shown in `--help`, and `--debug` (which
     `run_cli` acts on) documented."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
-                                     **kwargs)  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 

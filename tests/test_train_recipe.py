@@ -8,6 +8,10 @@ accuracies where only train.py's own decisions are under test.
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from utils.config import load_config
 from utils.optim import build_scheduler, param_groups
 from utils.training import EpochStats, train_one_epoch
 
+ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
 TRAIN_VIDEOS = 8
 SEED = 7
@@ -38,7 +43,7 @@ def data(tmp_path_factory) -> Path:
     return d
 
 
-def write_config(tmp: Path, data: Path, **solver: Any) -> Path:
+def write_config(tmp: Path, data: Path, network: dict[str, Any] | None = None, **solver: Any) -> Path:
     cfg = {
         "seed": SEED,
         "resume": "auto",  # the same command starts the run and continues it
@@ -46,7 +51,7 @@ def write_config(tmp: Path, data: Path, **solver: Any) -> Path:
                  "train_root": str(data / "frames"), "val_root": str(data / "frames"),
                  "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt"),
                  "label_list": str(data / "labels.csv"), "input_size": 112, "min_frames": 1},
-        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **(network or {})},
         "solver": {"epochs": 3, "lr": 1.0e-3, "clip_ratio": 0.5, "lr_warmup_step": 0, "weight_decay": 0.2, **solver},
         "logging": {"print_freq": 1, "eval_freq": 1},
     }
@@ -173,3 +178,35 @@ def test_engine_clips_the_gradient_norm():
     torch.testing.assert_close(step(None), -grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(step(bound), -grad * (bound / float(grad.norm())), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(step(10 * float(grad.norm())), -grad, rtol=1e-5, atol=1e-7)  # under the bound
+
+
+def torchrun_train(cfg: Path, out: Path, *extra: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(ROOT / "train.py"), "--config", str(cfg), "--output", str(out),
+           "--device", "cpu", *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_resume_continues_each_ranks_random_stream(tmp_path, data):
+    """2 processes with stochastic depth and attention dropout, whose masks each rank draws from its
+    own stream (seeded seed + rank): 1 epoch, stop, resume, 1 epoch equals 2 epochs in one go, in
+    the weights and in every rank's RNG state."""
+    cfg = write_config(tmp_path, data, network={"drop_out": 0.5}, epochs=2, lr=1e-2)
+    torchrun_train(cfg, tmp_path / "ref")
+    torchrun_train(cfg, tmp_path / "split", "--stop_after_epochs", "1")
+    torchrun_train(cfg, tmp_path / "split")
+    ref = torch.load(tmp_path / "ref" / "last_model.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "last_model.pt", weights_only=True)
+    assert ref["config"]["network"]["drop_out"] == 0.5 and ref["epoch"] == split["epoch"] == 1
+    assert len(ref["rng"]) == len(split["rng"]) == 2
+    assert not torch.equal(ref["rng"][0]["torch"], ref["rng"][1]["torch"])  # two streams
+    for rank in range(2):
+        assert torch.equal(split["rng"][rank]["torch"], ref["rng"][rank]["torch"]), rank
+    for key, value in ref["model"].items():
+        assert torch.equal(split["model"][key], value), key

@@ -18,7 +18,6 @@ Output order is deterministic: classes sorted, then videos sorted by name (code-
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re

@@ -13,7 +13,6 @@ Runs on CPU when no GPU is present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from datasets.transforms import EvalTransform, normalize
 from datasets.video_dataset import VideoDataset
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
 from utils.distributed import select_device
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
 from utils.similarity import class_probabilities
 
@@ -93,7 +92,7 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("predict.py", __doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="video files and/or frame folders")
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the one stored in our checkpoint)")

@@ -61,7 +61,7 @@ from utils.distributed import (
     init_distributed,
     rank_zero_first,
 )
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import evaluate
 from utils.fileio import make_folder, remove_temporaries
 from utils.logger import MetricsLog, setup_logger
@@ -197,15 +197,14 @@ def build_optimisation(cfg: Any, model: nn.Module, iters_per_epoch: int, precisi
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="train.py", description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli_parser("train.py", (__doc__ or "").split("\n\n")[0])
     add_config_args(p)
     p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
     p.add_argument("--log_time", "--log-time", dest="log_time", default=None,
                    help="timestamp for the default run folder (scripts pass one)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(p)
     p.add_argument("--stop_after_epochs", "--stop-after-epochs", dest="stop_after_epochs", type=int, default=None,
                    metavar="N", help="end this invocation after N epochs and save last_model.pt (the schedule "

@@ -46,7 +46,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
                         help="results folder (default exp/test/<config>/<run>_<weights>_<views>)")
     parser.add_argument("--save_predictions", action="store_true",
                         help="also write predictions.npz (probabilities, labels, video ids, class names)")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
 
 

@@ -10,7 +10,6 @@ saves its (C, D) coefficient matrix. Use it with `network.classifier: lda` and
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Sequence
 
@@ -24,7 +23,7 @@ from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
 from utils.distributed import select_device
-from utils.errors import run_cli
+from utils.errors import cli_parser, run_cli
 from utils.evaluate import collect
 
 
@@ -44,14 +43,14 @@ def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cp
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.lda", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the config stored in our checkpoint)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--weights", required=True, help="checkpoint (ours or the original's layout)")
     parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
     parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
     args = parser.parse_args(argv)
     shrink: float | str | None

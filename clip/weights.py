@@ -168,12 +168,18 @@ def _describe_source(cfg: dict) -> str:
 
 
 def _no_weights_message(arch: str, tag: str, source: str, reason: str) -> str:
+    """How to get the weights; with HF_HUB_OFFLINE set, unsetting it is the first way."""
+    if _offline():
+        first = "Either unset HF_HUB_OFFLINE and run once with network access (the file is then cached)"
+        skip = ""
+    else:
+        first = "Either run once with network access (the file is then cached)"
+        skip = "Set HF_HUB_OFFLINE=1 to skip the network check entirely; "
     return (f"network.pretrained: cannot get the '{tag}' weights of {arch} ({reason}). "
-            f"They come from {source}. Either run once with network access (the file is then cached), "
-            f"or download it elsewhere and point to it, e.g. "
+            f"They come from {source}. {first}, or download it elsewhere and point to it, e.g. "
             f"`--opts network.pretrained=/path/to/weights.pt` (an OpenAI .pt archive, an open_clip "
-            f".bin/.safetensors or a Text4Vis checkpoint). Set HF_HUB_OFFLINE=1 to skip the network check "
-            f"entirely; `network.pretrained=none` builds random weights on purpose.")
+            f".bin/.safetensors or a Text4Vis checkpoint). {skip}`network.pretrained=none` builds random "
+            f"weights on purpose.")
 
 
 # ----------------------------------------------------------------------------------------------

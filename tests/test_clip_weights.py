@@ -164,7 +164,10 @@ def test_openai_offline_fails_fast_with_clear_message(tmp_path, monkeypatch):
         clip.create_clip("ViT-B/32", "openai", cache_dir=str(tmp_path))
     assert time.monotonic() - start < 10
     msg = str(err.value)
-    assert "HF_HUB_OFFLINE" in msg and "network.pretrained=/path/to" in msg and "ViT-B/32" in msg
+    assert "network.pretrained=/path/to" in msg and "ViT-B/32" in msg
+    assert "(HF_HUB_OFFLINE is set and they are not in the cache)" in msg
+    assert "unset HF_HUB_OFFLINE and run once with network access" in msg
+    assert "HF_HUB_OFFLINE=1" not in msg  # it is set already: never advised
 
 
 def test_no_network_fails_fast_without_offline_flag(tmp_path, monkeypatch):
@@ -182,7 +185,8 @@ def test_no_network_fails_fast_without_offline_flag(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no network") as err:
         clip.create_clip("RN50", "openai", cache_dir=str(tmp_path))
     assert probed and probed[0][1] == W.PROBE_TIMEOUT_S <= 5
-    assert "HF_HUB_OFFLINE" in str(err.value)
+    assert "Set HF_HUB_OFFLINE=1 to skip the network check entirely" in str(err.value)
+    assert "unset HF_HUB_OFFLINE" not in str(err.value)
 
 
 def test_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):

@@ -25,7 +25,7 @@ import yaml
 from dotmap import DotMap
 
 from utils.choices import CLASSIFIERS, SIM_HEADERS, TEMPORAL_MODULES
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 
 @dataclass(frozen=True)
@@ -428,9 +428,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m utils.config", description="Print a resolved config.")
+    parser = cli_parser("python -m utils.config", "Print a resolved config.")
     parser.add_argument("config", nargs="?", help="YAML config file")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--keys-markdown", action="store_true", help="print the table of every key")
     parser.add_argument("--update-readme", metavar="README", help="replace the key table in this Markdown file")
     args = parser.parse_args(list(argv) if argv is not None else None)

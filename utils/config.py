@@ -16,7 +16,7 @@ import argparse
 import contextlib
 import copy
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,18 +196,20 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
-def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
-    out: dict[str, Key] = {}
-    for name, val in schema.items():
+def flatten(tree: dict, is_section: Callable[[str], bool] | None = None, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}. `is_section(dotted_key)` says which mappings to open (default:
+    every dict; a config passes its sections so that dict-valued keys stay whole)."""
+    out: dict[str, Any] = {}
+    for name, val in tree.items():
         dotted = f"{prefix}{name}"
-        if isinstance(val, dict):
-            out.update(_flat(val, dotted + "."))
+        if isinstance(val, dict) and (is_section is None or is_section(dotted)):
+            out.update(flatten(val, is_section, dotted + "."))
         else:
             out[dotted] = val
     return out
 
 
-FLAT_SCHEMA: dict[str, Key] = _flat(SCHEMA)
+FLAT_SCHEMA: dict[str, Key] = flatten(SCHEMA)
 SECTIONS = {k for k, v in SCHEMA.items() if isinstance(v, dict)} | {
     f"data.{k}" for k, v in SCHEMA["data"].items() if isinstance(v, dict)}
 
@@ -364,7 +366,8 @@ def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:
 def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str]]:
     """(refused, allowed) changes between the config a checkpoint was trained with and the config a
     resumed run asks for, as 'key: old -> new' lines; allowed ones are in RESUME_MAY_CHANGE."""
-    old, new = _flat_values(resolve(recorded, "checkpoint config")), _flat_values(asked)
+    old = flatten(resolve(recorded, "checkpoint config"), SECTIONS.__contains__)
+    new = flatten(asked, SECTIONS.__contains__)
     refused: list[str] = []
     allowed: list[str] = []
     for key in FLAT_SCHEMA:
@@ -373,15 +376,6 @@ def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str
             (allowed if key in RESUME_MAY_CHANGE else refused).append(line)
     return refused, allowed
 
-
-def _flat_values(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in cfg.items():
-        if f"{prefix}{name}" in SECTIONS:
-            out.update(_flat_values(value, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = value
-    return out
 
 
 def to_dotmap(cfg: dict) -> DotMap:

@@ -16,20 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from utils.config import flatten
 from utils.errors import UserError, cli_parser, run_cli
 
 METRIC_NAMES = ("top1", "top5", "mean_class_accuracy", "mAP", "top1_mean", "top5_mean")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, val in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(val, dict):
-            out.update(_flatten(val, name + "."))
-        else:
-            out[name] = val
-    return out
 
 
 def load_results(path: str | Path) -> dict[str, float]:
@@ -43,7 +33,7 @@ def load_results(path: str | Path) -> dict[str, float]:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(tree, dict):
         raise UserError(f"{path}: expected a JSON object")
-    return {k: float(v) for k, v in _flatten(tree).items()
+    return {k: float(v) for k, v in flatten(tree).items()
             if k.rsplit(".", 1)[-1] in METRIC_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

@@ -132,3 +132,8 @@ def test_anet_label2name_json_matches_csv():
     names = read_label_csv(LISTS / "anet1.3_labels.csv")
     mapping = json.loads((LISTS / "anet/anet1.3_label2name.json").read_text())
     assert {int(k): v for k, v in mapping.items()} == dict(enumerate(names))
+
+
+def test_activitynet_double_slashes_are_kept_verbatim():
+    anet = read_list(LISTS / "anet/anet_full_for_zeroshot.txt")
+    assert anet[1].path == "activitynet_train_resize_img_256_340_fps1//u2uoYvo8J5s"

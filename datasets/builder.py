@@ -13,6 +13,7 @@ from datasets.lists import read_label_csv, read_list
 from datasets.samplers import ShardSampler, TrainSampler
 from datasets.transforms import EvalTransform, TrainTransform
 from datasets.video_dataset import VideoDataset
+from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
 
 def build_transform(data: Any, split: str, test_crops: int = 1):
@@ -68,12 +69,20 @@ def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int 
     ds = VideoDataset(
         records, root=root, modality=data.modality, num_segments=data.num_segments,
         mode=split, transform=build_transform(data, split, test_crops), image_tmpl=data.image_tmpl,
-        index_bias=data.index_bias, num_frames_from=data.num_frames_from, video_backend=data.video_backend,
+        index_bias=data.index_bias, num_frames_from=data.num_frames_from, decoder=data.decoder,
+        decode_device=data.decode_device, seek_mode=seek_mode_for(root),
+        defer_transform=data.transform_device == "cuda",
         dense=data.dense if dense is None else dense, random_shift=data.random_shift, test_clips=test_clips,
         seed=seed, on_bad_sample=data.on_bad_sample, max_bad_samples=data.max_bad_samples,
         flip_label_map=dict(data.flip_label_map) if data.flip_label_map else None, list_path=str(list_path))
     ds.fewshot_records = fewshot
     return ds
+
+
+def seek_mode_for(root: str) -> str:
+    """`approximate` (cheaper, right for constant-frame-rate files) for a folder written by
+    `python -m datasets.preprocess`, whose files are constant-frame-rate by construction; else `exact`."""
+    return "approximate" if root and os.path.isfile(os.path.join(root, CFR_MARKER)) else "exact"
 
 
 class _WorkerInit:

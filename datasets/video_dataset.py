@@ -91,10 +91,14 @@ class VideoDataset(Dataset):
         else:
             reader = VideoReader(path, self.decoder, device=self.decode_device, seek_mode=self.seek_mode)
             n = reader.num_frames
-        indices = sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
-                                 random_shift=self.random_shift, rng=rng)
+        indices = self.frame_indices(n, rng)
         clip = self.frames.read(path, indices) if self.frames is not None else reader.read(indices)
         return self.finish(clip, record.label, rng)
+
+    def frame_indices(self, n: int, rng: np.random.Generator) -> list[int]:
+        """The sampled frame indices of an n-frame video (all views, clip-major)."""
+        return sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
+                              random_shift=self.random_shift, rng=rng)
 
     def finish(self, clip: torch.Tensor, label: int, rng: np.random.Generator
                ) -> tuple[torch.Tensor, int, ClipParams | None]:

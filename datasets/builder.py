@@ -154,3 +154,26 @@ def build_loader(dataset: Any, batch_size: int, workers: int, *, train: bool, ra
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       drop_last=drop_last, worker_init_fn=init, collate_fn=collate,
                       persistent_workers=False)  # workers re-created per epoch: they see set_epoch
+
+
+def data_remedy(dataset: Any, workers: int, procs_per_node: int = 1, cpus: int | None = None) -> str:
+    """What would make this data pipeline faster, for the data-bound alarm (`utils.data_wait`)."""
+    ds = dataset.samples if isinstance(dataset, ShardDataset) else dataset
+    free = (cpus or os.cpu_count() or 1) // max(1, procs_per_node)
+    tips = []
+    if workers < free - 1:
+        tips.append(f"raise data.workers (now {workers}; this machine has {free} CPUs per training process)")
+    if ds.modality == "video":
+        if ds.decoder != "torchcodec":
+            tips.append(f"decode with torchcodec (now {ds.decoder}; scripts/setup_env.sh installs FFmpeg's libraries)")
+        preprocessed = dataset.index.cfr if isinstance(dataset, ShardDataset) else ds.seek_mode == "approximate"
+        if not preprocessed:
+            tips.append("pre-process the videos once (python -m datasets.preprocess SRC OUT: all-intra H.264, "
+                        "sampling decodes 8 frames instead of the whole clip; docs/data.md)")
+    elif ds.frames is not None and ds.frames.num_frames_from == "dir":
+        tips.append("data.num_frames_from: list (no directory listing per sample)")
+    if not ds.defer_transform and torch.cuda.is_available():
+        tips.append("data.transform_device: cuda (augment on the GPU)")
+    if not tips:
+        tips.append("more CPU cores per GPU, or a smaller data.input_size / data.num_segments")
+    return "remedy: " + "; ".join(tips)

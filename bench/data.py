@@ -30,8 +30,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,8 @@ def k400_like_clip(path: Path, seed: int) -> None:
     for cell, amp in ((64, 60), (16, 30), (4, 16), (2, 12)):
         gh, gw = ch // cell + 2, cw // cell + 2
         small = rng.normal(0, 1, (gh, gw, 3)).astype(np.float32)
-        up = np.stack([np.asarray(Image.fromarray(small[..., k]).resize((gw * cell, gh * cell), Image.BICUBIC))
+        size = (gw * cell, gh * cell)
+        up = np.stack([np.asarray(Image.fromarray(small[..., k]).resize(size, Image.Resampling.BICUBIC))
                        for k in range(3)], -1)
         canvas += amp * up[:ch, :cw]
     canvas += rng.uniform(60, 190, 3)
@@ -148,7 +150,7 @@ class Original:
     def _scale(imgs: list[Image.Image], size: int) -> list[Image.Image]:
         w, h = imgs[0].size
         ow, oh = (size, int(size * h / w)) if w < h else (int(size * w / h), size)
-        return [im.resize((ow, oh), Image.BICUBIC) for im in imgs]
+        return [im.resize((ow, oh), Image.Resampling.BICUBIC) for im in imgs]
 
     def _train(self, imgs: list[Image.Image]) -> list[Image.Image]:
         imgs = self._scale(imgs, 256)
@@ -161,7 +163,7 @@ class Original:
                 cw, ch = ch, cw
             if cw <= w and ch <= h:
                 x, y = random.randint(0, w - cw), random.randint(0, h - ch)
-                imgs = [im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.BILINEAR) for im in imgs]
+                imgs = [im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.Resampling.BILINEAR) for im in imgs]
                 break
         else:
             imgs = self._scale(imgs, 224)
@@ -169,7 +171,7 @@ class Original:
             x, y = random.randint(0, w - 224), random.randint(0, h - 224)
             imgs = [im.crop((x, y, x + 224, y + 224)) for im in imgs]
         if random.random() < 0.5:
-            imgs = [im.transpose(Image.FLIP_LEFT_RIGHT) for im in imgs]
+            imgs = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in imgs]
         if random.random() < 0.2:
             imgs = [ImageOps.grayscale(im).convert("RGB") for im in imgs]
         return imgs
@@ -199,7 +201,8 @@ def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) ->
                  val_shards=str(root / "shards" / "pre.json"), shuffle_buffer=0)
     else:
         folder = str(root / ("raw" if fmt == "mp4" else "pre"))
-        d.update(val_root=folder, train_root=folder, val_list=str(root / "video.txt"), train_list=str(root / "video.txt"))
+        lst = str(root / "video.txt")
+        d.update(val_root=folder, train_root=folder, val_list=lst, train_list=lst)
     d.update(data)
     cfg = to_dotmap(resolve({"seed": 0, "data": d}, "bench"))
     if train:

@@ -18,6 +18,7 @@ from datasets.video_dataset import VideoDataset
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
 
+
 def build_transform(data: Any, split: str, test_crops: int = 1):
     """The clip transform of a split from the `data` section of a config."""
     scale = data.scale_size or (256 if data.input_size == 224 else data.input_size)

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
-from datasets.video_reader import VideoReader, resolve_decoder
 from datasets.lists import VideoRecord, read_label_csv, scan_list
+from datasets.video_reader import VideoReader, resolve_decoder
 from utils.errors import UserError, run_cli
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ def decode_frame_bytes(datas: Sequence[bytes], names: Sequence[str], where: str)
         except Exception:
             pass
     frames = []
-    for data, name in zip(datas, names):
+    for data, name in zip(datas, names, strict=True):
         try:
             with Image.open(io.BytesIO(data)) as im:
                 frames.append(torch.from_numpy(np.array(im if im.mode == "RGB" else im.convert("RGB"))))

@@ -15,8 +15,9 @@ batch that the CPU already transformed).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -72,6 +73,7 @@ class BatchTransform:
 
     def __call__(self, clips: RawClips | torch.Tensor | Sequence[torch.Tensor],
                  params: Sequence[ClipParams | None] | None = None) -> torch.Tensor:
+        frames: torch.Tensor | Sequence[torch.Tensor]
         if isinstance(clips, RawClips):
             frames, params = clips.frames, clips.params
         else:
@@ -91,7 +93,7 @@ class BatchTransform:
             raise ValueError(f"{len(frames)} clips but {len(params)} parameter sets")
         size = [tf.input_size, tf.input_size]
         crops = []
-        for clip, p in zip(frames, params):
+        for clip, p in zip(frames, params, strict=True):
             if p.randaug_seed is not None:
                 clip = tf.randaugment(clip, p.randaug_seed)
             top, left, h, w = p.box

@@ -28,11 +28,12 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from datasets.make_list import VIDEO_EXTENSIONS, make_list
 from datasets.video_reader import CFR_MARKER
@@ -58,13 +59,13 @@ class Settings:
 
 
 def target_size(w: int, h: int, short: int) -> tuple[int, int]:
-    """(w, h) with the short side `short` (never upscaled), both even as yuv420p needs."""
-    if min(w, h) > short:
-        if w <= h:
-            w, h = short, round(h * short / w)
-        else:
-            w, h = round(w * short / h), short
-    return max(2, w - w % 2), max(2, h - h % 2)
+    """(w, h) with the short side `short` (never upscaled), both even as yuv420p needs (the long
+    side rounded to the nearest even number)."""
+    if min(w, h) <= short:
+        return max(2, w - w % 2), max(2, h - h % 2)
+    if w <= h:
+        return short - short % 2, max(2, 2 * round(h * short / w / 2))
+    return max(2, 2 * round(w * short / h / 2)), short - short % 2
 
 
 def _frames(src: str, s: Settings) -> Iterator[tuple[Any, Fraction]]:
@@ -82,7 +83,7 @@ def _frames(src: str, s: Settings) -> Iterator[tuple[Any, Fraction]]:
         chain = [graph.add_buffer(template=vs), graph.add("fps", fps=f"{rate.numerator}/{rate.denominator}"),
                  graph.add("scale", f"w={w}:h={h}:flags=bicubic"), graph.add("format", "yuv420p" if not s.frames
                                                                               else "rgb24"), graph.add("buffersink")]
-        for a, b in zip(chain, chain[1:]):
+        for a, b in zip(chain[:-1], chain[1:], strict=True):
             a.link_to(b)
         graph.configure()
 

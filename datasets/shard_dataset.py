@@ -100,7 +100,7 @@ def read_shard_index(url: str, key: str = "data.train_shards") -> ShardIndex:
         content = str(ours["content"])
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{key}: {url} is incomplete or damaged ({err!r})") from None
-    if any(len(k) != c for k, c in zip(keys, counts)) or content not in ("video", "frames"):
+    if any(len(k) != c for k, c in zip(keys, counts, strict=True)) or content not in ("video", "frames"):
         raise UserError(f"{key}: {url} is inconsistent (sample counts or content)")
     return ShardIndex(url, shards, keys, records, content, bool(ours.get("cfr", False)))
 
@@ -290,7 +290,7 @@ def _sample_key(key: str, url: str) -> int:
     try:
         return int(key.rsplit("/", 1)[-1])
     except ValueError:
-        raise BadSampleError(f"shard {url} holds a sample {key!r} that python -m datasets.shards did not write") from None
+        raise BadSampleError(f"shard {url} holds a sample {key!r} not written by python -m datasets.shards") from None
 
 
 class _EpochSampler(Sampler[None]):

@@ -109,7 +109,7 @@ def write_shards(list_path: str, root: str, out: str, *, labels: str | None = No
                      "records": [[r.path, r.num_frames, r.label, r.line] for r in records]},
     }
     if skipped:  # records of left-out samples stay in the index (their lines), their keys do not
-        index["text4vis"]["skipped"] = skipped
+        index["text4vis"] = {**index["text4vis"], "skipped": skipped}  # type: ignore[dict-item]
     tmp = prefix.with_name(prefix.name + ".json.tmp")
     tmp.write_text(json.dumps(index))
     os.replace(tmp, prefix.with_name(prefix.name + ".json"))

@@ -17,8 +17,8 @@ Normalisation is not part of the transforms: the loader yields uint8 and the eng
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,8 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
     return y, x, ch, cw
 
 
-def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
+def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int,
+                   crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
     1: short side → scale_size, centre crop.  3: short side → scale_size (the original's test.py
@@ -130,10 +131,10 @@ def _map_box(box: Box, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Box:
     """A box on a resized frame → the same region on the source frame (rounded to pixels)."""
     top, left, bh, bw = box
     sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    t, l = int(round(top * sy)), int(round(left * sx))
+    t, lft = int(round(top * sy)), int(round(left * sx))
     b, r = int(round((top + bh) * sy)), int(round((left + bw) * sx))
-    t, l = min(max(t, 0), to_hw[0] - 1), min(max(l, 0), to_hw[1] - 1)
-    return t, l, max(1, min(b, to_hw[0]) - t), max(1, min(r, to_hw[1]) - l)
+    t, lft = min(max(t, 0), to_hw[0] - 1), min(max(lft, 0), to_hw[1] - 1)
+    return t, lft, max(1, min(b, to_hw[0]) - t), max(1, min(r, to_hw[1]) - lft)
 
 
 # ----------------------------------------------------------------------------- transforms

@@ -3,16 +3,18 @@
 `dataset[i] -> (clip uint8 (V*T, 3, S, S), label, i)` with V = crops × clips views, crop-major,
 then clip, then frame. With `defer_transform=True` (`data.transform_device: cuda`) it returns
 `(decoded clip (V*T, 3, H, W), label, i, params)` instead: the transform's random parameters are
-drawn here with the same generator, and `datasets.device_transforms` applies them to the batch. Randomness (frame offsets, augmentation, replacement of a bad sample) comes
-from `numpy.random.default_rng([seed, epoch, i, attempt])`: independent of the worker that loads
-the sample and of the worker count, identical when an epoch is re-run after a resume, and never
+drawn here with the same generator, and `datasets.device_transforms` applies them to the batch.
+Randomness (frame offsets, augmentation, replacement of a bad sample) comes from
+`numpy.random.default_rng([seed, epoch, i, attempt])`: independent of the worker that loads the
+sample and of the worker count, identical when an epoch is re-run after a resume, and never
 shared between workers (the original's global numpy RNG repeated offsets across workers).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

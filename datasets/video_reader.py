@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,7 +54,8 @@ def decoder_problem(name: str) -> str | None:
         return f"{name} is not installed"
     except Exception as err:  # torchcodec raises RuntimeError when none of FFmpeg 4-8 loads
         if name == "torchcodec":
-            return f"torchcodec cannot load FFmpeg's libraries ({FFMPEG_HINT})"
+            return (f"torchcodec does not load: FFmpeg's shared libraries are missing ({FFMPEG_HINT}) or this "
+                    f"torchcodec was built for another torch ({_short(err)})")
         return f"{name} cannot be imported: {_short(err)}"
     return None
 
@@ -141,7 +143,8 @@ class VideoReader:
             from torchcodec.decoders import VideoDecoder
 
             src = self.data if self.data is not None else self.path
-            self._dec = VideoDecoder(src, seek_mode=self.seek_mode, num_ffmpeg_threads=1, device=self.device)
+            mode: Literal["exact", "approximate"] = "approximate" if self.seek_mode == "approximate" else "exact"
+            self._dec = VideoDecoder(src, seek_mode=mode, num_ffmpeg_threads=1, device=self.device)
             meta = self._dec.metadata
             self._n = int(meta.num_frames or 0)
             header, content = meta.num_frames_from_header, meta.num_frames_from_content

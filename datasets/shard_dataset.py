@@ -144,6 +144,18 @@ class ShardDataset(IterableDataset):
         """Videos in the dataset (all ranks), as `VideoDataset`."""
         return len(self.records)
 
+    @property
+    def transform(self) -> Any:
+        return self.samples.transform
+
+    @property
+    def defer_transform(self) -> bool:
+        return self.samples.defer_transform
+
+    @property
+    def decode_device(self) -> str:
+        return self.samples.decode_device
+
     # --------------------------------------------------------------------------- the epoch's plan
     def shard_order(self) -> list[int]:
         n = len(self.index.shards)

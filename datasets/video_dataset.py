@@ -65,7 +65,7 @@ class VideoDataset(Dataset):
         self.list_path = list_path
         self.frames = FrameFolderReader(image_tmpl, index_bias, num_frames_from) if modality == "RGB" else None
         self.decoder = resolve_decoder(decoder, decode_device) if modality == "video" else decoder
-        self.decode_device = decode_device
+        self.decode_device = decode_device if modality == "video" else "cpu"
         self.seek_mode = seek_mode
         self.defer_transform = defer_transform
         self.bad_samples: set[int] = set()

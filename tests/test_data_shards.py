@@ -93,6 +93,19 @@ def test_shards_give_the_same_clips_as_files(syn, video):
         assert sorted(seen) == list(range(len(files)))
 
 
+def test_deferred_transforms_from_shards(syn):
+    from datasets.device_transforms import ClipsToDevice, RawClips
+
+    files = build_dataset(cfg_for(syn, True, shards=False), "train")
+    shards = build_dataset(cfg_for(syn, True, transform_device="cuda"), "train")
+    move = ClipsToDevice(shards.transform, "cpu")
+    for raw, labels, idx in build_loader(shards, 4, 0, train=True, seed=5):
+        assert isinstance(raw, RawClips)
+        clips = move(raw)
+        for c, lab, i in zip(clips, labels.tolist(), idx.tolist(), strict=True):
+            assert torch.equal(c, files[i][0]) and lab == files[i][1]
+
+
 def _plan_indices(ds: ShardDataset, rank: int, world: int, batch: int, workers: int) -> list[list[int]]:
     """Per worker: the record positions it will yield (in read order, before the shuffle buffer)."""
     ds.configure(rank=rank, world_size=world, batch_size=batch, workers=workers, train=ds.train)
@@ -248,3 +261,24 @@ def test_two_processes_see_each_sample_once(syn, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "rank0-ok" in proc.stdout and "rank1-ok" in proc.stdout
+
+
+@pytest.mark.slow
+def test_same_top1_from_shards_as_from_files(syn, tmp_path):
+    """A model evaluated on the shards gives exactly the files' embeddings and top-1."""
+    from modules.builder import build_model
+    from utils.evaluate import evaluate
+
+    names = [line.split(",", 1)[1] for line in (syn / "labels.csv").read_text().splitlines()[1:]]
+    reports = []
+    for shards in (False, True):
+        cfg = cfg_for(syn, True, shards=shards, input_size=112)
+        cfg.network.arch, cfg.network.pretrained, cfg.network.text_cache = "tiny", "none", str(tmp_path / "cache")
+        torch.manual_seed(0)
+        model = build_model(cfg, names).eval()
+        loader = build_loader(build_dataset(cfg, "test", test_crops=3), 4, 0, train=False)
+        report, out = evaluate(model, loader, views=3, num_frames=4, device="cpu")
+        reports.append((report, out))
+    (a, out_a), (b, out_b) = reports
+    assert torch.equal(out_a.indices, out_b.indices) and torch.allclose(out_a.embeddings, out_b.embeddings)
+    assert a["top1"] == b["top1"] and a["num_videos"] == b["num_videos"] == 12

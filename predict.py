@@ -18,12 +18,22 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from app.weights import load_model, open_weights
+from datasets.lists import VideoRecord, read_label_csv
+from datasets.make_list import template_regex
+from datasets.transforms import EvalTransform, normalize
+from datasets.video_dataset import VideoDataset
+from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
+from utils.distributed import select_device
 from utils.errors import UserError, run_cli
+from utils.evaluate import class_embeddings_of, encode_views, eval_scale
+from utils.similarity import class_probabilities
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -44,7 +54,8 @@ def infer_frame_template(folder: Path, preferred: str, index_bias: int) -> tuple
         raise UserError(f"{folder}: cannot tell the frame numbering from the file name '{names[0]}' "
                         f"(expected e.g. img_00001.jpg)")
     prefix, digits, ext = m.groups()
-    tmpl = prefix.replace("{", "{{").replace("}", "}}") + (f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}") + ext
+    number = f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}"
+    tmpl = prefix.replace("{", "{{").replace("}", "}}") + number + ext
     pattern = re.escape(prefix) + r"(\d+)" + re.escape(ext)
     indices = sorted(int(mm.group(1)) for n in names if (mm := re.fullmatch(pattern, n)))
     first = indices[0]
@@ -54,20 +65,15 @@ def infer_frame_template(folder: Path, preferred: str, index_bias: int) -> tuple
 
 
 def _regex(tmpl: str) -> str:
-    from datasets.make_list import template_regex
     return template_regex(tmpl).pattern
 
 
 def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> torch.Tensor:
     """uint8 (crops*clips*T, 3, S, S) of one video file or frame folder, as test.py would see it."""
-    from datasets.lists import VideoRecord
-    from datasets.transforms import EvalTransform
-    from datasets.video_dataset import VideoDataset
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"input not found: {path}")
-    common = dict(root="", num_segments=int(cfg.data.num_segments), mode="test",
+    common: dict[str, Any] = dict(root="", num_segments=int(cfg.data.num_segments), mode="test",
                   transform=EvalTransform(int(cfg.data.input_size), int(cfg.data.scale_size), crops),
                   dense=dense, test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=path)
     if p.is_dir():
@@ -82,23 +88,8 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
     except UserError:
         raise
     except Exception as err:  # a decoder's own exception type: still one clear line per input
-        raise UserError(f"cannot read {path}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}") from None
-
-
-def config_for(args: argparse.Namespace) -> Any:
-    """--config, or the config stored in one of our checkpoints."""
-    from utils.config import load_config, resolve, to_dotmap
-
-    if args.config:
-        return load_config(args.config, args.opts)
-    from modules.convert import read_checkpoint
-    from utils.evaluate import check_weights_file
-
-    ckpt = read_checkpoint(check_weights_file(args.weights))
-    stored = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if not stored:
-        raise UserError(f"{args.weights} holds no config (an original-layout checkpoint?): pass --config")
-    return to_dotmap(resolve(stored, f"{args.weights} (stored config)", args.opts))
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read {path}: {detail}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -107,35 +98,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the one stored in our checkpoint)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (give it after the inputs: it takes every KEY=VALUE that follows)")
-    parser.add_argument("--weights", required=True, help="checkpoint: ours or the original's layout")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint (ours, converted or the original's layout) or a run folder")
     parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: data.label_list")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per input")
-    parser.add_argument("--test_crops", type=int, default=1, choices=(1, 3, 5, 10), help="spatial crops (as test.py)")
+    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
     parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "fp16", "bf16"),
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA if present")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     args = parser.parse_args(argv)
     if args.topk < 1 or args.test_clips < 1:
         raise UserError("--topk and --test_clips must be >= 1")
 
-    from datasets.lists import read_label_csv
-    from utils.evaluate import build_eval_model, check_weights_file, class_embeddings_of, class_scores, encode_views
-    from utils.evaluate import eval_scale
-
-    check_weights_file(args.weights)
-    cfg = config_for(args)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    label_csv = args.labels or cfg.data.label_list
-    if not label_csv:
-        raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
-    class_names = read_label_csv(label_csv)
+    weights = open_weights(args.weights)
+    cfg = weights.config(args.config, args.opts)
+    device = select_device(args.device)
     if args.labels:
         cfg.data.label_list = args.labels
-    model = build_eval_model(cfg, args.weights, class_names, device)
+    label_csv = cfg.data.label_list
+    class_names = read_label_csv(args.labels) if args.labels else weights.class_names()
+    if class_names is None:
+        if not label_csv:
+            raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
+        class_names = read_label_csv(label_csv)
+    model = load_model(weights, cfg=cfg, class_names=class_names, device=device).model
     classes = class_embeddings_of(model)
     scale = eval_scale(model, cfg.network.eval_logit_scale)
     dense = bool(cfg.data.dense if args.dense is None else args.dense)
@@ -153,11 +142,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{path}\n  error: {err}", file=sys.stderr, flush=True)
             continue
         emb = encode_views(model, clip[None], views=views, num_frames=int(cfg.data.num_segments), device=device,
-                           precision=args.precision).mean(dim=1).cpu()
-        probs = class_scores(emb, classes, scale)[0]
+                           normalize=normalize, precision=args.precision).mean(dim=1).cpu()
+        probs = class_probabilities(emb, classes, scale)[0]
         top = probs.topk(k)
-        preds = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
-                 for r, (p, i) in enumerate(zip(top.values, top.indices))]
+        preds: list[dict[str, Any]] = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
+                 for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
         results.append({"input": path, "predictions": preds})
         if not args.json:
             print(path)

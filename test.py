@@ -11,10 +11,10 @@ counted once over all processes. Prints the metrics and writes `<output>/results
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
+from app.eval_run import EvalRun, add_eval_args
 from utils.errors import run_cli
-from utils.evaluate import EvalRun, add_eval_args, class_embeddings_of, eval_scale
 from utils.metrics import classification_report
 
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run.build()
         out = run.collect()
         with_map = (args.metric or run.cfg.data.metric).lower() == "map"
-        scores = out.scores(class_embeddings_of(run.model), eval_scale(run.model, run.cfg.network.eval_logit_scale))
+        scores = out.scores(run.class_embeddings(), run.scale())
         report = classification_report(scores, out.labels, with_map=with_map)
         n = report["num_videos"]
         if n != len(run.dataset):

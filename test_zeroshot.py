@@ -15,10 +15,11 @@ shifted the labels after it, SPEC §11.4). Results go to `<output>/results.json`
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
+from app.eval_run import EvalRun, add_eval_args
 from utils.errors import run_cli
-from utils.evaluate import EvalRun, add_eval_args, class_embeddings_of, eval_scale, zero_shot_report
+from utils.zeroshot import zero_shot_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -30,8 +31,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run.build()
         out = run.collect()
-        scale = eval_scale(run.model, run.cfg.network.eval_logit_scale)
-        report = zero_shot_report(out, class_embeddings_of(run.model), scale=scale, repeats=args.repeats)
+        scale = run.scale()
+        report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
         if run.dist.is_main:
             full, half = report["full_classes"], report["half_classes"]
             n = full["num_videos"]
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
             run.log.info(f"results: {path}")
             if args.save_predictions:
-                scores = out.scores(class_embeddings_of(run.model), scale)
+                scores = out.scores(run.class_embeddings(), scale)
                 run.log.info(f"predictions: {run.save_predictions(out, scores)}")
     finally:
         run.close()

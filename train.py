@@ -8,39 +8,67 @@ through the shared evaluation engine; atomic `last_model.pt` / `model_best.pt`; 
 
 Outputs (rank 0) in `--output DIR` or `exp/<dataset>/<arch>/<timestamp>`: config.yaml, log.txt,
 metrics.csv, curves.png, last_model.pt, model_best.pt, tb/ (with `logging.tensorboard`),
-fewshot_list.txt (with `data.shot`).
+fewshot_train_list.txt (with `data.shot`).
 """
 from __future__ import annotations
 
 import argparse
-import math
-import os
+import contextlib
 import platform
 import random
 import shutil
-import sys
 import time
-import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
+import open_clip
 import torch
-import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from utils.checkpoint import (BEST, LAST, find_resume, load_checkpoint, remove_stale_temporaries,
-                              restore_training_state, rng_state, save_checkpoint, training_state, unwrap)
+import clip
+from datasets import build_dataset, build_loader, write_fewshot_list
+from datasets.builder import read_class_names
+from datasets.transforms import normalize
+from modules.builder import build_model
+from modules.convert import load_weights
+from utils.checkpoint import (
+    BEST,
+    LAST,
+    find_resume,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    training_state,
+    unwrap,
+)
+from utils.choices import DEVICES, PRECISIONS
 from utils.config import add_config_args, dump, load_config, to_dict
-from utils.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object,
-                               broadcast_tensor, cleanup, init_distributed)
-from utils.errors import UserError, run_cli
+from utils.distributed import (
+    DistInfo,
+    all_gather_object,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    broadcast_tensor,
+    cleanup,
+    init_distributed,
+    rank_zero_first,
+)
+from utils.errors import run_cli
+from utils.evaluate import evaluate
+from utils.fileio import remove_temporaries
 from utils.logger import MetricsLog, setup_logger
 from utils.optim import build_optimizer, build_scheduler
-from utils.precision import CHOICES as PRECISIONS, autocast, grad_scaler, resolve_precision
+from utils.precision import grad_scaler, resolve_precision
+from utils.training import train_one_epoch
+
+Log = Callable[[str], None]
 
 
 # ----------------------------------------------------------------------------- set-up helpers
@@ -56,169 +84,49 @@ def arch_folder(arch: str) -> str:
     return arch.replace("/", "-")
 
 
-def output_folder(cfg: Any, output: str | None, log_time: str | None) -> Path:
-    """`--output`, or `exp/<dataset>/<arch>/<timestamp>` (`exp_fewshot/...` with `data.shot`)."""
-    if output:
-        return Path(output)
-    root = "exp_fewshot" if cfg.data.shot else "exp"
-    stamp = log_time or time.strftime("%Y%m%d_%H%M%S")
-    return Path(root) / cfg.data.dataset / arch_folder(cfg.network.arch) / stamp
-
-
 def runs_root(cfg: Any) -> Path:
+    """`exp/<dataset>/<arch>` (`exp_fewshot/...` with `data.shot`), where runs without --output go."""
     return Path("exp_fewshot" if cfg.data.shot else "exp") / cfg.data.dataset / arch_folder(cfg.network.arch)
 
 
+def output_folder(cfg: Any, output: str | None, log_time: str | None) -> Path:
+    """`--output`, or `runs_root(cfg)/<timestamp>`."""
+    if output:
+        return Path(output)
+    return runs_root(cfg) / (log_time or time.strftime("%Y%m%d_%H%M%S"))
+
+
 def versions() -> str:
-    import torchvision
-    try:
-        import open_clip
-        oc = open_clip.__version__
-    except Exception:  # noqa: BLE001
-        oc = "not installed"
     return (f"Python {platform.python_version()}, PyTorch {torch.__version__}, torchvision "
-            f"{torchvision.__version__}, open_clip {oc}")
+            f"{torchvision.__version__}, open_clip {open_clip.__version__}")
 
 
-def batch_to_device(clips: torch.Tensor, device: torch.device, num_frames: int) -> torch.Tensor:
-    """uint8 (B, T, 3, S, S) or (B, T*3, S, S) -> normalised float (B, T, 3, S, S) on `device`."""
-    from datasets.transforms import normalize
-    x = clips.to(device, non_blocking=True)
-    x = x.reshape(x.shape[0], num_frames, 3, *x.shape[-2:])
-    return normalize(x)
+def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume or None), decided on rank 0 and shared with every rank.
+    `resume: auto` without --output continues the newest run of this dataset and arch."""
+    out, resume_path = None, None
+    if dist.rank == 0:
+        out = output_folder(cfg, args.output, args.log_time)
+        resume_path = find_resume(cfg.resume, args.output, None if args.output else runs_root(cfg))
+        if resume_path is not None and cfg.resume == "auto" and not args.output:
+            out = resume_path.parent
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out)
+    out, resume_path = broadcast_object((out, resume_path))
+    return Path(out), resume_path
 
 
-# ----------------------------------------------------------------------------- training step
-@dataclass
-class EpochStats:
-    loss_sum: float = 0.0
-    samples: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    lrs: list[float] = field(default_factory=list)
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(self.samples, 1)
+def record_config(cfg: Any, config_path: str, out: Path) -> None:
+    """config.yaml (what runs) and a copy of the file the user gave, on rank 0."""
+    (out / "config.yaml").write_text(dump(cfg))
+    with contextlib.suppress(OSError, shutil.SameFileError):
+        shutil.copy(config_path, out / ("source_" + Path(config_path).name))
 
 
-class AverageMeter:
-    def __init__(self) -> None:
-        self.val = self.sum = self.avg = 0.0
-        self.count = 0
-
-    def update(self, val: float, n: int = 1) -> None:
-        self.val = val
-        self.sum += val * n
-        self.count += n
-        self.avg = self.sum / max(self.count, 1)
-
-
-def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: torch.amp.GradScaler, *, epoch: int, device: torch.device,
-                    num_frames: int, precision: str = "fp32", accumulation: int = 1,
-                    clip_grad_norm: float | None = None, world_size: int = 1, print_freq: int = 10,
-                    epochs: int = 1, log: Callable[[str], None] | None = None, progress: bool = False,
-                    on_iteration: Callable[[int, float, list[float]], None] | None = None,
-                    to_device: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EpochStats:
-    """One pass over `loader` (items `(uint8 clips, labels, ...)`).
-
-    Gradients of `accumulation` consecutive batches are summed before an optimiser step (DDP
-    `no_sync` on all but the last); the last window of the epoch may be shorter and is stepped
-    too, so nothing carries into the next epoch. Each batch's loss is divided by its window's
-    length, so accumulating k batches of b equals one batch of k·b. The scheduler is stepped
-    after every batch (the LR is a function of the loader iteration, as the original).
-    """
-    model.train()
-    n = len(loader)  # type: ignore[arg-type]
-    stats = EpochStats()
-    batch_time, data_time, losses = AverageMeter(), AverageMeter(), AverageMeter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, mininterval=1.0,
-                   leave=False, file=sys.stderr, disable=None)  # None: off when not a terminal
-    is_ddp = isinstance(model, DDP)
-    optimizer.zero_grad(set_to_none=True)
-    end = start = time.perf_counter()
-    for i, batch in enumerate(loader):
-        clips, labels = batch[0], batch[1]
-        data_time.update(time.perf_counter() - end)
-        window_start = (i // accumulation) * accumulation
-        window = min(accumulation, n - window_start)
-        last_in_window = (i - window_start) == window - 1
-        x = to_device(clips) if to_device else batch_to_device(clips, device, num_frames)
-        y = torch.as_tensor(labels).to(device, non_blocking=True).long().reshape(-1)
-        sync = model.no_sync() if (is_ddp and not last_in_window) else nullcontext()
-        with sync:
-            with autocast(precision, device):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            scaler.scale(loss / window).backward()
-        if last_in_window:
-            if clip_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            stats.steps += 1
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        with warnings.catch_warnings():  # an accumulation window may begin before optimizer.step()
-            warnings.simplefilter("ignore", UserWarning)
-            scheduler.step()
-        loss_val = float(loss.detach())
-        b = int(y.shape[0])
-        stats.loss_sum += loss_val * b
-        stats.samples += b
-        losses.update(loss_val, b)
-        batch_time.update(time.perf_counter() - end)
-        end = time.perf_counter()
-        if on_iteration is not None:
-            on_iteration(epoch * n + i, loss_val, lrs)
-        if bar is not None:
-            bar.set_postfix(loss=f"{losses.avg:.4f}", lr=f"{lrs[-1]:.2e}",
-                            clips_s=f"{b * world_size / max(batch_time.avg, 1e-9):.1f}", refresh=False)
-            bar.update(1)
-        if log is not None and print_freq and i % print_freq == 0:
-            eta = batch_time.avg * ((epochs - epoch) * n - i - 1)
-            log(f"Epoch: [{epoch}][{i}/{n}], lr: {lrs[-1]:.2e}, eta: {_hms(eta)}\t"
-                f"Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
-                f"Data {data_time.val:.3f} ({data_time.avg:.3f})\t"
-                f"Loss {loss_val:.4f} ({losses.avg:.4f})")
-        stats.lrs = lrs
-    if bar is not None:
-        bar.close()
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def _hms(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# ----------------------------------------------------------------------------- validation
-def validate(model: nn.Module, loader: Iterable, *, num_frames: int, device: torch.device,
-             scale: float | None, with_map: bool, log: Callable[[str], None], print_freq: int,
-             dist: DistInfo) -> dict:
-    """Single-view validation through the shared engine: every video once, exact counts."""
-    from utils.evaluate import evaluate
-    report, _ = evaluate(model, loader, views=1, num_frames=num_frames, device=device, precision="fp32",
-                         dist=dist, scale=scale, with_map=with_map, log=log, print_freq=print_freq)
-    return report
-
-
-# ----------------------------------------------------------------------------- model and data
-def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Callable[[str], None]) -> nn.Module:
+def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log) -> nn.Module:
     """Build VideoCLIP; rank 0 computes (or loads from the cache) the class embeddings first, the
     other ranks build after it and take rank 0's embeddings by broadcast."""
-    from modules.builder import build_model
-    model = None
-    if dist.rank == 0:
-        model = build_model(cfg, class_names, device=dist.device)
-    barrier()
-    if dist.rank != 0:
+    with rank_zero_first():
         model = build_model(cfg, class_names, device=dist.device)
     if dist.distributed:
         emb = broadcast_tensor(model.class_embeddings.detach() if dist.rank == 0 else None, src=0,
@@ -230,16 +138,56 @@ def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Call
     return model
 
 
+@dataclass
+class Validation:
+    """Single-view validation through the shared engine (every video once, exact counts), and the
+    original's 'Testing Results' log line."""
+
+    loader: Iterable
+    num_frames: int
+    device: torch.device
+    scale: float | None
+    with_map: bool
+    print_freq: int
+    log: Log
+
+    @property
+    def metric(self) -> str:
+        return "mAP" if self.with_map else "top1"
+
+    def __call__(self, model: nn.Module) -> dict:
+        report, _ = evaluate(model, self.loader, views=1, num_frames=self.num_frames, device=self.device,
+                             normalize=normalize, precision="fp32", scale=self.scale, with_map=self.with_map,
+                             log=self.log, print_freq=self.print_freq)
+        self.log(f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"
+                 + (f" mAP {report['mAP']:.3f}" if self.with_map else ""))
+        return report
+
+
+def build_optimisation(cfg: Any, model: nn.Module, iters_per_epoch: int, precision: str,
+                       device: torch.device) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
+    """AdamW with the original's groups, the per-iteration LR schedule and the loss scaler."""
+    s = cfg.solver
+    optimizer = build_optimizer(model, lr=s.lr, clip_ratio=s.clip_ratio, weight_decay=s.weight_decay,
+                                betas=s.betas, eps=s.eps, no_decay_norm_bias=s.no_decay_norm_bias,
+                                full_lr_names=clip.full_lr_param_names(model), device=device)
+    scheduler = build_scheduler(optimizer, kind=s.type, epochs=s.epochs, warmup_epochs=s.lr_warmup_step,
+                                iters_per_epoch=iters_per_epoch, step_every=s.lr_step_every,
+                                decay_step=s.lr_decay_step, decay_factor=s.lr_decay_factor)
+    return optimizer, scheduler, grad_scaler(precision, device)
+
+
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="train.py", description=(__doc__ or "").split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_args(p)
     p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
     p.add_argument("--log_time", "--log-time", dest="log_time", default=None,
                    help="timestamp for the default run folder (scripts pass one)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--stop_after_epochs", "--stop-after-epochs", dest="stop_after_epochs", type=int, default=None,
                    metavar="N", help="end this invocation after N epochs and save last_model.pt (the schedule "
                    "still spans solver.epochs); continue later with --opts resume=auto (job time limits)")
@@ -257,161 +205,161 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
+    """The recipe: run folder, model, data, optimiser, resume, then train / validate / save."""
     seed_everything(cfg.seed + dist.rank)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(args.precision, dist.device)
-
-    # output folder (rank 0 decides; `resume: auto` continues the newest run of this dataset/arch)
-    resume_path = None
-    if dist.rank == 0:
-        out = output_folder(cfg, args.output, args.log_time)
-        resume_path = find_resume(cfg.resume, args.output, None if args.output else runs_root(cfg))
-        if resume_path is not None and cfg.resume == "auto" and not args.output:
-            out = resume_path.parent
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
-    else:
-        out = None
-    out, resume_path = broadcast_object((out, resume_path))
-    out = Path(out)
-    logger = setup_logger(out, dist.rank)
-    log = logger.info
+    out, resume_path = prepare_run_folder(cfg, args, dist)
+    log = setup_logger(out, dist.rank).info
     log(versions())
     log(f"world size {dist.world_size} ({'DDP' if dist.distributed else 'single process'}), "
         f"device {dist.device}, precision {precision}")
     log("config:\n" + dump(cfg))
     log(f"output folder: {out}")
     if dist.rank == 0:
-        (out / "config.yaml").write_text(dump(cfg))
-        try:
-            shutil.copy(args.config, out / ("source_" + Path(args.config).name))
-        except (OSError, shutil.SameFileError):
-            pass
+        record_config(cfg, args.config, out)
 
-    from datasets import build_dataset, build_loader
-    from datasets.lists import read_label_csv
-
-    class_names = read_label_csv(cfg.data.label_list)
+    class_names = read_class_names(cfg.data)
     model = build_model_once(cfg, class_names, dist, log)
     if cfg.pretrain and not resume_path:
-        from modules.convert import load_weights
         load_weights(model, cfg.pretrain)
         log(f"pretrain: loaded weights from {cfg.pretrain}")
     model.to(dist.device)
-
-    val_ds = build_dataset(cfg, "val")
-    val_loader = build_loader(val_ds, cfg.data.batch_size, cfg.data.workers, train=False,
-                              rank=dist.rank, world_size=dist.world_size, seed=cfg.seed)
-    log(f"val: {len(val_ds)} videos; transforms: {getattr(val_ds, 'transform', '')}")
-    num_frames = cfg.data.num_segments
-    eval_scale = cfg.network.eval_logit_scale
-    with_map = cfg.data.metric == "mAP"
-    metric_key = "mAP" if with_map else "top1"
-    vlog = log if dist.rank == 0 else (lambda _m: None)
-
+    validate = build_validation(cfg, dist, log)
     if cfg.solver.evaluate:
         if resume_path:
-            ckpt = load_checkpoint(resume_path)
-            unwrap(model).load_state_dict(ckpt["model"], strict=True)
-        report = validate(model, val_loader, num_frames=num_frames, device=dist.device, scale=eval_scale,
-                          with_map=with_map, log=vlog, print_freq=cfg.logging.print_freq, dist=dist)
-        log(f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"
-            + (f" mAP {report['mAP']:.3f}" if with_map else ""))
-        return report
+            unwrap(model).load_state_dict(load_checkpoint(resume_path)["model"], strict=True)
+        return validate(model)
 
-    train_ds = build_dataset(cfg, "train")
-    train_loader = build_loader(train_ds, cfg.data.batch_size, cfg.data.workers, train=True,
-                                rank=dist.rank, world_size=dist.world_size, seed=cfg.seed)
-    log(f"train: {len(train_ds)} videos, {len(train_loader)} iterations per epoch; "
-        f"transforms: {getattr(train_ds, 'transform', '')}")
-    if cfg.data.shot and dist.rank == 0:
-        from datasets import write_fewshot_list
-        path = write_fewshot_list(train_ds, out)
-        if path:
-            log(f"few-shot selection written to {path}")
-
-    optimizer = build_optimizer(model, lr=cfg.solver.lr, clip_ratio=cfg.solver.clip_ratio,
-                                weight_decay=cfg.solver.weight_decay, betas=cfg.solver.betas,
-                                eps=cfg.solver.eps, no_decay_norm_bias=cfg.solver.no_decay_norm_bias,
-                                full_lr_names=_full_lr_names(model), device=dist.device)
-    scheduler = build_scheduler(optimizer, kind=cfg.solver.type, epochs=cfg.solver.epochs,
-                                warmup_epochs=cfg.solver.lr_warmup_step, iters_per_epoch=len(train_loader),
-                                step_every=cfg.solver.lr_step_every, decay_step=cfg.solver.lr_decay_step,
-                                decay_factor=cfg.solver.lr_decay_factor)
-    scaler = grad_scaler(precision, dist.device)
-
-    start_epoch, best, iteration = cfg.solver.start_epoch, 0.0, 0
+    train_loader = build_train_loader(cfg, dist, out, log)
+    optimizer, scheduler, scaler = build_optimisation(cfg, model, len(train_loader), precision, dist.device)
+    start = RunState(cfg.solver.start_epoch, 0, 0.0)
     if resume_path:
         meta = restore_training_state(load_checkpoint(resume_path), model=model, optimizer=optimizer,
                                       scheduler=scheduler, scaler=scaler, rank=dist.rank, path=resume_path)
-        start_epoch, best, iteration = meta["epoch"] + 1, meta["best_top1"], meta["iteration"]
-        log(f"resumed from {resume_path}: epoch {meta['epoch']} done, best {best:.3f}")
+        start = RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"])
+        log(f"resumed from {resume_path}: epoch {meta['epoch']} done, best {start.best:.3f}")
     elif cfg.resume == "auto":
         log("resume: auto found no checkpoint; starting from scratch")
-
-    ddp_model: nn.Module = model
-    if dist.distributed:
-        ddp_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-
-    metrics = MetricsLog(out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
-    report: dict = {}
     end_epoch = cfg.solver.epochs
     if args.stop_after_epochs is not None:
-        end_epoch = min(end_epoch, start_epoch + max(args.stop_after_epochs, 0))
-    for epoch in range(start_epoch, end_epoch):
-        train_loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
-        stats = train_one_epoch(
-            ddp_model, train_loader, optimizer, scheduler, scaler, epoch=epoch, device=dist.device,
-            num_frames=num_frames, precision=precision, accumulation=cfg.solver.grad_accumulation_steps,
-            clip_grad_norm=cfg.solver.clip_grad_norm, world_size=dist.world_size,
-            print_freq=cfg.logging.print_freq, epochs=cfg.solver.epochs, log=vlog,
-            progress=dist.rank == 0,
-            on_iteration=(lambda step, loss, lrs: metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]}))
-            if metrics.tb is not None else None)
-        iteration += len(train_loader)
-        totals = all_reduce_sum(torch.tensor([stats.loss_sum, stats.samples], dtype=torch.float64))
-        train_loss = float(totals[0] / max(totals[1], 1))
-        clips_s = float(totals[1]) / max(stats.seconds, 1e-9)
-        log(f"Epoch {epoch} done: loss {train_loss:.4f}, {clips_s:.1f} clips/s, {stats.seconds:.1f} s")
-        row = {"epoch": epoch, "iteration": iteration, "train_loss": f"{train_loss:.6f}",
-               "lr": f"{stats.lrs[-1]:.6e}", "lr_visual": f"{stats.lrs[0]:.6e}",
-               "clips_per_s": f"{clips_s:.3f}", "epoch_time_s": f"{stats.seconds:.2f}"}
-        is_best = False
-        if (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1:
-            report = validate(model, val_loader, num_frames=num_frames, device=dist.device, scale=eval_scale,
-                              with_map=with_map, log=vlog, print_freq=cfg.logging.print_freq, dist=dist)
-            value = report[metric_key]
-            log(f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"
-                + (f" mAP {report['mAP']:.3f}" if with_map else ""))
-            is_best = value > best
-            best = max(best, value)
-            log(f"Testing: {value}/{best}")
-            row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
-            save_now = True
-        else:
-            save_now = epoch == end_epoch - 1  # stopping early: keep what was trained
-        if save_now:
-            rngs = all_gather_object(rng_state())
-            if dist.rank == 0:
-                log("Saving:")
-                state = training_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                       epoch=epoch, iteration=iteration, best_top1=best, rng=rngs,
-                                       config=to_dict(cfg))
-                save_checkpoint(state, out / LAST)
-                if is_best:
-                    save_checkpoint(state, out / BEST)
-            barrier()
-        metrics.epoch(row)
-    metrics.close()
-    log(f"done: best {metric_key} {best:.3f}; run folder {out}")
-    return {"output": str(out), "best": best, **report}
+        end_epoch = min(end_epoch, start.epoch + max(args.stop_after_epochs, 0))
+    session = Session(cfg, dist, out, log, model, optimizer, scheduler, scaler, precision, class_names)
+    result = session.fit(train_loader, validate, start, end_epoch)
+    if end_epoch < cfg.solver.epochs:
+        log(f"stopped after epoch {end_epoch - 1} of {cfg.solver.epochs}: continue with the same command and "
+            f"--opts resume={out / LAST}")
+    return result
 
 
-def _full_lr_names(model: nn.Module) -> list[str]:
-    """In-backbone temporal parameters trained at the full LR (TokenT1D), as clip/ names them."""
-    import clip
-    return list(clip.full_lr_param_names(model))
+def build_validation(cfg: Any, dist: DistInfo, log: Log) -> Validation:
+    val_ds = build_dataset(cfg, "val")
+    log(f"val: {len(val_ds)} videos; transforms: {getattr(val_ds, 'transform', '')}")
+    loader = build_loader(val_ds, cfg.data.batch_size, cfg.data.workers, train=False, rank=dist.rank,
+                          world_size=dist.world_size, seed=cfg.seed)
+    return Validation(loader, cfg.data.num_segments, dist.device, cfg.network.eval_logit_scale,
+                      cfg.data.metric == "mAP", cfg.logging.print_freq, log if dist.rank == 0 else (lambda _m: None))
+
+
+def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> Any:
+    train_ds = build_dataset(cfg, "train")
+    loader = build_loader(train_ds, cfg.data.batch_size, cfg.data.workers, train=True, rank=dist.rank,
+                          world_size=dist.world_size, seed=cfg.seed)
+    log(f"train: {len(train_ds)} videos, {len(loader)} iterations per epoch; "
+        f"transforms: {getattr(train_ds, 'transform', '')}")
+    if cfg.data.shot and dist.rank == 0:
+        path = write_fewshot_list(train_ds, out)
+        if path:
+            log(f"few-shot selection written to {path}")
+    return loader
+
+
+@dataclass
+class RunState:
+    """Where training stands: the next epoch, loader iterations done, best validation value."""
+
+    epoch: int
+    iteration: int
+    best: float
+
+
+@dataclass
+class Session:
+    """The pieces of one training run, and the epoch loop over them."""
+
+    cfg: Any
+    dist: DistInfo
+    out: Path
+    log: Log
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    precision: str
+    class_names: list[str]
+
+    def fit(self, loader: Any, validate: Validation, start: RunState, end_epoch: int) -> dict:
+        cfg, dist = self.cfg, self.dist
+        ddp_model: nn.Module = self.model
+        if dist.distributed:
+            ddp_model = DDP(self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        metrics = MetricsLog(self.out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
+        on_iteration = None
+        if metrics.tb is not None:
+            def on_iteration(step: int, loss: float, lrs: list[float]) -> None:
+                metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]})
+        best, iteration, report = start.best, start.iteration, {}
+        for epoch in range(start.epoch, end_epoch):
+            loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
+            stats = train_one_epoch(
+                ddp_model, loader, self.optimizer, self.scheduler, self.scaler, epoch=epoch, device=dist.device,
+                num_frames=cfg.data.num_segments, normalize=normalize, precision=self.precision,
+                accumulation=cfg.solver.grad_accumulation_steps, clip_grad_norm=cfg.solver.clip_grad_norm,
+                world_size=dist.world_size, print_freq=cfg.logging.print_freq, epochs=cfg.solver.epochs,
+                log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration)
+            iteration += len(loader)
+            row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
+            validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
+            is_best = False
+            if validate_now:
+                report = validate(self.model)
+                value = report[validate.metric]
+                is_best, best = value > best, max(best, value)
+                self.log(f"Testing: {value:.3f}/{best:.3f}")
+                row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}",
+                           best_top1=f"{best:.3f}")
+            metrics.epoch(row)  # before the checkpoints: a kill in between re-runs this epoch, rewriting the row
+            if validate_now or epoch == end_epoch - 1:  # stopping early: keep what was trained
+                self.save(epoch, iteration, best, is_best)
+        metrics.close()
+        self.log(f"done: best {validate.metric} {best:.3f}; run folder {self.out}")
+        return {"output": str(self.out), "best": best, **report}
+
+    def save(self, epoch: int, iteration: int, best: float, is_best: bool) -> None:
+        """model_best.pt first, then last_model.pt (rank 0; the others wait). A kill during either
+        write leaves last_model.pt at the previous save, so resume re-runs this epoch and writes both
+        again: model_best.pt never misses the best epoch."""
+        rngs = all_gather_object(rng_state())
+        if self.dist.rank == 0:
+            state = training_state(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                   scaler=self.scaler, epoch=epoch, iteration=iteration, best_top1=best, rng=rngs,
+                                   config=to_dict(self.cfg), class_names=self.class_names)
+            if is_best:
+                self.log(f"Saving: {save_checkpoint(state, self.out / BEST)} (best)")
+            self.log(f"Saving: {save_checkpoint(state, self.out / LAST)}")
+        barrier()
+
+
+def epoch_row(epoch: int, iteration: int, loss_sum: float, samples: int, seconds: float, lrs: list[float],
+              log: Log) -> dict[str, Any]:
+    """The epoch's metrics.csv row from this rank's sums (loss averaged over every rank's samples)."""
+    totals = all_reduce_sum(torch.tensor([loss_sum, samples], dtype=torch.float64))
+    train_loss = float(totals[0]) / max(float(totals[1]), 1.0)
+    clips_s = float(totals[1]) / max(seconds, 1e-9)
+    log(f"Epoch {epoch} done: loss {train_loss:.4f}, {clips_s:.1f} clips/s, {seconds:.1f} s")
+    return {"epoch": epoch, "iteration": iteration, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[-1]:.6e}",
+            "lr_visual": f"{lrs[0]:.6e}", "clips_per_s": f"{clips_s:.3f}", "epoch_time_s": f"{seconds:.2f}"}
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.lists import read_list  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
-from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.evaluate import collect  # noqa: E402
@@ -94,7 +94,7 @@ class OriginalStyleTestDataset(Dataset):
         stacked = np.concatenate([np.asarray(c) for c in crops], axis=2)  # (S, S, 3 * V * T)
         x = torch.from_numpy(stacked).permute(2, 0, 1).contiguous().float().div(255)
         mean, std = list(CLIP_MEAN) * (x.shape[0] // 3), list(CLIP_STD) * (x.shape[0] // 3)
-        for t, m, sd in zip(x, mean, std):  # channel by channel, as the original's GroupNormalize
+        for t, m, sd in zip(x, mean, std, strict=True):  # channel by channel, as the original's GroupNormalize
             t.sub_(m).div_(sd)
         return x, rec.label, i
 
@@ -218,7 +218,7 @@ def main(argv=None) -> None:
             else:
                 ours_ds.records = all_records[0]
                 out = collect(model, ours_loader(a.videos), views=views, num_frames=a.frames, device=device,
-                              precision=precision)
+                              normalize=normalize, precision=precision)
             times[side].append(time.perf_counter() - t)
     # median round: one round slowed down by another job on the machine does not decide the result
     res["e2e_original"] = a.videos / statistics.median(times["original"])

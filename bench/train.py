@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32] [--frames 8] [--batch 2]
         [--steps 3] [--rounds 2] [--device cpu|cuda] [--precision fp32|bf16|amp]
 
-Both sides run `train.train_one_epoch` (AdamW, CE on cosine logits, the Transf head) on the same
+Both sides run `utils.training.train_one_epoch` (AdamW, CE on cosine logits, the Transf head) on the same
 random clips and random weights (`pretrained: none`); only the visual encoder differs:
 
 * original: gradient checkpointing on every residual block and, nested inside it, again around
@@ -29,10 +29,11 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import train_one_epoch  # noqa: E402
+from datasets.transforms import normalize  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
-from utils.precision import autocast, grad_scaler, resolve_precision  # noqa: E402
+from utils.precision import grad_scaler, resolve_precision  # noqa: E402
+from utils.training import train_one_epoch  # noqa: E402
 
 
 class OriginalCheckpointedBlock(nn.Module):
@@ -98,7 +99,7 @@ def run_side(model: nn.Module, batches: list, device: torch.device, precision: s
     if device.type == "cuda":
         torch.cuda.synchronize()
     stats = train_one_epoch(model, batches, opt, sched, scaler, epoch=0, device=device, num_frames=frames,
-                            precision=precision)
+                            normalize=normalize, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return stats.samples / stats.seconds

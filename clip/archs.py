@@ -14,6 +14,8 @@ import open_clip
 
 from utils.errors import UserError
 
+from .weights import read_state_dict
+
 _CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 # Our own configs registered with open_clip's model-config registry (file stem = model name).
@@ -108,7 +110,6 @@ def resolve_arch(arch: str) -> str:
     """
     path = arch_file(arch)
     if path is not None:
-        from .weights import read_state_dict
         return _ARCHS[infer_arch(read_state_dict(path), source=str(path))]
     name = str(arch).strip()
     if name.endswith("-quickgelu"):

@@ -1,16 +1,17 @@
 """`create_clip`: an open_clip CLIP model from the original's `network.*` options."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-import torch
 import open_clip
-from open_clip.modified_resnet import ModifiedResNet
+import torch
 
+from utils.choices import TEMPORAL_MODULES
 from utils.errors import UserError
 
 from .archs import arch_file, is_resnet, model_config, resolve_arch
-from .temporal import TM_CHOICES, TokenT1D, patch_resnet_tsm, patch_vit
+from .temporal import TokenT1D, patch_resnet_tsm, patch_vit
 from .weights import effective_pretrained, load_weights, resolve_pretrained
 
 INIT_SEED = 0
@@ -18,7 +19,7 @@ INIT_SEED = 0
 
 def _check_options(arch: str, resnet: bool, num_frames: int, tm: str | bool, joint_st: bool,
                    drop_out: float, emb_dropout: float) -> None:
-    if tm not in TM_CHOICES:
+    if tm not in TEMPORAL_MODULES:
         raise UserError(f"network.tm: '{tm}' is not one of False, tsm, tokenshift, tokent1d")
     if num_frames < 1:
         raise UserError(f"data.num_segments must be >= 1, got {num_frames}")
@@ -93,7 +94,7 @@ class _StrictTokenizer:
     """open_clip's tokenizer, but a text longer than the context is an error (as the original's
     `clip.tokenize`) instead of being silently truncated."""
 
-    def __init__(self, tokenizer: Callable, context_length: int):
+    def __init__(self, tokenizer: Any, context_length: int):
         self.tokenizer = tokenizer
         self.context_length = context_length
 
@@ -126,6 +127,3 @@ def text_width(model: open_clip.CLIP) -> int:
     """Width of the text transformer (the fusion head uses text_width / 64 heads)."""
     return int(model.ln_final.weight.shape[0])
 
-
-def is_resnet_model(model: open_clip.CLIP) -> bool:
-    return isinstance(model.visual, ModifiedResNet)

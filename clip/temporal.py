@@ -13,11 +13,9 @@ genuinely new parameters get new names (`control_point.conv.weight` of `tokent1d
 from __future__ import annotations
 
 import torch
-from torch import nn
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
-
-TM_CHOICES = (False, "tsm", "tokenshift", "tokent1d")
+from torch import nn
 
 
 def _frames_view(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -204,7 +202,7 @@ def patch_vit(visual: VisionTransformer, *, num_frames: int, tm: str | bool = Fa
     if joint_st:
         visual.time_embedding = nn.Parameter(width ** -0.5 * torch.randn(num_frames, width))
     rates = drop_rates(len(visual.transformer.resblocks), drop_out)
-    for block, rate in zip(visual.transformer.resblocks, rates):
+    for block, rate in zip(visual.transformer.resblocks, rates, strict=True):
         if type(block) is not ResidualAttentionBlock:
             raise TypeError(f"unsupported open_clip block type {type(block).__name__}")
         block.__class__ = TemporalResidualAttentionBlock

@@ -21,7 +21,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
+from safetensors.torch import load_file as load_safetensors
 
 from utils.errors import UserError
 
@@ -52,7 +56,8 @@ def _offline() -> bool:
 # Resolving `pretrained` to a file
 # ----------------------------------------------------------------------------------------------
 
-def resolve_pretrained(model_name: str, arch: str, pretrained: str, cache_dir: str | None = None) -> Path | None:
+def resolve_pretrained(model_name: str, arch: str, pretrained: str | None,
+                       cache_dir: str | None = None) -> Path | None:
     """Return the weights file for `pretrained` (None for random weights); errors are UserErrors."""
     if is_random(pretrained):
         return None
@@ -96,7 +101,6 @@ def _tag_file(model_name: str, arch: str, tag: str, cfg: dict, cache_dir: str | 
 
 
 def _hf_candidates(cfg: dict) -> list[tuple[str, str]]:
-    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
     repo_id, filename = os.path.split(cfg.get("hf_hub", "").rstrip())
     if not repo_id:
         return []
@@ -108,15 +112,10 @@ def _hf_candidates(cfg: dict) -> list[tuple[str, str]]:
 
 def _cached_file(cfg: dict, cache_dir: str | None) -> Path | None:
     """The tag's weights if already on disk (Hugging Face cache or OpenAI's ~/.cache/clip)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub is an open_clip dependency
-        try_to_load_from_cache = None
-    if try_to_load_from_cache is not None:
-        for repo_id, filename in _hf_candidates(cfg):
-            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-            if isinstance(found, str) and os.path.isfile(found):
-                return Path(found)
+    for repo_id, filename in _hf_candidates(cfg):
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
     url = cfg.get("url", "")
     if url:
         local = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
@@ -143,15 +142,7 @@ def _probe_target(cfg: dict) -> tuple[str, int]:
     if proxy:
         p = urlparse(proxy if "://" in proxy else f"http://{proxy}")
         return p.hostname or "", p.port or 80
-    if cfg.get("hf_hub"):
-        try:
-            from huggingface_hub import constants
-            endpoint = constants.ENDPOINT
-        except ImportError:  # pragma: no cover
-            endpoint = "https://huggingface.co"
-        p = urlparse(endpoint)
-    else:
-        p = urlparse(cfg.get("url", ""))
+    p = urlparse(hf_constants.ENDPOINT if cfg.get("hf_hub") else cfg.get("url", ""))
     return p.hostname or "", p.port or (80 if p.scheme == "http" else 443)
 
 
@@ -216,8 +207,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"network.pretrained: weights file '{path}' not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            obj: object = load_file(str(path), device="cpu")
+            obj: object = load_safetensors(str(path), device="cpu")
         elif _is_torchscript(path):
             with warnings.catch_warnings():  # torch.jit.load is deprecated but OpenAI ships such archives
                 warnings.simplefilter("ignore", FutureWarning)

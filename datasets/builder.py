@@ -19,9 +19,20 @@ from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
 
 
-def build_transform(data: Any, split: str, test_crops: int = 1):
+def read_class_names(data: Any) -> list[str]:
+    """The class names of `data.label_list`, checked against `data.num_classes` when that is set."""
+    if not data.label_list:
+        raise UserError("data.label_list is not set: the class-name CSV (id,name) is needed")
+    names = read_label_csv(data.label_list)
+    if data.num_classes is not None and data.num_classes != len(names):
+        raise UserError(f"data.num_classes is {data.num_classes} but the label CSV {data.label_list} has "
+                        f"{len(names)} classes")
+    return names
+
+
+def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransform | EvalTransform:
     """The clip transform of a split from the `data` section of a config."""
-    scale = data.scale_size or (256 if data.input_size == 224 else data.input_size)
+    scale = data.scale_size
     if split == "train":
         randaug = (int(data.randaug.N), int(data.randaug.M)) if data.randaug.enable else None
         return TrainTransform(
@@ -29,8 +40,6 @@ def build_transform(data: Any, split: str, test_crops: int = 1):
             grayscale_prob=data.grayscale_prob, crop=data.train_crop, color_jitter_prob=data.color_jitter_prob,
             blur_prob=data.blur_prob, solarize_prob=data.solarize_prob, randaug=randaug,
             randaug_per_frame=data.randaug_per_frame)
-    if test_crops not in (1, 3, 5, 10):
-        raise UserError(f"--test_crops must be 1, 3, 5 or 10, got {test_crops}")
     return EvalTransform(input_size=data.input_size, scale_size=scale, crops=test_crops if split == "test" else 1)
 
 
@@ -53,11 +62,7 @@ def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int 
         list_path, root = index.url, ""
     elif not list_path:
         raise UserError(f"{key} is not set")
-    num_classes = None
-    if data.label_list:
-        num_classes = len(read_label_csv(data.label_list))
-        if data.num_classes is not None and data.num_classes != num_classes:
-            raise UserError(f"data.num_classes is {data.num_classes} but {data.label_list} has {num_classes} classes")
+    num_classes = len(read_class_names(data)) if data.label_list else None
     if root and not os.path.isdir(root):
         raise UserError(f"{'data.train_root' if split == 'train' else 'data.val_root'} is not a folder: {root}")
     if shards:

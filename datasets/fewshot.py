@@ -8,8 +8,8 @@ least once) so an epoch has about as many iterations as on the full list, as the
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

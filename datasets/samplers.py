@@ -3,7 +3,7 @@ that cover every index exactly once over the ranks (no padding duplicates, so me
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 

@@ -25,6 +25,9 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from utils.choices import TEST_CROPS
+from utils.errors import UserError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -256,6 +259,10 @@ class EvalTransform:
     input_size: int = 224
     scale_size: int = 256
     crops: int = 1
+
+    def __post_init__(self) -> None:
+        if self.crops not in TEST_CROPS:
+            raise UserError(f"--test_crops must be one of {', '.join(map(str, TEST_CROPS))}, got {self.crops}")
 
     def __call__(self, clip: torch.Tensor, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, bool]:
         (rh, rw), plan = eval_crop_plan(clip.shape[-2], clip.shape[-1], self.input_size, self.scale_size, self.crops)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 
 DEFAULT_TEMPLATE = "a video of a person {}."
@@ -69,8 +69,8 @@ def cache_path(cache_dir: str | Path, cache_key: str) -> Path:
 
 def _read_cache(path: Path, cache_key: str, num_classes: int) -> torch.Tensor | None:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable or truncated: recompute and overwrite
+        blob = load_checkpoint(path, what="class-embedding cache")
+    except UserError:  # unreadable or truncated: recompute and overwrite
         return None
     if not isinstance(blob, dict) or blob.get("key") != cache_key:
         return None
@@ -78,21 +78,6 @@ def _read_cache(path: Path, cache_key: str, num_classes: int) -> torch.Tensor | 
     if not isinstance(emb, torch.Tensor) or emb.ndim != 2 or emb.shape[0] != num_classes:
         return None
     return emb.float()
-
-
-def save_atomic(obj: object, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _is_causal(mask: torch.Tensor | None, length: int) -> bool:
@@ -109,7 +94,7 @@ def encode_text(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tens
     change the result; prompts are ~15 of the 77 tokens, which makes encoding ~5x cheaper (the
     400 K400 classes on CPU). Falls back to `encode_text` for any other text tower.
     """
-    m = clip_model
+    m: Any = clip_model  # an open_clip CLIP (attributes checked below)
     needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
     if (getattr(m, "text_pool_type", None) != "argmax" or not all(hasattr(m, a) for a in needed)
             or not _is_causal(m.attn_mask, m.positional_embedding.shape[0])):
@@ -158,15 +143,15 @@ def text_class_embeddings(clip_model: torch.nn.Module, tokenizer: Callable[[list
         raise UserError("no class names: the label CSV is empty")
     templates = resolve_templates(templates)
     path = cache_path(cache_dir, cache_key) if cache_dir and cache_key else None
-    if path is not None and path.is_file():
+    if path is not None and cache_key is not None and path.is_file():
         cached = _read_cache(path, cache_key, len(class_names))
         if cached is not None:
             return cached
     emb = encode_class_names(clip_model, tokenizer, class_names, templates)
     if path is not None:
         try:
-            save_atomic({"key": cache_key, "templates": list(templates), "classes": list(class_names),
-                         "embeddings": emb}, path)
+            save_checkpoint({"key": cache_key, "templates": list(templates), "classes": list(class_names),
+                             "embeddings": emb}, path)
         except OSError as err:  # a read-only or full disk costs a recomputation next time, nothing more
             warnings.warn(f"could not write the class-embedding cache {path}: {err}", stacklevel=2)
     return emb
@@ -191,13 +176,7 @@ def orthogonal_class_embeddings(num_classes: int, n_emb: int, seed: int = 0) -> 
 
 def load_class_embeddings(path: str | Path, num_classes: int, dim: int) -> torch.Tensor:
     """A (C, D) tensor saved with torch.save (a tensor, or a dict holding it under `embeddings`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"network.classifier_file: file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"network.classifier_file: cannot read {path}: {err}") from None
+    obj = load_checkpoint(path, what="network.classifier_file")
     if isinstance(obj, dict):
         obj = obj.get("embeddings", obj.get("class_embeddings"))
     if not isinstance(obj, torch.Tensor):

@@ -14,14 +14,15 @@ embeddings are absent from original checkpoints; they come from the label CSV.
 from __future__ import annotations
 
 import argparse
-import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from utils.errors import UserError, run_cli
 
 CLASS_KEY = "class_embeddings"
@@ -38,18 +39,6 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     class_embeddings_loaded: bool = False
     layout: str = "ours"
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """torch.load(weights_only=True) on CPU; a missing or unreadable file is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
 
 
 def _strip(key: str) -> str:
@@ -117,11 +106,10 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
     strict=True: any other missing/unexpected key or shape mismatch raises a UserError that lists
     them; strict=False loads what matches and returns the report.
     """
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
+    model = unwrap(model)
     if isinstance(path_or_state, (str, Path)):
         source = source or str(path_or_state)
-        ckpt = read_checkpoint(path_or_state)
+        ckpt = load_checkpoint(path_or_state)
     else:
         source = source or "checkpoint"
         ckpt = path_or_state
@@ -164,16 +152,14 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from modules.classifier import save_atomic
-
     parser = argparse.ArgumentParser(prog="python -m modules.convert",
                                      description="Convert an original Text4Vis checkpoint to our format.")
     parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
     parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
     args = parser.parse_args(argv)
-    ckpt = read_checkpoint(args.original)
+    ckpt = load_checkpoint(args.original)
     out = convert_original(ckpt, args.original)
-    save_atomic(out, args.out)
+    save_checkpoint(out, args.out)
     n = len(out["model"])
     print(f"wrote {args.out}: {n} tensors ({out['source']})")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from utils.choices import SIM_HEADERS
 from utils.errors import UserError
 
-HEADS = ("None", "meanP", "Transf", "Conv_1D", "LSTM", "Transf_cls")
 CONTEXT_LENGTH = 77  # rows of the Transf frame-position table (CLIP's text context length)
 
 
@@ -185,7 +185,7 @@ def build_head(sim_header: str | None, embed_dim: int, num_frames: int, heads: i
         return LSTMHead(embed_dim)
     if name == "Transf_cls":
         return TransfClsHead(embed_dim, num_frames)
-    raise UserError(f"network.sim_header: unknown head {sim_header!r}; choose one of {', '.join(HEADS)}")
+    raise UserError(f"network.sim_header: unknown head {sim_header!r}; choose one of {', '.join(SIM_HEADERS)}")
 
 
 def transf_param_count(embed_dim: int, layers: int = 6, context_length: int = CONTEXT_LENGTH) -> int:

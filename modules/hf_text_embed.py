@@ -12,10 +12,12 @@ file with `network.classifier: file` and `network.classifier_file: OUT`. Needs `
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
+from datasets.lists import read_label_csv
+from utils.checkpoint import save_checkpoint
 from utils.errors import UserError, run_cli
 
 
@@ -65,9 +67,6 @@ def embed_texts(texts: Sequence[str], model_name: str, device: str = "cpu", batc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from datasets.lists import read_label_csv
-    from modules.classifier import save_atomic
-
     parser = argparse.ArgumentParser(prog="python -m modules.hf_text_embed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", required=True, help="label CSV (id,name)")
     parser.add_argument("--model", required=True, help="Hugging Face model name or local folder")
@@ -83,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     emb = embed_texts([args.template.format(n) for n in names], args.model, args.device)
     width = emb.shape[1]
     emb = project(emb, args.dim, args.seed)
-    save_atomic(emb, args.out)
+    save_checkpoint(emb, args.out)
     how = f", projected from {width}" if emb.shape[1] != width else ""
     print(f"saved {tuple(emb.shape)} class embeddings ({args.model}{how}) to {args.out}")
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from utils.similarity import cosine_logits
+
+LOG_100 = math.log(100.0)  # CLIP's pretrained logit_scale: exp(logit_scale) = 100
 
 
 class VideoCLIP(nn.Module):
@@ -25,7 +28,7 @@ class VideoCLIP(nn.Module):
     """
 
     def __init__(self, visual: nn.Module, fusion_model: nn.Module, class_embeddings: torch.Tensor,
-                 fix_text: bool = True, logit_scale: float | torch.Tensor = math.log(100.0),
+                 fix_text: bool = True, logit_scale: float | torch.Tensor = LOG_100,
                  joint_st: bool = False):
         super().__init__()
         self.visual = visual
@@ -78,11 +81,7 @@ class VideoCLIP(nn.Module):
 
     def logits_from_embeddings(self, video_emb: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
         """scale · cos(video, class) in fp32; scale None = exp(logit_scale) (training)."""
-        if scale is None:
-            scale = self.logit_scale.exp()
-        v = F.normalize(video_emb.float(), dim=-1)
-        c = F.normalize(self.class_embeddings.float(), dim=-1)
-        return scale * v @ c.t()
+        return cosine_logits(video_emb, self.class_embeddings, self.logit_scale.exp() if scale is None else scale)
 
     def forward(self, x: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, 3, S, S) -> logits (B, C). Pass scale=100 (`network.eval_logit_scale`) to evaluate

@@ -13,8 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import (find_resume, load_checkpoint, restore_training_state, rng_state,
-                              save_checkpoint, set_rng_state, training_state)
+from utils.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+)
 from utils.errors import UserError
 from utils.optim import build_optimizer, build_scheduler
 
@@ -38,11 +45,15 @@ def _step(model, opt, sched):
 
 
 def test_rng_roundtrip_exact():
-    torch.manual_seed(3); np.random.seed(3); random.seed(3)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
     np.random.randn()  # leaves a cached gaussian in numpy's state
     state = rng_state()
     ref = (torch.rand(5), np.random.rand(5), np.random.randn(), random.random())
-    torch.manual_seed(99); np.random.seed(99); random.seed(99)
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
     set_rng_state(state)
     got = (torch.rand(5), np.random.rand(5), np.random.randn(), random.random())
     assert torch.equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])
@@ -78,7 +89,7 @@ def test_training_state_weights_only_and_exact_continuation(tmp_path):
     assert meta == {"epoch": 1, "iteration": 5, "best_top1": 42.5}
     for _ in range(4):
         _step(model2, opt2, sched2)
-    for (n, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
+    for (n, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     assert torch.equal(torch.rand(3), after_ref)
 
@@ -119,7 +130,7 @@ def test_checkpoint_killed_while_writing_is_old_or_new(tmp_path):
             save_checkpoint({{"gen": i, "big": big}}, {str(target)!r})
             print(i, flush=True)
     """)
-    for attempt, delay in enumerate((0.35, 0.6, 0.9)):
+    for delay in (0.35, 0.6, 0.9):
         proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         # wait until at least one generation is on disk, then kill at an arbitrary moment

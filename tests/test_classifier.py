@@ -1,5 +1,4 @@
 """Class embeddings: text rows equal encode_text of the prompts, the cache, random/orthogonal/file, LDA."""
-import os
 
 import pytest
 import torch
@@ -190,6 +189,7 @@ def test_projection_keeps_cosines_when_widening():
 
 def test_hf_text_embed_without_transformers_is_a_clear_error(monkeypatch, tmp_path):
     import sys
+
     from modules import hf_text_embed
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails
     (tmp_path / "labels.csv").write_text("id,name\n0,abseiling\n1,archery\n")
@@ -202,6 +202,7 @@ def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
     """The tool's pooling, projection and output, with a fake `transformers` (no download)."""
     import sys
     import types
+
     from modules import hf_text_embed
 
     class Tok:
@@ -235,11 +236,12 @@ def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
                                F.cosine_similarity(emb[0], emb[1], dim=0))
 
 
-# ----------------------------------------------------------------------------- modules.lda CLI
+# ----------------------------------------------------------------------------- app.lda CLI
 def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     import yaml
+
+    from app import lda
     from datasets.synthetic import generate
-    from modules import lda
     from modules.builder import build_model
     from utils.config import resolve, to_dotmap
 
@@ -254,7 +256,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     model = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
     torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
     seen = {}
-    real_fit = lda.fit_lda
+    real_fit = lda.fit_lda  # app.lda's reference to modules.lda.fit_lda
     monkeypatch.setattr(lda, "fit_lda", lambda f, y, **k: seen.update(f=f, y=y) or real_fit(f, y, **k))
     lda.main(["--config", str(tmp_path / "cfg.yaml"), "--weights", str(tmp_path / "w.pt"),
               "--out", str(tmp_path / "lda.pt"), "--device", "cpu"])

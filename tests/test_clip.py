@@ -100,7 +100,7 @@ def test_random_weights_are_reproducible_and_leave_global_rng_alone():
     after = torch.rand(3)
     b = clip.create_clip("tiny", "none")
     assert torch.equal(before, after)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
 
 

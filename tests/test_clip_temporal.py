@@ -9,8 +9,7 @@ from open_clip.modified_resnet import ModifiedResNet
 
 import clip
 from clip.archs import model_config
-from clip.temporal import (PatchShift, TemporalShiftConv2d, TokenShift, TokenT1D, patch_resnet_tsm,
-                           shift_channels)
+from clip.temporal import PatchShift, TemporalShiftConv2d, TokenShift, TokenT1D, patch_resnet_tsm, shift_channels
 from utils.errors import UserError
 
 B, T, L, C = 2, 4, 5, 16

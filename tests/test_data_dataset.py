@@ -9,9 +9,9 @@ import torch
 
 from datasets import build_dataset, build_loader
 from datasets.decoding import BadSampleError
-from datasets.video_reader import VideoReader
 from datasets.samplers import ShardSampler
 from datasets.synthetic import generate
+from datasets.video_reader import VideoReader
 from utils.config import resolve, to_dotmap
 from utils.errors import UserError
 
@@ -106,9 +106,9 @@ def test_loader_same_samples_whatever_the_worker_count(syn):
         loader = build_loader(ds, 4, workers, train=True, rank=0, world_size=1, seed=5)
         loader.sampler.set_epoch(epoch)
         out = {}
-        for clips, labels, idx in loader:
+        for clips, _labels, idx in loader:
             assert clips.shape[1:] == (4, 3, 32, 32)
-            for c, i in zip(clips, idx.tolist()):
+            for c, i in zip(clips, idx.tolist(), strict=True):
                 out[i] = c
         return out
 

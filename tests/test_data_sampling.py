@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 
 from datasets import sampling as S
-from datasets.sampling import (dense_test_indices, dense_train_indices, dense_val_indices, sample_indices,
-                               train_indices, val_indices)
+from datasets.sampling import (
+    dense_test_indices,
+    dense_train_indices,
+    dense_val_indices,
+    sample_indices,
+    train_indices,
+    val_indices,
+)
 
 
 class FixedRng:

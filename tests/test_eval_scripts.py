@@ -31,6 +31,7 @@ def load_script(name: str):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     import torch
+
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
     from modules.builder import build_model
@@ -94,7 +95,8 @@ def test_one_and_two_processes_agree(setup, capsys):
     assert mean_average_precision(p1["scores"], p1["labels"]) == pytest.approx(r1["mAP"])
 
     # utils.summarize over the two runs
-    from utils.summarize import main as summarize_main, summarize
+    from utils.summarize import main as summarize_main
+    from utils.summarize import summarize
     s = summarize([out1 / "results.json", out2 / "results.json"])
     assert s["top1"]["mean"] == pytest.approx(r1["top1"]) and s["top1"]["std"] == pytest.approx(0.0, abs=1e-9)
     assert "num_videos" not in s and "seconds" not in s
@@ -133,7 +135,7 @@ def test_missing_and_corrupt_weights_are_one_line(setup, tmp_path):
     assert "error: weights file not found" in proc.stderr and "Traceback" not in proc.stderr
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match="corrupt.pt is not a PyTorch checkpoint"):
         load_script("test").main(["--config", setup["cfg"], "--weights", str(bad), "--output", str(tmp_path / "o")])
 
 

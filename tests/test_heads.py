@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from modules.heads import (Conv1DHead, LSTMHead, MeanHead, TransfClsHead, TransfHead, build_head,
-                           transf_param_count)
+from modules.heads import Conv1DHead, LSTMHead, MeanHead, TransfClsHead, TransfHead, build_head, transf_param_count
 from utils.errors import UserError
 
 B, T, D = 3, 8, 64

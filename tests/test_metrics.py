@@ -6,8 +6,14 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, top_k_accuracy_score
 
-from utils.metrics import (average_precision_per_class, classification_report, mean_average_precision,
-                           mean_class_accuracy, topk_accuracy, topk_correct)
+from utils.metrics import (
+    average_precision_per_class,
+    classification_report,
+    mean_average_precision,
+    mean_class_accuracy,
+    topk_accuracy,
+    topk_correct,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -20,6 +20,9 @@ class Toy(nn.Module):
         self.register_buffer("class_embeddings", torch.randn(3, 4))
 
 
+FULL_LR = ["visual.control_point.weight"]  # as clip.full_lr_param_names names the TokenT1D convs
+
+
 def _names(model, group):
     ids = {id(p) for p in group["params"]}
     return sorted(n for n, p in model.named_parameters() if id(p) in ids)
@@ -27,7 +30,7 @@ def _names(model, group):
 
 def test_two_groups_as_original():
     m = Toy()
-    opt = build_optimizer(m, lr=5e-5, clip_ratio=0.1, weight_decay=0.2)
+    opt = build_optimizer(m, lr=5e-5, clip_ratio=0.1, weight_decay=0.2, full_lr_names=FULL_LR)
     assert [g["name"] for g in opt.param_groups] == ["visual", "head"]
     g0, g1 = opt.param_groups
     assert _names(m, g0) == ["logit_scale", "visual.0.bias", "visual.0.weight", "visual.1.bias", "visual.1.weight"]
@@ -41,7 +44,7 @@ def test_two_groups_as_original():
 def test_no_decay_split_and_frozen_excluded():
     m = Toy()
     m.visual[0].weight.requires_grad_(False)
-    groups = param_groups(m, lr=1.0, clip_ratio=0.5, weight_decay=0.1, no_decay_norm_bias=True)
+    groups = param_groups(m, lr=1.0, clip_ratio=0.5, weight_decay=0.1, no_decay_norm_bias=True, full_lr_names=FULL_LR)
     by = {g["name"]: (_names(m, g), g["lr"], g["weight_decay"]) for g in groups}
     assert by["visual_no_decay"] == (["logit_scale", "visual.0.bias", "visual.1.bias", "visual.1.weight"], 0.5, 0.0)
     assert "visual" not in by  # its only decayed weight is frozen
@@ -143,7 +146,6 @@ def test_bad_schedule_values():
 
 def test_full_lr_names_leave_the_visual_group():
     m = Toy()
-    groups = param_groups(m, lr=1.0, clip_ratio=0.1, weight_decay=0.0, full_lr_keywords=(),
-                          full_lr_names=["module.visual.0.bias"])
+    groups = param_groups(m, lr=1.0, clip_ratio=0.1, weight_decay=0.0, full_lr_names=["module.visual.0.bias"])
     assert "visual.0.bias" in _names(m, groups[1]) and "visual.0.bias" not in _names(m, groups[0])
-    assert "visual.control_point.weight" in _names(m, groups[0])  # keywords switched off
+    assert "visual.control_point.weight" in _names(m, groups[0])  # names decide, not a keyword

@@ -35,14 +35,15 @@ def _cfg_dict(root: Path, sub: Path, **network) -> dict:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    import yaml
+    from PIL import Image
+
     from datasets import build_dataset, build_loader, normalize
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate, write_mp4
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_dotmap
-    import yaml
-    from PIL import Image
 
     base = tmp_path_factory.mktemp("predict")
     root, sub = base / "syn", base / "sub"
@@ -119,15 +120,15 @@ def test_top1_correct_for_most_validation_videos(demo, capsys):
     assert [r["input"] for r in res] == inputs
     top1 = [r["predictions"][0]["index"] for r in res]
     assert all(len(r["predictions"]) == 2 for r in res)
-    correct = sum(p == t for p, t in zip(top1, truth))
+    correct = sum(p == t for p, t in zip(top1, truth, strict=True))
     assert correct / len(truth) > 0.6, (top1, truth)
     for r in res:  # probabilities are a softmax over the 4 classes, sorted
         probs = [p["probability"] for p in r["predictions"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert r["predictions"][0]["class"] == demo["names"][r["predictions"][0]["index"]]
     # mp4s (re-encoded from the frames, so slightly different pixels) mostly agree with their folders
-    pred = dict(zip(inputs, top1))
-    pairs = list(zip([v for v, _ in demo["videos"]], [p for p, _ in demo["folders"]][::6]))
+    pred = dict(zip(inputs, top1, strict=True))
+    pairs = list(zip([v for v, _ in demo["videos"]], [p for p, _ in demo["folders"]][::6], strict=True))
     assert sum(pred[v] == pred[f] for v, f in pairs) >= len(pairs) / 2
 
 
@@ -169,14 +170,27 @@ def test_bad_inputs_reported_and_others_processed(demo, tmp_path, capsys):
     assert [("error" in r) for r in res] == [True, False, True, True, False]
 
 
-def test_config_from_checkpoint_and_new_class_names(demo, tmp_path, capsys):
-    labels = tmp_path / "new.csv"
-    labels.write_text("id,name\n0,yellow square moving up\n1,red circle moving left\n2,a dog barking\n")
+def test_config_from_checkpoint_and_reordered_class_names(demo, tmp_path, capsys):
+    """A reordered subset of the training classes is scored by name: the probabilities of the two
+    classes keep their ratio whatever the CSV's order (the original relabelled rows by position)."""
     video = demo["videos"][0][0]
+    full = _run(["--weights", demo["ckpt"], "--json", video], capsys)[1]
+    p_full = {p["class"]: p["probability"] for p in json.loads(full)["results"][0]["predictions"]}
+    labels = tmp_path / "new.csv"
+    labels.write_text("id,name\n0,yellow square moving up\n1,red circle moving left\n")
     code, out, _ = _run(["--weights", demo["ckpt"], "--labels", str(labels), "--json", video], capsys)
     assert code == 0
-    preds = json.loads(out)["results"][0]["predictions"]
-    assert {p["class"] for p in preds} == {"yellow square moving up", "red circle moving left", "a dog barking"}
+    p_sub = {p["class"]: p["probability"] for p in json.loads(out)["results"][0]["predictions"]}
+    a, b = "yellow square moving up", "red circle moving left"
+    assert set(p_sub) == {a, b}
+    assert p_sub[a] / p_sub[b] == pytest.approx(p_full[a] / p_full[b], rel=1e-4)
+
+
+def test_new_class_names_on_random_text_weights_refused(demo, tmp_path):
+    labels = tmp_path / "animals.csv"
+    labels.write_text("id,name\n0,cat\n1,dog\n2,fish\n")
+    with pytest.raises(UserError, match="cannot score the class names given \\(cat, dog, fish\\).*random weights"):
+        predict.main(["--weights", demo["ckpt"], "--labels", str(labels), demo["videos"][0][0]])
 
 
 def test_missing_weights(demo, capsys):
@@ -195,10 +209,11 @@ def test_wrong_architecture_lists_keys(demo, tmp_path):
 
 
 def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
+    import yaml
+
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_dotmap
-    import yaml
 
     cfg_d = dict(demo["cfg_dict"], network=dict(demo["cfg_dict"]["network"], fix_text=False))
     cfg_path = tmp_path / "trainable.yaml"
@@ -208,6 +223,6 @@ def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
     save_checkpoint({"model": model.state_dict(), "config": cfg_d}, ckpt)
     labels = tmp_path / "three.csv"
     labels.write_text("id,name\n0,a\n1,b\n2,c\n")
-    with pytest.raises(UserError, match="has 3 classes but the trainable classifier .* has 4 rows"):
+    with pytest.raises(UserError, match="cannot score the class names given.*rows were trained"):
         predict.main(["--config", str(cfg_path), "--weights", str(ckpt), "--labels", str(labels),
                       demo["videos"][0][0]])

@@ -6,7 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,7 @@ def _commands() -> list[list[str]]:
 COMMANDS = _commands()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _help(target: tuple[str, ...]) -> str:
     res = subprocess.run([sys.executable, *target, "--help"], cwd=ROOT, capture_output=True, text=True,
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)

@@ -20,6 +20,9 @@ import pytest
 import torch
 import yaml
 
+from datasets.transforms import normalize
+from utils.training import train_one_epoch
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -79,7 +82,6 @@ def constant_scheduler(opt, iters: int):
 
 
 def test_loss_decreases(tmp_path, data):
-    from train import train_one_epoch
     from utils.optim import build_optimizer
     cfg = load_cfg(make_config(tmp_path, data))
     model = tiny_model(cfg)
@@ -88,7 +90,7 @@ def test_loss_decreases(tmp_path, data):
     losses: list[float] = []
     loader = [batch] * 6
     train_one_epoch(model, loader, opt, constant_scheduler(opt, 6), torch.amp.GradScaler("cpu", enabled=False),
-                    epoch=0, device=torch.device("cpu"), num_frames=2,
+                    epoch=0, device=torch.device("cpu"), num_frames=2, normalize=normalize,
                     on_iteration=lambda step, loss, lrs: losses.append(loss))
     assert len(losses) == 6
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
@@ -96,7 +98,6 @@ def test_loss_decreases(tmp_path, data):
 
 def test_accumulation_equals_larger_batch(tmp_path, data):
     """SGD (lr 1) makes the weight change equal to the gradient: 2 x b accumulated == 1 x 2b."""
-    from train import train_one_epoch
     cfg = load_cfg(make_config(tmp_path, data))
     b1, b2 = fixed_batches(cfg, 2)
     big = (torch.cat([b1[0], b2[0]]), torch.cat([b1[1], b2[1]]), None)
@@ -107,13 +108,14 @@ def test_accumulation_equals_larger_batch(tmp_path, data):
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         stats = train_one_epoch(model, loader, opt, constant_scheduler(opt, len(loader)),
                                 torch.amp.GradScaler("cpu", enabled=False), epoch=0,
-                                device=torch.device("cpu"), num_frames=2, accumulation=accum)
+                                device=torch.device("cpu"), num_frames=2, normalize=normalize,
+                                accumulation=accum)
         results.append((model, stats))
     (m_big, s_big), (m_acc, s_acc), (m_tail, s_tail) = results
     assert s_big.steps == 1 and s_acc.steps == 1
     assert s_tail.steps == 2  # the shorter last window is stepped: nothing carries into the next epoch
     changed = 0.0
-    for (name, p0), p1, p2 in zip(base.named_parameters(), m_big.parameters(), m_acc.parameters()):
+    for (name, p0), p1, p2 in zip(base.named_parameters(), m_big.parameters(), m_acc.parameters(), strict=True):
         torch.testing.assert_close(p2, p1, rtol=1e-5, atol=1e-6, msg=name)
         changed = max(changed, float((p1 - p0).detach().abs().max()))
     assert changed > 1e-3

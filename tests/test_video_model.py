@@ -11,9 +11,9 @@ from torch import nn
 
 import clip
 from modules import builder
-from modules.classifier import save_atomic
 from modules.heads import MeanHead, TransfHead, build_head
 from modules.video_model import VideoCLIP
+from utils.checkpoint import save_checkpoint
 from utils.config import load_config, resolve, to_dotmap
 from utils.errors import UserError
 
@@ -165,11 +165,11 @@ def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
     assert not any(p.requires_grad for p in orth.visual.parameters())
     assert orth.logit_scale.requires_grad
     emb = torch.randn(4, d)
-    save_atomic(emb, tmp_path / "lda.pt")
+    save_checkpoint(emb, tmp_path / "lda.pt")
     lda = builder.build_model(tiny_cfg(tmp_path, classifier="lda", classifier_file=str(tmp_path / "lda.pt"),
                                        sim_header="None"), NAMES)
     assert torch.equal(lda.class_embeddings, emb)
-    with pytest.raises(UserError, match=r"lda\.pt.*\(4, %d\).*\(5, %d\)" % (d, d)):
+    with pytest.raises(UserError, match=rf"lda\.pt.*\(4, {d}\).*\(5, {d}\)"):
         builder.build_model(tiny_cfg(tmp_path, classifier="file", classifier_file=str(tmp_path / "lda.pt"),
                                      sim_header="None"), NAMES + ["archery"])
     with pytest.raises(UserError, match="n_emb"):
@@ -185,24 +185,6 @@ def test_build_model_joint_st_bypasses_and_freezes_the_head(tmp_path):
         v = model.encode_video(x)
         assert torch.equal(v, model.visual(x.reshape(4, 3, 112, 112)))  # one embedding per video
     assert v.shape == (2, model.class_embeddings.shape[1])
-
-
-def test_build_model_from_checkpoint(tmp_path):
-    from utils.config import to_dict
-    cfg = tiny_cfg(tmp_path, sim_header="Conv_1D")
-    model = builder.build_model(cfg, NAMES)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01)
-    path = tmp_path / "ours.pt"
-    torch.save({"model": model.state_dict(), "config": to_dict(cfg), "epoch": 1}, path)
-    again, cfg2 = builder.build_model_from_checkpoint(path)
-    assert cfg2.network.sim_header == "Conv_1D"
-    for k, v in model.state_dict().items():
-        assert torch.equal(again.state_dict()[k], v), k
-    torch.save({"model_state_dict": model.state_dict()}, tmp_path / "orig.pt")
-    with pytest.raises(UserError, match="no config"):
-        builder.build_model_from_checkpoint(tmp_path / "orig.pt")
 
 
 # ------------------------------------------------------------------------------ docs snippet

@@ -11,24 +11,26 @@ A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts (load
     best_top1    best validation top-1 so far (percent)
     rng          per-rank RNG states (torch CPU / CUDA, numpy, Python `random`) as tensors
     config       the resolved config as a plain dict
+    class_names  names of the rows of `model.class_embeddings` (so a checkpoint is self-contained)
     version      format version (1)
 
-`save_checkpoint` writes to a temporary file in the same folder, fsyncs it and renames it over
-the target, so a reader sees either the previous file or the new one, never a partial one.
+`save_checkpoint` writes through `utils.fileio.atomic_write`: a reader sees either the previous
+file or the new one, never a partial one.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.fileio import atomic_write
 
 FORMAT_VERSION = 1
 LAST = "last_model.pt"
@@ -38,57 +40,67 @@ BEST = "model_best.pt"
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DDP / torch.compile wrappers."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
             return model
+        model = inner
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write `state` to `path` (temporary file + fsync + os.replace + directory fsync)."""
+def save_checkpoint(state: Any, path: str | Path) -> Path:
+    """The one writer of `.pt` files (checkpoints, class-embedding caches, tool outputs), atomic."""
+    return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """The one reader of `.pt` files: `torch.load(weights_only=True)`, so a file can never run code.
+
+    A missing, unreadable or foreign file (a YAML config, a text list, a pickle of Python objects)
+    is a UserError naming the file and what it looks like; `what` names the role in the message.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some file systems do not support fsync on directories
-        pass
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a missing or unreadable file is a UserError."""
-    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}")
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"{what} is not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} is not readable (permissions): {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (a pickle before torch 1.6)
+        raise UserError(f"{what} {path} is not a PyTorch checkpoint ({_sniff(path)})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report which file is broken
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+    except pickle.UnpicklingError:
+        raise UserError(f"{what} {path} holds Python objects besides tensors; it was not loaded, since "
+                        f"unpickling them can run arbitrary code (our checkpoints never need it)") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a broken file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read {what} {path} ({_sniff(path)}): {first}") from None
+
+
+def _sniff(path: Path) -> str:
+    """What a file that is not a checkpoint looks like, for the error message."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a zip archive, truncated or not written by torch.save"
+    if head.startswith(b"\x80"):
+        return "a Python pickle, truncated or of another format"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown format"
+    return "it is a text file" + (", perhaps a YAML config" if ":" in text.split("\n", 1)[0] else "")
 
 
 # ----------------------------------------------------------------------------- RNG states
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as tensors and numbers (weights_only-safe)."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state(legacy=True))
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -119,7 +131,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- training state
 def training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any,
                    scaler: Any, epoch: int, iteration: int, best_top1: float,
-                   rng: list[dict[str, Any]] | None, config: dict | None) -> dict[str, Any]:
+                   rng: list[dict[str, Any]] | None, config: dict | None,
+                   class_names: list[str] | None = None) -> dict[str, Any]:
     """Everything `resume` needs, as a weights_only-safe dict (see module docstring)."""
     return {
         "version": FORMAT_VERSION,
@@ -132,6 +145,7 @@ def training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer | None,
         "best_top1": float(best_top1),
         "rng": rng or [],
         "config": config or {},
+        "class_names": list(class_names or []),
     }
 
 
@@ -183,15 +197,3 @@ def find_resume(resume: str | None, output_dir: str | Path | None,
         if found:
             return found[-1]
     return None
-
-
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete temporaries left by a process killed inside `save_checkpoint`; returns how many."""
-    count = 0
-    for tmp in Path(folder).glob(".*.pt.*.tmp"):
-        try:
-            tmp.unlink()
-            count += 1
-        except OSError:
-            pass
-    return count

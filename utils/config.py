@@ -12,16 +12,18 @@ Run `python -m utils.config CFG [--opts k=v ...]` to print the resolved config, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import difflib
-import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 from dotmap import DotMap
 
+from utils.choices import CLASSIFIERS, SIM_HEADERS, TEMPORAL_MODULES
 from utils.errors import UserError, run_cli
 
 
@@ -125,18 +127,18 @@ SCHEMA: dict[str, Any] = {
         "pretrained": _k("openai", str, "open_clip pretrained tag, a local weights file, or `none` for random weights."),
         "init": _k(True, bool, "Load all CLIP weights (True) or only the visual encoder's (False)."),
         "tm": _k(False, BOOL_OR_STR, "In-backbone temporal module: False, `tsm`, `tokenshift`, `tokent1d`.",
-                 choices=(False, "tsm", "tokenshift", "tokent1d")),
+                 choices=TEMPORAL_MODULES),
         "joint_st": _k(False, bool, "Joint space-time attention over all frames (the fusion head is bypassed)."),
         "drop_out": _k(0.0, float, "Maximum stochastic-depth and attention-dropout rate, linear over depth."),
         "emb_dropout": _k(0.0, float, "Dropout after the patch and position embeddings."),
         "sim_header": _k("Transf", str, "Temporal fusion head: `None`/`meanP` (mean), `Transf`, `Conv_1D`, "
-                         "`LSTM`, `Transf_cls`.", choices=("None", "meanP", "Transf", "Conv_1D", "LSTM", "Transf_cls")),
+                         "`LSTM`, `Transf_cls`.", choices=SIM_HEADERS),
         "type": _k(None, str, "Ignored name tag kept from the original configs (e.g. `clip_k400`)."),
         "drop": _k(0, NUM, "Ignored; kept from the original configs."),
         "fix_text": _k(True, bool, "Class embeddings frozen (True) or a trainable parameter (False)."),
         "fix_video": _k(False, bool, "Freeze the visual encoder (only the head and logit scale train)."),
         "classifier": _k("text", str, "Class-embedding source: `text`, `random`, `orthogonal`, `lda`, `file`.",
-                         choices=("text", "random", "orthogonal", "lda", "file")),
+                         choices=CLASSIFIERS),
         "classifier_file": _k(None, str, "(C, D) tensor file for `classifier: lda` or `file`."),
         "n_emb": _k(None, int, "Width of `random`/`orthogonal` class embeddings (default: the CLIP embedding width)."),
         "templates": _k("a video of a person {}.", (str, list),
@@ -183,9 +185,6 @@ SCHEMA: dict[str, Any] = {
 
 RENAMED = {"data.video_backend": "data.decoder"}
 
-# The 28 Kinetics prompt templates of the original (present there as a commented-out option).
-KINETICS28 = "kinetics28"
-
 
 def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
     out: dict[str, Key] = {}
@@ -228,10 +227,8 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     if not ok and float in spec.types and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok and float in spec.types and isinstance(value, str):
-        try:  # PyYAML reads `5.e-5` as a float but `5e-5` as a string (YAML 1.1)
+        with contextlib.suppress(ValueError):  # PyYAML reads `5.e-5` as a float but `5e-5` as a string
             value, ok = float(value), True
-        except ValueError:
-            pass
     if not ok and spec.types == (str,) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value, ok = str(value), True
     if not ok:

@@ -11,14 +11,20 @@ they move tensors to the device the backend needs (CUDA for NCCL, CPU for gloo) 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from utils.choices import DEVICES
+from utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -61,21 +67,30 @@ def _env_ranks() -> tuple[int, int, int] | None:
     return None
 
 
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` (the local rank's GPU when CUDA is available, else the CPU), `cpu` or `cuda`; the one
+    place every entry point turns `--device` into a device. `cuda` without a GPU is a UserError."""
+    if name not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
 def init_distributed(device: str = "auto", timeout_s: float | None = None) -> DistInfo:
     """Join the process group described by the environment (or run alone).
 
-    `device`: `auto` (CUDA if available, else CPU), `cpu` or `cuda`. `timeout_s` bounds every
-    collective, so a rank that dies leaves the others with an error instead of a hang (default
-    `TEXT4VIS_DIST_TIMEOUT` seconds, else 1800).
+    `device`: see `select_device`. `timeout_s` bounds every collective, so a rank that dies leaves
+    the others with an error instead of a hang (default `TEXT4VIS_DIST_TIMEOUT` seconds, else 1800).
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     ranks = _env_ranks()
     rank, world, local = ranks if ranks else (0, 1, 0)
+    dev = select_device(device, local)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local % max(torch.cuda.device_count(), 1))
-        dev = torch.device("cuda", torch.cuda.current_device())
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     distributed = world > 1
     if distributed and not dist.is_initialized():
         if timeout_s is None:
@@ -110,6 +125,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Run the body on rank 0 first and on the other ranks after it: rank 0 fills a cache (class
+    embeddings, downloaded weights) that the others then read instead of racing to write it."""
+    if get_rank() != 0:
+        barrier()
+    yield
+    if get_rank() == 0:
+        barrier()
+
+
 def _comm_device() -> torch.device:
     if is_dist() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -140,7 +166,7 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     padded[: local.shape[0]] = local
     out = [torch.empty_like(padded) for _ in sizes_i]
     dist.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes_i)]).to(tensor.device)
+    return torch.cat([o[:s] for o, s in zip(out, sizes_i, strict=True)]).to(tensor.device)
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -164,12 +190,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0,
                      device: torch.device | str | None = None) -> torch.Tensor:
     """Rank `src`'s tensor on every rank (other ranks may pass None: shape/dtype travel too)."""
+    if get_rank() == src and tensor is None:
+        raise ValueError("broadcast_tensor: the source rank must pass a tensor")
     if not is_dist():
         assert tensor is not None
         return tensor if device is None else tensor.to(device)
-    meta = broadcast_object((tuple(tensor.shape), tensor.dtype) if get_rank() == src else None, src)
+    meta = broadcast_object((tuple(tensor.shape), tensor.dtype) if tensor is not None and get_rank() == src else None,
+                            src)
     comm = _comm_device()
-    if get_rank() == src:
+    if tensor is not None and get_rank() == src:
         buf = tensor.detach().to(comm).contiguous()
     else:
         buf = torch.empty(meta[0], dtype=meta[1], device=comm)
@@ -181,7 +210,5 @@ def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0,
 def cleanup() -> None:
     """Leave the process group (no-op without one)."""
     if is_dist():
-        try:
+        with contextlib.suppress(Exception):  # teardown after a failure must not mask the first error
             dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - teardown after a failure must not mask the first error
-            pass

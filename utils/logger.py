@@ -6,10 +6,13 @@ Only rank 0 writes; other ranks get a logger that prints warnings and errors onl
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from utils.fileio import atomic_write, atomic_write_text
 
 LOGGER_NAME = "Text4Vis"
 
@@ -72,12 +75,11 @@ class MetricsLog:
             return
         self.rows = [r for r in self.rows if int(float(r["epoch"])) < int(row["epoch"])]
         self.rows.append({k: row.get(k, "") for k in self.FIELDS})
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.csv_path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.csv_path, text.getvalue())
         if self.tb is not None:
             for key in ("train_loss", "val_top1", "val_top5", "clips_per_s"):
                 if row.get(key) not in (None, ""):
@@ -104,14 +106,14 @@ class MetricsLog:
 
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
         for ax, key, title in zip(axes, ("train_loss", "lr", "val_top1"),
-                                  ("train loss", "learning rate (head)", "val top-1 (%)")):
+                                  ("train loss", "learning rate (head)", "val top-1 (%)"), strict=True):
             xs, ys = series(key)
             ax.plot(xs, ys, marker="o")
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(self.png_path, dpi=80)
+        atomic_write(self.png_path, lambda fh: fig.savefig(fh, format="png", dpi=80))
         plt.close(fig)
 
     def close(self) -> None:

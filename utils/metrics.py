@@ -15,7 +15,7 @@ them unspecified; with continuous scores there are no ties and the value equals 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch

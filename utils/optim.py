@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import nn
@@ -25,11 +25,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from utils.errors import UserError
 
-FULL_LR_KEYWORDS: tuple[str, ...] = ("control_point",)
 
-
-def _is_slow(name: str, full_lr_keywords: Sequence[str], full_lr_names: Collection[str] = ()) -> bool:
-    if name in full_lr_names or any(k in name for k in full_lr_keywords):
+def _is_slow(name: str, full_lr_names: Collection[str] = ()) -> bool:
+    if name in full_lr_names:
         return False
     return "visual" in name or name.split(".")[-1] == "logit_scale"
 
@@ -42,9 +40,7 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay: float,
-                 no_decay_norm_bias: bool = False,
-                 full_lr_keywords: Sequence[str] = FULL_LR_KEYWORDS,
-                 full_lr_names: Collection[str] = ()) -> list[dict]:
+                 no_decay_norm_bias: bool = False, full_lr_names: Collection[str] = ()) -> list[dict]:
     """AdamW parameter groups as the original (see module docstring); each group has a `name`.
 
     `full_lr_names`: exact parameter names kept at the full LR although inside `visual`
@@ -55,7 +51,7 @@ def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay
         if not param.requires_grad:
             continue
         name = name.removeprefix("module.")
-        slow = _is_slow(name, full_lr_keywords, full_lr_names)
+        slow = _is_slow(name, full_lr_names)
         decay = not (no_decay_norm_bias and _no_decay(name, param))
         buckets.setdefault(("visual" if slow else "head", decay), []).append(param)
     groups = []
@@ -77,16 +73,14 @@ def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay
 
 def build_optimizer(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay: float,
                     betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                    no_decay_norm_bias: bool = False,
-                    full_lr_keywords: Sequence[str] = FULL_LR_KEYWORDS,
-                    full_lr_names: Collection[str] = (),
+                    no_decay_norm_bias: bool = False, full_lr_names: Collection[str] = (),
                     device: torch.device | str = "cpu") -> torch.optim.AdamW:
     """AdamW over `param_groups(...)`; fused kernels on CUDA, foreach elsewhere."""
     groups = param_groups(model, lr=lr, clip_ratio=clip_ratio, weight_decay=weight_decay,
-                          no_decay_norm_bias=no_decay_norm_bias, full_lr_keywords=full_lr_keywords,
-                          full_lr_names=full_lr_names)
+                          no_decay_norm_bias=no_decay_norm_bias, full_lr_names=full_lr_names)
     kwargs = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in betas), eps=eps,
+    beta1, beta2 = (float(b) for b in betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps,
                              weight_decay=weight_decay, **kwargs)
 
 
@@ -111,11 +105,11 @@ def cosine_factor(e: float, epochs: float, warmup: float) -> float:
 
 def multistep_milestones(decay_step: int | Sequence[int], epochs: int) -> list[float]:
     """The original's milestones: a list as given, or every `decay_step` epochs."""
-    if isinstance(decay_step, (list, tuple)):
+    if not isinstance(decay_step, int):
         return sorted(float(m) for m in decay_step)
-    if int(decay_step) <= 0:
+    if decay_step <= 0:
         raise UserError(f"solver.lr_decay_step must be positive, got {decay_step}")
-    return [float(decay_step * (i + 1)) for i in range(epochs // int(decay_step))]
+    return [float(decay_step * (i + 1)) for i in range(epochs // decay_step)]
 
 
 def multistep_factor(e: float, milestones: Sequence[float], gamma: float, warmup: float) -> float:
@@ -167,10 +161,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int,
                    step_every=step_every, decay_step=decay_step, decay_factor=decay_factor)
     return LambdaLR(optimizer, lr_lambda=fn)
 
-
-def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [g["lr"] for g in optimizer.param_groups]
-
-
-def group_names(optimizer: torch.optim.Optimizer) -> Iterable[str]:
-    return [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
+from utils.choices import PRECISIONS
 from utils.errors import UserError
 
-CHOICES = ("amp", "fp16", "bf16", "fp32")
 _log = logging.getLogger("Text4Vis")
 
 
@@ -28,8 +28,8 @@ def resolve_precision(name: str | None, device: torch.device | str) -> str:
     dev = torch.device(device).type
     if name is None or name == "":
         return "amp" if dev == "cuda" else "fp32"
-    if name not in CHOICES:
-        raise UserError(f"--precision must be one of {', '.join(CHOICES)}, got {name!r}")
+    if name not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name in ("amp", "fp16"):
         if dev != "cuda":
             _log.warning("precision %s needs CUDA; using fp32 on %s", name, dev)
@@ -38,7 +38,7 @@ def resolve_precision(name: str | None, device: torch.device | str) -> str:
     return name
 
 
-def autocast(precision: str, device: torch.device | str) -> ContextManager:
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
     """Autocast context for an already resolved precision."""
     dev = torch.device(device).type
     if precision == "amp":

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def summarize(paths: Sequence[str | Path], ddof: int = 0) -> dict[str, dict[str,
     return out
 
 
-def format_table(summary: dict[str, dict[str, float]], paths: Sequence[str | Path]) -> str:
+def format_table(summary: dict[str, dict[str, Any]], paths: Sequence[str | Path]) -> str:
     width = max(len(k) for k in summary)
     lines = [f"{len(paths)} result file(s):"] + [f"  [{i}] {p}" for i, p in enumerate(paths)]
     for key, s in summary.items():

@@ -1,0 +1,128 @@
+"""What test.py, test_zeroshot.py and the evaluation tools share: command-line arguments, the
+process group, the model from any weights file, the test data, and the output folder."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.weights import load_model, open_weights
+from datasets import build_dataset, build_loader
+from datasets.builder import read_class_names
+from datasets.transforms import normalize
+from utils.checkpoint import BEST, LAST
+from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
+from utils.distributed import cleanup, init_distributed, rank_zero_first
+from utils.errors import UserError
+from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
+from utils.fileio import atomic_write, atomic_write_text
+from utils.logger import setup_logger
+from utils.precision import resolve_precision
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by test.py and test_zeroshot.py."""
+    parser.add_argument("--config", "--cfg", dest="config", default=None,
+                        help="YAML config (default: the config stored in our checkpoints)")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. --opts data.batch_size=4")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint (ours, converted or the original's layout) or a run folder")
+    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS,
+                        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips")
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips per video")
+    parser.add_argument("--dense", action="store_true", default=None,
+                        help="dense sampling (128-frame windows) instead of uniform segments")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 as the original's test; amp/fp16 = float16 autocast on CUDA")
+    parser.add_argument("--fuse", default="embeddings", choices=FUSIONS,
+                        help="view fusion: average embeddings (original) or average softmax scores")
+    parser.add_argument("--output", default=None,
+                        help="results folder (default exp/test/<config>/<run>_<weights>_<views>)")
+    parser.add_argument("--save_predictions", action="store_true",
+                        help="also write predictions.npz (probabilities, labels, video ids, class names)")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+
+
+def default_output(config: str, weights: Path, frames: int, crops: int, clips: int, dense: bool) -> Path:
+    """exp/test/<config>/<weights>_<T>x<crops>x<clips>; a run's model_best.pt / last_model.pt is named
+    with its run folder too, so the checkpoints of different runs never share a results folder."""
+    name = weights.stem
+    if weights.name in (BEST, LAST):
+        name = f"{weights.parent.name}_{name}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    tag = f"{frames}x{crops}x{clips}" + ("_dense" if dense else "")
+    return Path("exp") / "test" / Path(config).stem / f"{stem}_{tag}"
+
+
+class EvalRun:
+    """Config, processes, model, data and output of one evaluation command."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        if args.test_clips < 1:
+            raise UserError(f"--test_clips must be >= 1, got {args.test_clips}")
+        self.args = args
+        self.weights = open_weights(args.weights)  # fails before any process group or model exists
+        self.cfg = self.weights.config(args.config, args.opts)
+        self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
+        self.frames = int(self.cfg.data.num_segments)
+        self.views = args.test_crops * args.test_clips
+        self.dist = init_distributed(device=args.device)
+        self.precision = resolve_precision(args.precision, self.dist.device)  # amp/fp16 -> fp32 on CPU
+        self.output = Path(args.output) if args.output else default_output(
+            args.config or self.cfg.data.dataset, self.weights.path, self.frames, args.test_crops,
+            args.test_clips, self.dense)
+        self.log = setup_logger(self.output, self.dist.rank)
+
+    def build(self) -> None:
+        cfg, a = self.cfg, self.args
+        self.class_names = read_class_names(cfg.data)
+        self.dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips,
+                                     dense=self.dense)
+        self.loader = build_loader(self.dataset, cfg.data.batch_size, cfg.data.workers, train=False,
+                                   rank=self.dist.rank, world_size=self.dist.world_size, seed=cfg.seed)
+        with rank_zero_first():  # rank 0 computes (or caches) the class embeddings the others then read
+            self.model = load_model(self.weights, cfg=cfg, class_names=self.class_names,
+                                    device=self.dist.device).model
+        self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
+                      f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
+                      f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "
+                      f"fuse {a.fuse}")
+
+    def collect(self) -> EvalOutput:
+        return collect(self.model, self.loader, views=self.views, num_frames=self.frames, device=self.dist.device,
+                       normalize=normalize, precision=self.precision, fuse=self.args.fuse, log=self.log.info,
+                       print_freq=self.cfg.logging.print_freq)
+
+    def class_embeddings(self) -> torch.Tensor:
+        return class_embeddings_of(self.model)
+
+    def scale(self) -> float:
+        return eval_scale(self.model, self.cfg.network.eval_logit_scale)
+
+    def header(self) -> dict[str, Any]:
+        a = self.args
+        return {"config": str(a.config) if a.config else f"{self.weights.path} (stored config)",
+                "weights": str(self.weights.path), "dataset": self.cfg.data.dataset,
+                "arch": self.cfg.network.arch, "num_classes": len(self.class_names),
+                "frames": self.frames, "test_crops": a.test_crops, "test_clips": a.test_clips,
+                "views": self.views, "view_layout": f"{self.frames}x{a.test_crops}x{a.test_clips}",
+                "dense": self.dense, "fuse": a.fuse, "precision": self.precision,
+                "world_size": self.dist.world_size, "device": str(self.dist.device), "opts": list(a.opts)}
+
+    def write_json(self, name: str, data: dict) -> Path:
+        return atomic_write_text(self.output / name, json.dumps(data, indent=2) + "\n")
+
+    def save_predictions(self, out: EvalOutput, scores: torch.Tensor) -> Path:
+        ids = np.array([self.dataset.records[int(i)].path for i in out.indices])
+        return atomic_write(self.output / "predictions.npz", lambda fh: np.savez_compressed(
+            fh, scores=scores.numpy().astype(np.float32), labels=out.labels.numpy(), indices=out.indices.numpy(),
+            video_ids=ids, class_names=np.array(self.class_names)))
+
+    def close(self) -> None:
+        cleanup()

@@ -1,0 +1,65 @@
+"""IJCV `lda` classifier: class directions fitted by Linear Discriminant Analysis on video features.
+
+    python -m app.lda --config CFG --weights W --out lda.pt [--shrinkage 0.1] [--opts k=v ...]
+
+runs the model (any weights file `app.weights.load_model` reads; the config is the checkpoint's
+unless `--config` is given) over the *training* list with the deterministic evaluation transform
+(single centre view), fits LDA (`modules.lda.fit_lda`) on the un-normalised video embeddings and
+saves its (C, D) coefficient matrix. Use it with `network.classifier: lda` and
+`network.classifier_file: lda.pt`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Sequence
+
+import torch
+from dotmap import DotMap
+
+from app.weights import load_model, open_weights
+from datasets import build_dataset, build_loader
+from datasets.transforms import normalize
+from modules.lda import fit_lda
+from utils.checkpoint import save_checkpoint
+from utils.choices import DEVICES
+from utils.distributed import select_device
+from utils.errors import run_cli
+from utils.evaluate import collect
+
+
+@torch.no_grad()
+def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-normalised video embeddings and labels of the training list (one centre view each)."""
+    wf = open_weights(weights)  # a bad file fails before the data is read
+    cfg = copy.deepcopy(cfg)
+    cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
+    dataset = build_dataset(cfg, "test")
+    loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1,
+                          seed=cfg.seed)
+    model = load_model(wf, cfg=cfg, device=device).model
+    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=normalize)
+    return out.embeddings, out.labels
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.lda", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", "--cfg", dest="config", default=None,
+                        help="YAML config (default: the config stored in our checkpoint)")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--weights", required=True, help="checkpoint (ours or the original's layout)")
+    parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
+    parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    args = parser.parse_args(argv)
+    shrink: float | str | None
+    shrink = None if args.shrinkage == "none" else ("auto" if args.shrinkage == "auto" else float(args.shrinkage))
+    cfg = open_weights(args.weights).config(args.config, args.opts)
+    feats, labels = extract_features(cfg, args.weights, select_device(args.device))
+    directions = fit_lda(feats, labels, shrinkage=shrink)
+    save_checkpoint(directions, args.out)
+    print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

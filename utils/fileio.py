@@ -1,0 +1,59 @@
+"""The one atomic writer: every file a run leaves (checkpoints, caches, metrics, results) is
+written to a temporary file in the same folder, fsynced and renamed over the target, so a reader
+(or a resumed run after a kill) sees either the previous file or the new one, never half of one."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only read by setting)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call `write(fh)` on a temporary file, fsync it, rename it to `path`, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # some file systems do not support fsync on directories
+        pass
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of a UTF-8 text."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete temporaries left in `folder` by a process killed inside `atomic_write`."""
+    count = 0
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            count += 1
+        except OSError:
+            pass
+    return count

@@ -1,0 +1,73 @@
+"""The zero-shot protocols of SPEC §5.3 over the engine's gathered output (no second pass over
+the data): full classes, and the half-classes protocol (10 random halves of the class set, mean ±
+population std). The selection reproduces the original's classes exactly."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from utils.evaluate import EvalOutput
+from utils.metrics import classification_report
+
+
+def half_class_splits(num_classes: int, repeats: int = 10) -> list[np.ndarray]:
+    """The original's half-classes selections: for s in 0..repeats-1, numpy's legacy global
+    generator seeded with s, `permutation(C)[:C // 2]`. The global RNG state is restored after."""
+    state = np.random.get_state()
+    try:
+        splits = []
+        for s in range(repeats):
+            np.random.seed(s)
+            splits.append(np.random.permutation(num_classes)[: num_classes // 2])
+        return splits
+    finally:
+        np.random.set_state(state)
+
+
+def restrict_to_classes(out: EvalOutput, class_embeddings: torch.Tensor,
+                        classes: np.ndarray | list[int]) -> tuple[EvalOutput, torch.Tensor]:
+    """Keep the videos of `classes`, re-index their labels to positions in the sorted selection
+    and restrict the class embeddings to the same rows.
+
+    Unlike the original (which took the classes from the labels present, so a selected class with
+    no video vanished and shifted the labels after it), every selected class stays in the
+    restricted classifier, with or without videos.
+    """
+    selected = torch.as_tensor(np.sort(np.asarray(classes)), dtype=torch.long)
+    position = torch.full((class_embeddings.shape[0],), -1, dtype=torch.long)
+    position[selected] = torch.arange(selected.numel())
+    new_labels = position[out.labels]
+    keep = new_labels >= 0
+    sub = out.subset(keep)
+    sub.labels = new_labels[keep]
+    return sub, class_embeddings[selected]
+
+
+def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: float = 100.0,
+                     repeats: int = 10) -> dict:
+    """Full-classes top-1/top-5 and the half-classes protocol (mean ± population std)."""
+    full = classification_report(out.scores(class_embeddings, scale), out.labels)
+    splits = []
+    for seed, classes in enumerate(half_class_splits(class_embeddings.shape[0], repeats)):
+        sub, emb = restrict_to_classes(out, class_embeddings, classes)
+        rep = classification_report(sub.scores(emb, scale), sub.labels)
+        splits.append({"seed": seed, "classes": sorted(int(c) for c in classes),
+                       "num_videos": rep["num_videos"], "top1": rep["top1"], "top5": rep["top5"],
+                       "mean_class_accuracy": rep["mean_class_accuracy"],
+                       "classes_without_videos": int(len(classes) - sub.labels.unique().numel())})
+    top1 = np.array([s["top1"] for s in splits])
+    top5 = np.array([s["top5"] for s in splits])
+    return {
+        "full_classes": full,
+        "half_classes": {
+            "protocol": "half-classes",
+            "repeats": repeats,
+            "classes_per_split": class_embeddings.shape[0] // 2,
+            "selection": "np.random.seed(s); np.random.permutation(C)[:C // 2], s = 0..repeats-1",
+            "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=0)),
+            "top5_mean": float(top5.mean()), "top5_std": float(top5.std(ddof=0)),
+            "splits": splits,
+        },
+    }
+
+

@@ -13,7 +13,6 @@ Runs on CPU when no GPU is present.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,14 +23,14 @@ from typing import Any
 
 import torch
 
-from app.weights import load_model, open_weights
+from app.weights import add_trust_arg, load_model, open_weights
 from datasets.lists import VideoRecord, read_label_csv
 from datasets.make_list import template_regex
 from datasets.transforms import EvalTransform, normalize
 from datasets.video_dataset import VideoDataset
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
 from utils.distributed import select_device
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
 from utils.similarity import class_probabilities
 
@@ -93,7 +92,7 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("predict.py", __doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="video files and/or frame folders")
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the one stored in our checkpoint)")
@@ -108,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present")
+    add_trust_arg(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     args = parser.parse_args(argv)
     if args.topk < 1 or args.test_clips < 1:
@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not label_csv:
             raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
         class_names = read_label_csv(label_csv)
-    model = load_model(weights, cfg=cfg, class_names=class_names, device=device).model
+    model = load_model(weights, cfg=cfg, class_names=class_names, device=device,
+                       trusted_pickles=args.trust_pickle).model
     classes = class_embeddings_of(model)
     scale = eval_scale(model, cfg.network.eval_logit_scale)
     dense = bool(cfg.data.dense if args.dense is None else args.dense)

@@ -10,16 +10,15 @@ counted once over all processes. Prints the metrics and writes `<output>/results
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
-from utils.errors import run_cli
+from utils.errors import cli_parser, run_cli
 from utils.metrics import classification_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="test.py", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("test.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
     parser.add_argument("--metric", default=None, choices=("top1", "map"),
                         help="also report ActivityNet mAP with `map` (default: data.metric of the config)")

@@ -14,16 +14,16 @@ shifted the labels after it, SPEC §11.4). Results go to `<output>/results.json`
 """
 from __future__ import annotations
 
-import argparse
+import warnings
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
-from utils.errors import run_cli
+from utils.errors import cli_parser, run_cli
 from utils.zeroshot import zero_shot_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="test_zeroshot.py", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("test_zeroshot.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
     args = parser.parse_args(argv)
@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         run.build()
         out = run.collect()
         scale = run.scale()
-        report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
+        with warnings.catch_warnings(record=True) as caught:  # into the run's log (log.txt) instead
+            warnings.simplefilter("always")
+            report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
         if run.dist.is_main:
             full, half = report["full_classes"], report["half_classes"]
             n = full["num_videos"]
@@ -47,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             run.log.info(f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
                          f"Top1 {half['top1_mean']:.3f} ± {half['top1_std']:.3f}% "
                          f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
+            for w in caught:
+                run.log.warning(f"warning: {w.message}")
             run.log.info(f"results: {path}")
             if args.save_predictions:
                 scores = out.scores(run.class_embeddings(), scale)

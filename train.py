@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import clip
+from app.weights import add_trust_arg
 from datasets import build_dataset, build_loader, write_fewshot_list
 from datasets.builder import read_class_names
 from datasets.transforms import normalize
@@ -48,7 +49,7 @@ from utils.checkpoint import (
     unwrap,
 )
 from utils.choices import DEVICES, PRECISIONS
-from utils.config import add_config_args, dump, load_config, to_dict
+from utils.config import RESUME_MAY_CHANGE, add_config_args, dump, load_config, resume_differences, to_dict
 from utils.distributed import (
     DistInfo,
     all_gather_object,
@@ -60,9 +61,9 @@ from utils.distributed import (
     init_distributed,
     rank_zero_first,
 )
-from utils.errors import run_cli
+from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import evaluate
-from utils.fileio import remove_temporaries
+from utils.fileio import make_folder, remove_temporaries
 from utils.logger import MetricsLog, setup_logger
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
@@ -110,10 +111,26 @@ def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tu
         resume_path = find_resume(cfg.resume, args.output, None if args.output else runs_root(cfg))
         if resume_path is not None and cfg.resume == "auto" and not args.output:
             out = resume_path.parent
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out, "--output" if args.output else "run folder")
         remove_temporaries(out)
     out, resume_path = broadcast_object((out, resume_path))
     return Path(out), resume_path
+
+
+def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
+    """Resume continues the recorded run: a changed key outside `RESUME_MAY_CHANGE` is refused
+    (naming it), so the config a run records is always the one that trained it. Returns the
+    allowed changes (e.g. more `solver.epochs` to extend a run)."""
+    recorded = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not recorded:
+        raise UserError(f"resume: {path} holds no config (not written by this train.py); "
+                        f"use `pretrain: {path}` to start a new run from its weights")
+    refused, allowed = resume_differences(recorded, to_dict(cfg))
+    if refused:
+        raise UserError(f"resume: {path} was trained with other settings; a resumed run continues it exactly, "
+                        f"so only {', '.join(sorted(RESUME_MAY_CHANGE))} may change. Changed: {'; '.join(refused)}. "
+                        f"To train on with new settings, start a new run with `--opts pretrain={path}`")
+    return allowed
 
 
 def record_config(cfg: Any, config_path: str, out: Path) -> None:
@@ -123,11 +140,12 @@ def record_config(cfg: Any, config_path: str, out: Path) -> None:
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))
 
 
-def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log) -> nn.Module:
+def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log,
+                     trusted_pickles: list[str]) -> nn.Module:
     """Build VideoCLIP; rank 0 computes (or loads from the cache) the class embeddings first, the
     other ranks build after it and take rank 0's embeddings by broadcast."""
     with rank_zero_first():
-        model = build_model(cfg, class_names, device=dist.device)
+        model = build_model(cfg, class_names, device=dist.device, trusted_pickles=trusted_pickles)
     if dist.distributed:
         emb = broadcast_tensor(model.class_embeddings.detach() if dist.rank == 0 else None, src=0,
                                device=dist.device)
@@ -179,15 +197,15 @@ def build_optimisation(cfg: Any, model: nn.Module, iters_per_epoch: int, precisi
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="train.py", description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli_parser("train.py", (__doc__ or "").split("\n\n")[0])
     add_config_args(p)
     p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
     p.add_argument("--log_time", "--log-time", dest="log_time", default=None,
                    help="timestamp for the default run folder (scripts pass one)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(p)
     p.add_argument("--stop_after_epochs", "--stop-after-epochs", dest="stop_after_epochs", type=int, default=None,
                    metavar="N", help="end this invocation after N epochs and save last_model.pt (the schedule "
                    "still spans solver.epochs); continue later with --opts resume=auto (job time limits)")
@@ -211,33 +229,38 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(args.precision, dist.device)
     out, resume_path = prepare_run_folder(cfg, args, dist)
+    resume_ckpt = load_checkpoint(resume_path) if resume_path else None
+    changes = check_resume_config(resume_ckpt, cfg, resume_path) if resume_ckpt is not None else []
     log = setup_logger(out, dist.rank).info
     log(versions())
     log(f"world size {dist.world_size} ({'DDP' if dist.distributed else 'single process'}), "
         f"device {dist.device}, precision {precision}")
     log("config:\n" + dump(cfg))
     log(f"output folder: {out}")
+    for change in changes:
+        log(f"resume: {change} (allowed; config.yaml and the next checkpoints record the new value)")
     if dist.rank == 0:
         record_config(cfg, args.config, out)
 
     class_names = read_class_names(cfg.data)
-    model = build_model_once(cfg, class_names, dist, log)
+    model = build_model_once(cfg, class_names, dist, log, args.trust_pickle)
     if cfg.pretrain and not resume_path:
         load_weights(model, cfg.pretrain)
         log(f"pretrain: loaded weights from {cfg.pretrain}")
     model.to(dist.device)
     validate = build_validation(cfg, dist, log)
     if cfg.solver.evaluate:
-        if resume_path:
-            unwrap(model).load_state_dict(load_checkpoint(resume_path)["model"], strict=True)
+        if resume_ckpt is not None:
+            unwrap(model).load_state_dict(resume_ckpt["model"], strict=True)
         return validate(model)
 
     train_loader = build_train_loader(cfg, dist, out, log)
     optimizer, scheduler, scaler = build_optimisation(cfg, model, len(train_loader), precision, dist.device)
     start = RunState(cfg.solver.start_epoch, 0, 0.0)
-    if resume_path:
-        meta = restore_training_state(load_checkpoint(resume_path), model=model, optimizer=optimizer,
-                                      scheduler=scheduler, scaler=scaler, rank=dist.rank, path=resume_path)
+    if resume_ckpt is not None:
+        meta = restore_training_state(resume_ckpt, model=model, optimizer=optimizer,
+                                      scheduler=scheduler, scaler=scaler, rank=dist.rank, path=str(resume_path))
+        del resume_ckpt
         start = RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"])
         log(f"resumed from {resume_path}: epoch {meta['epoch']} done, best {start.best:.3f}")
     elif cfg.resume == "auto":

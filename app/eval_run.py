@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.weights import load_model, open_weights
+from app.weights import add_trust_arg, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
 from datasets.transforms import normalize
@@ -46,7 +46,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
                         help="results folder (default exp/test/<config>/<run>_<weights>_<views>)")
     parser.add_argument("--save_predictions", action="store_true",
                         help="also write predictions.npz (probabilities, labels, video ids, class names)")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(parser)
 
 
 def default_output(config: str, weights: Path, frames: int, crops: int, clips: int, dense: bool) -> Path:
@@ -87,8 +88,8 @@ class EvalRun:
         self.loader = build_loader(self.dataset, cfg.data.batch_size, cfg.data.workers, train=False,
                                    rank=self.dist.rank, world_size=self.dist.world_size, seed=cfg.seed)
         with rank_zero_first():  # rank 0 computes (or caches) the class embeddings the others then read
-            self.model = load_model(self.weights, cfg=cfg, class_names=self.class_names,
-                                    device=self.dist.device).model
+            self.model = load_model(self.weights, cfg=cfg, class_names=self.class_names, device=self.dist.device,
+                                    trusted_pickles=self.args.trust_pickle).model
         self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
                       f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
                       f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "

@@ -10,26 +10,26 @@ saves its (C, D) coefficient matrix. Use it with `network.classifier: lda` and
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Sequence
 
 import torch
 from dotmap import DotMap
 
-from app.weights import load_model, open_weights
+from app.weights import add_trust_arg, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.transforms import normalize
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
 from utils.distributed import select_device
-from utils.errors import run_cli
+from utils.errors import cli_parser, run_cli
 from utils.evaluate import collect
 
 
 @torch.no_grad()
-def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cpu",
+                     trusted_pickles: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Un-normalised video embeddings and labels of the training list (one centre view each)."""
     wf = open_weights(weights)  # a bad file fails before the data is read
     cfg = copy.deepcopy(cfg)
@@ -37,25 +37,26 @@ def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cp
     dataset = build_dataset(cfg, "test")
     loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1,
                           seed=cfg.seed)
-    model = load_model(wf, cfg=cfg, device=device).model
+    model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
     out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=normalize)
     return out.embeddings, out.labels
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.lda", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the config stored in our checkpoint)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--weights", required=True, help="checkpoint (ours or the original's layout)")
     parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
     parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(parser)
     args = parser.parse_args(argv)
     shrink: float | str | None
     shrink = None if args.shrinkage == "none" else ("auto" if args.shrinkage == "auto" else float(args.shrinkage))
     cfg = open_weights(args.weights).config(args.config, args.opts)
-    feats, labels = extract_features(cfg, args.weights, select_device(args.device))
+    feats, labels = extract_features(cfg, args.weights, select_device(args.device), args.trust_pickle)
     directions = fit_lda(feats, labels, shrinkage=shrink)
     save_checkpoint(directions, args.out)
     print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")

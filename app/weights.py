@@ -20,6 +20,7 @@ In case 1 no file but the checkpoint is read (the config's `network.pretrained` 
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from dotmap import DotMap
 
+from clip.weights import TRUST_FLAG
 from datasets.builder import read_class_names
 from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
@@ -98,6 +100,14 @@ class LoadedModel:
     weights: WeightsFile
 
 
+def add_trust_arg(parser: argparse.ArgumentParser) -> None:
+    """--trust_pickle FILE (repeatable): the only way a weights file is ever fully unpickled."""
+    parser.add_argument(TRUST_FLAG, dest="trust_pickle", action="append", default=[], metavar="FILE",
+                        help="allow this CLIP weights file (network.pretrained / network.arch) to be loaded with "
+                             "torch.load(weights_only=False): it can run code, so only for files you trust; "
+                             "may be repeated")
+
+
 def resolve_weights_path(weights: str | Path) -> Path:
     """A weights file, or a run folder's `model_best.pt` (else its `last_model.pt`)."""
     path = Path(weights)
@@ -161,14 +171,15 @@ def _csv_names(cfg: DotMap, rows: int) -> list[str] | None:
 
 def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
                class_names: Sequence[str] | None = None, device: str | torch.device = "cpu",
-               opts: Sequence[str] = ()) -> LoadedModel:
+               opts: Sequence[str] = (), trusted_pickles: Sequence[str] = ()) -> LoadedModel:
     """The model of `weights` in eval mode on `device`, scoring `class_names`.
 
     cfg: the config to build from (None: the checkpoint's stored config with `opts` applied).
     class_names: the classes to score; see the module docstring for where their embeddings come
     from. None: the classes the checkpoint holds, as they are (for tools that need only the video
     side), or the config's label CSV for a checkpoint without class embeddings. Weights that do not
-    fit the config raise a UserError listing the differing keys.
+    fit the config raise a UserError listing the differing keys. `trusted_pickles`: the user's
+    --trust_pickle files, for CLIP weights that need full unpickling (case 2 and 3 only).
     """
     wf = weights if isinstance(weights, WeightsFile) else open_weights(weights)
     cfg = copy.deepcopy(cfg) if cfg is not None else wf.config(None, opts)
@@ -182,6 +193,6 @@ def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
         if repeated:
             raise UserError(f"the class names given repeat {', '.join(repeated[:3])}: each class needs one name")
         rows = _class_rows(wf, cfg, names)
-    model = build_model(cfg, names, device="cpu", class_embeddings=rows)
+    model = build_model(cfg, names, device="cpu", class_embeddings=rows, trusted_pickles=trusted_pickles)
     load_weights(model, wf.content, class_embeddings=False, source=str(wf.path))
     return LoadedModel(model.to(device).eval(), cfg, names, wf)

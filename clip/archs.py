@@ -7,6 +7,8 @@ name below therefore resolves to a `-quickgelu` config (or one of our tiny confi
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from copy import deepcopy
 from pathlib import Path
 
@@ -102,7 +104,7 @@ def infer_arch(sd: dict, source: str = "weights file") -> str:
                     f"set network.arch to one of {', '.join(_ARCHS)} and network.pretrained to the file")
 
 
-def resolve_arch(arch: str) -> str:
+def resolve_arch(arch: str, trusted_pickles: Collection[str | os.PathLike] = ()) -> str:
     """Return the open_clip model-config name (always a QuickGELU config) for `arch`.
 
     `arch` is a name of `arch_names()` (or its open_clip spelling), or, as in the original, a
@@ -110,7 +112,7 @@ def resolve_arch(arch: str) -> str:
     """
     path = arch_file(arch)
     if path is not None:
-        return _ARCHS[infer_arch(read_state_dict(path), source=str(path))]
+        return _ARCHS[infer_arch(read_state_dict(path, trusted_pickles), source=str(path))]
     name = str(arch).strip()
     if name.endswith("-quickgelu"):
         name = name[: -len("-quickgelu")]

@@ -1,7 +1,8 @@
 """`create_clip`: an open_clip CLIP model from the original's `network.*` options."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection
 from typing import Any
 
 import open_clip
@@ -39,7 +40,7 @@ def _check_options(arch: str, resnet: bool, num_frames: int, tm: str | bool, joi
 def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = True, num_frames: int = 8,
                 tm: str | bool = False, joint_st: bool = False, drop_out: float = 0.0,
                 emb_dropout: float = 0.0, grad_checkpointing: bool = False,
-                cache_dir: str | None = None) -> open_clip.CLIP:
+                cache_dir: str | None = None, trusted_pickles: Collection[str | os.PathLike] = ()) -> open_clip.CLIP:
     """Build an fp32 open_clip CLIP (QuickGELU) for `arch` with the requested temporal options.
 
     arch: a name of `clip.arch_names()`, or a CLIP weights file (as the original's `clip.load`):
@@ -48,12 +49,13 @@ def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = Tr
     pretrained: an open_clip tag (`openai`), a local weights file, or `none` (random weights, drawn
     from a fixed seed so that the same arch always gives the same random model). `init=False` loads
     only the visual weights, as the original's `network.init: False`. The returned model is in
-    train mode; call `.eval()` for inference.
+    train mode; call `.eval()` for inference. `trusted_pickles`: weights files the user allowed,
+    on the command line, to be fully unpickled (see `clip.weights.read_state_dict`).
     """
     if tm in (None, "none", "None", "false", "False", 0):
         tm = False
     pretrained = effective_pretrained(arch, pretrained)
-    model_name = resolve_arch(arch)
+    model_name = resolve_arch(arch, trusted_pickles)
     cfg = model_config(model_name)
     resnet = is_resnet(cfg)
     if tm is True:  # the original: any truthy tm on a ResNet meant TSM
@@ -75,7 +77,8 @@ def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = Tr
     model.float()
 
     if weights is not None:
-        load_weights(model, weights, arch=arch, visual_only=not init, new_param_names=new_param_names(model))
+        load_weights(model, weights, arch=arch, visual_only=not init, new_param_names=new_param_names(model),
+                     trusted_pickles=trusted_pickles)
     if grad_checkpointing:
         model.visual.set_grad_checkpointing(True)
     return model

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import socket
 import warnings
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -166,12 +168,18 @@ def _describe_source(cfg: dict) -> str:
 
 
 def _no_weights_message(arch: str, tag: str, source: str, reason: str) -> str:
+    """How to get the weights; with HF_HUB_OFFLINE set, unsetting it is the first way."""
+    if _offline():
+        first = "Either unset HF_HUB_OFFLINE and run once with network access (the file is then cached)"
+        skip = ""
+    else:
+        first = "Either run once with network access (the file is then cached)"
+        skip = "Set HF_HUB_OFFLINE=1 to skip the network check entirely; "
     return (f"network.pretrained: cannot get the '{tag}' weights of {arch} ({reason}). "
-            f"They come from {source}. Either run once with network access (the file is then cached), "
-            f"or download it elsewhere and point to it, e.g. "
+            f"They come from {source}. {first}, or download it elsewhere and point to it, e.g. "
             f"`--opts network.pretrained=/path/to/weights.pt` (an OpenAI .pt archive, an open_clip "
-            f".bin/.safetensors or a Text4Vis checkpoint). Set HF_HUB_OFFLINE=1 to skip the network check "
-            f"entirely; `network.pretrained=none` builds random weights on purpose.")
+            f".bin/.safetensors or a Text4Vis checkpoint). {skip}`network.pretrained=none` builds random "
+            f"weights on purpose.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,22 +193,36 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
-def _torch_load(path: Path) -> object:
+TRUST_FLAG = "--trust_pickle"
+
+
+def is_trusted(path: Path, trusted_pickles: Collection[str | os.PathLike]) -> bool:
+    """True when the user named `path` with --trust_pickle on the command line."""
+    return path.resolve() in {Path(t).expanduser().resolve() for t in trusted_pickles}
+
+
+def _torch_load(path: Path, trusted_pickles: Collection[str | os.PathLike]) -> object:
+    """weights_only=True; a file that needs full unpickling (it can run code) is loaded only when
+    the user trusted it by name on the command line, never because a config or checkpoint says so."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        if "weights only load failed" not in str(err).lower():
-            raise UserError(f"network.pretrained: cannot read '{path}': {err}") from err
-        log.warning("%s holds Python objects besides tensors; loading it with weights_only=False "
-                    "(only do this for files you trust)", path)
+    except pickle.UnpicklingError:
+        if not is_trusted(path, trusted_pickles):
+            raise UserError(f"network.pretrained: '{path}' holds Python objects besides tensors and was not loaded: "
+                            f"unpickling it can run arbitrary code. If you trust this file, pass "
+                            f"`{TRUST_FLAG} {path}` on the command line, or re-save its tensors "
+                            f"(torch.save(obj.state_dict(), ...)) once in a trusted session") from None
+        log.warning("%s: loading with weights_only=False as asked by %s", path, TRUST_FLAG)
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike,
+                    trusted_pickles: Collection[str | os.PathLike] = ()) -> dict[str, torch.Tensor]:
     """Tensors of a weights file in open_clip/OpenAI key layout (prefixes `module.` removed).
 
     Accepts TorchScript archives, safetensors, plain state dicts and checkpoints that wrap one
-    under `model_state_dict` (Text4Vis), `state_dict` (open_clip training) or `model`.
+    under `model_state_dict` (Text4Vis), `state_dict` (open_clip training) or `model`. Full
+    unpickling only for files in `trusted_pickles` (the user's --trust_pickle).
     """
     path = Path(path)
     if not path.is_file():
@@ -213,7 +235,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", FutureWarning)
                 obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
-            obj = _torch_load(path)
+            obj = _torch_load(path, trusted_pickles)
     except UserError:
         raise
     except Exception as err:
@@ -256,7 +278,7 @@ def _list(keys: list[str] | set[str], n: int = 8) -> str:
 
 
 def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: bool,
-                 new_param_names: set[str]) -> None:
+                 new_param_names: set[str], trusted_pickles: Collection[str | os.PathLike] = ()) -> None:
     """Load a weights file into a built CLIP model, checking names and shapes.
 
     `visual_only` (network.init: False) loads only `visual.*`. A checkpoint without a text encoder
@@ -264,7 +286,7 @@ def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: 
     as built. `new_param_names` are ours (tokent1d, joint_st) and may be absent from the file.
     """
     model_sd = model.state_dict()
-    sd = normalise_keys(read_state_dict(path), set(model_sd))
+    sd = normalise_keys(read_state_dict(path, trusted_pickles), set(model_sd))
     has_text = any(k.startswith(("transformer.", "token_embedding")) for k in sd)
     if not any(k.startswith("visual.") for k in sd):
         raise UserError(f"network.pretrained: '{path}' has no `visual.*` weights; is it a CLIP checkpoint?")

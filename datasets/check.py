@@ -2,21 +2,51 @@
 
 Checks the label CSV, every list line (format, label range), and every sample: the frame folder
 exists, holds the frames that sampling can ask for (`index_bias` .. n-1+`index_bias` with the
-configured template), and its first and last frame decode; or the video opens, has frames, and its
-first and last frame decode. `--full` decodes every frame. Exit status 1 when anything is wrong.
+configured template), none of them is an empty file or a JPEG cut short (file size and the JPEG
+end-of-image marker at the end of the file: a stat and a 32-byte read per frame, no decoding), and
+its first and last frame decode; or the video opens, has frames, and its first and last frame
+decode. `--full` decodes every frame. Progress goes to stderr (a bar on a terminal, a line every
+10 % or 30 s otherwise). Exit status 1 when anything is wrong.
 """
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from tqdm import tqdm
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, resolve_decoder
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+TAIL_BYTES = 32  # some encoders pad a few bytes after the end-of-image marker
+
+
+def cheap_frame_problem(path: str) -> str | None:
+    """An empty frame file or a JPEG without its end-of-image marker (a copy or an extraction cut
+    short), from the file size and the file's last bytes, without decoding; None if neither."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return f"frame file is empty (0 bytes): {path}"
+        if not path.lower().endswith(JPEG_EXTENSIONS):
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(max(0, size - TAIL_BYTES))
+            tail = fh.read()
+    except OSError as err:
+        return f"cannot read frame {path}: {err}"
+    if head == JPEG_SOI and JPEG_EOI not in tail:  # a non-JPEG named .jpg is left to the decoder
+        return f"truncated JPEG (no end-of-image marker at the end of the file, {size} bytes): {path}"
+    return None
 
 
 def check_frames(folder: str, record: VideoRecord, reader: FrameFolderReader, full: bool) -> list[str]:
@@ -42,7 +72,15 @@ def check_frames(folder: str, record: VideoRecord, reader: FrameFolderReader, fu
         problems.append(f"{folder}: note: the list says {record.num_frames} frames, the folder holds "
                         f"{len(names)} files (sampling uses the folder count)")
     present = [e for e in expected if e in names]
-    for name in (present if full else present[:1] + present[-1:]):
+    flagged = set()
+    for name in present:
+        found = cheap_frame_problem(os.path.join(folder, name))
+        if found:
+            problems.append(found)
+            flagged.add(name)
+    for name in (present if full else dict.fromkeys(present[:1] + present[-1:])):
+        if name in flagged:
+            continue
         try:
             decode_frame(os.path.join(folder, name))
         except BadSampleError as err:
@@ -60,8 +98,38 @@ def check_video(path: str, decoder: str, full: bool) -> list[str]:
     return []
 
 
-def check_split(data: Any, split: str, full: bool = False, workers: int = 8) -> tuple[int, list[str]]:
-    """(number of samples scanned, problem messages) for `train` or `val`."""
+class Progress:
+    """Samples checked so far, on stderr: a tqdm bar on a terminal; otherwise (a log file, a batch
+    job) a line at every 10 % and at least every `every_s` seconds."""
+
+    def __init__(self, total: int, label: str, every_s: float = 30.0) -> None:
+        self.total, self.label, self.every_s = total, label, every_s
+        self.done, self.last = 0, time.monotonic()
+        self.bar = tqdm(total=total, desc=label, unit="video", file=sys.stderr, leave=False,
+                        dynamic_ncols=True) if sys.stderr.isatty() else None
+        self.marks = [math.ceil(total * p / 10) for p in range(1, 11)]
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if (self.marks and self.done >= self.marks[0]) or now - self.last >= self.every_s:
+            while self.marks and self.done >= self.marks[0]:
+                self.marks.pop(0)
+            self.last = now
+            print(f"{self.label}: {self.done}/{self.total} videos checked", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
+                progress: bool = False) -> tuple[int, list[str]]:
+    """(number of samples scanned, problem messages) for `train` or `val`; `progress` shows how far
+    the scan is (see `Progress`)."""
     list_path = data.train_list if split == "train" else data.val_list
     root = data.train_root if split == "train" else data.val_root
     key = f"data.{split}_list"
@@ -94,9 +162,14 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8) -> 
         found = check_video(path, decoder, full) if is_video else check_frames(path, rec, reader, full)
         return [f"{list_path}:{rec.line}: {msg}" for msg in found]
 
+    shown = Progress(len(records), f"check {split}") if progress else None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for found in pool.map(one, records):
             problems += found
+            if shown is not None:
+                shown.update()
+    if shown is not None:
+        shown.close()
     short = [r for r in records if r.num_frames is not None and r.num_frames < data.min_frames]
     if short:
         problems.append(f"{list_path}: note: {len(short)} video(s) list fewer than data.min_frames={data.min_frames} "
@@ -107,9 +180,9 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8) -> 
 def main(argv: list[str] | None = None) -> None:
     from utils.config import add_config_args, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m datasets.check", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
     add_config_args(parser)
-    parser.add_argument("--split", choices=("train", "val", "all"), default="all")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")
     parser.add_argument("--full", action="store_true", help="decode every frame (slow)")
     parser.add_argument("--workers", type=int, default=8, help="threads scanning in parallel")
     args = parser.parse_args(argv)
@@ -117,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = ("train", "val") if args.split == "all" else (args.split,)
     total_errors = 0
     for split in splits:
-        n, problems = check_split(cfg.data, split, args.full, args.workers)
+        n, problems = check_split(cfg.data, split, args.full, args.workers, progress=True)
         errors = [p for p in problems if ": note: " not in p]
         for p in problems:
             print(p)

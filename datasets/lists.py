@@ -11,11 +11,14 @@ Paths are kept verbatim (the ActivityNet zero-shot list has `dir//video` paths).
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from utils.errors import UserError
+
+_log = logging.getLogger("Text4Vis")
 
 ListFormat = Literal["frames", "video"]
 
@@ -56,6 +59,7 @@ def read_label_csv(path: str | Path) -> list[str]:
         raise UserError(f"{path}: not UTF-8 text ({err})") from None
     rows = list(csv.reader(text.splitlines()))
     names: list[str] = []
+    first_line: dict[str, int] = {}
     header_seen = False
     for lineno, row in enumerate(rows, start=1):
         if not row or all(not c.strip() for c in row):
@@ -77,6 +81,10 @@ def read_label_csv(path: str | Path) -> list[str]:
         name = row[1].strip()
         if not name:
             raise UserError(f"{path}:{lineno}: empty class name for id {idx}")
+        if name in first_line:
+            raise UserError(f"{path}:{lineno}: class name '{name}' repeats line {first_line[name]}; "
+                            f"two classes with one name cannot be told apart (their prompts are identical)")
+        first_line[name] = lineno
         names.append(name)
     if not header_seen:
         raise UserError(f"{path}: empty label CSV (expected a header 'id,name' and one row per class)")
@@ -133,7 +141,23 @@ def scan_list(path: str | Path, num_classes: int | None = None,
             problems.append(str(err))
     if not records and not problems:
         raise UserError(f"{path}: empty list file")
+    _warn_duplicates(records, path)
     return records, problems
+
+
+def _warn_duplicates(records: list[VideoRecord], path: Path) -> None:
+    """A video listed twice is accepted (each line is a sample, as the original read it) but said."""
+    first: dict[str, int] = {}
+    repeats = []
+    for rec in records:
+        if rec.path in first:
+            repeats.append((rec.line, first[rec.path], rec.path))
+        else:
+            first[rec.path] = rec.line
+    if repeats:
+        line, earlier, video = repeats[0]
+        _log.warning("%s: %d line(s) repeat a video listed earlier (first: line %d repeats line %d, '%s'); "
+                     "each line counts as a separate sample", path, len(repeats), line, earlier, video)
 
 
 def _parse_line(line: str, fmt: ListFormat, path: Path, lineno: int, num_classes: int | None) -> VideoRecord:

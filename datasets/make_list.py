@@ -18,7 +18,6 @@ Output order is deterministic: classes sorted, then videos sorted by name (code-
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from datasets.lists import read_label_csv
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -113,6 +112,30 @@ def _check_no_whitespace(rel: str, root: Path) -> None:
                         f"(`--labels` still matches 'air_drumming' to the class 'air drumming')")
 
 
+def _one_level_too_high(root: Path, dirs: list[tuple[str, str]], sample: int = 20) -> str:
+    """The message for a ROOT one level above the class folders (e.g. the dataset folder holding
+    `train/` and `val/`), recognised by its would-be video folders holding folders or video files
+    instead of frames; "" when the tree does not look like that."""
+    looked = 0
+    for cls, name in dirs[:sample]:
+        try:
+            with os.scandir(root / cls / name) as it:
+                items = [e for e in it if not e.name.startswith(".")]
+        except OSError:
+            return ""
+        if any(e.name.lower().endswith(IMAGE_EXTENSIONS) for e in items):
+            return ""
+        if any(e.is_dir() or e.name.lower().endswith(VIDEO_EXTENSIONS) for e in items):
+            looked += 1
+    if not looked:
+        return ""
+    tops = sorted({cls for cls, _ in dirs})
+    examples = " or ".join(str(root / t) for t in tops[:3])
+    return (f"{root} looks one level too high: its sub-folders ({', '.join(tops[:5])}"
+            f"{', ...' if len(tops) > 5 else ''}) hold class folders, not videos. Point at the folder that "
+            f"holds one folder per class, e.g. {examples}")
+
+
 def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None,
               threads: int = 8) -> tuple[Format, list[str], list[Entry], list[str]]:
     """Walk ROOT/<class>/<video>: returns (format, class folder names, entries, warnings).
@@ -147,7 +170,8 @@ def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None
     entries: list[Entry] = []
     if fmt == "video":
         if not videos:
-            raise UserError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) inside the class folders")
+            raise UserError(_one_level_too_high(root, dirs)
+                            or f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) inside the class folders")
         for cls, name in videos:
             rel = f"{cls}/{name}"
             _check_no_whitespace(rel, root)
@@ -175,7 +199,7 @@ def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None
     if not_numbered > 5:
         warnings.append(f"... {not_numbered} folders in all have frames not numbered 1..n")
     if not entries:
-        raise UserError(f"{root}: every frame folder is empty")
+        raise UserError(_one_level_too_high(root, dirs) or f"{root}: every frame folder is empty")
     return "frames", classes, entries, warnings
 
 
@@ -276,9 +300,8 @@ def make_list(root: str | Path, out: str | Path, labels: str | Path | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m datasets.make_list",
-        description="Write an annotation list from ROOT/<class>/<frame folder or video file>.")
+    parser = cli_parser("python -m datasets.make_list",
+                        "Write an annotation list from ROOT/<class>/<frame folder or video file>.")
     parser.add_argument("root", help="data root holding one folder per class")
     parser.add_argument("--out", required=True, help="list file to write")
     parser.add_argument("--labels", help="existing label CSV (id,name): map class folders to its ids")

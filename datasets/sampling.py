@@ -9,7 +9,7 @@ Differences from the original, all deliberate (docs/data.md, "Sampling"):
   sample index) instead of numpy's global state, so workers never repeat offsets and a run is
   reproducible whatever the worker count.
 - Uniform multi-clip test on videos shorter than T (tick < 1): the clip start offsets are
-  truncated towards zero (all 0), as numpy 1.x did when the original was written; numpy >= 2
+  truncated towards zero (all 0), as numpy < 1.20 did (np.linspace with an int dtype); numpy >= 1.20
   floors them to -1, which wraps the first index to the last frame (SPEC §11.3).
 - Dense test with one clip starts at frame 0 instead of dividing by zero (SPEC §11.2).
 - Dense validation (train-time) is deterministic: the same window as a one-clip dense test
@@ -54,7 +54,7 @@ def val_indices(n: int, T: int) -> list[int]:
 
 
 def _linspace_trunc(stop: float, num: int) -> list[int]:
-    """np.linspace(0, stop, num) converted to int by truncation towards zero (numpy 1.x)."""
+    """np.linspace(0, stop, num) converted to int by truncation towards zero (numpy < 1.20)."""
     return [int(v) for v in np.linspace(0.0, stop, num=num)]
 
 

@@ -18,7 +18,6 @@ The same seed writes the same bytes.
 """
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 230), "green": (40, 180, 60), "yellow": (235, 210, 40),
            "purple": (150, 60, 200), "orange": (245, 140, 30)}
@@ -231,7 +230,7 @@ def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m datasets.synthetic", description=__doc__.split("\n\n")[0])
+    p = cli_parser("python -m datasets.synthetic", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--classes", type=int, default=None,
                    help=f"number of classes (1..{MAX_CLASSES}; default 10, or every class of --motions)")
@@ -243,8 +242,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="validation videos per class (default: videos-per-class // 3, at least 1)")
     p.add_argument("--frames", type=int, default=16, help="frames per video")
     p.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
-    p.add_argument("--format", default="both", choices=("frames", "video", "both"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="both", choices=("frames", "video", "both"),
+                   help="frame folders (JPEG), video files (mp4), or both")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed, same bytes)")
     a = p.parse_args(argv)
     motions = a.motions.split(",") if a.motions else None
     classes = a.classes if a.classes is not None or motions else 10

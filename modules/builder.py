@@ -59,12 +59,23 @@ def class_embeddings_for(net: Any, clip_model: torch.nn.Module, class_names: Seq
     raise UserError(f"network.classifier: unknown value {kind!r}")
 
 
+def check_input_size(visual: torch.nn.Module, input_size: int, arch: str) -> None:
+    """CLIP's position embeddings (ViT) and attention pool (ResNet) fix the input resolution:
+    another `data.input_size` would fail deep inside the first forward pass."""
+    size = getattr(visual, "image_size", None)
+    side = size[0] if isinstance(size, (tuple, list)) else size
+    if side is not None and int(side) != input_size:
+        raise UserError(f"data.input_size is {input_size} but network.arch '{arch}' takes {int(side)}x{int(side)} "
+                        f"frames (its position embedding is fixed): set data.input_size: {int(side)}")
+
+
 def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device = "cpu", *,
-                class_embeddings: torch.Tensor | None = None) -> VideoCLIP:
+                class_embeddings: torch.Tensor | None = None, trusted_pickles: Sequence[str] = ()) -> VideoCLIP:
     """VideoCLIP for `cfg` with one class-embedding row per name (row i = class i).
 
     `class_embeddings` (C, D): use these rows instead of computing them; CLIP is then built with
     random weights (no file is read), for a caller that loads every weight from a checkpoint.
+    `trusted_pickles`: the user's --trust_pickle files (see `clip.weights`).
     """
     net = cfg.network
     if not class_names:
@@ -75,7 +86,8 @@ def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device
     clip_model = clip.create_clip(
         net.arch, RANDOM_WEIGHTS if class_embeddings is not None else net.pretrained, init=net.init,
         num_frames=num_frames, tm=net.tm, joint_st=net.joint_st, drop_out=net.drop_out,
-        emb_dropout=net.emb_dropout, grad_checkpointing=net.grad_checkpointing)
+        emb_dropout=net.emb_dropout, grad_checkpointing=net.grad_checkpointing, trusted_pickles=trusted_pickles)
+    check_input_size(clip_model.visual, int(cfg.data.input_size), str(net.arch))
     # on a GPU the text tower encodes the classes there (seconds instead of minutes on a CPU)
     clip_model = clip_model.to(device)
     if class_embeddings is None:

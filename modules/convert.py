@@ -13,7 +13,6 @@ embeddings are absent from original checkpoints; they come from the label CSV.
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 CLASS_KEY = "class_embeddings"
 _PREFIXES = ("module.", "_orig_mod.")
@@ -152,8 +151,7 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m modules.convert",
-                                     description="Convert an original Text4Vis checkpoint to our format.")
+    parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
     parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
     parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
     args = parser.parse_args(argv)

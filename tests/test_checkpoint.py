@@ -94,6 +94,34 @@ def test_training_state_weights_only_and_exact_continuation(tmp_path):
     assert torch.equal(torch.rand(3), after_ref)
 
 
+
+def test_each_rank_restores_its_own_rng_state():
+    """Rank r of a resumed DDP run continues rank r's random streams, not rank 0's."""
+    states, draws = [], []
+    for rank in range(2):
+        torch.manual_seed(100 + rank)  # train.py seeds every rank with seed + rank
+        np.random.seed(100 + rank)
+        random.seed(100 + rank)
+        states.append(rng_state())
+        draws.append((torch.rand(4), np.random.rand(4), random.random()))
+    model = Toy()
+    ckpt = training_state(model=model, optimizer=None, scheduler=None, scaler=None, epoch=0, iteration=1,
+                          best_top1=0.0, rng=states, config=None)
+    for rank in (1, 0):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+        restore_training_state(ckpt, model=model, optimizer=None, scheduler=None, scaler=None, rank=rank)
+        got = (torch.rand(4), np.random.rand(4), random.random())
+        assert torch.equal(got[0], draws[rank][0]), rank
+        assert np.array_equal(got[1], draws[rank][1]) and got[2] == draws[rank][2], rank
+    # a third rank (the world grew): no state of its own, so its own seeding stands
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    restore_training_state(ckpt, model=model, optimizer=None, scheduler=None, scaler=None, rank=2)
+    assert torch.equal(torch.rand(4), expected)
+
 def test_restore_rejects_wrong_layout(tmp_path):
     p = save_checkpoint({"model_state_dict": {}}, tmp_path / "x.pt")
     with pytest.raises(UserError, match="pretrain"):

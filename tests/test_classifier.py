@@ -267,3 +267,31 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     raw["network"].update(classifier="lda", classifier_file=str(tmp_path / "lda.pt"))
     again = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
     assert torch.equal(again.class_embeddings, w)
+
+
+def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
+    """Through build_model with real (file) text weights, so the cache is used: a template change
+    computes new rows (equal to an uncached build), and the first templates still find theirs."""
+    import open_clip
+
+    from clip.archs import model_config
+    from modules.builder import build_model
+    from utils.config import resolve, to_dotmap
+
+    torch.manual_seed(1234)
+    weights = tmp_path / "tiny_clip.pt"
+    torch.save(open_clip.CLIP(**model_config("tiny")).state_dict(), weights)
+
+    def embeddings(templates, cache):
+        net = {"arch": "tiny", "pretrained": str(weights), "templates": templates, "text_cache": cache}
+        return build_model(to_dotmap(resolve({"network": net}, "t")), NAMES).class_embeddings.detach()
+
+    cache = str(tmp_path / "cache")
+    first = embeddings("a video of a person {}.", cache)
+    other = embeddings("a photo of {}.", cache)
+    assert len(list((tmp_path / "cache").glob("text_feats_*.pt"))) == 2
+    torch.testing.assert_close(other, embeddings("a photo of {}.", ""), rtol=0, atol=0)
+    assert not torch.allclose(other, first)
+    several = embeddings(["a photo of {}.", "{}"], cache)  # a list differs from its first template
+    torch.testing.assert_close(several, embeddings(["a photo of {}.", "{}"], ""), rtol=0, atol=0)
+    torch.testing.assert_close(embeddings("a video of a person {}.", cache), first, rtol=0, atol=0)

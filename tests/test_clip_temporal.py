@@ -9,7 +9,15 @@ from open_clip.modified_resnet import ModifiedResNet
 
 import clip
 from clip.archs import model_config
-from clip.temporal import PatchShift, TemporalShiftConv2d, TokenShift, TokenT1D, patch_resnet_tsm, shift_channels
+from clip.temporal import (
+    DropPath,
+    PatchShift,
+    TemporalShiftConv2d,
+    TokenShift,
+    TokenT1D,
+    patch_resnet_tsm,
+    shift_channels,
+)
 from utils.errors import UserError
 
 B, T, L, C = 2, 4, 5, 16
@@ -211,6 +219,30 @@ def test_drop_path_and_emb_dropout_act_in_training_only():
     model.visual.emb_dropout.train()
     assert isinstance(model.visual.emb_dropout, torch.nn.Dropout) and model.visual.emb_dropout.p == 0.5
 
+
+
+def _drop_path_output(rate: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(n, L, C, generator=torch.Generator().manual_seed(0)) + 0.5  # no zero entries
+    dp = DropPath(rate).train()
+    torch.manual_seed(0)
+    return x, dp(x)
+
+
+def test_drop_path_rescales_kept_branches_by_one_over_keep():
+    """A kept branch is x / (1 - rate), so the expected output equals x (the original's drop_path)."""
+    x, out = _drop_path_output(0.25)
+    kept = (out != 0).flatten(1).all(1)
+    torch.testing.assert_close(out[kept], x[kept] / 0.75, rtol=1e-6, atol=0)
+    assert 0.72 < kept.float().mean().item() < 0.78  # keep probability 0.75
+    assert torch.equal(DropPath(0.25).eval()(x), x)
+
+
+def test_drop_path_drops_whole_samples():
+    """One draw per sample (row of the batch): every entry of a sample is kept or every one dropped."""
+    x, out = _drop_path_output(0.5)
+    kept = (out != 0).flatten(1)
+    assert bool((kept.all(1) | ~kept.any(1)).all())  # never partly dropped
+    assert 0 < int(kept.all(1).sum()) < x.shape[0]  # both outcomes occur
 
 def test_invalid_combinations_are_user_errors():
     with pytest.raises(UserError, match="ResNet"):

@@ -2,6 +2,7 @@
 clear errors, the fast offline failure, and weights_id."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -163,7 +164,10 @@ def test_openai_offline_fails_fast_with_clear_message(tmp_path, monkeypatch):
         clip.create_clip("ViT-B/32", "openai", cache_dir=str(tmp_path))
     assert time.monotonic() - start < 10
     msg = str(err.value)
-    assert "HF_HUB_OFFLINE" in msg and "network.pretrained=/path/to" in msg and "ViT-B/32" in msg
+    assert "network.pretrained=/path/to" in msg and "ViT-B/32" in msg
+    assert "(HF_HUB_OFFLINE is set and they are not in the cache)" in msg
+    assert "unset HF_HUB_OFFLINE and run once with network access" in msg
+    assert "HF_HUB_OFFLINE=1" not in msg  # it is set already: never advised
 
 
 def test_no_network_fails_fast_without_offline_flag(tmp_path, monkeypatch):
@@ -181,7 +185,8 @@ def test_no_network_fails_fast_without_offline_flag(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no network") as err:
         clip.create_clip("RN50", "openai", cache_dir=str(tmp_path))
     assert probed and probed[0][1] == W.PROBE_TIMEOUT_S <= 5
-    assert "HF_HUB_OFFLINE" in str(err.value)
+    assert "Set HF_HUB_OFFLINE=1 to skip the network check entirely" in str(err.value)
+    assert "unset HF_HUB_OFFLINE" not in str(err.value)
 
 
 def test_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):
@@ -251,7 +256,33 @@ class _Meta:  # a Python object next to the weights, as some training scripts sa
     pass
 
 
-def test_checkpoint_with_python_objects_still_loads(tmp_path, source, caplog):
-    torch.save({"args": _Meta(), "state_dict": source.state_dict()}, tmp_path / "with_args.pt")
-    assert _same_outputs(clip.create_clip("tiny", str(tmp_path / "with_args.pt")), source)
-    assert "weights_only=False" in caplog.text
+class _Payload:  # what a crafted file holds: unpickling it calls open(marker, "w")
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_python_objects_are_refused_unless_trusted_on_the_command_line(tmp_path, source, caplog):
+    path = tmp_path / "with_args.pt"
+    torch.save({"args": _Meta(), "state_dict": source.state_dict()}, path)
+    with pytest.raises(UserError, match=r"with_args.pt' holds Python objects.*--trust_pickle .*with_args.pt"):
+        clip.create_clip("tiny", str(path))
+    with pytest.raises(UserError, match="holds Python objects"):  # as network.arch too
+        clip.create_clip(str(path), "none")
+    # the user names the file: it loads (a relative spelling of the same file counts)
+    model = clip.create_clip("tiny", str(path), trusted_pickles=[os.path.relpath(path)])
+    assert _same_outputs(model, source)
+    assert "weights_only=False as asked by --trust_pickle" in caplog.text
+
+
+def test_crafted_pickle_payload_never_runs(tmp_path, source):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Payload(marker), "state_dict": source.state_dict()}, evil)
+    other = tmp_path / "other.pt"
+    for pretrained in (str(evil),):
+        with pytest.raises(UserError, match="holds Python objects"):
+            clip.create_clip("tiny", pretrained, trusted_pickles=[str(other)])  # trusting another file is no help
+    assert not marker.exists()

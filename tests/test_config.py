@@ -174,4 +174,67 @@ def test_keys_table_lists_every_key() -> None:
 
 def test_readme_key_table_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert keys_markdown() in readme, "README key table is stale: run python -m utils.config --keys-markdown"
+    assert keys_markdown() in readme, "README key table is stale: run python -m utils.config --update-readme README.md"
+
+
+@pytest.mark.parametrize("opt,message", [
+    ("solver.epochs=-1", "'solver.epochs' has value -1; it must be >= 1"),
+    ("solver.epochs=0", "'solver.epochs' has value 0; it must be >= 1"),
+    ("data.batch_size=0", "'data.batch_size' has value 0; it must be >= 1"),
+    ("data.workers=-2", "'data.workers' has value -2; it must be >= 0"),
+    ("solver.lr=-0.1", "'solver.lr' has value -0.1; it must be >= 0"),
+    ("data.flip_prob=1.5", "'data.flip_prob' has value 1.5; it must be >= 0 and <= 1"),
+    ("network.drop_out=1.0", "'network.drop_out' has value 1.0; it must be >= 0 and < 1"),
+    ("solver.eps=0", "'solver.eps' has value 0.0; it must be > 0"),
+    ("solver.grad_accumulation_steps=0", "'solver.grad_accumulation_steps' has value 0; it must be >= 1"),
+    ("logging.eval_freq=0", "'logging.eval_freq' has value 0; it must be >= 1"),
+])
+def test_numeric_ranges_checked_at_load(tmp_path, opt, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  dataset: x\n")
+    with pytest.raises(UserError) as err:
+        load_config(cfg, [opt])
+    assert message in str(err.value) and str(cfg) in str(err.value)
+
+
+def test_every_range_names_a_numeric_key():
+    from utils.config import RANGES
+    for key in RANGES:
+        assert key in FLAT_SCHEMA and (int in FLAT_SCHEMA[key].types or float in FLAT_SCHEMA[key].types), key
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "the config file is empty"),
+    ("# only a comment\n", "the config file is empty"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("lr: 0.1\n", "unknown config key 'lr'; did you mean 'solver.lr'?"),
+    ("data:\n  lr: 0.1\n", "unknown config key 'data.lr'; did you mean 'solver.lr'?"),
+    ("batch_size: 4\n", "did you mean 'data.batch_size'?"),
+    ("solver:\n  epoch: 3\n", "did you mean 'solver.epochs'?"),
+    ("data: [1\n", "not valid YAML"),
+])
+def test_bad_config_files_one_clear_line(tmp_path, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_config(cfg)
+    assert message in str(err.value) and str(cfg) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_resume_differences_split_allowed_and_refused():
+    from utils.config import resolve, resume_differences
+    old = resolve({"solver": {"lr": 1e-3, "epochs": 2}}, "old")
+    new = resolve({"solver": {"lr": 5e-2, "epochs": 4}, "data": {"workers": 0}, "resume": "auto"}, "new")
+    refused, allowed = resume_differences(old, new)
+    assert refused == ["solver.lr: 0.001 -> 0.05"]
+    assert allowed == ["resume: None -> 'auto'", "data.workers: 4 -> 0", "solver.epochs: 2 -> 4"]
+
+
+def test_update_readme_rewrites_only_the_table(tmp_path):
+    from utils.config import update_key_table
+    doc = tmp_path / "R.md"
+    doc.write_text("# t\n\n| key | default | meaning |\n|---|---|---|\n| `old` | `1` | gone |\n\nafter\n")
+    update_key_table(doc)
+    text = doc.read_text()
+    assert keys_markdown() in text and "`old`" not in text and text.endswith("\n\nafter\n")

@@ -37,3 +37,49 @@ def test_check_reports_every_problem(tmp_path):
     n, problems = check_split(cfg.data, "val")
     assert n == 2 and len(problems) == 2
     assert "val_video.txt:1: cannot open video" in problems[0] and "val_video.txt:2: video not found" in problems[1]
+
+
+def _frames_config(tmp_path, videos_per_class=3):
+    d = tmp_path / "d"
+    generate(d, classes=2, videos_per_class=videos_per_class, val_videos_per_class=1, frames=6, size=32, fmt="frames")
+    data = {"train_root": str(d / "frames"), "val_root": str(d / "frames"), "train_list": str(d / "train.txt"),
+            "val_list": str(d / "val.txt"), "label_list": str(d / "labels.csv"), "modality": "RGB",
+            "min_frames": 1}
+    return d, data
+
+
+def test_empty_and_truncated_frames_found_without_decoding_them(tmp_path):
+    """Frames in the middle are not decoded without --full; their size and JPEG end marker are checked."""
+    d, data = _frames_config(tmp_path)
+    cfg = to_dotmap(resolve({"data": data}, "test"))
+    folders = [line.split()[0] for line in (d / "train.txt").read_text().splitlines()]
+    empty = d / "frames" / folders[0] / "img_00003.jpg"
+    empty.write_bytes(b"")
+    cut = d / "frames" / folders[1] / "img_00004.jpg"
+    data_bytes = cut.read_bytes()
+    assert data_bytes[:2] == b"\xff\xd8" and data_bytes[-2:] == b"\xff\xd9"
+    cut.write_bytes(data_bytes[: len(data_bytes) // 2])
+    padded = d / "frames" / folders[2] / "img_00002.jpg"  # bytes after the end marker: still whole
+    padded.write_bytes(padded.read_bytes() + b"\x00" * 16)
+    n, problems = check_split(cfg.data, "train")
+    assert n == 6
+    assert problems == [f"{d / 'train.txt'}:1: frame file is empty (0 bytes): {empty}",
+                        f"{d / 'train.txt'}:2: truncated JPEG (no end-of-image marker at the end of the file, "
+                        f"{len(data_bytes) // 2} bytes): {cut}"]
+    assert check_split(cfg.data, "train", full=True)[1] == problems  # reported once, not again by decoding
+    last = d / "frames" / folders[3] / "img_00006.jpg"  # the last frame, also decoded: one report
+    last.write_bytes(b"")
+    assert check_split(cfg.data, "train")[1][2:] == [f"{d / 'train.txt'}:4: frame file is empty (0 bytes): {last}"]
+
+
+def test_cli_shows_progress_when_not_on_a_terminal(tmp_path, capsys):
+    import yaml
+
+    from datasets.check import main
+    _, data = _frames_config(tmp_path, videos_per_class=10)  # 20 training videos: a line per 10 %
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({"data": data}))
+    main(["--config", str(cfg_path), "--split", "train"])
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"check train: {k}/20 videos checked" for k in range(2, 21, 2)]
+    assert captured.out.strip() == "train: 20 videos scanned, 0 problem(s)"

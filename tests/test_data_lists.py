@@ -111,3 +111,24 @@ def test_every_shipped_list_parses_with_labels_in_range():
     # double slashes of the ActivityNet zero-shot list are kept verbatim
     anet = read_list(LISTS / "anet/anet_full_for_zeroshot.txt")
     assert anet[1].path == "activitynet_train_resize_img_256_340_fps1//u2uoYvo8J5s"
+
+
+def test_duplicate_class_names_are_an_error(tmp_path):
+    from datasets.lists import read_label_csv
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("id,name\n0,abseiling\n1,archery\n2,abseiling\n")
+    with pytest.raises(UserError, match=r"labels.csv:4: class name 'abseiling' repeats line 2"):
+        read_label_csv(csv_path)
+
+
+def test_duplicate_list_lines_are_accepted_and_said(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from datasets.lists import read_list
+    monkeypatch.setattr(logging.getLogger("Text4Vis"), "propagate", True)  # setup_logger turns it off
+    lst = tmp_path / "l.txt"
+    lst.write_text("a 10 0\nb 10 1\na 10 0\n")
+    with caplog.at_level("WARNING", logger="Text4Vis"):
+        records = read_list(lst)
+    assert [r.path for r in records] == ["a", "b", "a"]
+    assert "1 line(s) repeat a video listed earlier (first: line 3 repeats line 1, 'a')" in caplog.text

@@ -71,7 +71,7 @@ def test_test_four_clips_n300():
 
 
 def test_test_four_clips_short_video_starts_truncate_to_zero():
-    # tick 0.625 < 1: linspace(0, -0.375, 4) truncates to 0 (numpy 1.x); numpy 2 floors to -1 and the
+    # tick 0.625 < 1: linspace(0, -0.375, 4) truncates to 0 (numpy < 1.20); numpy >= 1.20 floors to -1 and the
     # original then wrapped the first index to the last frame (SPEC 11.3) -- fixed here.
     assert S.eval_indices(5, 8, 4) == [0, 0, 1, 1, 2, 3, 3, 4] * 4
     assert S.eval_indices(8, 8, 4) == list(range(8)) * 4

@@ -11,6 +11,7 @@ from datasets.transforms import (
     CLIP_STD,
     EvalTransform,
     TrainTransform,
+    _map_box,
     center_crop_box,
     eval_crop_plan,
     multiscale_crop_box,
@@ -175,3 +176,58 @@ def test_normalize():
         assert y[c, 0, 0].item() == pytest.approx(-CLIP_MEAN[c] / CLIP_STD[c], rel=1e-6)
         assert y[c, 0, 1].item() == pytest.approx((1 - CLIP_MEAN[c]) / CLIP_STD[c], rel=1e-6)
     assert normalize(_clip(2, 4, 4)[None]).shape == (1, 2, 3, 4, 4)
+
+
+def test_map_box_exact_against_hand_computation():
+    """A box on the virtual resized frame -> the source frame: each edge scaled and rounded to the
+    nearest pixel (halves to even), clamped to the frame; an off-by-one anywhere changes these."""
+    # 120 x 160 source, short side -> 64: virtual frame 64 x 85; sy = 120/64 = 1.875, sx = 160/85
+    # top 10 -> 18.75 -> 19; left 20 -> 37.65 -> 38; bottom 40 -> 75; right 60 -> 112.94 -> 113
+    assert _map_box((10, 20, 30, 40), (64, 85), (120, 160)) == (19, 38, 56, 75)
+    assert _map_box((0, 0, 64, 85), (64, 85), (120, 160)) == (0, 0, 120, 160)  # whole frame
+    # touching the bottom-right corner: top 63.75 -> 64, left 84.71 -> 85, bottom/right = frame edge
+    assert _map_box((34, 45, 30, 40), (64, 85), (120, 160)) == (64, 85, 56, 75)
+    # x1.5: 1.5 -> 2, 4.5 -> 4, 16.5 -> 16, 19.5 -> 20 (Python's round: halves to even)
+    assert _map_box((1, 3, 10, 10), (64, 64), (96, 96)) == (2, 4, 14, 16)
+    assert _map_box((3, 4, 5, 6), (50, 60), (50, 60)) == (3, 4, 5, 6)  # same size: unchanged
+    # downscaling (a source smaller than scale_size): 0.5 -> 0 (even), bottom 6 * 0.5 = 3
+    assert _map_box((1, 1, 5, 5), (64, 64), (32, 32)) == (0, 0, 3, 3)
+
+
+@pytest.mark.parametrize("crop", ["random_resized", "multiscale"])
+def test_train_crop_box_is_the_virtual_box_mapped_to_the_source(crop):
+    h, w = 120, 160
+    tf = TrainTransform(input_size=48, scale_size=64, crop=crop)
+    rh, rw = resized_shape(h, w, 64)
+    assert (rh, rw) == (64, 85)
+    draw = random_sized_crop_box if crop == "random_resized" else multiscale_crop_box
+    for seed in range(20):
+        t, x, bh, bw = draw(rh, rw, 48, np.random.default_rng(seed))
+        top, left = round(t * h / rh), round(x * w / rw)
+        bottom, right = round((t + bh) * h / rh), round((x + bw) * w / rw)
+        expected = (top, left, bottom - top, right - left)
+        assert tf.crop_box(h, w, np.random.default_rng(seed)) == expected, seed
+
+
+def test_multiscale_crop_pairs_are_the_originals():
+    """GroupMultiScaleCrop(224, [1, .875, .75, .66]), max_distort 1 on a 256 x 340 frame: sides
+    int(256 * s) = 256, 224, 192, 168 (224 snapped to the input size), and every (w, h) pair of
+    sides at most one scale step apart, non-square ones included (SPEC §2.7)."""
+    expected = {(256, 256), (224, 256), (256, 224), (224, 224), (192, 224), (224, 192),
+                (192, 192), (168, 192), (192, 168), (168, 168)}
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(1000):
+        _, _, h, w = multiscale_crop_box(256, 340, 224, rng)
+        seen.add((w, h))
+    assert seen == expected
+    # 240 x 320 (the 'something' frames): 240, 210, 180, 158 (none within 3 px of 224)
+    seen = {(w, h) for _, _, h, w in (multiscale_crop_box(240, 320, 224, rng) for _ in range(1000))}
+    assert seen == {(240, 240), (210, 240), (240, 210), (210, 210), (180, 210), (210, 180),
+                    (180, 180), (158, 180), (180, 158), (158, 158)}
+    # positions: the 13 fixed offsets of the pair, all of them reachable
+    offsets = {(t, x) for t, x, h, w in (multiscale_crop_box(256, 340, 224, rng) for _ in range(3000))
+               if (w, h) == (192, 224)}
+    ws, hs = (340 - 192) // 4, (256 - 224) // 4  # 37, 8
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+    assert offsets == {(y * hs, x * ws) for x, y in grid}

@@ -165,3 +165,40 @@ def test_original_layout_checkpoint_gives_the_same_results(setup, tmp_path):
                           "--save_predictions", "--device", "cpu"])
     a, b = np.load(tmp_path / "ours" / "predictions.npz"), np.load(tmp_path / "orig" / "predictions.npz")
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-7)
+
+
+def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
+    """The saved probabilities are softmax(100 · cos(video, class)) computed by hand, whatever the
+    model's learned logit_scale (here exp(0) = 1: the argmax is the same, the probabilities not)."""
+    import torch
+    import torch.nn.functional as F
+
+    from datasets import build_dataset
+    from datasets.lists import read_label_csv
+    from datasets.transforms import normalize
+    from modules.builder import build_model
+    from utils.checkpoint import save_checkpoint
+    from utils.config import resolve, to_dotmap
+
+    state = torch.load(setup["ckpt"], map_location="cpu", weights_only=True)["model"]
+    state["logit_scale"] = torch.tensor(0.0)
+    ckpt = save_checkpoint({"model": state, "config": setup["cfg_dict"]}, tmp_path / "scale1.pt")
+    load_script("test").main(["--config", setup["cfg"], "--weights", str(ckpt), "--output", str(tmp_path / "o"),
+                              "--save_predictions", "--device", "cpu"])
+    saved = np.load(tmp_path / "o" / "predictions.npz")
+
+    cfg = to_dotmap(resolve(setup["cfg_dict"], "t"))
+    model = build_model(cfg, read_label_csv(cfg.data.label_list))
+    model.load_state_dict(state)
+    model.eval()
+    dataset = build_dataset(cfg, "test")
+    expected = []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            clip = dataset[i][0]
+            video = model.encode_video(normalize(clip.reshape(1, 4, *clip.shape[1:])))
+            cos = F.normalize(video, dim=-1) @ F.normalize(model.class_embeddings, dim=-1).t()
+            expected.append(torch.softmax(100.0 * cos, dim=-1)[0])
+    assert saved["indices"].tolist() == list(range(len(dataset)))
+    np.testing.assert_allclose(saved["scores"], torch.stack(expected).numpy(), rtol=1e-4, atol=1e-6)
+    assert float(saved["scores"].max()) > 0.5  # far from softmax(1 · cos), which stays near uniform

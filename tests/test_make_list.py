@@ -198,3 +198,26 @@ def test_reproduces_the_generated_datasets_lists(tmp_path):
         assert summary["warnings"] == []
         expected = sorted(line for name in lists for line in (data / name).read_text().splitlines())
         assert out.read_text().splitlines() == expected
+
+
+@pytest.mark.parametrize("fmt", ["auto", "frames", "video"])
+def test_root_one_level_too_high_names_the_level_to_point_at(tmp_path, fmt):
+    """ROOT/train/<class>/<video>: pointing at ROOT (the dataset folder) instead of ROOT/train."""
+    root = tmp_path / "k400"
+    _make_frames_tree(root / "train", FRAMES_TREE)
+    _make_frames_tree(root / "val", {"zumba": {"c_vid": 2}})
+    (root / "val" / "abseiling").mkdir()
+    (root / "val" / "abseiling" / "v.mp4").write_bytes(b"")
+    with pytest.raises(UserError) as err:
+        make_list(root, tmp_path / "out.txt", fmt=fmt)
+    assert str(err.value) == (f"{root} looks one level too high: its sub-folders (train, val) hold class folders, "
+                              f"not videos. Point at the folder that holds one folder per class, e.g. "
+                              f"{root / 'train'} or {root / 'val'}")
+    assert make_list(root / "train", tmp_path / "out.txt")["videos"] == 6  # the right level works
+
+
+def test_empty_frame_folders_are_not_taken_for_a_level_too_high(tmp_path):
+    (tmp_path / "r" / "cls" / "vid").mkdir(parents=True)
+    (tmp_path / "r" / "cls" / "vid" / "notes.txt").write_text("no frames")
+    with pytest.raises(UserError, match="every frame folder is empty"):
+        make_list(tmp_path / "r", tmp_path / "out.txt")

@@ -2,6 +2,8 @@
 label re-indexing keeps classes without videos, and the report equals a direct computation."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,23 @@ def test_score_fusion_is_restricted_per_view():
     per_view = torch.stack([class_scores(views[:4, v], kept) for v in range(3)], 1).mean(1)
     torch.testing.assert_close(sub.scores(emb), per_view)
     assert not torch.allclose(per_view, class_scores(views[:4].mean(1), kept))  # differs from embedding fusion
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_half_classes_below_four_classes_warns(num_classes):
+    """One class per split: 100 ± 0 % whatever the embeddings, so the report says why."""
+    out, classes = make_output(12, num_classes)
+    with pytest.warns(UserWarning, match=f"half-classes protocol on {num_classes} classes: each split holds 1 class"):
+        rep = zero_shot_report(out, classes)
+    half = rep["half_classes"]
+    assert half["top1_mean"] == 100.0 and half["top1_std"] == 0.0
+    assert half["warning"].startswith(f"half-classes protocol on {num_classes} classes")
+    assert "the full-classes numbers stand" in half["warning"]
+
+
+def test_half_classes_from_four_classes_do_not_warn():
+    out, classes = make_output(12, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = zero_shot_report(out, classes)
+    assert "warning" not in rep["half_classes"]

@@ -7,7 +7,8 @@ key, a value of the wrong type or a value outside its choices raises `UserError`
 the file and the closest valid key.
 
 Run `python -m utils.config CFG [--opts k=v ...]` to print the resolved config, or
-`python -m utils.config --keys-markdown` for the table of keys used in the README.
+`python -m utils.config --keys-markdown` for the table of keys used in the README
+(`--update-readme README.md` rewrites it there).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import yaml
 from dotmap import DotMap
 
 from utils.choices import CLASSIFIERS, SIM_HEADERS, TEMPORAL_MODULES
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,35 @@ SCHEMA: dict[str, Any] = {
 RENAMED = {"data.video_backend": "data.decoder"}
 
 
+# Valid ranges of the numeric keys, checked at load: (lowest, highest), None = unbounded; a key
+# listed in OPEN_ABOVE must stay strictly below its highest value.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.num_segments": (1, None), "data.batch_size": (1, None), "data.workers": (0, None),
+    "data.num_classes": (1, None), "data.index_bias": (0, None), "data.input_size": (1, None),
+    "data.scale_size": (1, None), "data.shot": (1, None), "data.min_frames": (0, None),
+    "data.max_bad_samples": (0, None), "data.randaug.N": (0, None), "data.randaug.M": (0, 30),
+    "data.flip_prob": (0, 1), "data.grayscale_prob": (0, 1), "data.color_jitter_prob": (0, 1),
+    "data.blur_prob": (0, 1), "data.solarize_prob": (0, 1),
+    "network.drop_out": (0, 1), "network.emb_dropout": (0, 1), "network.n_emb": (1, None),
+    "network.eval_logit_scale": (0, None),
+    "solver.epochs": (1, None), "solver.start_epoch": (0, None), "solver.lr": (0, None),
+    "solver.clip_ratio": (0, None), "solver.lr_warmup_step": (0, None), "solver.lr_decay_factor": (0, None),
+    "solver.lr_step_every": (1, None), "solver.weight_decay": (0, None), "solver.eps": (0, None),
+    "solver.grad_accumulation_steps": (1, None), "solver.clip_grad_norm": (0, None),
+    "logging.print_freq": (0, None), "logging.eval_freq": (1, None),
+}
+OPEN_ABOVE = {"network.drop_out", "network.emb_dropout"}
+POSITIVE = {"network.eval_logit_scale", "solver.eps", "solver.clip_grad_norm", "solver.lr_decay_factor"}
+
+# Keys a resumed run may change: they do not change what the checkpoint's training did (where the
+# data lies, logging, speed) or they extend it (solver.epochs). Any other difference is refused.
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "pretrain", "solver.epochs", "solver.evaluate", "data.workers", "data.train_root", "data.val_root",
+    "data.on_bad_sample", "data.max_bad_samples", "network.text_cache", "network.pretrained",
+    "logging.print_freq", "logging.eval_freq", "logging.tensorboard",
+})
+
+
 def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
     out: dict[str, Key] = {}
     for name, val in schema.items():
@@ -209,12 +239,33 @@ def defaults() -> dict:
 
 
 def _closest(key: str) -> str:
+    """'; did you mean X?': a key with the same last name in another section first (a key put in
+    the wrong section, e.g. top-level `lr` -> `solver.lr`), else the closest spelling."""
     candidates = list(FLAT_SCHEMA) + sorted(SECTIONS)
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    leaf = key.rsplit(".", 1)[-1]
+    match = [c for c in FLAT_SCHEMA if c.rsplit(".", 1)[-1] == leaf][:1]
     if not match:
-        leaf = key.rsplit(".", 1)[-1]
-        match = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:1]
+        match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not match:
+        match = [c for c in FLAT_SCHEMA if difflib.get_close_matches(leaf, [c.rsplit(".", 1)[-1]], cutoff=0.8)][:1]
     return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    lo, hi = RANGES.get(key, (None, None))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low_ok = lo is None or (value > lo if key in POSITIVE else value >= lo)
+    high_ok = hi is None or (value < hi if key in OPEN_ABOVE else value <= hi)
+    if not (low_ok and high_ok):
+        raise UserError(f"{where}: key '{key}' has value {value!r}; it must be {_range_text(key)}")
+
+
+def _range_text(key: str) -> str:
+    lo, hi = RANGES[key]
+    low = f"{'>' if key in POSITIVE else '>='} {lo:g}" if lo is not None else ""
+    high = f"{'<' if key in OPEN_ABOVE else '<='} {hi:g}" if hi is not None else ""
+    return " and ".join(p for p in (low, high) if p)
 
 
 def _check_value(key: str, value: Any, where: str) -> Any:
@@ -237,6 +288,7 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     if spec.choices is not None and value not in spec.choices:
         raise UserError(f"{where}: key '{key}' has value {value!r}; choose one of "
                         f"{', '.join(repr(c) for c in spec.choices)}")
+    _check_range(key, value, where)
     return value
 
 
@@ -324,10 +376,40 @@ def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file (a YAML config was expected)") from None
+    if raw is None:
+        raise UserError(f"{path}: the config file is empty (start from one of configs/)")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping of sections (data:, network:, solver:, ...), "
+                        f"not a {type(raw).__name__}")
     return to_dotmap(resolve(raw, str(path), opts))
+
+
+def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str]]:
+    """(refused, allowed) changes between the config a checkpoint was trained with and the config a
+    resumed run asks for, as 'key: old -> new' lines; allowed ones are in RESUME_MAY_CHANGE."""
+    old, new = _flat_values(resolve(recorded, "checkpoint config")), _flat_values(asked)
+    refused: list[str] = []
+    allowed: list[str] = []
+    for key in FLAT_SCHEMA:
+        if old.get(key) != new.get(key):
+            line = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+            (allowed if key in RESUME_MAY_CHANGE else refused).append(line)
+    return refused, allowed
+
+
+def _flat_values(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in cfg.items():
+        if f"{prefix}{name}" in SECTIONS:
+            out.update(_flat_values(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
 
 
 def to_dotmap(cfg: dict) -> DotMap:
@@ -343,12 +425,27 @@ def dump(cfg: DotMap | dict) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
+def update_key_table(path: str | Path) -> None:
+    """Replace the key table (from its header row to the first line that is not a table row)."""
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    header = keys_markdown().split("\n")[0]
+    if header not in lines:
+        raise UserError(f"{path}: no key table (a line '{header}') to replace")
+    start = lines.index(header)
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines[start:end] = keys_markdown().split("\n")
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
 def keys_markdown() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, spec in FLAT_SCHEMA.items():
         default = "null" if spec.default is None else yaml.safe_dump(spec.default, default_flow_style=True).strip()
         default = default.removesuffix("\n...").strip()
-        rows.append(f"| `{key}` | `{default}` | {spec.doc} |")
+        valid = f" Valid: {_range_text(key)}." if key in RANGES else ""
+        rows.append(f"| `{key}` | `{default}` | {spec.doc}{valid} |")
     return "\n".join(rows)
 
 
@@ -359,11 +456,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m utils.config", description="Print a resolved config.")
+    parser = cli_parser("python -m utils.config", "Print a resolved config.")
     parser.add_argument("config", nargs="?", help="YAML config file")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--keys-markdown", action="store_true", help="print the table of every key")
+    parser.add_argument("--update-readme", metavar="README", help="replace the key table in this Markdown file")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.update_readme:
+        update_key_table(args.update_readme)
+        return
     if args.keys_markdown:
         print(keys_markdown())
         return

@@ -12,9 +12,13 @@ they move tensors to the device the backend needs (CUDA for NCCL, CPU for gloo) 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import datetime
 import os
 import re
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,6 +83,20 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun every rank is a child of the launcher's agent. If the agent is killed (SIGKILL,
+    the OOM killer), nothing would stop the ranks: they would train on unsupervised, holding the
+    GPUs. Ask the kernel (Linux prctl PR_SET_PDEATHSIG) to send this rank SIGTERM when its parent
+    dies, and stop now if it is already gone."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_distributed(device: str = "auto", timeout_s: float | None = None) -> DistInfo:
     """Join the process group described by the environment (or run alone).
 
@@ -87,6 +105,7 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> Di
     """
     ranks = _env_ranks()
     rank, world, local = ranks if ranks else (0, 1, 0)
+    _die_with_launcher()
     dev = select_device(device, local)
     use_cuda = dev.type == "cuda"
     if use_cuda:

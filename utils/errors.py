@@ -2,11 +2,14 @@
 
 Library code raises `UserError` with a message that names the file, line or key at fault; entry
 points call `run_cli(main)` so that the user sees that message, not a traceback (``--debug`` or
-``TEXT4VIS_DEBUG=1`` shows the traceback too).
+``TEXT4VIS_DEBUG=1`` shows the traceback too). Every entry point builds its parser with
+`cli_parser`, so `--debug` is in every `--help`, and so are the options' defaults.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +17,41 @@ from collections.abc import Callable
 
 class UserError(Exception):
     """Bad input (config, list, CSV, data file, checkpoint): the message says what and where."""
+
+
+def explain(err: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of the input, whose message from the
+    library does not say what to do (None: not one of those)."""
+    text = str(err)
+    worker = re.search(r"DataLoader worker \(pids?:? ?([\d, ]+)\) (is killed by signal: \w+|exited unexpectedly)", text)
+    if worker:
+        return (f"a DataLoader worker process died (pid {worker.group(1).strip()}: {worker.group(2)}); the usual "
+                f"cause is the system running out of memory (the kernel's OOM killer): lower data.workers or "
+                f"data.batch_size, or check `dmesg` for 'Out of memory'")
+    return None
+
+
+DEBUG_HELP = "on an error, also show its traceback (or set TEXT4VIS_DEBUG=1)"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` after an option's help, except where it says nothing (None, False, an empty
+    list) or the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default is None or default is False or default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of an entry point: defaults shown in `--help`, and `--debug` (which
+    `run_cli` acts on) documented."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    return parser
 
 
 def run_cli(main: Callable[[], object]) -> None:
@@ -28,4 +66,12 @@ def run_cli(main: Callable[[], object]) -> None:
         rank = os.environ.get("RANK", "0")
         prefix = "error" if rank == "0" else f"error (rank {rank})"
         print(f"{prefix}: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except RuntimeError as err:
+        line = explain(err)
+        if line is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr, flush=True)
         sys.exit(1)

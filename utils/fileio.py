@@ -10,14 +10,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from utils.errors import UserError
+
 TEMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0o022)  # read the process umask once (os.umask can only read by setting)
 os.umask(_UMASK)
 
 
+class WriteError(UserError, OSError):
+    """A file could not be written (full disk, read-only folder, a file where a folder should be):
+    one clear line for the user, and still an OSError for callers that tolerate it (caches)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call `write(fh)` on a temporary file, fsync it, rename it to `path`, fsync the folder."""
+    """Call `write(fh)` on a temporary file, fsync it, rename it to `path`, fsync the folder.
+    Any OSError becomes a `WriteError` naming the file; the previous file is then unchanged."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except WriteError:
+        raise
+    except OSError as err:
+        kept = " (the previous version is unchanged)" if path.exists() else ""
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}{kept}") from None
+
+
+def make_folder(path: str | Path, what: str) -> Path:
+    """mkdir -p, with a clear error when the path or a parent is a file or not writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(err.errno, f"{what} {path}: cannot create the folder: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK):
+        raise WriteError(13, f"{what} {path}: the folder is not writable")
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utils.fileio import atomic_write, atomic_write_text
+from utils.fileio import WriteError, atomic_write, atomic_write_text, make_folder
 
 LOGGER_NAME = "Text4Vis"
 
@@ -31,8 +31,11 @@ def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGE
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.addHandler(console)
     if rank == 0 and output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a")
+        make_folder(output_dir, "output folder")
+        try:
+            fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a")
+        except OSError as err:
+            raise WriteError(err.errno, f"cannot write {Path(output_dir) / 'log.txt'}: {err.strerror or err}") from None
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     return logger

@@ -9,7 +9,6 @@ protocol) unless `--ddof 1` is given.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 
 METRIC_NAMES = ("top1", "top5", "mean_class_accuracy", "mAP", "top1_mean", "top5_mean")
 
@@ -76,7 +75,7 @@ def format_table(summary: dict[str, dict[str, Any]], paths: Sequence[str | Path]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m utils.summarize", description=__doc__.split("\n\n")[0])
+    p = cli_parser("python -m utils.summarize", __doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="results.json files written by test.py / test_zeroshot.py")
     p.add_argument("--ddof", type=int, default=0, help="0: population std (default); 1: sample std")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -3,6 +3,8 @@ the data): full classes, and the half-classes protocol (10 random halves of the 
 population std). The selection reproduces the original's classes exactly."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -43,9 +45,23 @@ def restrict_to_classes(out: EvalOutput, class_embeddings: torch.Tensor,
     return sub, class_embeddings[selected]
 
 
+def too_few_classes_warning(num_classes: int) -> str | None:
+    """Below 4 classes a half holds at most one class: each split is 100 % (or empty) by construction."""
+    per_split = num_classes // 2
+    if per_split >= 2:
+        return None
+    return (f"half-classes protocol on {num_classes} classes: each split holds {per_split} class"
+            f"{'' if per_split == 1 else 'es'}, so its top-1 is 100 % (or undefined) whatever the model; the "
+            f"half-classes numbers mean nothing below 4 classes (the full-classes numbers stand)")
+
+
 def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: float = 100.0,
                      repeats: int = 10) -> dict:
-    """Full-classes top-1/top-5 and the half-classes protocol (mean ± population std)."""
+    """Full-classes top-1/top-5 and the half-classes protocol (mean ± population std). With fewer
+    than 4 classes the half-classes result is meaningless: a UserWarning, and `half_classes.warning`."""
+    warning = too_few_classes_warning(class_embeddings.shape[0])
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
     full = classification_report(out.scores(class_embeddings, scale), out.labels)
     splits = []
     for seed, classes in enumerate(half_class_splits(class_embeddings.shape[0], repeats)):
@@ -60,6 +76,7 @@ def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: 
     return {
         "full_classes": full,
         "half_classes": {
+            **({"warning": warning} if warning else {}),
             "protocol": "half-classes",
             "repeats": repeats,
             "classes_per_split": class_embeddings.shape[0] // 2,

@@ -1,0 +1,74 @@
+"""Every entry point's --help documents --debug and shows the defaults; --debug shows the
+traceback of a UserError that is otherwise one line."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.errors import DEBUG_HELP
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# entry point -> (an option, its default as --help must show it)
+ENTRY_POINTS = {
+    "train.py": ("--device", "auto"),
+    "test.py": ("--test_crops", "1"),
+    "test_zeroshot.py": ("--repeats", "10"),
+    "predict.py": ("--topk", "5"),
+    "datasets.make_list": ("--threads", "8"),
+    "datasets.check": ("--workers", "8"),
+    "datasets.synthetic": ("--frames", "16"),
+    "modules.convert": None,
+    "modules.hf_text_embed": ("--seed", "0"),
+    "app.lda": ("--device", "auto"),
+    "utils.config": None,
+    "utils.summarize": None,
+}
+
+
+def entry_main(name: str):
+    if name.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(f"text4vis_cli_{name[:-3]}", ROOT / name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module.main
+    return importlib.import_module(name).main
+
+
+def squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_help_documents_debug_and_defaults(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        entry_main(name)(["--help"])
+    assert exit_.value.code == 0
+    text = squeeze(capsys.readouterr().out)
+    assert f"--debug {DEBUG_HELP}" in text
+    option = ENTRY_POINTS[name]
+    if option is not None:
+        flag, default = option
+        after = text[text.index(f" {flag} "):]
+        assert f"(default: {default})" in after[:400], after[:400]
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("TEXT4VIS_DEBUG", None)
+    missing = str(tmp_path / "missing.json")
+    cmd = [sys.executable, "-m", "utils.summarize", missing]
+    plain = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert len(plain.stderr.strip().splitlines()) == 1 and missing in plain.stderr
+    debug = subprocess.run([*cmd, "--debug"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()

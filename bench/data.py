@@ -1,17 +1,26 @@
-"""Data-pipeline throughput: clips/s of our loader against a per-frame PIL baseline.
+"""Data-pipeline throughput per CPU process on K400-like clips, against the original's pipeline.
 
-`python bench/data.py` (about 1-2 minutes) writes a small benchmark set (340x256 JPEG frame
-folders and H.264 mp4 files, 64 frames each, like the UCF/HMDB frames of the original) into
-`--data` (default `.cache/bench_data`), then measures with 0 and 2 DataLoader workers:
+    python bench/data.py [--videos 8] [--reps 2] [--gop-sweep 1,4,8,16] [--device cuda]
 
-- train: T=8 frames, resize 256 → random-sized crop 224 → flip → grayscale (clip-level);
-- test:  T=8 frames, 3 crops × 4 clips (96 frames per video);
+Generates `--videos` K400-like clips into `--data` (default .cache/bench_k400, kept between runs):
+10 s, 340x256, 30 fps, H.264 with x264's defaults (crf 23, preset medium, GOP 250, B-frames), a
+textured scene that pans with moving objects and sensor noise. Then it times (and prints) the
+pre-processing tool on them, `python -m datasets.preprocess` to H.264 with its default short GOP
+and to JPEG frame folders, and packs the pre-processed mp4s into tar shards (`datasets.shards`).
 
-for our pipeline (`datasets.VideoDataset`: one batched read per clip, whole-clip torchvision v2
-ops, uint8 out, normalisation left to the device) and for a baseline written here that works as
-the original did: every frame opened with PIL (videos: decord frame by frame), resized, cropped,
-flipped and grayscaled one PIL image at a time, then converted and normalised on the CPU.
-Both run with one torch thread per process, as our workers do.
+Each pipeline runs in this one process with one torch thread (clips/s per CPU process: a loader
+with W workers gives about W times that when W cores are free), over the same videos:
+- `original`: the original's way, written here: decord opened per video (one thread), frames read
+  one by one (`vr[i]`; frame folders: PIL per file), transforms per frame with PIL (bicubic
+  resize, random-sized crop + bilinear resize, flip, grayscale; test: resize + 3 crops), CPU
+  normalisation; on the unprocessed mp4s and on the frame folders;
+- ours (`datasets.build_dataset`, uint8 out, normalised later on the device) for every decoder x
+  input: frame folders, mp4 as is, mp4 after pre-processing, shards of the pre-processed mp4s.
+Train = 8 frames, random-sized crop 224; test = 8 frames x 3 crops x 4 clips. Speed-ups are against
+`original` on the unprocessed mp4s in the same mode. `--device cuda` adds NVDEC decoding and the
+GPU transforms (`datasets.device_transforms`) on the pre-processed mp4s. `--gop-sweep` prints
+the size and train-sampling decode time (torchcodec) of pre-processed files per GOP: how the
+default GOP was chosen.
 """
 from __future__ import annotations
 
@@ -21,87 +30,131 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets.lists import VideoRecord  # noqa: E402
+from datasets.preprocess import DEFAULT_GOP, Settings, encode_video, preprocess  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
-from datasets.synthetic import class_list, render_video  # noqa: E402
-from datasets.transforms import CLIP_MEAN, CLIP_STD, EvalTransform, TrainTransform  # noqa: E402
-from datasets.video_dataset import VideoDataset  # noqa: E402
+from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
+from datasets.video_reader import available_decoders  # noqa: E402
+from utils.config import resolve, to_dotmap  # noqa: E402
 
-W, H, FRAMES, T = 340, 256, 64, 8
+W, H, FPS, SECONDS, T = 340, 256, 30, 10, 8
+# one folder per setting: a changed default is redone, not mixed
+FOLDERS = {"pre": f"pre_gop{DEFAULT_GOP}", "frames": "frames_q95"}
 
 
-# ----------------------------------------------------------------------------- benchmark data
+# ----------------------------------------------------------------------------- K400-like clips
 
-def make_data(root: Path, videos: int) -> list[VideoRecord]:
-    """Frame folders and H.264 videos of generated clips at 340x256 (cached between runs)."""
+def k400_like_clip(path: Path, seed: int) -> None:
+    """A 10 s 340x256 30 fps clip: multi-scale texture panning, 4 moving discs, sensor noise; x264 defaults."""
     import av
 
-    records = []
-    done = root / f"done_{videos}"
-    for k in range(videos):
-        rel = f"v{k:03d}"
-        records.append(VideoRecord(rel, FRAMES, k % 10, k + 1))
-        if done.exists():
-            continue
-        imgs = render_video(class_list(10)[k % 10], FRAMES, H, np.random.default_rng(k))
-        folder = root / "frames" / rel
-        folder.mkdir(parents=True, exist_ok=True)
-        wide = [np.asarray(Image.fromarray(a).resize((W, H), Image.BILINEAR)) for a in imgs]
-        for t, arr in enumerate(wide):
-            Image.fromarray(arr).save(folder / f"img_{t + 1:05d}.jpg", quality=90)
-        (root / "videos").mkdir(parents=True, exist_ok=True)
-        with av.open(str(root / "videos" / f"{rel}.mp4"), "w") as c:
-            s = c.add_stream("libx264", rate=25, options={"crf": "23", "preset": "veryfast"})
-            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-            for arr in wide:
-                for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                    c.mux(p)
-            for p in s.encode():
+    rng = np.random.default_rng(seed)
+    ch, cw = H + 96, W + 160
+    canvas = np.zeros((ch, cw, 3), np.float32)
+    for cell, amp in ((64, 60), (16, 30), (4, 16), (2, 12)):
+        gh, gw = ch // cell + 2, cw // cell + 2
+        small = rng.normal(0, 1, (gh, gw, 3)).astype(np.float32)
+        size = (gw * cell, gh * cell)
+        up = np.stack([np.asarray(Image.fromarray(small[..., k]).resize(size, Image.Resampling.BICUBIC))
+                       for k in range(3)], -1)
+        canvas += amp * up[:ch, :cw]
+    canvas += rng.uniform(60, 190, 3)
+    discs = [(rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(8, 20), rng.uniform(0.02, 0.08),
+              rng.uniform(0, 6), rng.uniform(0, 255, 3)) for _ in range(4)]
+    yy, xx = np.mgrid[0:H, 0:W]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=FPS, options={"crf": "23", "preset": "medium", "threads": "1"})
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for t in range(SECONDS * FPS):
+            fx, fy = int(80 + 70 * np.sin(t / 90.0)), int(48 + 40 * np.sin(t / 70.0))
+            fr = canvas[fy:fy + H, fx:fx + W].copy()
+            for bx, by, r, sp, ph, col in discs:
+                cx, cy = W * (bx + 0.25 * np.sin(sp * t + ph)), H * (by + 0.25 * np.cos(1.3 * sp * t + ph))
+                m = (xx - cx) ** 2 + (yy - cy) ** 2 < (r * (1 + 0.3 * np.sin(2 * sp * t))) ** 2
+                fr[m] = 0.6 * col + 0.4 * fr[m]
+            fr += rng.normal(0, 2.0, fr.shape)
+            for p in s.encode(av.VideoFrame.from_ndarray(np.clip(fr, 0, 255).astype(np.uint8), format="rgb24")):
                 c.mux(p)
-    done.touch()
-    return records
+        for p in s.encode():
+            c.mux(p)
 
 
-# ----------------------------------------------------------------------------- the baseline
+def make_data(root: Path, videos: int) -> dict[str, Any]:
+    """Raw clips, pre-processed mp4s, frame folders, shards and their lists; timing of each step."""
+    from datasets.shards import write_shards
 
-class PILBaseline(Dataset):
-    """The original's way: one PIL image per frame through every transform."""
+    raw = root / "raw" / "k400like"
+    raw.mkdir(parents=True, exist_ok=True)
+    for k in range(videos):
+        path = raw / f"clip{k:03d}.mp4"
+        if not path.exists():
+            tmp = path.with_name(".tmp_" + path.name)
+            k400_like_clip(tmp, k)
+            os.replace(tmp, path)
+    names = [f"k400like/clip{k:03d}.mp4" for k in range(videos)]
+    info: dict[str, Any] = {"raw_bytes": sum((root / "raw" / n).stat().st_size for n in names)}
+    for kind, settings in (("pre", Settings()), ("frames", Settings(frames=True))):
+        out = root / FOLDERS[kind]
+        t0 = time.perf_counter()
+        res = preprocess(root / "raw", out, settings, workers=1, progress=False)
+        info[f"{kind}_seconds"] = time.perf_counter() - t0
+        info[f"{kind}_new"] = res["processed"]
+        files = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".mp4", ".jpg")]
+        info[f"{kind}_bytes"] = sum(p.stat().st_size for p in files)
+    (root / "video.txt").write_text("".join(f"{n} 0\n" for n in names))
+    (root / "frames.txt").write_text("".join(f"{n[:-4]} {SECONDS * FPS} 0\n" for n in names))
+    (root / "labels.csv").write_text("id,name\n0,k400like\n")
+    shards = root / "shards" / FOLDERS["pre"]
+    if not shards.with_suffix(".json").exists():
+        write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
+    return info
 
-    def __init__(self, records, root: Path, video: bool, train: bool, crops: int = 1, clips: int = 1):
-        self.records, self.root, self.video, self.train = records, root, video, train
-        self.crops, self.clips = crops, clips
+
+# ----------------------------------------------------------------------------- the original's pipeline
+
+class Original:
+    """The original's Video_dataset + group transforms: frame by frame with decord / PIL."""
+
+    def __init__(self, root: Path, names: list[str], video: bool, train: bool):
+        self.root, self.names, self.video, self.train = root, names, video, train
         self.mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
         self.std = torch.tensor(CLIP_STD).view(3, 1, 1)
 
-    def __len__(self):
-        return len(self.records)
-
-    def _load(self, rec: VideoRecord, indices):
+    def load(self, i: int) -> torch.Tensor:
+        n = SECONDS * FPS
+        if self.train:
+            idx = sample_indices(n, T, mode="train", rng=np.random.default_rng(i))
+        else:
+            idx = sample_indices(n, T, mode="test", clips=4)
         if self.video:
             import decord
 
-            vr = decord.VideoReader(str(self.root / "videos" / f"{rec.path}.mp4"))
-            return [Image.fromarray(vr[i].asnumpy()).convert("RGB") for i in indices]
-        folder = self.root / "frames" / rec.path
-        len(os.listdir(folder))  # the original counted the files of every folder it read
-        return [Image.open(folder / f"img_{i + 1:05d}.jpg").convert("RGB") for i in indices]
+            vr = decord.VideoReader(str(self.root / "raw" / self.names[i]), num_threads=1)
+            imgs = [Image.fromarray(vr[p].asnumpy()).convert("RGB") for p in idx]
+        else:
+            folder = self.root / FOLDERS["frames"] / self.names[i][:-4]
+            len(os.listdir(folder))  # the original counted the files of every folder it read
+            imgs = [Image.open(folder / f"img_{p + 1:05d}.jpg").convert("RGB") for p in idx]
+        imgs = self._train(imgs) if self.train else self._test3(imgs)
+        x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in imgs]).float() / 255.0
+        return (x - self.mean) / self.std
 
     @staticmethod
-    def _scale(imgs, size):
+    def _scale(imgs: list[Image.Image], size: int) -> list[Image.Image]:
         w, h = imgs[0].size
         ow, oh = (size, int(size * h / w)) if w < h else (int(size * w / h), size)
-        return [im.resize((ow, oh), Image.BICUBIC) for im in imgs]
+        return [im.resize((ow, oh), Image.Resampling.BICUBIC) for im in imgs]
 
-    def _train(self, imgs):
+    def _train(self, imgs: list[Image.Image]) -> list[Image.Image]:
         imgs = self._scale(imgs, 256)
         w, h = imgs[0].size
         for _ in range(10):
@@ -112,7 +165,7 @@ class PILBaseline(Dataset):
                 cw, ch = ch, cw
             if cw <= w and ch <= h:
                 x, y = random.randint(0, w - cw), random.randint(0, h - ch)
-                imgs = [im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.BILINEAR) for im in imgs]
+                imgs = [im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.Resampling.BILINEAR) for im in imgs]
                 break
         else:
             imgs = self._scale(imgs, 224)
@@ -120,13 +173,13 @@ class PILBaseline(Dataset):
             x, y = random.randint(0, w - 224), random.randint(0, h - 224)
             imgs = [im.crop((x, y, x + 224, y + 224)) for im in imgs]
         if random.random() < 0.5:
-            imgs = [im.transpose(Image.FLIP_LEFT_RIGHT) for im in imgs]
+            imgs = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in imgs]
         if random.random() < 0.2:
             imgs = [ImageOps.grayscale(im).convert("RGB") for im in imgs]
         return imgs
 
-    def _test3(self, imgs):
-        imgs = self._scale(imgs, 224)
+    def _test3(self, imgs: list[Image.Image]) -> list[Image.Image]:
+        imgs = self._scale(imgs, 256)
         w, h = imgs[0].size
         ws, hs = (w - 224) // 4, (h - 224) // 4
         out = []
@@ -134,81 +187,177 @@ class PILBaseline(Dataset):
             out += [im.crop((x, y, x + 224, y + 224)) for im in imgs]
         return out
 
-    def __getitem__(self, i):
-        rec = self.records[i]
-        if self.train:
-            idx = sample_indices(FRAMES, T, mode="train", rng=np.random.default_rng(i))
-        else:
-            idx = sample_indices(FRAMES, T, mode="test", clips=self.clips)
-        imgs = self._load(rec, idx)
-        imgs = self._train(imgs) if self.train else self._test3(imgs)
-        x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in imgs]).float() / 255.0
-        return (x - self.mean) / self.std, rec.label
+
+# ----------------------------------------------------------------------------- ours
+
+def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) -> Any:
+    from datasets import build_dataset
+
+    d = {"num_segments": T, "input_size": 224, "label_list": str(root / "labels.csv"), "decoder": decoder,
+         "modality": "RGB" if fmt == "frames" else "video", "min_frames": 1}
+    if fmt == "frames":
+        d.update(val_root=str(root / FOLDERS["frames"]), train_root=str(root / FOLDERS["frames"]),
+                 val_list=str(root / "frames.txt"),
+                 train_list=str(root / "frames.txt"))
+    elif fmt == "shards":
+        index = str(root / "shards" / f"{FOLDERS['pre']}.json")
+        d.update(format="shards", train_shards=index, val_shards=index, shuffle_buffer=0)
+    else:
+        folder = str(root / ("raw" if fmt == "mp4" else FOLDERS["pre"]))
+        lst = str(root / "video.txt")
+        d.update(val_root=folder, train_root=folder, val_list=lst, train_list=lst)
+    d.update(data)
+    cfg = to_dotmap(resolve({"seed": 0, "data": d}, "bench"))
+    if train:
+        return build_dataset(cfg, "train")
+    return build_dataset(cfg, "test", test_crops=3, test_clips=4)
 
 
-# ----------------------------------------------------------------------------- timing
+def items(ds: Any) -> Callable[[], int]:
+    """A function that loads every item of `ds` once (shards: iterates) and returns the count."""
+    from datasets.shard_dataset import ShardDataset
 
-def _worker_init(_):
-    torch.set_num_threads(1)
+    if isinstance(ds, ShardDataset):
+        ds.configure(rank=0, world_size=1, batch_size=1, workers=0, train=ds.train)
+        return lambda: sum(1 for _ in ds)
+    if isinstance(ds, Original):
+        return lambda: sum(1 for i in range(len(ds.names)) if ds.load(i) is not None)
+    return lambda: sum(1 for i in range(len(ds)) if ds[i] is not None)
 
 
-def clips_per_s(ds: Dataset, workers: int, n: int, batch: int) -> float:
-    """Steady-state clips per second over n samples: the clock starts when the first batch
-    arrives, so worker start-up (a second or two per worker here) is not counted."""
-    sub = torch.utils.data.Subset(ds, list(range(n)))
-    loader = DataLoader(sub, batch_size=batch, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=2 if workers else None)
-    it = iter(loader)
-    next(it)
-    start = time.perf_counter()
-    seen = 0
-    for batch_data in it:
-        seen += len(batch_data[0])
-    return seen / (time.perf_counter() - start)
+def clips_per_s(run: Callable[[], int], reps: int, sync: Callable[[], None] = lambda: None) -> float:
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        n = run()
+        sync()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return 1.0 / best
+
+
+def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
+    """Size and torchcodec train-sampling decode time of pre-processed files per GOP."""
+    from datasets.video_reader import VideoReader
+
+    raws = sorted((root / "raw" / "k400like").glob("*.mp4"))
+    out = root / "sweep"
+    out.mkdir(exist_ok=True)
+    raw_bytes = sum(p.stat().st_size for p in raws)
+    print("\n| GOP | B-frames | fastdecode | size vs input | decode 8 train frames (ms) | decode 3x4-view test (ms) |")
+    print("|---|---|---|---|---|---|")
+    variants = [(250, 3, False, "input (x264 defaults)")] + [(g, 0, True, "") for g in gops] + [(16, 3, False, "")]
+    for gop, bf, fast, note in variants:
+        files = raws if note else []
+        if not note:
+            for p in raws:
+                dst = out / f"g{gop}_bf{bf}_fd{int(fast)}_{p.name}"
+                if not dst.exists():
+                    encode_video(str(p), str(dst), Settings(gop=gop, bframes=bf, fastdecode=fast))
+                files.append(dst)
+        size = sum(p.stat().st_size for p in files) / raw_bytes
+        times = []
+        for mode in ("train", "test"):
+            best = math.inf
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for k, p in enumerate(files):
+                    r = VideoReader(p, "torchcodec")
+                    idx = sample_indices(r.num_frames, T, mode=mode, clips=4, rng=np.random.default_rng(k))
+                    r.read(idx)
+                best = min(best, (time.perf_counter() - t0) / len(files))
+            times.append(best * 1e3)
+        label = note or f"{gop}"
+        print(f"| {label} | {bf} | {'yes' if fast else 'no'} | {size:.2f}x | {times[0]:.1f} | {times[1]:.1f} |",
+              flush=True)
+
+
+def cuda_rows(root: Path, reps: int) -> list[tuple[str, str, float]]:
+    """NVDEC + GPU transforms on the pre-processed mp4s (clips/s, whole batches of 8)."""
+    from datasets.device_transforms import BatchTransform, collate_raw
+
+    rows = []
+    sync = torch.cuda.synchronize
+    for decode in ("cpu", "cuda"):
+        for train in (True, False):
+            ds = our_dataset(root, "pre", "torchcodec", train, decode_device=decode, transform_device="cuda")
+            tf = BatchTransform(ds.transform, normalize=True)
+
+            def run(ds: Any = ds, tf: Any = tf) -> int:
+                n = 0
+                for s in range(0, len(ds), 8):
+                    raw, _, _ = collate_raw([ds[i] for i in range(s, min(s + 8, len(ds)))])
+                    tf(raw.to("cuda", non_blocking=True))
+                    n += len(raw)
+                return n
+
+            rows.append((f"pre-processed mp4, {'NVDEC' if decode == 'cuda' else 'CPU'} decode, GPU transforms",
+                         "train" if train else "test 3x4", clips_per_s(run, reps, sync)))
+    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=".cache/bench_data", help="folder for the generated benchmark set")
-    p.add_argument("--train-clips", type=int, default=48, help="clips timed per training configuration")
-    p.add_argument("--test-videos", type=int, default=12, help="videos timed per test configuration")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--repeats", type=int, default=2, help="runs per measurement; the best is kept")
+    p.add_argument("--data", default=".cache/bench_k400", help="folder for the generated clips (kept)")
+    p.add_argument("--videos", type=int, default=8, help="K400-like clips (10 s each)")
+    p.add_argument("--reps", type=int, default=3, help="rounds over all pipelines; each one's best is kept")
+    p.add_argument("--gop-sweep", default="", help="comma-separated GOPs to compare (size vs decode time)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: also NVDEC + GPU transforms")
     a = p.parse_args()
     torch.set_num_threads(1)
     root = Path(a.data)
-    n_videos = max(a.train_clips, a.test_videos)
     t0 = time.perf_counter()
-    records = make_data(root, n_videos)
-    print(f"data: {n_videos} videos of {FRAMES} frames {W}x{H} in {root} ({time.perf_counter() - t0:.1f} s)")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, one torch thread per process")
+    info = make_data(root, a.videos)
+    print(f"data: {a.videos} K400-like clips ({SECONDS} s, {W}x{H}, {FPS} fps, x264 defaults) in {root}, "
+          f"{time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {os.cpu_count()} CPUs, one thread")
+    mb = info["raw_bytes"] / 1e6
+    for kind, what in (("pre", f"mp4, short side 256, GOP {DEFAULT_GOP}, no B-frames, fastdecode"),
+                       ("frames", "JPEG frames, short side 256, quality 95")):
+        if info[f"{kind}_new"]:
+            per = info[f"{kind}_seconds"] / info[f"{kind}_new"]
+            cost = f"{per:.2f} s per clip per process"
+        else:
+            cost = "cached (delete the folder to time it)"
+        print(f"pre-processing to {what}: {cost}; size {info[f'{kind}_bytes'] / 1e6:.1f} MB vs {mb:.1f} MB "
+              f"({info[f'{kind}_bytes'] / info['raw_bytes']:.2f}x)")
+    if a.gop_sweep:
+        gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps)
 
-    rows = []
-    for kind in ("frames", "video"):
-        video = kind == "video"
-        kw = dict(root=str(root / ("videos" if video else "frames")), modality="video" if video else "RGB",
-                  num_segments=T, video_backend="decord", num_frames_from="dir")
-        recs = [VideoRecord(r.path + (".mp4" if video else ""), None if video else r.num_frames, r.label, r.line)
-                for r in records]
-        ours_train = VideoDataset(recs, mode="train", transform=TrainTransform(224, 256), **kw)
-        ours_test = VideoDataset(recs, mode="test", test_clips=4, transform=EvalTransform(224, 256, crops=3), **kw)
-        base_train = PILBaseline(records, root, video, train=True)
-        base_test = PILBaseline(records, root, video, train=False, crops=3, clips=4)
-        for workers in a.workers:
-            for name, ours, base, n, batch in (("train T=8", ours_train, base_train, a.train_clips, 8),
-                                               ("test 3x4 views", ours_test, base_test, a.test_videos, 1)):
-                # best of `--repeats` alternating runs: the machine is shared, single runs are noisy
-                b = o = 0.0
-                for _ in range(a.repeats):
-                    b = max(b, clips_per_s(base, workers, n, batch))
-                    o = max(o, clips_per_s(ours, workers, n, batch))
-                rows.append((kind, name, workers, b, o))
-                print(f"{kind:6s} {name:15s} workers={workers}: baseline {b:7.1f} clips/s   ours {o:7.1f} clips/s"
-                      f"   x{o / b:.1f}", flush=True)
-    print("\n| input | pipeline | workers | PIL per-frame baseline (clips/s) | ours (clips/s) | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for kind, name, workers, b, o in rows:
-        print(f"| {kind} | {name} | {workers} | {b:.1f} | {o:.1f} | {o / b:.1f}x |")
+    names = [f"k400like/clip{k:03d}.mp4" for k in range(a.videos)]
+    decoders = available_decoders()
+    runs: list[tuple[str, str, Callable[[], int]]] = []
+    for train in (True, False):
+        mode = "train" if train else "test 3x4"
+        for video, label in ((True, "original (decord + PIL per frame), mp4 as is"),
+                             (False, "original (PIL per frame), frames")):
+            runs.append((label, mode, items(Original(root, names, video, train))))
+        for fmt in ("frames", "mp4", "pre", "shards"):
+            for dec in (["auto"] if fmt == "frames" else decoders):
+                label = {"frames": "ours, frames", "mp4": "ours, mp4 as is", "pre": "ours, mp4 pre-processed",
+                         "shards": "ours, shards of pre-processed mp4"}[fmt]
+                label += "" if fmt == "frames" else f", {dec}"
+                runs.append((label, mode, items(our_dataset(root, fmt, dec, train))))
+    # round-robin repetitions, best kept: load from other processes on the machine hits every pipeline alike
+    best = [0.0] * len(runs)
+    for rep in range(a.reps):
+        for k, (label, mode, run) in enumerate(runs):
+            best[k] = max(best[k], clips_per_s(run, 1))
+            if rep == a.reps - 1:
+                print(f"{label:58s} {mode:9s} {best[k]:7.1f} clips/s", flush=True)
+    rows: list[tuple[str, str, float]] = [(lab, m, v) for (lab, m, _), v in zip(runs, best, strict=True)]
+    if a.device == "cuda":
+        for row in cuda_rows(root, a.reps):
+            rows.append(row)
+            print(f"{row[0]:58s} {row[1]:9s} {row[2]:7.1f} clips/s", flush=True)
+    base = {m: v for lab, m, v in rows if lab.startswith("original (decord")}
+    print("\n| pipeline (one CPU process) | train clips/s | x original | test 3x4 clips/s | x original |")
+    print("|---|---|---|---|---|")
+    for label in dict.fromkeys(lab for lab, _, _ in rows):
+        vals = {m: v for lab, m, v in rows if lab == label}
+        cells = []
+        for m in ("train", "test 3x4"):
+            v = vals.get(m)
+            cells += [f"{v:.1f}", f"{v / base[m]:.1f}x"] if v is not None else ["-", "-"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

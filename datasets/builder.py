@@ -8,11 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.device_transforms import collate_raw
 from datasets.fewshot import repeat_few_shot, select_few_shot
 from datasets.lists import read_label_csv, read_list
 from datasets.samplers import ShardSampler, TrainSampler
+from datasets.shard_dataset import ShardDataset, ShardLoader, read_shard_index
 from datasets.transforms import EvalTransform, TrainTransform
 from datasets.video_dataset import VideoDataset
+from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
 
 
@@ -41,7 +44,7 @@ def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransfor
 
 
 def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int = 1, dense: bool | None = None,
-                  seed: int | None = None) -> VideoDataset:
+                  seed: int | None = None) -> VideoDataset | ShardDataset:
     """`train` (augmented, random offsets, min_frames filter, few-shot), `val` (train-time validation:
     1 crop, first frame of each segment, min_frames filter) or `test` (val list, all videos,
     `test_crops` × `test_clips` views)."""
@@ -49,37 +52,64 @@ def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int 
         raise ValueError(f"split must be train, val or test, got {split!r}")
     data = cfg.data
     seed = cfg.seed if seed is None else seed
+    shards = data.format == "shards"
     list_path = data.train_list if split == "train" else data.val_list
     root = data.train_root if split == "train" else data.val_root
     key = "data.train_list" if split == "train" else "data.val_list"
-    if not list_path:
+    if shards:
+        key = "data.train_shards" if split == "train" else "data.val_shards"
+        index = read_shard_index(data.train_shards if split == "train" else data.val_shards, key)
+        list_path, root = index.url, ""
+    elif not list_path:
         raise UserError(f"{key} is not set")
     num_classes = len(read_class_names(data)) if data.label_list else None
     if root and not os.path.isdir(root):
         raise UserError(f"{'data.train_root' if split == 'train' else 'data.val_root'} is not a folder: {root}")
-    records = read_list(list_path, num_classes)
+    if shards:
+        all_records = index.records
+        bad = [r for r in all_records if num_classes is not None and r.label >= num_classes]
+        if bad:
+            raise UserError(f"{list_path}: list line {bad[0].line}: label {bad[0].label} is outside the "
+                            f"{num_classes} classes of {data.label_list}")
+    else:
+        all_records = read_list(list_path, num_classes)
+    keys = list(range(len(all_records)))
+    if shards:  # samples the writer left out (--skip-bad) are not in any shard
+        present = {k for ks in index.keys for k in ks}
+        keys = [i for i in keys if i in present]
     if split in ("train", "val"):  # the original's filter (not in test mode); video lists have no count
-        records = [r for r in records if r.num_frames is None or r.num_frames >= data.min_frames]
-        if not records:
+        keys = [i for i in keys if all_records[i].num_frames is None or all_records[i].num_frames >= data.min_frames]
+        if not keys:
             raise UserError(f"{list_path}: every video has fewer than data.min_frames={data.min_frames} frames")
+    records = [all_records[i] for i in keys]
     fewshot = None
     if split == "train" and data.shot:
         fewshot = select_few_shot(records, data.shot, seed, num_classes)
         records = repeat_few_shot(fewshot, len(records), data.shot,
                                   num_classes or len({r.label for r in records}))
-    fmt_is_video = records[0].num_frames is None
+    fmt_is_video = (index.content == "video") if shards else records[0].num_frames is None
     if fmt_is_video != (data.modality == "video"):
-        raise UserError(f"{list_path} is a {'video' if fmt_is_video else 'frames'} list but data.modality is "
-                        f"'{data.modality}'")
+        raise UserError(f"{list_path} is a {'video' if fmt_is_video else 'frames'} "
+                        f"{'shard index' if shards else 'list'} but data.modality is '{data.modality}'")
     ds = VideoDataset(
         records, root=root, modality=data.modality, num_segments=data.num_segments,
         mode=split, transform=build_transform(data, split, test_crops), image_tmpl=data.image_tmpl,
-        index_bias=data.index_bias, num_frames_from=data.num_frames_from, video_backend=data.video_backend,
+        index_bias=data.index_bias, num_frames_from=data.num_frames_from, decoder=data.decoder,
+        decode_device=data.decode_device, seek_mode=seek_mode_for(root),
+        defer_transform=data.transform_device == "cuda",
         dense=data.dense if dense is None else dense, random_shift=data.random_shift, test_clips=test_clips,
         seed=seed, on_bad_sample=data.on_bad_sample, max_bad_samples=data.max_bad_samples,
         flip_label_map=dict(data.flip_label_map) if data.flip_label_map else None, list_path=str(list_path))
     ds.fewshot_records = fewshot
+    if shards:
+        return ShardDataset(index, ds, keys, shuffle_buffer=data.shuffle_buffer)
     return ds
+
+
+def seek_mode_for(root: str) -> str:
+    """`approximate` (cheaper, right for constant-frame-rate files) for a folder written by
+    `python -m datasets.preprocess`, whose files are constant-frame-rate by construction; else `exact`."""
+    return "approximate" if root and os.path.isfile(os.path.join(root, CFR_MARKER)) else "exact"
 
 
 class _WorkerInit:
@@ -102,19 +132,54 @@ class _WorkerInit:
         random.seed(int(state[1]))
 
 
-def build_loader(dataset: VideoDataset, batch_size: int, workers: int, *, train: bool, rank: int = 0,
+def build_loader(dataset: Any, batch_size: int, workers: int, *, train: bool, rank: int = 0,
                  world_size: int = 1, seed: int = 0, epoch: int = 0, pin_memory: bool | None = None,
                  drop_last: bool = False) -> DataLoader:
     """Training: shuffled `TrainSampler` (its `set_epoch` also sets the dataset's epoch).
     Evaluation: `ShardSampler` (every index once over the ranks, no padding). Batches are
-    `(clips uint8 (B, V*T, 3, S, S), labels (B,), indices (B,))`."""
+    `(clips uint8 (B, V*T, 3, S, S), labels (B,), indices (B,))`; with deferred transforms
+    (`data.transform_device: cuda`) the clips are `RawClips`, which `datasets.device_transforms.
+    ClipsToDevice` turns into that tensor on the GPU. Tar shards get a `ShardLoader`.
+    With `data.decode_device: cuda` the clips are decoded in this process (no workers)."""
+    if getattr(dataset, "decode_device", "cpu") == "cuda":
+        workers, pin_memory = 0, False  # NVDEC output is already on the GPU; CUDA does not cross fork()
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    collate = collate_raw if getattr(dataset, "defer_transform", False) else None
+    init = _WorkerInit(seed, rank) if workers > 0 else None
+    if isinstance(dataset, ShardDataset):
+        dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, workers=workers, train=train)
+        dataset.set_epoch(epoch)
+        return ShardLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+                           worker_init_fn=init, collate_fn=collate)
     if train:
-        sampler = TrainSampler(dataset, rank, world_size, seed)
+        sampler: Any = TrainSampler(dataset, rank, world_size, seed)
         sampler.set_epoch(epoch)
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      drop_last=drop_last, worker_init_fn=_WorkerInit(seed, rank) if workers > 0 else None,
+                      drop_last=drop_last, worker_init_fn=init, collate_fn=collate,
                       persistent_workers=False)  # workers re-created per epoch: they see set_epoch
+
+
+def data_remedy(dataset: Any, workers: int, procs_per_node: int = 1, cpus: int | None = None) -> str:
+    """What would make this data pipeline faster, for the data-bound alarm (`utils.data_wait`)."""
+    ds = dataset.samples if isinstance(dataset, ShardDataset) else dataset
+    free = (cpus or os.cpu_count() or 1) // max(1, procs_per_node)
+    tips = []
+    if workers < free - 1:
+        tips.append(f"raise data.workers (now {workers}; this machine has {free} CPUs per training process)")
+    if ds.modality == "video":
+        if ds.decoder != "torchcodec":
+            tips.append(f"decode with torchcodec (now {ds.decoder}; scripts/setup_env.sh installs FFmpeg's libraries)")
+        preprocessed = dataset.index.cfr if isinstance(dataset, ShardDataset) else ds.seek_mode == "approximate"
+        if not preprocessed:
+            tips.append("pre-process the videos once (python -m datasets.preprocess SRC OUT: all-intra H.264, "
+                        "sampling decodes 8 frames instead of the whole clip; docs/data.md)")
+    elif ds.frames is not None and ds.frames.num_frames_from == "dir":
+        tips.append("data.num_frames_from: list (no directory listing per sample)")
+    if not ds.defer_transform and torch.cuda.is_available():
+        tips.append("data.transform_device: cuda (augment on the GPU)")
+    if not tips:
+        tips.append("more CPU cores per GPU, or a smaller data.input_size / data.num_segments")
+    return "remedy: " + "; ".join(tips)

@@ -19,8 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from datasets.decoding import BadSampleError, FrameFolderReader, VideoReader, decode_frame, resolve_backend
+from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
+from datasets.video_reader import VideoReader, resolve_decoder
 from utils.errors import UserError, cli_parser, run_cli
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -87,9 +88,9 @@ def check_frames(folder: str, record: VideoRecord, reader: FrameFolderReader, fu
     return problems
 
 
-def check_video(path: str, backend: str, full: bool) -> list[str]:
+def check_video(path: str, decoder: str, full: bool) -> list[str]:
     try:
-        reader = VideoReader(path, backend)
+        reader = VideoReader(path, decoder)
         n = reader.num_frames
         reader.read(list(range(n)) if full else sorted({0, n - 1}))
     except BadSampleError as err:
@@ -154,11 +155,11 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
                         f"'{data.modality}'")
         return len(records), problems
     reader = FrameFolderReader(data.image_tmpl, data.index_bias, data.num_frames_from)
-    backend = resolve_backend(data.video_backend) if is_video else ""
+    decoder = resolve_decoder(data.decoder) if is_video else ""
 
     def one(rec: VideoRecord) -> list[str]:
         path = os.path.join(root, rec.path) if root else rec.path
-        found = check_video(path, backend, full) if is_video else check_frames(path, rec, reader, full)
+        found = check_video(path, decoder, full) if is_video else check_frames(path, rec, reader, full)
         return [f"{list_path}:{rec.line}: {msg}" for msg in found]
 
     shown = Progress(len(records), f"check {split}") if progress else None

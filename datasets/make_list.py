@@ -185,7 +185,7 @@ def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # map keeps the input order
         counts = list(pool.map(lambda d: count_frames(str(root / d[0] / d[1]), pattern), dirs))
     not_numbered = 0
-    for (cls, name), (n, contiguous) in zip(dirs, counts):
+    for (cls, name), (n, contiguous) in zip(dirs, counts, strict=True):
         rel = f"{cls}/{name}"
         if n == 0:
             what = f"files matching '{image_tmpl}'" if image_tmpl else "image files"
@@ -233,7 +233,8 @@ def map_classes(folders: Sequence[str], class_names: Sequence[str], csv_path: st
         else:
             unknown.append(folder)
     if unknown:
-        shown = ", ".join(f"'{u}'" for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        shown = ", ".join(f"'{u}'" for u in unknown[:10]) + more
         raise UserError(f"{len(unknown)} class folder(s) are not classes of {csv_path}: {shown}")
     taken: dict[int, str] = {}
     for folder, i in ids.items():

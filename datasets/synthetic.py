@@ -76,7 +76,7 @@ def class_list(num_classes: int | None = None, motions: Sequence[str] | None = N
         unknown = [m for m in motions if m not in _DIRECTIONS]
         if unknown or not 1 <= len(motions) <= len(_OBJECTS):
             raise UserError(f"--motions takes 1..{len(_OBJECTS)} of {', '.join(MOTIONS)}; got {','.join(motions)}")
-        objects = [(colour, shape, m) for (colour, shape, _), m in zip(_OBJECTS, motions)]
+        objects = [(colour, shape, m) for (colour, shape, _), m in zip(_OBJECTS, motions, strict=False)]
     available = 2 * len(objects)
     num_classes = available if num_classes is None else num_classes
     if not 1 <= num_classes <= available:
@@ -107,7 +107,7 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
     # Smooth background noise: a coarse random grid, upsampled (codec-friendly, not memorisable).
     coarse = rng.normal(0.0, 18.0, size=(8, 8, 3))
     noise = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
-        (size, size), Image.BILINEAR), dtype=np.float32) - 128.0
+        (size, size), Image.Resampling.BILINEAR), dtype=np.float32) - 128.0
     base = np.clip(bg[None, None, :] + noise, 0, 255).astype(np.uint8)
     colour = COLOURS[cls.colour]
     r0 = size * rng.uniform(0.10, 0.16)
@@ -148,7 +148,7 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
         else:
             draw.polygon(_shape_points(cls.shape, cx, cy, r, angle), fill=255)
         opacity = level if cls.motion in ("fading in", "fading out") else 1.0
-        img.paste(Image.new("RGB", img.size, colour), mask=mask.point(lambda v: int(v * opacity)))
+        img.paste(Image.new("RGB", img.size, colour), mask=mask.point(lambda v, o=opacity: int(v * o)))
         arr = np.asarray(img)
         if cls.motion in ("lighting up", "going dark"):
             arr = (arr.astype(np.float32) * level).astype(np.uint8)

@@ -102,7 +102,8 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
     return y, x, ch, cw
 
 
-def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int, crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
+def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int,
+                   crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
     1: short side → scale_size, centre crop.  3: short side → scale_size (the original's test.py
@@ -133,13 +134,27 @@ def _map_box(box: Box, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Box:
     """A box on a resized frame → the same region on the source frame (rounded to pixels)."""
     top, left, bh, bw = box
     sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    t, l = int(round(top * sy)), int(round(left * sx))
+    t, lft = int(round(top * sy)), int(round(left * sx))
     b, r = int(round((top + bh) * sy)), int(round((left + bw) * sx))
-    t, l = min(max(t, 0), to_hw[0] - 1), min(max(l, 0), to_hw[1] - 1)
-    return t, l, max(1, min(b, to_hw[0]) - t), max(1, min(r, to_hw[1]) - l)
+    t, lft = min(max(t, 0), to_hw[0] - 1), min(max(lft, 0), to_hw[1] - 1)
+    return t, lft, max(1, min(b, to_hw[0]) - t), max(1, min(r, to_hw[1]) - lft)
 
 
 # ----------------------------------------------------------------------------- transforms
+
+@dataclass(frozen=True)
+class ClipParams:
+    """Every random decision of one training clip: drawn by `TrainTransform.draw`, applied by
+    `TrainTransform.apply` here or by `datasets.device_transforms` on a GPU batch."""
+
+    box: Box  # crop on the source frame (top, left, height, width)
+    flip: bool = False
+    jitter: tuple[tuple[int, float], ...] = ()  # (op, factor) in order: 0 brightness, 1 contrast, 2 saturation, 3 hue
+    gray: bool = False
+    blur_sigma: float | None = None
+    solarize: bool = False
+    randaug_seed: int | None = None
+
 
 @dataclass
 class TrainTransform:
@@ -167,52 +182,74 @@ class TrainTransform:
             raise ValueError(f"unknown train crop {self.crop!r}")
         return _map_box(box, (rh, rw), (h, w))
 
-    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
-        if self.randaug is not None:
-            clip = self._randaug(clip, rng)
-        top, left, bh, bw = self.crop_box(clip.shape[-2], clip.shape[-1], rng)
-        size = [self.input_size, self.input_size]
-        clip = F.resized_crop(clip, top, left, bh, bw, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        flipped = bool(rng.random() < self.flip_prob)
-        if flipped:
-            clip = F.horizontal_flip(clip)
+    def draw(self, h: int, w: int, rng: np.random.Generator) -> ClipParams:
+        """All random decisions for an (h, w) source clip, in a fixed order of draws from `rng`."""
+        seed = int(rng.integers(0, 2**62)) if self.randaug is not None else None
+        box = self.crop_box(h, w, rng)
+        flip = bool(rng.random() < self.flip_prob)
+        jitter: tuple[tuple[int, float], ...] = ()
         if self.color_jitter_prob > 0 and rng.random() < self.color_jitter_prob:
-            clip = _color_jitter(clip, rng)
-        if rng.random() < self.grayscale_prob:
-            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
+            factors = (float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.8, 1.2)),
+                       float(rng.uniform(-0.1, 0.1)))
+            jitter = tuple((int(k), factors[int(k)]) for k in rng.permutation(4))
+        gray = bool(rng.random() < self.grayscale_prob)
+        sigma = None
         if self.blur_prob > 0 and rng.random() < self.blur_prob:
             sigma = float(rng.uniform(0.1, 2.0))
-            k = 2 * math.ceil(3 * sigma) + 1
-            clip = F.gaussian_blur(clip, [k, k], [sigma, sigma])
-        if self.solarize_prob > 0 and rng.random() < self.solarize_prob:
+        solarize = bool(self.solarize_prob > 0 and rng.random() < self.solarize_prob)
+        return ClipParams(box, flip, jitter, gray, sigma, solarize, seed)
+
+    def apply(self, clip: torch.Tensor, p: ClipParams) -> torch.Tensor:
+        """The augmentation `p` on one clip (N, 3, H, W) uint8, on any device."""
+        if p.randaug_seed is not None:
+            clip = self.randaugment(clip, p.randaug_seed)
+        top, left, bh, bw = p.box
+        size = [self.input_size, self.input_size]
+        clip = F.resized_crop(clip, top, left, bh, bw, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if p.flip:
+            clip = F.horizontal_flip(clip)
+        if p.jitter:
+            clip = color_jitter(clip, p.jitter)
+        if p.gray:
+            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
+        if p.blur_sigma is not None:
+            clip = gaussian_blur(clip, p.blur_sigma)
+        if p.solarize:
             clip = F.solarize(clip, threshold=128)
         # channels-last strides are kept: the loader's collate copies into the batch anyway
-        return clip, flipped
+        return clip
 
-    def _randaug(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        # v2.RandAugment draws from torch's global RNG: fork it so the caller's stream is untouched
-        # and seed it from our generator so the draw is reproducible.
+    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
+        p = self.draw(clip.shape[-2], clip.shape[-1], rng)
+        return self.apply(clip, p), p.flip
+
+    def randaugment(self, clip: torch.Tensor, seed: int) -> torch.Tensor:
+        """RandAugment(N, M) per frame or per clip. v2.RandAugment draws from torch's global CPU RNG:
+        fork it so the caller's stream is untouched, and seed it so the draw is reproducible."""
+        assert self.randaug is not None
         n, m = self.randaug
         op = v2.RandAugment(num_ops=n, magnitude=m)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(0, 2**62)))
+            torch.manual_seed(seed)
             if self.randaug_per_frame:
                 return torch.stack([op(frame) for frame in clip])
             return op(clip)
 
 
-def _color_jitter(clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """ColorJitter(brightness .4, contrast .4, saturation .2, hue .1) with one draw per clip."""
-    ops = [
-        (F.adjust_brightness, float(rng.uniform(0.6, 1.4))),
-        (F.adjust_contrast, float(rng.uniform(0.6, 1.4))),
-        (F.adjust_saturation, float(rng.uniform(0.8, 1.2))),
-        (F.adjust_hue, float(rng.uniform(-0.1, 0.1))),
-    ]
-    for k in rng.permutation(4):
-        fn, factor = ops[int(k)]
-        clip = fn(clip, factor)
+_JITTER_OPS = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+
+
+def color_jitter(clip: torch.Tensor, ops: Sequence[tuple[int, float]]) -> torch.Tensor:
+    """ColorJitter(brightness .4, contrast .4, saturation .2, hue .1) with one draw per clip:
+    `ops` = (op index, factor) in the drawn order."""
+    for k, factor in ops:
+        clip = _JITTER_OPS[k](clip, factor)
     return clip
+
+
+def gaussian_blur(clip: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = 2 * math.ceil(3 * sigma) + 1
+    return F.gaussian_blur(clip, [k, k], [sigma, sigma])
 
 
 @dataclass

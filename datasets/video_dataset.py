@@ -1,9 +1,12 @@
 """The dataset: list records → sampled frame indices → decoded frames → clip transform.
 
 `dataset[i] -> (clip uint8 (V*T, 3, S, S), label, i)` with V = crops × clips views, crop-major,
-then clip, then frame. Randomness (frame offsets, augmentation, replacement of a bad sample) comes
-from `numpy.random.default_rng([seed, epoch, i, attempt])`: independent of the worker that loads
-the sample and of the worker count, identical when an epoch is re-run after a resume, and never
+then clip, then frame. With `defer_transform=True` (`data.transform_device: cuda`) it returns
+`(decoded clip (V*T, 3, H, W), label, i, params)` instead: the transform's random parameters are
+drawn here with the same generator, and `datasets.device_transforms` applies them to the batch.
+Randomness (frame offsets, augmentation, replacement of a bad sample) comes from
+`numpy.random.default_rng([seed, epoch, i, attempt])`: independent of the worker that loads the
+sample and of the worker count, identical when an epoch is re-run after a resume, and never
 shared between workers (the original's global numpy RNG repeated offsets across workers).
 """
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.decoding import BadSampleError, FrameFolderReader, VideoReader, resolve_backend
+from datasets.decoding import BadSampleError, FrameFolderReader
 from datasets.lists import VideoRecord
 from datasets.sampling import sample_indices
+from datasets.transforms import ClipParams, TrainTransform
+from datasets.video_reader import VideoReader, resolve_decoder
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,8 @@ class VideoDataset(Dataset):
 
     def __init__(self, records: Sequence[VideoRecord], *, root: str, modality: str, num_segments: int,
                  mode: str, transform: Callable, image_tmpl: str = "img_{:05d}.jpg", index_bias: int = 1,
-                 num_frames_from: str = "dir", video_backend: str = "auto", dense: bool = False,
+                 num_frames_from: str = "dir", decoder: str = "auto", decode_device: str = "cpu",
+                 seek_mode: str = "exact", defer_transform: bool = False, dense: bool = False,
                  random_shift: bool = True, test_clips: int = 1, seed: int = 0, on_bad_sample: str = "error",
                  max_bad_samples: int | None = None, flip_label_map: dict[int, int] | None = None,
                  list_path: str = ""):
@@ -57,7 +64,10 @@ class VideoDataset(Dataset):
         self.flip_label_map = {int(k): int(v) for k, v in (flip_label_map or {}).items()}
         self.list_path = list_path
         self.frames = FrameFolderReader(image_tmpl, index_bias, num_frames_from) if modality == "RGB" else None
-        self.video_backend = resolve_backend(video_backend) if modality == "video" else video_backend
+        self.decoder = resolve_decoder(decoder, decode_device) if modality == "video" else decoder
+        self.decode_device = decode_device if modality == "video" else "cpu"
+        self.seek_mode = seek_mode
+        self.defer_transform = defer_transform
         self.bad_samples: set[int] = set()
         self.fewshot_records: list[VideoRecord] | None = None
 
@@ -73,25 +83,40 @@ class VideoDataset(Dataset):
     def path_of(self, record: VideoRecord) -> str:
         return os.path.join(self.root, record.path) if self.root else record.path
 
-    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        """Decode and transform one sample (no bad-sample handling)."""
+    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, ClipParams | None]:
+        """Decode and transform one sample (no bad-sample handling); with `defer_transform` the
+        clip stays decoded-only and the drawn parameters are returned instead of applied."""
         record = self.records[index]
         path = self.path_of(record)
         if self.frames is not None:
             n = self.frames.num_frames(path, record.num_frames)
         else:
-            reader = VideoReader(path, self.video_backend)
+            reader = VideoReader(path, self.decoder, device=self.decode_device, seek_mode=self.seek_mode)
             n = reader.num_frames
-        indices = sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
-                                 random_shift=self.random_shift, rng=rng)
+        indices = self.frame_indices(n, rng)
         clip = self.frames.read(path, indices) if self.frames is not None else reader.read(indices)
-        clip, flipped = self.transform(clip, rng)
-        label = record.label
+        return self.finish(clip, record.label, rng)
+
+    def frame_indices(self, n: int, rng: np.random.Generator) -> list[int]:
+        """The sampled frame indices of an n-frame video (all views, clip-major)."""
+        return sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
+                              random_shift=self.random_shift, rng=rng)
+
+    def finish(self, clip: torch.Tensor, label: int, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, int, ClipParams | None]:
+        """Transform a decoded clip (or only draw its parameters) and apply the flip label map."""
+        params = None
+        if self.defer_transform:
+            if isinstance(self.transform, TrainTransform):
+                params = self.transform.draw(clip.shape[-2], clip.shape[-1], rng)
+            flipped = params is not None and params.flip
+        else:
+            clip, flipped = self.transform(clip, rng)
         if flipped and self.flip_label_map:
             label = self.flip_label_map.get(label, label)
-        return clip, label
+        return clip, label, params
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         threads = torch.get_num_threads()
         if threads == 1:
             return self._get(index)
@@ -103,12 +128,12 @@ class VideoDataset(Dataset):
         finally:
             torch.set_num_threads(threads)
 
-    def _get(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def _get(self, index: int) -> tuple[Any, ...]:
         attempt, current = 0, index
         while True:
             try:
-                clip, label = self.load(current, self.rng(current, attempt))
-                return clip, label, index
+                clip, label, params = self.load(current, self.rng(current, attempt))
+                return (clip, label, index, params) if self.defer_transform else (clip, label, index)
             except BadSampleError as err:
                 if self.on_bad_sample == "error":
                     raise BadSampleError(f"{err} (list {self.list_path}, line {self.records[current].line}; "

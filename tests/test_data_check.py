@@ -10,7 +10,8 @@ def test_check_reports_every_problem(tmp_path):
     d = tmp_path / "d"
     generate(d, classes=2, videos_per_class=3, val_videos_per_class=1, frames=6, size=32, fmt="both")
     data = {"train_root": str(d / "frames"), "val_root": str(d / "videos"), "train_list": str(d / "train.txt"),
-            "val_list": str(d / "val_video.txt"), "label_list": str(d / "labels.csv"), "modality": "RGB", "min_frames": 4}
+            "val_list": str(d / "val_video.txt"), "label_list": str(d / "labels.csv"), "modality": "RGB",
+            "min_frames": 4}
     cfg = to_dotmap(resolve({"data": data}, "test"))
     assert check_split(cfg.data, "train") == (6, [])
     lines = (d / "train.txt").read_text().splitlines()

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from datasets import build_dataset, build_loader
-from datasets.decoding import BadSampleError, VideoReader
+from datasets.decoding import BadSampleError
 from datasets.samplers import ShardSampler
 from datasets.synthetic import generate
+from datasets.video_reader import VideoReader
 from utils.config import resolve, to_dotmap
 from utils.errors import UserError
 
@@ -105,9 +106,9 @@ def test_loader_same_samples_whatever_the_worker_count(syn):
         loader = build_loader(ds, 4, workers, train=True, rank=0, world_size=1, seed=5)
         loader.sampler.set_epoch(epoch)
         out = {}
-        for clips, labels, idx in loader:
+        for clips, _labels, idx in loader:
             assert clips.shape[1:] == (4, 3, 32, 32)
-            for c, i in zip(clips, idx.tolist()):
+            for c, i in zip(clips, idx.tolist(), strict=True):
                 out[i] = c
         return out
 
@@ -228,7 +229,7 @@ def test_bad_videos(syn, tmp_path):
         s.width = s.height = 32
         s.pix_fmt = "yuv420p"
         c.start_encoding()  # write the header although no frame follows
-    for backend in ("decord", "pyav"):
+    for backend in ("torchcodec", "decord", "pyav"):
         with pytest.raises(BadSampleError, match=rf"video has no frames.*{ds.records[2].path}"):
             VideoReader(zero, backend)
     (root / ds.records[3].path).write_bytes(b"")
@@ -292,6 +293,6 @@ def test_video_truncated_after_an_intact_header(tmp_path):
         for p in s.encode():
             c.mux(p)
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
-    for backend in ("decord", "pyav"):
+    for backend in ("torchcodec", "decord", "pyav"):
         with pytest.raises(BadSampleError, match=r"(cannot open video|video is truncated:) .*fs\.mp4"):
             VideoReader(path, backend).read([0, 15, 29])

@@ -11,7 +11,8 @@ from utils.errors import UserError
 
 
 def _records(classes=5, per_class=7):
-    return [VideoRecord(f"c{c}/v{k}", 10 + k, c, c * per_class + k + 1) for c in range(classes) for k in range(per_class)]
+    return [VideoRecord(f"c{c}/v{k}", 10 + k, c, c * per_class + k + 1)
+            for c in range(classes) for k in range(per_class)]
 
 
 def test_selection_depends_on_seed_only():
@@ -48,7 +49,8 @@ def test_dataset_two_simulated_ranks_and_written_list(tmp_path):
     assert a.records == b.records and a.fewshot_records == b.fewshot_records
     assert len(a.fewshot_records) == 6 and len(a) == 6 * (15 // 6)
     path = write_fewshot_list(a, tmp_path / "run")
-    assert read_list(path) == [VideoRecord(r.path, r.num_frames, r.label, i + 1) for i, r in enumerate(a.fewshot_records)]
+    want = [VideoRecord(r.path, r.num_frames, r.label, i + 1) for i, r in enumerate(a.fewshot_records)]
+    assert read_list(path) == want
     assert write_fewshot_list(build_dataset(cfg, "val"), tmp_path / "run2") is None
     video = write_list([VideoRecord("x.mp4", None, 1, 1)], tmp_path / "v.txt")
     assert video.read_text() == "x.mp4 1\n"

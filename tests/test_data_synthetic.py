@@ -43,12 +43,12 @@ def test_lists_and_labels(tmp_path):
 def test_pairs_differ_only_in_time_direction():
     classes = class_list(24)
     assert len({c.name for c in classes}) == 24
-    for a, b in zip(classes[::2], classes[1::2]):
+    for a, b in zip(classes[::2], classes[1::2], strict=True):
         assert (a.colour, a.shape) == (b.colour, b.shape) and a.motion != b.motion
     # "moving right" is "moving left" played backwards (same start, speed, background)
     left = render_video(classes[0], 8, 32, np.random.default_rng(5))
     right = render_video(classes[1], 8, 32, np.random.default_rng(5))
-    assert all(np.array_equal(x, y) for x, y in zip(left, right[::-1]))
+    assert all(np.array_equal(x, y) for x, y in zip(left, right[::-1], strict=True))
     assert not np.array_equal(left[0], left[-1])
     # videos of one class differ (jitter)
     other = render_video(classes[0], 8, 32, np.random.default_rng(6))
@@ -73,10 +73,11 @@ def test_motions_choose_the_pair_kind_of_each_object():
         "green triangle lighting up", "green triangle going dark"]
     assert [c.name for c in class_list(3, motions=["scale", "scale"])] == [
         "red circle growing", "red circle shrinking", "blue square growing"]
-    for first, second in zip(classes[2::2], classes[3::2]):  # fade and light pairs: one is the other reversed
+    # fade and light pairs: one is the other reversed
+    for first, second in zip(classes[2::2], classes[3::2], strict=False):
         a = render_video(first, 8, 32, np.random.default_rng(1))
         b = render_video(second, 8, 32, np.random.default_rng(1))
-        assert all(np.array_equal(x, y) for x, y in zip(a, b[::-1]))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b[::-1], strict=True))
     fade_in = render_video(classes[2], 8, 32, np.random.default_rng(1))
     assert np.abs(fade_in[-1].astype(int) - fade_in[0]).max() > 60  # the square appears, the rest stays
     assert np.array_equal(fade_in[0][0, 0], fade_in[-1][0, 0])

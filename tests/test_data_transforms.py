@@ -50,9 +50,9 @@ def test_crop_plan_1_3_5_10_landscape():
     size5, plan5 = eval_crop_plan(256, 340, 224, 256, 5)
     assert size5 == (256, 340)
     boxes5 = [(0, 0), (0, 116), (32, 0), (32, 116), (16, 58)]
-    assert plan5 == [((t, l, 224, 224), False) for t, l in boxes5]
+    assert plan5 == [((t, x0, 224, 224), False) for t, x0 in boxes5]
     _, plan10 = eval_crop_plan(256, 340, 224, 256, 10)
-    assert plan10 == [((t, l, 224, 224), f) for t, l in boxes5 for f in (False, True)]
+    assert plan10 == [((t, x0, 224, 224), f) for t, x0 in boxes5 for f in (False, True)]
     with pytest.raises(ValueError):
         eval_crop_plan(256, 340, 224, 256, 4)
 
@@ -72,8 +72,8 @@ def test_eval_transform_views_are_slices_of_the_resized_clip_crop_major():
     assert out.shape == (10 * 3, 3, 32, 32)
     (rh, rw), plan = eval_crop_plan(40, 60, 32, 36, 10)
     resized = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    for v, ((t, l, h, w), flip) in enumerate(plan):
-        ref = resized[..., t:t + h, l:l + w]
+    for v, ((t, x0, h, w), flip) in enumerate(plan):
+        ref = resized[..., t:t + h, x0:x0 + w]
         ref = F.horizontal_flip(ref) if flip else ref
         assert torch.equal(out[v * 3:(v + 1) * 3], ref)
     # one crop = resize + centre crop; a frame already at scale_size is not resized
@@ -85,8 +85,8 @@ def test_eval_transform_views_are_slices_of_the_resized_clip_crop_major():
 def test_random_sized_crop_box_bounds_and_fallback():
     rng = np.random.default_rng(0)
     for _ in range(300):
-        t, l, h, w = random_sized_crop_box(256, 340, 224, rng)
-        assert t >= 0 and t + h <= 256 and l >= 0 and l + w <= 340
+        t, x0, h, w = random_sized_crop_box(256, 340, 224, rng)
+        assert t >= 0 and t + h <= 256 and x0 >= 0 and x0 + w <= 340
         assert 0.08 * 256 * 340 * 0.9 <= h * w <= 256 * 340
 
     class NeverFits:  # every attempt too large: fallback to a square of the short side
@@ -107,10 +107,10 @@ def test_multiscale_crop_box_on_grid():
     rng = np.random.default_rng(0)
     sizes = {256, 224, 192, 168}  # int(256*s), 224 snapped
     for _ in range(200):
-        t, l, h, w = multiscale_crop_box(256, 340, 224, rng)
+        t, x0, h, w = multiscale_crop_box(256, 340, 224, rng)
         assert h in sizes and w in sizes
-        assert l % ((340 - w) // 4 or 1) == 0 and t % ((256 - h) // 4 or 1) == 0
-        assert t + h <= 256 and l + w <= 340
+        assert x0 % ((340 - w) // 4 or 1) == 0 and t % ((256 - h) // 4 or 1) == 0
+        assert t + h <= 256 and x0 + w <= 340
 
 
 def test_train_random_decisions_shared_by_all_frames():
@@ -161,9 +161,9 @@ def test_virtual_resize_crop_matches_resize_then_crop():
         out, _ = tf(img, np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
         rh, rw = resized_shape(h, w, 64)
-        t, l, bh, bw = random_sized_crop_box(rh, rw, 48, rng)
+        t, x0, bh, bw = random_sized_crop_box(rh, rw, 48, rng)
         resized = F.resize(img, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
-        ref = F.resize(resized[..., t:t + bh, l:l + bw], [48, 48], interpolation=InterpolationMode.BILINEAR,
+        ref = F.resize(resized[..., t:t + bh, x0:x0 + bw], [48, 48], interpolation=InterpolationMode.BILINEAR,
                        antialias=True)
         assert (out.float() - ref.float()).abs().mean() < 2.0
 

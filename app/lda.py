@@ -19,9 +19,8 @@ from collections.abc import Sequence
 import torch
 from dotmap import DotMap
 
-from app.weights import load_model, open_weights
+from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
-from datasets.transforms import normalize
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
@@ -40,7 +39,8 @@ def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cp
     loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1,
                           seed=cfg.seed)
     model = load_model(wf, cfg=cfg, device=device).model
-    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=normalize)
+    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device,
+                  normalize=input_normalize(model))
     return out.embeddings, out.labels
 
 

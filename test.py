@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   for c in summary["worst_classes"][:3])
                 pairs = ", ".join(f"{p['true_name']} -> {p['predicted_name']} ({p['count']})"
                                   for p in summary["most_confused_pairs"][:3])
-                run.log.info(f"worst classes: {worst}" + (f"; most confused: {pairs}" if pairs else ""))
+                if summary["most_confused_pairs"]:
+                    run.log.info(f"worst classes: {worst}; most confused: {pairs}")
+                else:
+                    run.log.info("every video is classified right (no confused pair)")
                 run.log.info(f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
                              f"confusion.npz, confusion.png, per_class_accuracy.png")
     finally:

@@ -119,8 +119,11 @@ def plot_class_accuracy(acc: np.ndarray, support: np.ndarray, class_names: Seque
         ax.axvline(mean, color="gray", ls="--", lw=1)
         ax.set_xlabel("top-1 accuracy (%)")
         ax.set_title(title, fontsize=10)
+        font = 8 if len(idx) <= 30 else 6
         for yy, i in zip(y, idx, strict=True):
-            ax.text(min(acc[i] + 1, 88), yy, f"{acc[i]:.0f}%", va="center", fontsize=6)
+            inside = acc[i] > 80  # the label at the end of the bar: inside in white, else after it
+            ax.text(acc[i] - 1 if inside else acc[i] + 1, yy, f"{acc[i]:.0f}%", va="center", fontsize=font,
+                    ha="right" if inside else "left", color="white" if inside else "black")
 
     missing = c - len(present)
     note = f"; {missing} classes without videos" if missing else ""

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,11 @@ def trace_torchscript(graph: VideoClassifier, example: torch.Tensor, cfg: Any) -
 def export_onnx(graph: VideoClassifier, example: torch.Tensor, cfg: Any, meta: dict[str, Any]) -> bytes:
     try:
         import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401  (the check after export runs the file)
         import onnxscript  # noqa: F401
-    except ImportError:
-        raise UserError(f"ONNX export needs onnx and onnxscript: {EXTRA_HINT}") from None
+    except ImportError as err:
+        raise UserError(f"ONNX export needs onnx, onnxruntime and onnxscript ({err.name} is missing): "
+                        f"{EXTRA_HINT}") from None
     batch = torch.export.Dim("batch", min=1, max=4096)
     log = io.StringIO()
     try:
@@ -136,7 +139,6 @@ def export_onnx(graph: VideoClassifier, example: torch.Tensor, cfg: Any, meta: d
 @contextlib.contextmanager
 def _quiet(sink: io.StringIO | None = None) -> Any:
     """The exporters print progress and warnings: keep them out of the user's terminal."""
-    import warnings
     sink = sink or io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
@@ -192,7 +194,9 @@ def export(weights: str | Path, out: str | Path, fmt: str | None = None, *, conf
     if kind == "torchscript":
         traced = trace_torchscript(graph, example, cfg)
         extra = {META_KEY: json.dumps(meta)}
-        atomic_write(out, lambda fh: torch.jit.save(traced, fh, _extra_files=extra))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.9 marks TorchScript deprecated
+            atomic_write(out, lambda fh: torch.jit.save(traced, fh, _extra_files=extra))
     else:
         data = export_onnx(graph, example, cfg, meta)
         atomic_write(out, lambda fh: fh.write(data))

@@ -30,7 +30,8 @@ from utils.evaluate import collect
 
 
 @torch.no_grad()
-def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(cfg: DotMap, weights: str,
+                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Un-normalised video embeddings and labels of the training list (one centre view each)."""
     wf = open_weights(weights)  # a bad file fails before the data is read
     cfg = copy.deepcopy(cfg)

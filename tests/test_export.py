@@ -26,7 +26,8 @@ from utils.checkpoint import save_checkpoint, training_state
 from utils.config import resolve, to_dict, to_dotmap
 from utils.errors import UserError
 
-pytestmark = pytest.mark.slow
+# torch >= 2.9 marks TorchScript (jit.trace/script/save/load) deprecated; it still works and is tested here
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")]
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["red circle moving left", "blue square growing", "green triangle rotating", "yellow square moving up"]
 
@@ -245,7 +246,7 @@ def test_onnx_file_without_metadata_is_refused(tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
     pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
     path = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Linear(3, 2), (torch.randn(1, 3),), str(path), dynamo=True, verbose=False)
+    torch.onnx.export(torch.nn.Linear(3, 2).eval(), (torch.randn(1, 3),), str(path), dynamo=True, verbose=False)
     with pytest.raises(UserError, match="an export without text4vis metadata"):
         open_weights(path)
 
@@ -282,3 +283,17 @@ def test_convert_with_config_is_self_contained(tmp_path, capsys):
                                rtol=1e-4, atol=1e-6)
     with pytest.raises(UserError, match="holds no config"):
         _run(["--weights", str(tmp_path / "bare.pt"), str(image)], capsys)
+
+
+def test_missing_export_extra_is_one_clear_line(tmp_path, monkeypatch):
+    ckpt = _checkpoint(tmp_path, "m", sim_header="meanP")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(UserError, match=r"ONNX export needs .* \(onnxscript is missing\).*pip install -e"):
+        export(ckpt, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    (tmp_path / "x.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")
+    with pytest.raises(UserError, match=r"x.onnx is an ONNX file: running it needs onnxruntime \(pip install -e"):
+        open_weights(tmp_path / "x.onnx")
+    # the TorchScript and .pt exports need nothing more
+    assert export(ckpt, tmp_path / "m.ts")["format"] == "torchscript"

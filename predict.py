@@ -1,117 +1,97 @@
-"""Classify single videos or frame folders and print the top-k classes with probabilities.
+"""Classify videos, frame folders or images and print the top-k classes with probabilities.
 
-    python predict.py --config CFG --weights W clip.mp4 frames_dir/ [...] [--labels CSV] [--topk 5]
-                      [--test_crops 3 --test_clips 4] [--json]
+    python predict.py --weights W clip.mp4 frames_dir/ photo.jpg [...] [--labels CSV] [--topk 5]
+                      [--test_crops 3 --test_clips 4] [--json] [--config CFG] [--opts K=V ...]
+    python predict.py --weights W long.mp4 --window 4s [--stride 2s] [--out DIR]   # a timeline
 
-Each input goes through the test pipeline of test.py (same frame sampling, crops, view fusion).
+Each input goes through the test pipeline of test.py (same frame sampling, crops, view fusion); an
+image is a one-frame clip (its frame repeated T times, as a 1-frame video is sampled).
 `--labels CSV` classifies against any list of class names (`id,name` CSV): their embeddings are
 computed with the CLIP text encoder, so new names work without retraining (zero-shot) unless the
 model's classifier is trainable (`network.fix_text: False`), whose rows come from the checkpoint.
-`--config` may be left out for checkpoints written by our train.py (they store their config).
+`--config` may be left out for checkpoints written by our train.py and for exports (`python -m
+app.export`: `.pt`, TorchScript `.ts` and ONNX `.onnx` files run directly; they hold their config).
+`--window W [--stride S]` (seconds `4s` or frames `64f`) scores windows along each input instead
+of the whole input and writes `<name>.timeline.json`, `.csv` and `.png` to `--out` (app/timeline.py).
 An input that cannot be read is reported and skipped; the exit status is 1 if any input failed.
 Runs on CPU when no GPU is present.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from app.weights import add_trust_arg, load_model, open_weights
-from datasets.lists import VideoRecord, read_label_csv
-from datasets.make_list import template_regex
-from datasets.transforms import EvalTransform, normalize
-from datasets.video_dataset import VideoDataset
+from app.media import infer_frame_template, load_input, open_media  # noqa: F401  (infer_frame_template: API)
+from app.timeline import Progress, parse_span, timeline_lines, window_timeline, write_timeline
+from app.weights import add_trust_arg, input_normalize, load_model, open_weights
+from datasets.lists import read_label_csv
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
+from utils.cli import parse_with_opts
 from utils.distributed import select_device
 from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
 from utils.similarity import class_probabilities
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_OUT = "exp/predict"
 
 
-def infer_frame_template(folder: Path, preferred: str, index_bias: int) -> tuple[str, int, int]:
-    """(image_tmpl, index_bias, frame count) for a frame folder.
-
-    The config's template is used when its first frame exists; otherwise it is inferred from the
-    file names (`frame_0001.png` -> `frame_{:04d}.png`, first index 1)."""
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
-    if not names:
-        raise UserError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    if (folder / preferred.format(index_bias)).is_file():
-        count = sum(1 for n in names if re.fullmatch(_regex(preferred), n))
-        return preferred, index_bias, count
-    m = re.fullmatch(r"(.*?)(\d+)(\.[A-Za-z0-9]+)", names[0])
-    if not m:
-        raise UserError(f"{folder}: cannot tell the frame numbering from the file name '{names[0]}' "
-                        f"(expected e.g. img_00001.jpg)")
-    prefix, digits, ext = m.groups()
-    number = f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}"
-    tmpl = prefix.replace("{", "{{").replace("}", "}}") + number + ext
-    pattern = re.escape(prefix) + r"(\d+)" + re.escape(ext)
-    indices = sorted(int(mm.group(1)) for n in names if (mm := re.fullmatch(pattern, n)))
-    first = indices[0]
-    if indices != list(range(first, first + len(indices))):
-        raise UserError(f"{folder}: frame numbers are not contiguous from {prefix}{digits}{ext}")
-    return tmpl, first, len(indices)
-
-
-def _regex(tmpl: str) -> str:
-    return template_regex(tmpl).pattern
-
-
-def load_input(path: str, cfg: Any, *, crops: int, clips: int, dense: bool) -> torch.Tensor:
-    """uint8 (crops*clips*T, 3, S, S) of one video file or frame folder, as test.py would see it."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"input not found: {path}")
-    common: dict[str, Any] = dict(root="", num_segments=int(cfg.data.num_segments), mode="test",
-                  transform=EvalTransform(int(cfg.data.input_size), int(cfg.data.scale_size), crops),
-                  dense=dense, test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=path)
-    if p.is_dir():
-        tmpl, bias, n = infer_frame_template(p, cfg.data.image_tmpl, int(cfg.data.index_bias))
-        ds = VideoDataset([VideoRecord(str(p), n, 0, 1)], modality="RGB", image_tmpl=tmpl, index_bias=bias,
-                          num_frames_from="list", **common)
-    else:
-        ds = VideoDataset([VideoRecord(str(p), None, 0, 1)], modality="video",
-                          decoder=cfg.data.decoder, **common)
-    try:
-        return ds.load(0, ds.rng(0))[0]
-    except UserError:
-        raise
-    except Exception as err:  # a decoder's own exception type: still one clear line per input
-        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read {path}: {detail}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("predict.py", __doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="+", help="video files and/or frame folders")
+    parser.add_argument("inputs", nargs="+", help="video files, frame folders and/or images")
     parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="YAML config (default: the one stored in our checkpoint)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (give it after the inputs: it takes every KEY=VALUE that follows)")
+                        help="YAML config (default: the one stored in our checkpoint or export)")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config keys; takes the KEY=VALUE words that follow it (inputs may come after)")
     parser.add_argument("--weights", required=True,
-                        help="checkpoint (ours, converted or the original's layout) or a run folder")
-    parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: data.label_list")
-    parser.add_argument("--topk", type=int, default=5, help="classes shown per input")
+                        help="checkpoint (ours, converted or the original's layout), run folder, "
+                             "or export (.pt/.ts/.onnx)")
+    parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: the model's classes")
+    parser.add_argument("--topk", type=int, default=5, help="classes shown per input (or per window)")
     parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
     parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+    parser.add_argument("--window", default=None,
+                        help="score windows of this length along each input: seconds (4s, 2.5) or frames (64f)")
+    parser.add_argument("--stride", default=None, help="start a window every this long (default: --window)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of frame folders (or to override a video's), for --window in seconds")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the timeline files (with --window)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present")
     add_trust_arg(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def stems(paths: Sequence[str]) -> list[str]:
+    """File-name stems for the timeline files, made unique (`clip`, `clip_2`, ...)."""
+    out: list[str] = []
+    for p in paths:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(p.rstrip("/")).stem or "input")
+        name, n = base, 1
+        while name in out:
+            n += 1
+            name = f"{base}_{n}"
+        out.append(name)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_with_opts(build_parser(), argv)
     if args.topk < 1 or args.test_clips < 1:
         raise UserError("--topk and --test_clips must be >= 1")
+    if args.fps is not None and args.fps <= 0:
+        raise UserError(f"--fps must be > 0, got {args.fps:g}")
+    if args.stride is not None and args.window is None:
+        raise UserError("--stride needs --window")
+    window = parse_span(args.window, "--window") if args.window is not None else None
+    stride = parse_span(args.stride, "--stride") if args.stride is not None else None
 
     weights = open_weights(args.weights)
     cfg = weights.config(args.config, args.opts)
@@ -128,13 +108,26 @@ def main(argv: Sequence[str] | None = None) -> None:
                        trusted_pickles=args.trust_pickle).model
     classes = class_embeddings_of(model)
     scale = eval_scale(model, cfg.network.eval_logit_scale)
+    normalize = input_normalize(model)
     dense = bool(cfg.data.dense if args.dense is None else args.dense)
     views = args.test_crops * args.test_clips
     k = min(args.topk, len(class_names))
 
-    results, failed = [], 0
-    for path in args.inputs:
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for path, stem in zip(args.inputs, stems(args.inputs), strict=True):
         try:
+            if window is not None:
+                media = open_media(path, cfg, fps=args.fps)
+                tl = window_timeline(model, media, cfg=cfg, window=window, stride=stride, crops=args.test_crops,
+                                     clips=args.test_clips, classes=classes, class_names=class_names, scale=scale,
+                                     topk=k, device=device, normalize=normalize, precision=args.precision,
+                                     progress=Progress(Path(path).name, sys.stderr))
+                tl["files"] = [str(f) for f in write_timeline(tl, Path(args.out), stem)]
+                results.append(tl)
+                if not args.json:
+                    print("\n".join(timeline_lines(tl)) + f"\n  timeline: {', '.join(tl['files'])}", flush=True)
+                continue
             clip = load_input(path, cfg, crops=args.test_crops, clips=args.test_clips, dense=dense)
         except UserError as err:
             failed += 1
@@ -146,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                            normalize=normalize, precision=args.precision).mean(dim=1).cpu()
         probs = class_probabilities(emb, classes, scale)[0]
         top = probs.topk(k)
-        preds: list[dict[str, Any]] = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
-                 for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
+        preds: list[dict[str, Any]] = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)],
+                                        "probability": float(p)}
+                                       for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
         results.append({"input": path, "predictions": preds})
         if not args.json:
             print(path)

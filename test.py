@@ -6,7 +6,10 @@
 Views are fused as the original (average of the un-normalised video embeddings over crops x
 clips, then cosine x 100; `--fuse scores` averages the per-view softmax instead). Every video is
 counted once over all processes. Prints the metrics and writes `<output>/results.json`
-(`--save_predictions` adds `predictions.npz` with the per-video class probabilities).
+(`--save_predictions` adds `predictions.npz` with the per-video class probabilities), and the
+per-class analysis: `analysis.json` (per-class top-1 with support, worst classes, most confused
+pairs), `per_class.csv`, `per_video.csv`, `confusion.npz`, `confusion.png` and
+`per_class_accuracy.png` (`--no_analysis` skips them; docs/after_training.md).
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_eval_args(parser)
     parser.add_argument("--metric", default=None, choices=("top1", "map"),
                         help="also report ActivityNet mAP with `map` (default: data.metric of the config)")
+    parser.add_argument("--no_analysis", action="store_true",
+                        help="skip the per-class files (analysis.json, per_class.csv, per_video.csv, confusion.npz, "
+                             "confusion.png, per_class_accuracy.png)")
     args = parser.parse_args(argv)
     run = EvalRun(args)
     try:
@@ -49,6 +55,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"results: {path}")
             if args.save_predictions:
                 run.log.info(f"predictions: {run.save_predictions(out, scores)}")
+            if not args.no_analysis and n:
+                summary = run.write_analysis(out, scores)
+                worst = ", ".join(f"{c['name']} {c['top1']:.1f}% (n={c['support']})"
+                                  for c in summary["worst_classes"][:3])
+                pairs = ", ".join(f"{p['true_name']} -> {p['predicted_name']} ({p['count']})"
+                                  for p in summary["most_confused_pairs"][:3])
+                if summary["most_confused_pairs"]:
+                    run.log.info(f"worst classes: {worst}; most confused: {pairs}")
+                else:
+                    run.log.info("every video is classified right (no confused pair)")
+                run.log.info(f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
+                             f"confusion.npz, confusion.png, per_class_accuracy.png")
     finally:
         run.close()
 

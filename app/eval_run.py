@@ -3,6 +3,8 @@ process group, the model from any weights file, the test data, and the output fo
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -11,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.weights import add_trust_arg, load_model, open_weights
+from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
-from datasets.transforms import normalize
+from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
 from utils.distributed import cleanup, init_distributed, rank_zero_first
@@ -97,7 +99,8 @@ class EvalRun:
 
     def collect(self) -> EvalOutput:
         return collect(self.model, self.loader, views=self.views, num_frames=self.frames, device=self.dist.device,
-                       normalize=normalize, precision=self.precision, fuse=self.args.fuse, log=self.log.info,
+                       normalize=input_normalize(self.model), precision=self.precision, fuse=self.args.fuse,
+                       log=self.log.info,
                        print_freq=self.cfg.logging.print_freq)
 
     def class_embeddings(self) -> torch.Tensor:
@@ -124,6 +127,37 @@ class EvalRun:
         return atomic_write(self.output / "predictions.npz", lambda fh: np.savez_compressed(
             fh, scores=scores.numpy().astype(np.float32), labels=out.labels.numpy(), indices=out.indices.numpy(),
             video_ids=ids, class_names=np.array(self.class_names)))
+
+    def video_ids(self, out: EvalOutput) -> list[str]:
+        """The list paths of the output's videos, in its order."""
+        return [self.dataset.records[int(i)].path for i in out.indices]
+
+    def write_analysis(self, out: EvalOutput, scores: torch.Tensor, k: int = 5) -> dict[str, Any]:
+        """The per-class files (docs/after_training.md): analysis.json, per_class.csv, per_video.csv,
+        confusion.npz and the two pictures. Returns the JSON summary."""
+        names = self.class_names
+        summary = analysis.class_analysis(scores, out.labels, names, k=k)
+        conf = analysis.confusion_matrix(scores, out.labels)
+        table = analysis.per_class(scores, out.labels, k)
+        self.write_json("analysis.json", summary)
+        kk = min(k, len(names))
+        rows = [{key: ("" if v is None else v) for key, v in c.items()} for c in summary["per_class"]]
+        self.write_csv("per_class.csv", rows, ["index", "name", "support", "top1_correct", "top1", f"top{kk}"])
+        videos = analysis.per_video_rows(scores, out.labels, self.video_ids(out), names, k)
+        self.write_csv("per_video.csv", videos, list(videos[0]) if videos else ["id"])
+        atomic_write(self.output / "confusion.npz", lambda fh: np.savez_compressed(
+            fh, counts=conf, class_names=np.array(names), rows="true class", columns="predicted class (top-1)"))
+        plots.plot_confusion(conf, names, self.output / "confusion.png")
+        plots.plot_class_accuracy(table["top1"], table["support"], names, self.output / "per_class_accuracy.png")
+        return summary
+
+    def write_csv(self, name: str, rows: list[dict[str, Any]], fields: list[str]) -> Path:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        return atomic_write_text(self.output / name, text.getvalue())
 
     def close(self) -> None:
         cleanup()

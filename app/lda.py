@@ -1,11 +1,13 @@
 """IJCV `lda` classifier: class directions fitted by Linear Discriminant Analysis on video features.
 
     python -m app.lda --config CFG --weights W --out lda.pt [--shrinkage 0.1] [--opts k=v ...]
+    python -m app.lda --features train_emb.npz --out lda.pt       # from `python -m app.extract --split train`
 
 runs the model (any weights file `app.weights.load_model` reads; the config is the checkpoint's
 unless `--config` is given) over the *training* list with the deterministic evaluation transform
 (single centre view), fits LDA (`modules.lda.fit_lda`) on the un-normalised video embeddings and
-saves its (C, D) coefficient matrix. Use it with `network.classifier: lda` and
+saves its (C, D) coefficient matrix. `--features` fits it on the embeddings file of `app.extract`
+instead (any number of processes, resumable; rows with label -1 are left out). Use it with `network.classifier: lda` and
 `network.classifier_file: lda.pt`.
 """
 from __future__ import annotations
@@ -16,14 +18,13 @@ from collections.abc import Sequence
 import torch
 from dotmap import DotMap
 
-from app.weights import add_trust_arg, load_model, open_weights
+from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
-from datasets.transforms import normalize
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
 from utils.distributed import select_device
-from utils.errors import cli_parser, run_cli
+from utils.errors import UserError, cli_parser, run_cli
 from utils.evaluate import collect
 
 
@@ -38,8 +39,23 @@ def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cp
     loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1,
                           seed=cfg.seed)
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
-    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=normalize)
+    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device,
+                  normalize=input_normalize(model))
     return out.embeddings, out.labels
+
+
+def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and labels of an `app.extract` file (rows without a label left out)."""
+    import numpy as np
+    try:
+        data = np.load(path, allow_pickle=False)
+        emb, labels = data["embeddings"], data["labels"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"--features {path}: not an embeddings file of python -m app.extract ({err})") from None
+    keep = labels >= 0
+    if not keep.any():
+        raise UserError(f"--features {path}: no row has a label (extract a list or --split with labels)")
+    return torch.from_numpy(emb[keep]).float(), torch.from_numpy(labels[keep]).long()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -47,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", "--cfg", dest="config", default=None,
                         help="YAML config (default: the config stored in our checkpoint)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
-    parser.add_argument("--weights", required=True, help="checkpoint (ours or the original's layout)")
+    parser.add_argument("--weights", default=None, help="checkpoint (ours or the original's layout)")
+    parser.add_argument("--features", default=None,
+                        help="embeddings file of python -m app.extract (instead of --weights)")
     parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
     parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
@@ -55,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shrink: float | str | None
     shrink = None if args.shrinkage == "none" else ("auto" if args.shrinkage == "auto" else float(args.shrinkage))
-    cfg = open_weights(args.weights).config(args.config, args.opts)
-    feats, labels = extract_features(cfg, args.weights, select_device(args.device), args.trust_pickle)
+    if bool(args.weights) == bool(args.features):
+        raise UserError("give --weights (features computed here) or --features (a file of python -m app.extract)")
+    if args.features:
+        feats, labels = read_features(args.features)
+    else:
+        cfg = open_weights(args.weights).config(args.config, args.opts)
+        feats, labels = extract_features(cfg, args.weights, select_device(args.device), args.trust_pickle)
     directions = fit_lda(feats, labels, shrinkage=shrink)
     save_checkpoint(directions, args.out)
     print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")

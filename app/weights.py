@@ -5,7 +5,11 @@ Accepted files (all read with `torch.load(weights_only=True)` by `utils.checkpoi
 * a converted original (`python -m modules.convert`), the original Text4Vis layout
   (`model_state_dict` with `visual.*`, `fusion_model.*`, `logit_scale`) or a bare state dict:
   weights only, so a config is needed (`--config`);
-* a run folder: its `model_best.pt` (else `last_model.pt`).
+* a run folder: its `model_best.pt` (else `last_model.pt`);
+* the exports of `python -m app.export`: `pt` (the first kind, without training state), and the
+  TorchScript / ONNX graphs (`app.exported`), which carry their config, class names and class
+  embeddings; they run as `app.exported.ExportedModel`, which scores only the classes they hold
+  (by name: a reordered or partial label CSV is fine), having no text encoder.
 
 Class embeddings for the requested class names:
 1. rows of the checkpoint's own class embeddings, picked by name, when every requested name is
@@ -23,7 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +35,14 @@ from typing import Any
 import torch
 from dotmap import DotMap
 
+from app.exported import ExportedModel, decode_array, read_export, sniff_export
 from clip.weights import TRUST_FLAG
 from datasets.builder import read_class_names
+from datasets.transforms import normalize
 from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
 from modules.video_model import VideoCLIP
-from utils.checkpoint import BEST, LAST, load_checkpoint
+from utils.checkpoint import BEST, LAST, load_checkpoint, unwrap
 from utils.config import load_config, resolve, to_dotmap
 from utils.errors import UserError
 
@@ -51,6 +57,8 @@ class WeightsFile:
     content: Any
     state: dict[str, torch.Tensor]
     layout: str
+    kind: str = "checkpoint"  # or "torchscript" / "onnx" (then content is the export's metadata)
+    handle: Any = None  # the export's ScriptModule or onnxruntime session
 
     def stored_config(self, opts: Sequence[str] = ()) -> DotMap | None:
         """The config saved in our checkpoints (with `opts` applied), else None."""
@@ -72,6 +80,8 @@ class WeightsFile:
     def class_names(self) -> list[str] | None:
         """Names of the stored class-embedding rows: saved with the weights, or (checkpoints written
         before names were saved) the stored config's label CSV when it still has as many rows."""
+        if self.kind != "checkpoint":
+            return [str(n) for n in self.content["class_names"]]
         rows = self.state.get(CLASS_KEY)
         if rows is None:
             return None
@@ -94,7 +104,7 @@ class LoadedModel:
     """What `load_model` returns: the model (eval mode), the config it was built from, the class
     names of its rows, and the file they came from."""
 
-    model: VideoCLIP
+    model: VideoCLIP | ExportedModel
     cfg: DotMap
     class_names: list[str]
     weights: WeightsFile
@@ -122,6 +132,10 @@ def resolve_weights_path(weights: str | Path) -> Path:
 def open_weights(weights: str | Path) -> WeightsFile:
     """Read a weights file (or a run folder's best checkpoint) once, safely."""
     path = resolve_weights_path(weights)
+    kind = sniff_export(path)
+    if kind is not None:
+        meta, handle = read_export(path, kind)
+        return WeightsFile(path, meta, {}, f"{kind} export", kind, handle)
     content = load_checkpoint(path, what="weights file")
     state, layout = extract_state_dict(content, str(path))
     return WeightsFile(path, content, state, layout)
@@ -183,6 +197,8 @@ def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
     """
     wf = weights if isinstance(weights, WeightsFile) else open_weights(weights)
     cfg = copy.deepcopy(cfg) if cfg is not None else wf.config(None, opts)
+    if wf.kind != "checkpoint":
+        return _load_export(wf, cfg, class_names, device)
     stored = wf.state.get(CLASS_KEY)
     if class_names is None and stored is not None:
         names = wf.class_names() or _csv_names(cfg, stored.shape[0]) or [f"class {i}" for i in range(stored.shape[0])]
@@ -196,3 +212,40 @@ def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
     model = build_model(cfg, names, device="cpu", class_embeddings=rows, trusted_pickles=trusted_pickles)
     load_weights(model, wf.content, class_embeddings=False, source=str(wf.path))
     return LoadedModel(model.to(device).eval(), cfg, names, wf)
+
+
+def _load_export(wf: WeightsFile, cfg: DotMap, class_names: Sequence[str] | None,
+                 device: str | torch.device) -> LoadedModel:
+    """An export as a model: the classes it holds, picked by name; the config must match its input."""
+    meta = wf.content
+    for key, want in (("num_segments", meta["num_frames"]), ("input_size", meta["input_size"])):
+        if int(cfg.data[key]) != int(want):
+            raise UserError(f"{wf.path} takes {meta['num_frames']} frames of {meta['input_size']} px, but the "
+                            f"config sets data.{key}={cfg.data[key]}: leave it as the export's")
+    trained = [str(n) for n in meta["class_names"]]
+    rows = decode_array(meta["class_embeddings"])
+    names = list(class_names) if class_names is not None else trained
+    unknown = [n for n in names if n not in trained]
+    if unknown:
+        raise UserError(f"{wf.path} cannot score the class names given ({', '.join(unknown[:3])}"
+                        f"{', ...' if len(unknown) > 3 else ''}): an export holds the class embeddings of its "
+                        f"{len(trained)} classes and no text encoder. Use its class names (reordered or a subset "
+                        f"is fine), or the checkpoint it was exported from.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"the class names given repeat {', '.join(repeated[:3])}: each class needs one name")
+    index = {n: i for i, n in enumerate(trained)}
+    model = ExportedModel(wf.kind, wf.handle, meta, rows[[index[n] for n in names]])
+    return LoadedModel(model.to(device).eval(), cfg, names, wf)
+
+
+def input_normalize(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What turns the loader's uint8 frames into the model's input: CLIP normalisation for a
+    VideoCLIP, nothing for an exported model (it takes uint8 frames and normalises inside)."""
+    if getattr(unwrap(model), "takes_uint8", False):
+        return _identity
+    return normalize
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x

@@ -10,6 +10,12 @@ Our parameter names equal the original's (open_clip's visual encoder keeps OpenA
 embeddings are absent from original checkpoints; they come from the label CSV.
 
     python -m modules.convert ORIGINAL.pt OUT.pt   # writes {'model': ..., 'epoch': ..., 'source': ...}
+    python -m modules.convert ORIGINAL.pt OUT.pt --config CFG [--opts k=v ...]   # self-contained
+
+Without `--config` the output holds weights only: predict.py / test.py then need `--config`. With
+it, the output is self-contained (`utils.checkpoint.export_state`): the resolved config, the class
+names of its label CSV and their class embeddings (computed as `network.classifier` says, e.g. with
+the CLIP text encoder of `network.pretrained`), so predict.py and test.py need no other file.
 """
 from __future__ import annotations
 
@@ -150,16 +156,45 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
     return report
 
 
+def self_contained(ckpt: Any, config: str, opts: Sequence[str], source: str) -> dict[str, Any]:
+    """Our self-contained format from converted weights and a config (class embeddings computed)."""
+    from datasets.lists import read_label_csv
+    from modules.builder import build_model
+    from utils.checkpoint import export_state
+    from utils.config import load_config, to_dict
+
+    cfg = load_config(config, opts)
+    if not cfg.data.label_list:
+        raise UserError(f"{config}: data.label_list is not set; the class names are needed to embed them")
+    names = read_label_csv(cfg.data.label_list)
+    model = build_model(cfg, names)
+    load_weights(model, ckpt, source=source)
+    return export_state(model=model, config=to_dict(cfg), class_names=names, source=source,
+                        epoch=ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
     parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
     parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
+    parser.add_argument("--config", "--cfg", dest="config", default=None,
+                        help="config the checkpoint was trained with: embeds it, the class names of its label CSV "
+                             "and their embeddings, so that predict.py / test.py need no other file")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.original)
     out = convert_original(ckpt, args.original)
+    if args.config:
+        full = self_contained(ckpt, args.config, args.opts, out["source"])
+        save_checkpoint(full, args.out)
+        print(f"wrote {args.out}: {len(full['model'])} tensors ({out['source']}) with the resolved config of "
+              f"{args.config} and {len(full['class_names'])} class names and embeddings: predict.py / test.py "
+              f"--weights {args.out} need no other file")
+        return
     save_checkpoint(out, args.out)
     n = len(out["model"])
-    print(f"wrote {args.out}: {n} tensors ({out['source']})")
+    print(f"wrote {args.out}: {n} tensors ({out['source']}), weights only: give predict.py / test.py --config CFG "
+          f"with it, or convert with --config CFG to embed the config and the class names")
 
 
 if __name__ == "__main__":

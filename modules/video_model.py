@@ -67,6 +67,11 @@ class VideoCLIP(nn.Module):
 
     def encode_video(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) normalised float frames -> (B, D) un-normalised video embeddings."""
+        return self.encode_video_frames(x)[0]
+
+    def encode_video_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, 3, S, S) -> (video embeddings (B, D), per-frame embeddings (B, T, D) that the head
+        fused), both un-normalised; the frames are None with joint_st (no per-frame embedding)."""
         if x.ndim != 5:
             raise ValueError(f"encode_video expects (B, T, 3, S, S) frames, got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
@@ -74,10 +79,11 @@ class VideoCLIP(nn.Module):
         if self.joint_st:
             if feats.shape[0] != b:
                 raise ValueError(f"joint_st visual encoder returned {feats.shape[0]} rows for {b} videos")
-            return feats
+            return feats, None
         if feats.shape[0] != b * t:
             raise ValueError(f"visual encoder returned {feats.shape[0]} rows for {b}x{t} frames")
-        return self.fusion_model(feats.reshape(b, t, -1))
+        frames = feats.reshape(b, t, -1)
+        return self.fusion_model(frames), frames
 
     def logits_from_embeddings(self, video_emb: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
         """scale · cos(video, class) in fp32; scale None = exp(logit_scale) (training)."""

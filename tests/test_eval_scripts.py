@@ -94,6 +94,21 @@ def test_one_and_two_processes_agree(setup, capsys):
     assert topk_correct(p1["scores"], p1["labels"], (1,))[1] == r1["top1_correct"]
     assert mean_average_precision(p1["scores"], p1["labels"]) == pytest.approx(r1["mAP"])
 
+    # the per-class files: the same counts from one and two processes, each video once
+    import csv
+    c1, c2 = np.load(out1 / "confusion.npz"), np.load(out2 / "confusion.npz")
+    np.testing.assert_array_equal(c1["counts"], c2["counts"])
+    assert c1["counts"].sum() == NUM_CLASSES and np.trace(c1["counts"]) == r1["top1_correct"]
+    v1, v2 = (list(csv.DictReader((o / "per_video.csv").read_text().splitlines())) for o in (out1, out2))
+    key = ("id", "label", "label_name", "correct", "pred1", "label_rank")
+    assert [tuple(r[k] for k in key) for r in v1] == [tuple(r[k] for k in key) for r in v2]
+    assert sorted(r["id"] for r in v1) == sorted(set(r["id"] for r in v1)) and len(v1) == NUM_CLASSES
+    a1, a2 = (json.loads((o / "analysis.json").read_text()) for o in (out1, out2))
+    assert a1["mean_class_accuracy"] == pytest.approx(r1["mean_class_accuracy"])
+    assert [c["top1_correct"] for c in a1["per_class"]] == [c["top1_correct"] for c in a2["per_class"]]
+    for o in (out1, out2):
+        assert (o / "confusion.png").stat().st_size > 5000 and (o / "per_class_accuracy.png").stat().st_size > 5000
+
     # utils.summarize over the two runs
     from utils.summarize import main as summarize_main
     from utils.summarize import summarize

@@ -226,3 +226,88 @@ def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
     with pytest.raises(UserError, match="cannot score the class names given.*rows were trained"):
         predict.main(["--config", str(cfg_path), "--weights", str(ckpt), "--labels", str(labels),
                       demo["videos"][0][0]])
+
+
+# ----------------------------------------------------------------------------- timelines, images, --opts
+
+@pytest.fixture(scope="module")
+def long_video(demo):
+    """A 60 s mp4 (10 fps) of six 10 s segments, each one of the model's classes doing its motion."""
+    from datasets.synthetic import class_list, render_video, write_mp4
+    classes = class_list(8)
+    rng = np.random.default_rng(5)
+    order = [0, 1, 2, 3, 0, 1]  # labels of the 4-class model (KEEP[label] in the generated set)
+    frames = []
+    for label in order:
+        frames += render_video(classes[KEEP[label]], 100, 64, rng)
+    path = demo["base"] / "long60.mp4"
+    write_mp4(path, frames, fps=10)
+    return str(path), order
+
+
+def test_window_timeline_covers_a_60s_video(demo, long_video, tmp_path, capsys):
+    path, order = long_video
+    code, out, err = _run(["--weights", demo["ckpt"], "--window", "4s", "--stride", "2s", "--topk", "3", "--json",
+                           "--out", str(tmp_path), path], capsys)
+    assert code == 0, err
+    tl = json.loads(out)["results"][0]
+    assert tl["num_frames"] == 600 and tl["fps"] == pytest.approx(10.0) and tl["duration_s"] == pytest.approx(60.0)
+    wins = tl["windows"]
+    assert wins[0]["start_frame"] == 0 and wins[-1]["end_frame"] == 600 and wins[-1]["end_s"] == pytest.approx(60.0)
+    assert all(b["start_frame"] <= a["end_frame"] for a, b in zip(wins, wins[1:], strict=False))  # no gap
+    assert all(w["end_frame"] - w["start_frame"] == 40 and len(w["predictions"]) == 3 for w in wins)
+    assert len(wins) == 29
+    # windows inside one segment mostly name that segment's class
+    inside = [(w, order[w["start_frame"] // 100]) for w in wins
+              if w["start_frame"] // 100 == (w["end_frame"] - 1) // 100]
+    right = sum(w["predictions"][0]["index"] == label for w, label in inside)
+    assert right / len(inside) >= 0.6, (right, len(inside))
+    files = {Path(f).name for f in tl["files"]}
+    assert files == {"long60.timeline.json", "long60.timeline.csv", "long60.timeline.png"}
+    rows = (tmp_path / "long60.timeline.csv").read_text().splitlines()
+    assert rows[0].startswith("window,start_frame,end_frame,start_s,end_s,top1,top1_prob") and len(rows) == 30
+    assert json.loads((tmp_path / "long60.timeline.json").read_text())["windows"] == wins
+    assert (tmp_path / "long60.timeline.png").stat().st_size > 5000
+    assert "29/29 windows (100 %)" in err  # progress on stderr
+
+
+def test_window_in_frames_text_output_and_bad_windows(demo, long_video, tmp_path, capsys):
+    path, _ = long_video
+    code, out, err = _run(["--weights", demo["ckpt"], "--window", "100f", "--out", str(tmp_path), path], capsys)
+    assert code == 0, err
+    assert "6 windows of 10 s" in out and "50.00 -   60.00 s" in out
+    code, out, err = _run(["--weights", demo["ckpt"], "--window", "90s", "--out", str(tmp_path), path,
+                           demo["folders"][0][0]], capsys)
+    assert code == 1
+    assert "--window 90s is 900 frames, longer than the input's 600 frames" in err and "Traceback" not in err
+    assert "frame rate is unknown" in err  # the frame folder: seconds need --fps
+    code, out, err = _run(["--weights", demo["ckpt"], "--window", "4f", "--fps", "8", "--out", str(tmp_path),
+                           demo["folders"][0][0]], capsys)
+    assert code == 0 and "windows of 0.5 s" in out
+    with pytest.raises(UserError, match="--window 'x': give seconds"):
+        predict.main(["--weights", demo["ckpt"], "--window", "x", path])
+    with pytest.raises(UserError, match="--stride needs --window"):
+        predict.main(["--weights", demo["ckpt"], "--stride", "2s", path])
+
+
+def test_image_is_a_one_frame_clip(demo, tmp_path, capsys):
+    from PIL import Image
+    first = sorted(Path(demo["folders"][0][0]).glob("*.jpg"))[0]
+    image = tmp_path / "still.png"
+    Image.open(first).convert("RGB").save(image)
+    folder = tmp_path / "one_frame"
+    folder.mkdir()
+    Image.open(first).convert("RGB").save(folder / "img_00001.png")
+    code, out, err = _run(["--weights", demo["ckpt"], "--json", "--test_crops", "3", str(image), str(folder)], capsys)
+    assert code == 0, err
+    a, b = json.loads(out)["results"]
+    assert a["predictions"] == b["predictions"]  # the image = a one-frame video of it
+    code, _, err = _run(["--weights", demo["ckpt"], "--window", "2f", str(image)], capsys)
+    assert code == 1 and "an image has no timeline" in err
+
+
+def test_opts_do_not_swallow_the_inputs(demo, capsys):
+    video = demo["videos"][0][0]
+    code, out, err = _run(["--weights", demo["ckpt"], "--json", "--opts", "data.batch_size=2", "seed=3", video], capsys)
+    assert code == 0, err
+    assert [r["input"] for r in json.loads(out)["results"]] == [video]

@@ -14,6 +14,10 @@ A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts (load
     class_names  names of the rows of `model.class_embeddings` (so a checkpoint is self-contained)
     version      format version (1)
 
+`export_state` is the same format without the training state (no optimizer, scheduler, scaler,
+RNG): the self-contained file of `python -m app.export --format pt` and `python -m modules.convert
+--config`, which every evaluation tool loads with no other file (`resume` refuses it).
+
 `save_checkpoint` writes through `utils.fileio.atomic_write`: a reader sees either the previous
 file or the new one, never a partial one.
 """
@@ -147,6 +151,23 @@ def training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer | None,
         "config": config or {},
         "class_names": list(class_names or []),
     }
+
+
+def export_state(*, model: nn.Module, config: dict, class_names: list[str], source: str,
+                 epoch: int | None = None, best_top1: float | None = None) -> dict[str, Any]:
+    """Weights, resolved config, class names (rows of `class_embeddings`) and where they came from."""
+    state: dict[str, Any] = {
+        "version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "config": config,
+        "class_names": list(class_names),
+        "export": {"source": str(source), "kind": "pt"},
+    }
+    if epoch is not None:
+        state["epoch"] = int(epoch)
+    if best_top1 is not None:
+        state["best_top1"] = float(best_top1)
+    return state
 
 
 def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module,

@@ -91,18 +91,39 @@ def encode_views(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num
     `normalize` turns uint8 frames into the model's input; `chunk` bounds the number of views per
     forward call (memory); None = all at once.
     """
-    net: Any = unwrap(model)  # a VideoCLIP
+    return encode_views_frames(model, clips, views=views, num_frames=num_frames, device=device,
+                               normalize=normalize, precision=precision, chunk=chunk, frames=False)[0]
+
+
+@torch.no_grad()
+def encode_views_frames(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num_frames: int,
+                        device: torch.device | str, normalize: Normalize, precision: str = "fp32",
+                        chunk: int | None = None, frames: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`encode_views`, plus the per-frame embeddings the head fused, (B, V, T, D), when `frames`
+    (the model's `encode_video_frames`; a ValueError for a model without them)."""
+    net: Any = unwrap(model)  # a VideoCLIP (or an exported model, which has no per-frame output)
     b = clips.shape[0]
     if clips.shape[1] != views * num_frames:
         raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = "
                          f"{views} x {num_frames}")
     x = clips.to(device, non_blocking=True).reshape(b * views, num_frames, *clips.shape[2:])
     step = chunk or x.shape[0]
-    outs = []
+    outs, frame_outs = [], []
     with autocast_context(device, precision):
         for s in range(0, x.shape[0], step):
-            outs.append(net.encode_video(normalize(x[s:s + step])).float())
-    return torch.cat(outs).reshape(b, views, -1)
+            if not frames:
+                outs.append(net.encode_video(normalize(x[s:s + step])).float())
+                continue
+            if not hasattr(net, "encode_video_frames"):
+                raise ValueError("this model gives no per-frame embeddings (an exported model)")
+            video, per_frame = net.encode_video_frames(normalize(x[s:s + step]))
+            if per_frame is None:
+                raise ValueError("this model gives no per-frame embeddings (network.joint_st fuses the frames "
+                                 "inside the visual encoder)")
+            outs.append(video.float())
+            frame_outs.append(per_frame.float())
+    emb = torch.cat(outs).reshape(b, views, -1)
+    return emb, (torch.cat(frame_outs).reshape(b, views, num_frames, -1) if frames else None)
 
 
 def _sync(device: torch.device) -> None:

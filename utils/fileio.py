@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,3 +90,22 @@ def remove_temporaries(folder: str | Path) -> int:
         except OSError:
             pass
     return count
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, object]) -> Path:
+    """Atomic `.npz` (uncompressed, loadable by `numpy.load` without pickle) whose bytes depend on the
+    arrays only: fixed entry order and timestamps, so two runs that computed the same arrays write
+    the same file (numpy's savez stamps the current time)."""
+    import zipfile
+
+    import numpy as np
+
+    def write(fh: BinaryIO) -> None:
+        with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
+
+    return atomic_write(path, write)

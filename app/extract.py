@@ -1,0 +1,315 @@
+"""Video embeddings of a list, a split or folders of videos / frame folders / images, to one `.npz`.
+
+    python -m app.extract --weights W --list LIST [--root DIR] --out emb.npz
+    python -m app.extract --weights W --split val --out val_emb.npz          # the config's val list
+    python -m app.extract --weights W videos/ frames/clip1/ img.jpg --out emb.npz
+    torchrun --nproc_per_node=N -m app.extract ...                          # the same file, N processes
+
+Each input goes through the test pipeline (test.py's sampling and crops; `--test_crops`,
+`--test_clips` for several views). The file (docs/after_training.md) holds, in input order:
+`ids` (list paths or input paths), `labels` (-1 when unknown), `embeddings` (N, D) float32: the
+un-normalised video embeddings `model.encode_video`, averaged over the views (test.py's fusion),
+optionally `view_embeddings` (N, V, D) and `frame_embeddings` (N, V, T, D) (`--per_view`,
+`--per_frame`), `class_names`, `failed_ids` / `failed_errors` (inputs that could not be read: listed,
+never replaced by another video) and `meta` (a JSON string).
+
+Resumable: the inputs are cut into chunks of `--chunk` (fixed by the order of the inputs), each
+written atomically to `OUT.parts/` as it is finished; a run that was killed continues with the
+missing chunks only, and the merged file is the same, byte for byte, as an uninterrupted run's on
+the same machine and process count. The parts folder is removed once the file is written.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from app.media import as_numpy_ids, expand_inputs, load_input
+from app.weights import WeightsFile, input_normalize, load_model, open_weights
+from datasets.lists import read_label_csv, read_list
+from datasets.transforms import EvalTransform
+from datasets.video_dataset import VideoDataset
+from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
+from utils.cli import parse_with_opts
+from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
+from utils.errors import UserError, run_cli
+from utils.evaluate import encode_views_frames
+from utils.fileio import remove_temporaries, write_npz
+
+FORMAT = "text4vis-embeddings"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class PathDataset(Dataset):
+    """Inputs given by path (`app.media.load_input`): `(clip, -1, index)`."""
+
+    def __init__(self, paths: Sequence[str], cfg: Any, crops: int, clips: int, dense: bool):
+        self.paths, self.cfg, self.crops, self.clips, self.dense = list(paths), cfg, crops, clips, dense
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return load_input(self.paths[index], self.cfg, crops=self.crops, clips=self.clips, dense=self.dense), -1, index
+
+
+class Guarded(Dataset):
+    """`(clip, label, index, ok, error)`: an input that cannot be read gives a zero clip, ok=False and
+    its one-line error instead of stopping the run (it is listed in `failed_ids`)."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int], shape: tuple[int, ...]):
+        self.dataset, self.labels, self.shape = dataset, list(labels), shape
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, bool, str]:
+        try:
+            clip, label, _ = self.dataset[index][:3]
+            return clip, int(label), index, True, ""
+        except UserError as err:
+            return torch.zeros(self.shape, dtype=torch.uint8), self.labels[index], index, False, str(err)
+
+
+def build_inputs(args: argparse.Namespace, cfg: Any, crops: int, clips: int, dense: bool
+                 ) -> tuple[Dataset, list[str], list[int], str]:
+    """(dataset, ids, labels, description) of the inputs the arguments name."""
+    given = [bool(args.inputs), bool(args.list), bool(args.split)]
+    if sum(given) != 1:
+        raise UserError("give the inputs one way: paths (videos, frame folders, images, folders of them), "
+                        "--list LIST, or --split train|val (the config's lists)")
+    if args.inputs:
+        paths = expand_inputs(args.inputs)
+        return PathDataset(paths, cfg, crops, clips, dense), paths, [-1] * len(paths), f"{len(paths)} paths"
+    if args.list:
+        list_path, root = args.list, args.root or ""
+    else:
+        list_path = cfg.data.train_list if args.split == "train" else cfg.data.val_list
+        root = cfg.data.train_root if args.split == "train" else cfg.data.val_root
+        if not list_path:
+            raise UserError(f"--split {args.split}: data.{args.split}_list is not set in the config")
+    records = read_list(list_path)
+    modality = "video" if records[0].num_frames is None else "RGB"
+    data = cfg.data
+    ds = VideoDataset(records, root=root, modality=modality, num_segments=int(data.num_segments), mode="test",
+                      transform=EvalTransform(int(data.input_size), int(data.scale_size), crops),
+                      image_tmpl=data.image_tmpl, index_bias=int(data.index_bias),
+                      num_frames_from=data.num_frames_from, decoder=data.decoder, dense=dense,
+                      test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=str(list_path))
+    return ds, [r.path for r in records], [r.label for r in records], f"list {list_path} (root {root or '.'})"
+
+
+def signature(args: argparse.Namespace, cfg: Any, wf: WeightsFile, ids: Sequence[str], labels: Sequence[int],
+              views: tuple[int, int], dense: bool) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the parts."""
+    stat = wf.path.stat()
+    digest = hashlib.sha256("\n".join(f"{i}\t{y}" for i, y in zip(ids, labels, strict=True)).encode()).hexdigest()
+    config = json.dumps(cfg.toDict(), sort_keys=True, default=str)
+    return {"format": FORMAT, "version": VERSION, "weights": str(wf.path.resolve()), "weights_size": stat.st_size,
+            "weights_mtime_ns": stat.st_mtime_ns, "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+            "inputs_sha256": digest, "num_inputs": len(ids), "chunk": args.chunk, "batch_size": args.batch_size,
+            "test_crops": views[0], "test_clips": views[1], "dense": dense, "per_view": args.per_view,
+            "per_frame": args.per_frame, "precision": args.precision}
+
+
+def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) -> str | None:
+    """Rank 0: create (or check) the parts folder; returns an error message or None."""
+    if overwrite:
+        shutil.rmtree(parts, ignore_errors=True)
+    elif out.exists() and not parts.exists():
+        return f"{out} already exists (use --overwrite to replace it)"
+    manifest = parts / MANIFEST
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != sig:
+            keys = sorted(k for k in set(sig) | set(old or {}) if (old or {}).get(k) != sig.get(k))
+            return (f"{parts} holds parts of a run with other settings ({', '.join(keys)} differ): delete that "
+                    f"folder or pass --overwrite to start again")
+        remove_temporaries(parts)
+        return None
+    parts.mkdir(parents=True, exist_ok=True)
+    from utils.fileio import atomic_write_text
+    atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
+    return None
+
+
+def chunk_path(parts: Path, c: int) -> Path:
+    return parts / f"chunk-{c:06d}.npz"
+
+
+@torch.no_grad()
+def run_chunk(model: torch.nn.Module, data: Guarded, indices: list[int], args: argparse.Namespace, *, views: int,
+              frames: int, device: torch.device, normalize: Any) -> dict[str, np.ndarray]:
+    """Embeddings of the inputs `indices` (one chunk), failures listed apart."""
+    loader = DataLoader(Subset(data, indices), batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    ids: list[int] = []
+    labels: list[int] = []
+    emb: list[torch.Tensor] = []
+    vemb: list[torch.Tensor] = []
+    femb: list[torch.Tensor] = []
+    failed: list[tuple[int, str]] = []
+    for clips, label, index, ok, error in loader:
+        for i, good, err in zip(index.tolist(), ok.tolist(), error, strict=True):
+            if not good:
+                failed.append((i, err))
+        keep = ok.bool()
+        if not keep.any():
+            continue
+        try:
+            per_view, per_frame = encode_views_frames(model, clips[keep], views=views, num_frames=frames,
+                                                      device=device, normalize=normalize, precision=args.precision,
+                                                      frames=args.per_frame)
+        except ValueError as err:
+            raise UserError(f"--per_frame: {err}") from None
+        ids += index[keep].tolist()
+        labels += label[keep].tolist()
+        emb.append(per_view.mean(dim=1).cpu())
+        if args.per_view:
+            vemb.append(per_view.cpu())
+        if per_frame is not None:
+            femb.append(per_frame.cpu())
+    out: dict[str, np.ndarray] = {"index": np.array(ids, dtype=np.int64), "labels": np.array(labels, dtype=np.int64),
+                                  "embeddings": _cat(emb), "failed_index": np.array([i for i, _ in failed], np.int64),
+                                  "failed_errors": as_numpy_ids([e for _, e in failed])}
+    if args.per_view:
+        out["view_embeddings"] = _cat(vemb)
+    if args.per_frame:
+        out["frame_embeddings"] = _cat(femb)
+    return out
+
+
+def _cat(parts: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros((0,), np.float32)
+
+
+def merge(parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """The chunks in order as one set of arrays (rows of failed inputs left out)."""
+    loaded = [dict(np.load(chunk_path(parts, c), allow_pickle=False)) for c in range(chunks)]
+    index = np.concatenate([p["index"] for p in loaded]) if loaded else np.zeros(0, np.int64)
+    if len(np.unique(index)) != len(index):
+        raise RuntimeError("an input appears in two chunks")  # cannot happen: chunks are disjoint
+    out: dict[str, Any] = {"ids": as_numpy_ids([ids[i] for i in index.tolist()]),
+                           "labels": np.concatenate([p["labels"] for p in loaded])}
+    for key in ("embeddings", "view_embeddings", "frame_embeddings"):
+        rows = [p[key] for p in loaded if key in p and p[key].size]
+        if key in loaded[0]:
+            out[key] = np.concatenate(rows) if rows else np.zeros((0,), np.float32)
+    failed = np.concatenate([p["failed_index"] for p in loaded])
+    out["failed_ids"] = as_numpy_ids([ids[i] for i in failed.tolist()])
+    out["failed_errors"] = as_numpy_ids([e for p in loaded for e in p["failed_errors"].tolist()])
+    out.update(extra)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.extract", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="*", help="video files, frame folders, images, or folders holding them")
+    parser.add_argument("--weights", required=True, help="checkpoint, run folder or export (python -m app.export)")
+    parser.add_argument("--out", required=True, help="output .npz file")
+    parser.add_argument("--list", default=None, help="a list file (frames or video format) instead of paths")
+    parser.add_argument("--root", default=None, help="folder the --list paths are relative to")
+    parser.add_argument("--split", default=None, choices=("train", "val"), help="the config's train or val list")
+    parser.add_argument("--labels", default=None, help="class-name CSV that the labels index (default: the model's)")
+    parser.add_argument("--config", "--cfg", dest="config", default=None, help="YAML config (default: the stored one)")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config keys (stops at the first word without '=')")
+    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
+    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+    parser.add_argument("--per_view", action="store_true", help="also store view_embeddings (N, V, D)")
+    parser.add_argument("--per_frame", action="store_true", help="also store frame_embeddings (N, V, T, D)")
+    parser.add_argument("--chunk", type=int, default=512, help="inputs per resumable part (default 512)")
+    parser.add_argument("--batch_size", type=int, default=None, help="clips per forward (default data.batch_size)")
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default data.workers)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT and any parts of an earlier run")
+    args = parse_with_opts(parser, argv)
+    if args.chunk < 1 or args.test_clips < 1:
+        raise UserError("--chunk and --test_clips must be >= 1")
+    wf = open_weights(args.weights)
+    cfg = wf.config(args.config, args.opts)
+    args.batch_size = args.batch_size or int(cfg.data.batch_size)
+    args.workers = int(cfg.data.workers) if args.workers is None else args.workers
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch_size must be >= 1 and --workers >= 0")
+    dist = init_distributed(device=args.device)
+    try:
+        extract(args, cfg, wf, dist)
+    finally:
+        cleanup()
+
+
+def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo) -> None:
+    out = Path(args.out)
+    parts = Path(str(out) + ".parts")
+    dense = bool(cfg.data.dense if args.dense is None else args.dense)
+    frames, crops, clips = int(cfg.data.num_segments), args.test_crops, args.test_clips
+    views = crops * clips
+    dataset, ids, labels, source = build_inputs(args, cfg, crops, clips, dense)
+    size = int(cfg.data.input_size)
+    data = Guarded(dataset, labels, (views * frames, 3, size, size))
+    sig = signature(args, cfg, wf, ids, labels, (crops, clips), dense)
+    problem = prepare_parts(out, parts, sig, args.overwrite) if dist.is_main else None
+    problem = broadcast_object(problem)
+    if problem:
+        raise UserError(problem)
+    with rank_zero_first():
+        loaded = load_model(wf, cfg=cfg, device=dist.device)
+    class_names = read_label_csv(args.labels) if args.labels else loaded.class_names
+    chunks = math.ceil(len(ids) / args.chunk)
+    todo = [c for c in range(chunks) if c % dist.world_size == dist.rank and not chunk_path(parts, c).is_file()]
+    if dist.is_main:
+        done = sum(chunk_path(parts, c).is_file() for c in range(chunks))
+        print(f"[extract] {source}: {len(ids)} inputs in {chunks} chunks of {args.chunk}"
+              + (f", {done} already done (resuming)" if done else "")
+              + f"; views {frames}x{crops}x{clips}; {dist.world_size} process(es) on {dist.device}", flush=True)
+    normalize = input_normalize(loaded.model)
+    start = time.perf_counter()
+    for k, c in enumerate(todo):
+        indices = list(range(c * args.chunk, min((c + 1) * args.chunk, len(ids))))
+        arrays = run_chunk(loaded.model, data, indices, args, views=views, frames=frames, device=dist.device,
+                           normalize=normalize)
+        write_npz(chunk_path(parts, c), arrays)
+        if dist.is_main:
+            rate = sum(min(args.chunk, len(ids) - t * args.chunk) for t in todo[:k + 1]) / (time.perf_counter() - start)
+            print(f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's, "
+                  f"{rate:.2f} inputs/s per process)", flush=True)
+    barrier()
+    if not dist.is_main:
+        return
+    meta = {"format": FORMAT, "version": VERSION, "source": source, "weights": str(wf.path),
+            "config": args.config or f"{wf.path} (stored config)", "opts": list(args.opts),
+            "frames": frames, "test_crops": crops, "test_clips": clips, "views": views, "dense": dense,
+            "embeddings": "un-normalised model.encode_video, averaged over the views",
+            "labels": "index into class_names; -1 = unknown"}
+    arrays = merge(parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))})
+    write_npz(out, arrays)
+    shutil.rmtree(parts, ignore_errors=True)
+    emb = arrays["embeddings"]
+    failed = len(arrays["failed_ids"])
+    print(f"[extract] wrote {out}: {len(arrays['ids'])} embeddings of dimension {emb.shape[-1] if emb.ndim == 2 else 0}"
+          + "".join(f", {k} {tuple(arrays[k].shape)}" for k in ("view_embeddings", "frame_embeddings") if k in arrays)
+          , flush=True)
+    if failed:
+        print(f"warning: {failed} inputs could not be read and have no row (listed in failed_ids / failed_errors); "
+              f"first: {arrays['failed_errors'][0]}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,207 @@
+"""app.extract: embeddings equal `model.encode_video`; a run killed with SIGKILL and run again writes
+the same file, byte for byte, as an uninterrupted run; two processes (torchrun, gloo) write the same
+rows; inputs by path (folders, videos, images) with unreadable ones listed; app.lda reads the file."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from utils.errors import UserError
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from datasets.lists import read_label_csv
+    from datasets.synthetic import generate
+    from modules.builder import build_model
+    from utils.checkpoint import save_checkpoint
+    from utils.config import resolve, to_dotmap
+
+    base = tmp_path_factory.mktemp("extract")
+    data = base / "syn"
+    generate(data, classes=4, videos_per_class=2, val_videos_per_class=3, frames=8, size=64, fmt="both", seed=2)
+    cfg_d = {"seed": 0,
+             "data": {"dataset": "syn", "num_segments": 4, "batch_size": 2, "workers": 0,
+                      "train_root": str(data / "frames"), "train_list": str(data / "train.txt"),
+                      "val_root": str(data / "frames"), "val_list": str(data / "val.txt"),
+                      "label_list": str(data / "labels.csv"), "input_size": 112, "scale_size": 128},
+             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "",
+                         "classifier": "orthogonal"}}
+    (base / "cfg.yaml").write_text(yaml.safe_dump(cfg_d))
+    torch.manual_seed(0)
+    names = read_label_csv(data / "labels.csv")
+    model = build_model(to_dotmap(resolve(cfg_d, "t")), names)
+    with torch.no_grad():
+        for p in model.fusion_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg_d, "class_names": names}, base / "tiny.pt")
+    return {"base": base, "data": data, "ckpt": str(ckpt), "cfg": cfg_d, "names": names}
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _extract(*args: str) -> None:
+    from app.extract import main
+    main(list(args))
+
+
+def test_embeddings_equal_encode_video(setup, capsys):
+    from app.weights import load_model
+    from datasets import build_dataset
+    from datasets.transforms import normalize
+    from utils.config import resolve, to_dotmap
+
+    out = setup["base"] / "val.npz"
+    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--chunk", "5", "--per_view",
+             "--per_frame", "--device", "cpu")
+    assert "wrote" in capsys.readouterr().out
+    got = np.load(out, allow_pickle=False)
+    ds = build_dataset(to_dotmap(resolve(setup["cfg"], "t")), "test")
+    assert got["ids"].tolist() == [r.path for r in ds.records]
+    assert got["labels"].tolist() == [r.label for r in ds.records]
+    assert got["class_names"].tolist() == setup["names"] and len(got["failed_ids"]) == 0
+    model = load_model(setup["ckpt"]).model
+    with torch.no_grad():
+        want = torch.stack([model.encode_video(normalize(ds[i][0][None]))[0] for i in range(len(ds))])
+        frames = model.encode_frames(normalize(torch.stack([ds[i][0] for i in range(len(ds))]).flatten(0, 1)))
+    np.testing.assert_allclose(got["embeddings"], want.numpy(), atol=1e-5, rtol=0)
+    assert got["view_embeddings"].shape == (len(ds), 1, want.shape[1])
+    np.testing.assert_allclose(got["view_embeddings"][:, 0], got["embeddings"], atol=1e-6)
+    np.testing.assert_allclose(got["frame_embeddings"].reshape(-1, want.shape[1]), frames.numpy(), atol=1e-5)
+    assert not Path(str(out) + ".parts").exists()
+    import json
+    meta = json.loads(str(got["meta"]))
+    assert meta["format"] == "text4vis-embeddings" and meta["views"] == 1
+
+
+def test_multiview_is_the_mean_of_views(setup):
+    out = setup["base"] / "val6.npz"
+    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--test_crops", "3", "--test_clips",
+             "2", "--per_view", "--device", "cpu")
+    got = np.load(out)
+    assert got["view_embeddings"].shape[1] == 6
+    np.testing.assert_allclose(got["view_embeddings"].mean(axis=1), got["embeddings"], atol=1e-5)
+    # test.py's fusion: the same embeddings it scores (predictions of test.py equal softmax of these)
+    from app.weights import load_model
+    from utils.similarity import class_probabilities
+    classes = load_model(setup["ckpt"]).model.class_embeddings
+    probs = class_probabilities(torch.from_numpy(got["embeddings"]), classes, 100.0)
+    assert probs.shape == (12, 4)
+
+
+def _cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "app.extract", "--weights", "SETUP", "--split", "val", "--out", str(out),
+            "--chunk", "1", "--batch_size", "1", "--device", "cpu", *extra]
+
+
+def test_killed_run_resumes_to_the_same_file(setup):
+    base = setup["base"]
+    whole, resumed = base / "whole.npz", base / "resumed.npz"
+
+    def cmd(out):
+        return [c if c != "SETUP" else setup["ckpt"] for c in _cmd(out, "--per_view")]
+
+    proc = subprocess.run(cmd(whole), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parts = Path(str(resumed) + ".parts")
+    run = subprocess.Popen(cmd(resumed), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.glob("chunk-*.npz"))) < 4 and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    done = sorted(p.name for p in parts.glob("chunk-*.npz"))
+    assert 4 <= len(done) < 12, done  # killed mid-way
+    assert not resumed.exists()
+    proc = subprocess.run(cmd(resumed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{len(done)} already done (resuming)" in proc.stdout
+    assert resumed.read_bytes() == whole.read_bytes()
+    got = np.load(resumed)
+    assert len(got["ids"]) == len(set(got["ids"].tolist())) == 12  # no duplicate, no missing row
+    assert not parts.exists()
+
+
+def test_two_processes_write_the_same_rows(setup):
+    out1, out2 = setup["base"] / "one.npz", setup["base"] / "two.npz"
+    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out1), "--chunk", "2", "--device", "cpu")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "app.extract", "--weights", setup["ckpt"], "--split", "val", "--out", str(out2),
+                           "--chunk", "2", "--device", "cpu"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = np.load(out1), np.load(out2)
+    assert a["ids"].tolist() == b["ids"].tolist() and a["labels"].tolist() == b["labels"].tolist()
+    np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=1e-5, rtol=0)
+    assert "2 process(es)" in proc.stdout
+
+
+def test_inputs_by_path_and_unreadable_ones(setup, tmp_path, capsys):
+    from PIL import Image
+    data = setup["data"]
+    videos = sorted((data / "videos").rglob("*.mp4"))[:2]
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    for v in videos:
+        (folder / "sub" / v.name).write_bytes(v.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"not a video" * 20)
+    frame_dir = sorted((data / "frames").glob("*/*"))[0]
+    image = tmp_path / "still.png"
+    Image.open(next(frame_dir.glob("*.jpg"))).save(image)
+    out = tmp_path / "paths.npz"
+    _extract("--weights", setup["ckpt"], str(folder), str(frame_dir), str(image), "--out", str(out), "--device", "cpu")
+    captured = capsys.readouterr()
+    got = np.load(out)
+    ids = got["ids"].tolist()
+    assert ids == [str(folder / "sub" / v.name) for v in videos] + [str(frame_dir), str(image)]
+    assert got["labels"].tolist() == [-1] * 4
+    assert got["failed_ids"].tolist() == [str(folder / "broken.mp4")]
+    assert "broken.mp4" in got["failed_errors"][0]
+    assert "1 inputs could not be read" in captured.err
+    with pytest.raises(UserError, match="already exists.*--overwrite"):
+        _extract("--weights", setup["ckpt"], str(image), "--out", str(out), "--device", "cpu")
+    with pytest.raises(UserError, match="give the inputs one way"):
+        _extract("--weights", setup["ckpt"], "--out", str(tmp_path / "none.npz"))
+    with pytest.raises(UserError, match="input not found"):
+        _extract("--weights", setup["ckpt"], str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "n.npz"))
+
+
+def test_resume_with_other_settings_is_refused(setup, tmp_path):
+    out = tmp_path / "e.npz"
+    parts = Path(str(out) + ".parts")
+    from app.extract import main
+    parts.mkdir()
+    (parts / "manifest.json").write_text('{"chunk": 99}')
+    with pytest.raises(UserError, match="holds parts of a run with other settings.*chunk"):
+        main(["--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--device", "cpu"])
+    main(["--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--device", "cpu", "--overwrite"])
+    assert out.exists() and not parts.exists()
+
+
+def test_lda_fits_from_extracted_features(setup, capsys):
+    out = setup["base"] / "train.npz"
+    _extract("--weights", setup["ckpt"], "--split", "train", "--out", str(out), "--device", "cpu")
+    from app.lda import main as lda_main
+    lda_out = setup["base"] / "lda.pt"
+    lda_main(["--features", str(out), "--out", str(lda_out)])
+    directions = torch.load(lda_out, weights_only=True)
+    assert directions.shape == (4, 256)
+    assert "from 8 videos" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from datasets.fewshot import repeat_few_shot, select_few_shot
 from datasets.lists import read_label_csv, read_list
 from datasets.samplers import ShardSampler, TrainSampler
 from datasets.shard_dataset import ShardDataset, ShardLoader, read_shard_index
-from datasets.transforms import EvalTransform, TrainTransform
+from datasets.transforms import EvalTransform, TrainTransform, as_scale
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
@@ -32,7 +32,7 @@ def read_class_names(data: Any) -> list[str]:
 
 def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransform | EvalTransform:
     """The clip transform of a split from the `data` section of a config."""
-    scale = data.scale_size
+    scale = as_scale(data.scale_size)
     if split == "train":
         randaug = (int(data.randaug.N), int(data.randaug.M)) if data.randaug.enable else None
         return TrainTransform(

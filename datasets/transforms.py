@@ -46,11 +46,24 @@ def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tens
 
 # ----------------------------------------------------------------------------- geometry
 
-def resized_shape(h: int, w: int, short: int) -> tuple[int, int]:
-    """Size after resizing the short side to `short`; the long side is truncated (340.8 → 340)."""
+Scale = int | tuple[int, int]  # short side, or a fixed (H, W) (`data.scale_size`)
+
+
+def resized_shape(h: int, w: int, scale: Scale) -> tuple[int, int]:
+    """Size after resizing the short side to `scale` (the long side truncated: 340.8 → 340), or the
+    fixed (H, W) the original used for its `something` datasets (aspect ratio not kept)."""
+    if isinstance(scale, (tuple, list)):
+        return int(scale[0]), int(scale[1])
     if w <= h:
-        return int(short * h / w), short
-    return short, int(short * w / h)
+        return int(scale * h / w), scale
+    return scale, int(scale * w / h)
+
+
+def as_scale(value: int | Sequence[int]) -> Scale:
+    """`data.scale_size` as the transforms take it: an int, or an (H, W) tuple."""
+    if isinstance(value, (list, tuple)):
+        return int(value[0]), int(value[1])
+    return int(value)
 
 
 def center_crop_box(h: int, w: int, size: int) -> Box:
@@ -102,10 +115,11 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
     return y, x, ch, cw
 
 
-def eval_crop_plan(h: int, w: int, input_size: int, scale_size: int,
+def eval_crop_plan(h: int, w: int, input_size: int, scale_size: Scale,
                    crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
+    `scale_size` (H, W) resizes to that size instead of the short side.
     1: short side → scale_size, centre crop.  3: short side → scale_size (the original's test.py
     passes scale_size to its 3-crop sampler), crops at x = 0, 4·step, 2·step (left, right, centre;
     step = (W-S)//4), y = 2·((H-S)//4).  5: short side → scale_size,
@@ -161,7 +175,7 @@ class TrainTransform:
     """Training augmentation; `__call__(clip, rng) -> (clip uint8 (N,3,S,S), flipped)`."""
 
     input_size: int = 224
-    scale_size: int = 256
+    scale_size: Scale = 256
     flip_prob: float = 0.5
     grayscale_prob: float = 0.2
     crop: str = "random_resized"  # or "multiscale"
@@ -257,7 +271,7 @@ class EvalTransform:
     """Validation/test views; `__call__(clip) -> uint8 (crops*N, 3, S, S)`, crop-major."""
 
     input_size: int = 224
-    scale_size: int = 256
+    scale_size: Scale = 256
     crops: int = 1
 
     def __post_init__(self) -> None:

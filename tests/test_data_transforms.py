@@ -19,6 +19,7 @@ from datasets.transforms import (
     random_sized_crop_box,
     resized_shape,
 )
+from utils.errors import UserError
 
 
 def _clip(t=4, h=64, w=86, seed=0):
@@ -231,3 +232,50 @@ def test_multiscale_crop_pairs_are_the_originals():
     ws, hs = (340 - 192) // 4, (256 - 224) // 4  # 37, 8
     grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
     assert offsets == {(y * hs, x * ws) for x, y in grid}
+
+
+def test_fixed_size_resize_as_the_originals_something_datasets():
+    """`data.scale_size: [H, W]` resizes every frame to H x W (aspect not kept), then crops as usual."""
+    assert resized_shape(256, 340, (240, 320)) == (240, 320)
+    assert resized_shape(480, 360, (240, 320)) == (240, 320)  # portrait too: fixed size
+    size1, plan1 = eval_crop_plan(256, 340, 224, (240, 320), 1)
+    assert size1 == (240, 320) and plan1 == [((8, 48, 224, 224), False)]
+    size3, plan3 = eval_crop_plan(480, 360, 224, (240, 320), 3)
+    assert size3 == (240, 320) and [box[:2] for box, _ in plan3] == [(8, 0), (8, 96), (8, 48)]
+    clip = torch.randint(0, 256, (2, 3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views, _ = EvalTransform(input_size=32, scale_size=(40, 60), crops=1)(clip)
+    ref = F.resize(clip, [40, 60], interpolation=InterpolationMode.BICUBIC, antialias=True)[..., 4:36, 14:46]
+    assert torch.equal(views, ref)
+
+
+def test_fixed_size_multiscale_train_crop_is_drawn_on_the_fixed_frame():
+    rng = np.random.default_rng(0)
+    tf = TrainTransform(input_size=224, scale_size=(240, 320), crop="multiscale")
+    sizes = {int(240 * s) if abs(int(240 * s) - 224) > 3 else 224 for s in (1, 0.875, 0.75, 0.66)}
+    for _ in range(100):
+        top, left, h, w = tf.crop_box(480, 640, rng)  # a 2x larger source: boxes scale by 2
+        assert h % 2 == 0 and w % 2 == 0 and h // 2 in sizes and w // 2 in sizes
+
+
+@pytest.mark.parametrize("scale,message", [
+    ([240], "two positive integers"), ([240, 320, 3], "two positive integers"), ([240, "x"], "two positive"),
+    ([100, 320], "smaller than data.input_size 224"), (200, "smaller than data.input_size 224"),
+])
+def test_scale_size_values_checked(scale, message):
+    from utils.config import resolve
+    with pytest.raises(UserError, match=message):
+        resolve({"data": {"scale_size": scale}}, "cfg.yaml")
+
+
+def test_scale_size_list_reaches_the_dataset(tmp_path):
+    from datasets import build_dataset
+    from datasets.synthetic import generate
+    from utils.config import resolve, to_dotmap
+    generate(tmp_path, classes=2, videos_per_class=1, val_videos_per_class=1, frames=4, size=48, fmt="frames")
+    cfg = to_dotmap(resolve({"data": {"num_segments": 2, "input_size": 32, "scale_size": [40, 60],
+                                      "val_root": str(tmp_path / "frames"), "val_list": str(tmp_path / "val.txt"),
+                                      "label_list": str(tmp_path / "labels.csv")}}, "t"))
+    ds = build_dataset(cfg, "test")
+    clip, _, _ = ds[0]
+    assert tuple(clip.shape) == (2, 3, 32, 32)
+    assert ds.transform.scale_size == (40, 60)

@@ -72,8 +72,9 @@ SCHEMA: dict[str, Any] = {
         "val_list": _k("", str, "Validation/test annotation list."),
         "label_list": _k("", str, "Class-name CSV with header `id,name`; row i is class i."),
         "input_size": _k(224, int, "Crop size fed to the model."),
-        "scale_size": _k(None, int, "Short side before cropping; default 256 when input_size is 224, "
-                         "else input_size (as the original)."),
+        "scale_size": _k(None, (int, list), "Short side before cropping, or [H, W] to resize every frame to "
+                         "that size (the original's `something` datasets: [240, 320]); default 256 when "
+                         "input_size is 224, else input_size (as the original)."),
         "random_shift": _k(True, bool, "Random frame within each segment for training (False: first frame)."),
         "dense": _k(False, bool, "Dense sampling (128-frame window, stride 128 // T) instead of segments."),
         "shot": _k(None, int, "Few-shot: K training videos per class, chosen with the seed."),
@@ -125,7 +126,8 @@ SCHEMA: dict[str, Any] = {
     "network": {
         "arch": _k("ViT-B/32", str, "CLIP architecture: `RN50`, `ViT-B/32`, `ViT-B/16`, `ViT-L/14`, `ViT-L/14-336px`, "
                    "or a tiny test model (`tiny`)."),
-        "pretrained": _k("openai", str, "open_clip pretrained tag, a local weights file, or `none` for random weights."),
+        "pretrained": _k("openai", str, "open_clip pretrained tag, a local weights file, or `none` for random "
+                         "weights."),
         "init": _k(True, bool, "Load all CLIP weights (True) or only the visual encoder's (False)."),
         "tm": _k(False, BOOL_OR_STR, "In-backbone temporal module: False, `tsm`, `tokenshift`, `tokent1d`.",
                  choices=TEMPORAL_MODULES),
@@ -368,8 +370,18 @@ def _check_consistency(cfg: dict, where: str) -> None:
         raise UserError(f"{where}: logging.data_wait_alarm must be 0-1, got {cfg['logging']['data_wait_alarm']}")
     if cfg["data"]["format"] == "shards" and cfg["data"]["shot"]:
         raise UserError(f"{where}: data.shot (few-shot) needs data.format: files")
-    if cfg["data"]["scale_size"] is None:
-        cfg["data"]["scale_size"] = 256 if cfg["data"]["input_size"] == 224 else cfg["data"]["input_size"]
+    data = cfg["data"]
+    if data["scale_size"] is None:
+        data["scale_size"] = 256 if data["input_size"] == 224 else data["input_size"]
+    scale = data["scale_size"]
+    if isinstance(scale, list) and (len(scale) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                               and v >= 1 for v in scale)):
+        raise UserError(f"{where}: data.scale_size must be a short side or [H, W] (two positive integers), "
+                        f"got {scale!r}")
+    smallest = min(scale) if isinstance(scale, list) else scale
+    if smallest < data["input_size"]:
+        raise UserError(f"{where}: data.scale_size {scale!r} is smaller than data.input_size {data['input_size']}: "
+                        f"the crops would not fit in the resized frame")
 
 
 def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:

@@ -31,9 +31,9 @@ from app.timeline import Progress, parse_span, timeline_lines, window_timeline, 
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
-from utils.cli import parse_with_opts
+from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import select_device
-from utils.errors import UserError, cli_parser, run_cli
+from utils.errors import UserError, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
 from utils.similarity import class_probabilities
 

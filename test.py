@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
-from utils.errors import cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import run_cli
 from utils.metrics import classification_report
 
 

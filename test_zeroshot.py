@@ -18,7 +18,8 @@ import warnings
 from collections.abc import Sequence
 
 from app.eval_run import EvalRun, add_eval_args
-from utils.errors import cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import run_cli
 from utils.zeroshot import zero_shot_report
 
 

@@ -49,6 +49,7 @@ from utils.checkpoint import (
     unwrap,
 )
 from utils.choices import DEVICES, PRECISIONS
+from utils.cli import cli_parser
 from utils.config import RESUME_MAY_CHANGE, add_config_args, dump, load_config, resume_differences, to_dict
 from utils.distributed import (
     DistInfo,
@@ -61,7 +62,7 @@ from utils.distributed import (
     init_distributed,
     rank_zero_first,
 )
-from utils.errors import UserError, cli_parser, run_cli
+from utils.errors import UserError, run_cli
 from utils.evaluate import evaluate
 from utils.fileio import make_folder, remove_temporaries
 from utils.logger import MetricsLog, setup_logger

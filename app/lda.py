@@ -23,8 +23,9 @@ from datasets import build_dataset, build_loader
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
+from utils.cli import cli_parser
 from utils.distributed import select_device
-from utils.errors import UserError, cli_parser, run_cli
+from utils.errors import UserError, run_cli
 from utils.evaluate import collect
 
 

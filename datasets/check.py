@@ -22,7 +22,8 @@ from tqdm import tqdm
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, resolve_decoder
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"

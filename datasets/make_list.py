@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Literal
 
 from datasets.lists import read_label_csv
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

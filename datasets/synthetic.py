@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 230), "green": (40, 180, 60), "yellow": (235, 210, 40),
            "purple": (150, 60, 200), "orange": (245, 140, 30)}

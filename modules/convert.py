@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 CLASS_KEY = "class_embeddings"
 _PREFIXES = ("module.", "_orig_mod.")

@@ -17,7 +17,8 @@ import torch
 
 from datasets.lists import read_label_csv
 from utils.checkpoint import save_checkpoint
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 
 def projection_matrix(in_dim: int, out_dim: int, seed: int = 0) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.errors import DEBUG_HELP
+from utils.cli import DEBUG_HELP
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,9 @@
-"""Command-line helpers shared by the entry points that take positional inputs."""
+"""Command-line helpers shared by every entry point: the parser (`--debug` documented, defaults
+shown) and `--opts` parsing that leaves positional inputs alone."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 
@@ -36,9 +38,31 @@ def split_opts(argv: Sequence[str], flag: str = "--opts") -> tuple[list[str], li
 
 def parse_with_opts(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """`parser.parse_args` with `--opts` read by `split_opts` (the parser still lists it in --help)."""
-    import sys
 
     rest, opts = split_opts(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
     args.opts = opts
     return args
+
+
+DEBUG_HELP = "on an error, also show its traceback (or set TEXT4VIS_DEBUG=1)"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` after an option's help, except where it says nothing (None, False, an empty
+    list) or the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default is None or default is False or default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of an entry point: defaults shown in `--help`, and `--debug` (which
+    `run_cli` acts on) documented."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    return parser

@@ -25,7 +25,8 @@ import yaml
 from dotmap import DotMap
 
 from utils.choices import CLASSIFIERS, SIM_HEADERS, TEMPORAL_MODULES
-from utils.errors import UserError, cli_parser, run_cli
+from utils.cli import cli_parser
+from utils.errors import UserError, run_cli
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ points call `run_cli(main)` so that the user sees that message, not a traceback 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -29,29 +28,6 @@ def explain(err: BaseException) -> str | None:
                 f"cause is the system running out of memory (the kernel's OOM killer): lower data.workers or "
                 f"data.batch_size, or check `dmesg` for 'Out of memory'")
     return None
-
-
-DEBUG_HELP = "on an error, also show its traceback (or set TEXT4VIS_DEBUG=1)"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`(default: X)` after an option's help, except where it says nothing (None, False, an empty
-    list) or the help already names its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if "default" in text.lower() or default is None or default is False or default == []:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser of an entry point: defaults shown in `--help`, and `--debug` (which
-    `run_cli` acts on) documented."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    return parser
 
 
 def run_cli(main: Callable[[], object]) -> None:

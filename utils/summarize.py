@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from utils.cli import cli_parser
 from utils.config import flatten
-from utils.errors import UserError, cli_parser, run_cli
+from utils.errors import UserError, run_cli
 
 METRIC_NAMES = ("top1", "top5", "mean_class_accuracy", "mAP", "top1_mean", "top5_mean")
 

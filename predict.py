@@ -82,77 +82,104 @@ def stems(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_with_opts(build_parser(), argv)
+def check_args(args: argparse.Namespace) -> None:
     if args.topk < 1 or args.test_clips < 1:
         raise UserError("--topk and --test_clips must be >= 1")
     if args.fps is not None and args.fps <= 0:
         raise UserError(f"--fps must be > 0, got {args.fps:g}")
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window")
-    window = parse_span(args.window, "--window") if args.window is not None else None
-    stride = parse_span(args.stride, "--stride") if args.stride is not None else None
 
-    weights = open_weights(args.weights)
-    cfg = weights.config(args.config, args.opts)
-    device = select_device(args.device)
+
+def class_names_of(args: argparse.Namespace, weights: Any, cfg: Any) -> list[str]:
+    """--labels, else the names the checkpoint records, else the config's label CSV."""
     if args.labels:
         cfg.data.label_list = args.labels
-    label_csv = cfg.data.label_list
-    class_names = read_label_csv(args.labels) if args.labels else weights.class_names()
-    if class_names is None:
-        if not label_csv:
-            raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
-        class_names = read_label_csv(label_csv)
-    model = load_model(weights, cfg=cfg, class_names=class_names, device=device,
-                       trusted_pickles=args.trust_pickle).model
-    classes = class_embeddings_of(model)
-    scale = eval_scale(model, cfg.network.eval_logit_scale)
-    normalize = input_normalize(model)
-    dense = bool(cfg.data.dense if args.dense is None else args.dense)
-    views = args.test_crops * args.test_clips
-    k = min(args.topk, len(class_names))
+        return read_label_csv(args.labels)
+    names = weights.class_names()
+    if names is not None:
+        return names
+    if not cfg.data.label_list:
+        raise UserError("no class names: pass --labels CSV or set data.label_list in the config")
+    return read_label_csv(cfg.data.label_list)
 
+
+class Predictor:
+    """The model of --weights with everything one input needs: classes, scale, views."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        weights = open_weights(args.weights)
+        self.cfg = weights.config(args.config, args.opts)
+        self.device = select_device(args.device)
+        self.class_names = class_names_of(args, weights, self.cfg)
+        self.model = load_model(weights, cfg=self.cfg, class_names=self.class_names, device=self.device,
+                                trusted_pickles=args.trust_pickle).model
+        self.classes = class_embeddings_of(self.model)
+        self.scale = eval_scale(self.model, self.cfg.network.eval_logit_scale)
+        self.normalize = input_normalize(self.model)
+        self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
+        self.k = min(args.topk, len(self.class_names))
+        self.window = parse_span(args.window, "--window") if args.window is not None else None
+        self.stride = parse_span(args.stride, "--stride") if args.stride is not None else None
+
+    def top_k(self, path: str) -> dict[str, Any]:
+        """The whole input as one clip (test.py's views): its top-k classes."""
+        a = self.args
+        clip = load_input(path, self.cfg, crops=a.test_crops, clips=a.test_clips, dense=self.dense)
+        emb = encode_views(self.model, clip[None], views=a.test_crops * a.test_clips,
+                           num_frames=int(self.cfg.data.num_segments), device=self.device,
+                           normalize=self.normalize, precision=a.precision).mean(dim=1).cpu()
+        top = class_probabilities(emb, self.classes, self.scale)[0].topk(self.k)
+        preds = [{"rank": r + 1, "index": int(i), "class": self.class_names[int(i)], "probability": float(p)}
+                 for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
+        return {"input": path, "predictions": preds}
+
+    def timeline(self, path: str, stem: str) -> dict[str, Any]:
+        """Top-k per window over a long input, written as JSON / CSV / PNG."""
+        a = self.args
+        media = open_media(path, self.cfg, fps=a.fps)
+        tl = window_timeline(self.model, media, cfg=self.cfg, window=self.window, stride=self.stride,
+                             crops=a.test_crops, clips=a.test_clips, classes=self.classes,
+                             class_names=self.class_names, scale=self.scale, topk=self.k, device=self.device,
+                             normalize=self.normalize, precision=a.precision,
+                             progress=Progress(Path(path).name, sys.stderr))
+        tl["files"] = [str(f) for f in write_timeline(tl, Path(a.out), stem)]
+        return tl
+
+
+def show(result: dict[str, Any]) -> None:
+    """The text form of one input's result."""
+    if "error" in result:
+        print(f"{result['input']}\n  error: {result['error']}", file=sys.stderr, flush=True)
+    elif "predictions" in result:
+        print(result["input"])
+        for pr in result["predictions"]:
+            print(f"  {pr['rank']}. {100 * pr['probability']:6.2f}%  {pr['class']}")
+    else:
+        print("\n".join(timeline_lines(result)) + f"\n  timeline: {', '.join(result['files'])}")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_with_opts(build_parser(), argv)
+    check_args(args)
+    predictor = Predictor(args)
     results: list[dict[str, Any]] = []
-    failed = 0
     for path, stem in zip(args.inputs, stems(args.inputs), strict=True):
         try:
-            if window is not None:
-                media = open_media(path, cfg, fps=args.fps)
-                tl = window_timeline(model, media, cfg=cfg, window=window, stride=stride, crops=args.test_crops,
-                                     clips=args.test_clips, classes=classes, class_names=class_names, scale=scale,
-                                     topk=k, device=device, normalize=normalize, precision=args.precision,
-                                     progress=Progress(Path(path).name, sys.stderr))
-                tl["files"] = [str(f) for f in write_timeline(tl, Path(args.out), stem)]
-                results.append(tl)
-                if not args.json:
-                    print("\n".join(timeline_lines(tl)) + f"\n  timeline: {', '.join(tl['files'])}", flush=True)
-                continue
-            clip = load_input(path, cfg, crops=args.test_crops, clips=args.test_clips, dense=dense)
+            result = predictor.timeline(path, stem) if predictor.window is not None else predictor.top_k(path)
         except UserError as err:
-            failed += 1
-            results.append({"input": path, "error": str(err)})
-            if not args.json:
-                print(f"{path}\n  error: {err}", file=sys.stderr, flush=True)
-            continue
-        emb = encode_views(model, clip[None], views=views, num_frames=int(cfg.data.num_segments), device=device,
-                           normalize=normalize, precision=args.precision).mean(dim=1).cpu()
-        probs = class_probabilities(emb, classes, scale)[0]
-        top = probs.topk(k)
-        preds: list[dict[str, Any]] = [{"rank": r + 1, "index": int(i), "class": class_names[int(i)],
-                                        "probability": float(p)}
-                                       for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
-        results.append({"input": path, "predictions": preds})
+            result = {"input": path, "error": str(err)}
+        results.append(result)
         if not args.json:
-            print(path)
-            for pr in preds:
-                print(f"  {pr['rank']}. {100 * pr['probability']:6.2f}%  {pr['class']}")
-            sys.stdout.flush()
+            show(result)
+    cfg = predictor.cfg
     if args.json:
-        print(json.dumps({"weights": str(args.weights), "labels": str(label_csv),
+        print(json.dumps({"weights": str(args.weights), "labels": str(cfg.data.label_list),
                           "views": f"{int(cfg.data.num_segments)}x{args.test_crops}x{args.test_clips}",
                           "results": results}, indent=2))
-    if failed:
+    if any("error" in r for r in results):
         sys.exit(1)
 
 

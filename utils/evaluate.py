@@ -36,6 +36,7 @@ from utils.precision import autocast, resolve_precision
 from utils.similarity import class_probabilities
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
+Prepare = Callable[[Any], torch.Tensor]
 
 
 @dataclass
@@ -135,21 +136,23 @@ def _sync(device: torch.device) -> None:
 def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
             device: torch.device | str, normalize: Normalize, precision: str = "fp32",
             fuse: str = "embeddings", chunk: int | None = None,
-            log: Callable[[str], None] | None = None, print_freq: int = 0) -> EvalOutput:
+            log: Callable[[str], None] | None = None, print_freq: int = 0,
+            prepare: Prepare | None = None) -> EvalOutput:
     """Run the model over `loader` and return the fused per-video embeddings of all ranks.
 
     The model is put in eval mode for the pass and its previous mode restored. Every rank
     returns the same gathered `EvalOutput` (sorted by dataset index, each index once) when a
     process group is initialised (`utils.distributed`).
     `log(msg)` is called every `print_freq` batches with the progress and seconds per video.
+    `prepare(clips)` moves a batch's clips to the device (and applies a deferred transform there,
+    `datasets.device_transforms.ClipsToDevice`); None: a plain copy.
     """
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    embs, view_embs, labels, indices = [], [], [], []
-    seen = 0
+    local = _Local()
     try:
         num_batches = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -158,46 +161,61 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     start = time.perf_counter()
     try:
         for i, batch in enumerate(loader):
-            clips, label, index = batch[0], batch[1], batch[2]
+            clips = prepare(batch[0]) if prepare is not None else batch[0]
             per_view = encode_views(model, clips, views=views, num_frames=num_frames, device=device,
                                     normalize=normalize, precision=precision, chunk=chunk)
-            embs.append(per_view.mean(dim=1))  # stays on the device: no sync per batch
-            if fuse == "scores":
-                view_embs.append(per_view)
-            labels.append(torch.as_tensor(label).long().reshape(-1).cpu())
-            indices.append(torch.as_tensor(index).long().reshape(-1).cpu())
-            seen += clips.shape[0]
+            local.add(per_view, batch[1], batch[2], keep_views=fuse == "scores")
             if log is not None and print_freq and (i + 1) % print_freq == 0:
                 _sync(device)
-                spv = (time.perf_counter() - start) / max(seen, 1)
+                spv = (time.perf_counter() - start) / max(local.seen, 1)
                 log(f"Test: [{i + 1}/{num_batches}] {spv:.4f} s/video")
     finally:
         model.train(was_training)
     _sync(device)
-    seconds = _max_over_ranks(time.perf_counter() - start)
+    return local.gather(_max_over_ranks(time.perf_counter() - start), fuse, views)
 
-    dim = embs[0].shape[-1] if embs else 0
-    emb = torch.cat(embs).cpu() if embs else torch.zeros(0, dim)
-    lab = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
-    if is_dist():
-        # A rank that got no batch still takes part in the gathers; agree on D first.
-        dim = int(all_gather_tensor(torch.tensor([dim])).max())
-        if emb.shape[0] == 0:
-            emb = torch.zeros(0, dim)
-    emb, lab, idx = all_gather_tensor(emb), all_gather_tensor(lab), all_gather_tensor(idx)
-    vemb = None
-    if fuse == "scores":
-        local = torch.cat(view_embs).cpu() if view_embs else torch.zeros(0, views, dim)
-        vemb = all_gather_tensor(local)
 
-    order = torch.argsort(idx, stable=True)
-    idx_sorted = idx[order]
-    keep = torch.ones_like(idx_sorted, dtype=torch.bool)
-    keep[1:] = idx_sorted[1:] != idx_sorted[:-1]  # drop duplicates of a padding sampler
-    order = order[keep]
-    return EvalOutput(emb[order], lab[order], idx[order], seconds, fuse,
-                      vemb[order] if vemb is not None else None, views)
+@dataclass
+class _Local:
+    """This rank's results, batch by batch (embeddings stay on the device: no sync per batch)."""
+
+    embs: list[torch.Tensor] = field(default_factory=list)
+    view_embs: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    indices: list[torch.Tensor] = field(default_factory=list)
+    seen: int = 0
+
+    def add(self, per_view: torch.Tensor, label: Any, index: Any, keep_views: bool) -> None:
+        self.embs.append(per_view.mean(dim=1))
+        if keep_views:
+            self.view_embs.append(per_view)
+        self.labels.append(torch.as_tensor(label).long().reshape(-1).cpu())
+        self.indices.append(torch.as_tensor(index).long().reshape(-1).cpu())
+        self.seen += per_view.shape[0]
+
+    def gather(self, seconds: float, fuse: str, views: int) -> EvalOutput:
+        """Every rank's results on every rank, sorted by dataset index, each index once."""
+        dim = self.embs[0].shape[-1] if self.embs else 0
+        emb = torch.cat(self.embs).cpu() if self.embs else torch.zeros(0, dim)
+        lab = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        idx = torch.cat(self.indices) if self.indices else torch.zeros(0, dtype=torch.long)
+        if is_dist():
+            # A rank that got no batch still takes part in the gathers; agree on D first.
+            dim = int(all_gather_tensor(torch.tensor([dim])).max())
+            if emb.shape[0] == 0:
+                emb = torch.zeros(0, dim)
+        emb, lab, idx = all_gather_tensor(emb), all_gather_tensor(lab), all_gather_tensor(idx)
+        vemb = None
+        if fuse == "scores":
+            mine = torch.cat(self.view_embs).cpu() if self.view_embs else torch.zeros(0, views, dim)
+            vemb = all_gather_tensor(mine)
+        order = torch.argsort(idx, stable=True)
+        idx_sorted = idx[order]
+        keep = torch.ones_like(idx_sorted, dtype=torch.bool)
+        keep[1:] = idx_sorted[1:] != idx_sorted[:-1]  # drop duplicates of a padding sampler
+        order = order[keep]
+        return EvalOutput(emb[order], lab[order], idx[order], seconds, fuse,
+                          vemb[order] if vemb is not None else None, views)
 
 
 def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
@@ -209,7 +227,8 @@ def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
 def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
              device: torch.device | str, normalize: Normalize, precision: str = "fp32",
              fuse: str = "embeddings", scale: float | None = 100.0, with_map: bool = False,
-             log: Callable[[str], None] | None = None, print_freq: int = 0) -> tuple[dict, EvalOutput]:
+             log: Callable[[str], None] | None = None, print_freq: int = 0,
+             prepare: Prepare | None = None) -> tuple[dict, EvalOutput]:
     """One call for validation and test: collect, score against the model's classes, report.
 
     Returns (report, output): report has top1, top5 (percent), their exact counts,
@@ -217,7 +236,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames
     `scale` None uses the model's learned exp(logit_scale).
     """
     out = collect(model, loader, views=views, num_frames=num_frames, device=device, normalize=normalize,
-                  precision=precision, fuse=fuse, log=log, print_freq=print_freq)
+                  precision=precision, fuse=fuse, log=log, print_freq=print_freq, prepare=prepare)
     scores = out.scores(class_embeddings_of(model), eval_scale(model, scale))
     report = classification_report(scores, out.labels, with_map=with_map)
     report.update(views=views, seconds=out.seconds,

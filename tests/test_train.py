@@ -248,3 +248,24 @@ def test_failing_rank_ends_the_job(tmp_path, data):
     text = proc.stdout + proc.stderr
     assert "no_such_video" in text, text[-3000:]
     assert elapsed < 120
+
+
+@pytest.mark.slow
+def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embeddings(tmp_path, data):
+    """solver.loss_type NCE with a trained text tower (the original's train_nce.py) through the same
+    train.py: 1 epoch + resume + 1 epoch equals 2 epochs, and the saved class embeddings are the
+    saved text tower's embeddings of the class prompts (what validation used)."""
+    from app.weights import load_model
+    cfg = make_config(tmp_path, data, loss_type="NCE")
+    opts = ("network.fix_text=false",)
+    proc = run_train(cfg, tmp_path / "ref", *opts)
+    assert "objective: NCE, text tower trained" in proc.stdout
+    ref = weights(tmp_path / "ref" / "last_model.pt")
+    assert any(k.startswith("text.transformer.") for k in ref["model"])
+    run_train(cfg, tmp_path / "split", *opts, extra=("--stop_after_epochs", "1"))
+    run_train(cfg, tmp_path / "split", *opts, "resume=auto")
+    _assert_same_state(ref, weights(tmp_path / "split" / "last_model.pt"))
+    loaded = load_model(tmp_path / "ref" / "last_model.pt")
+    stored = loaded.model.class_embeddings.clone()
+    loaded.model.refresh_class_embeddings()
+    torch.testing.assert_close(loaded.model.class_embeddings, stored, rtol=1e-5, atol=1e-6)

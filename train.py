@@ -3,8 +3,8 @@
 One code path for one process (CPU or one GPU, no launcher), `torchrun --nproc_per_node=N`
 (DDP; NCCL on GPU, gloo on CPU) and multi-node torchrun. Cross-entropy on exp(logit_scale)·cosine
 logits against the frozen class embeddings, or (`solver.loss_type: NCE | DS`, the original's
-train_nce.py baseline) a video-text contrastive loss with CLIP's text tower in the loop; AdamW with the original's two LR groups; warm-up +
-cosine (or multistep) LR at the fractional epoch; validation every `logging.eval_freq` epochs
+train_nce.py baseline) a video-text contrastive loss with CLIP's text tower in the loop; AdamW
+with the original's two LR groups; warm-up + cosine (or multistep) LR at the fractional epoch; validation every `logging.eval_freq` epochs
 through the shared evaluation engine; atomic `last_model.pt` / `model_best.pt`; exact resume.
 
 Outputs (rank 0) in `--output DIR` or `exp/<dataset>/<arch>/<timestamp>`: config.yaml, log.txt,
@@ -37,6 +37,7 @@ from datasets.builder import read_class_names
 from datasets.transforms import normalize
 from modules.builder import build_model
 from modules.convert import load_weights
+from modules.video_model import VideoCLIP
 from utils.checkpoint import (
     BEST,
     LAST,
@@ -125,7 +126,7 @@ def record_config(cfg: Any, config_path: str, out: Path) -> None:
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))
 
 
-def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log) -> nn.Module:
+def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log) -> VideoCLIP:
     """Build VideoCLIP; rank 0 computes (or loads from the cache) the class embeddings first, the
     other ranks build after it and take rank 0's embeddings by broadcast."""
     with rank_zero_first():
@@ -157,8 +158,8 @@ class Validation:
     def metric(self) -> str:
         return "mAP" if self.with_map else "top1"
 
-    def __call__(self, model: nn.Module) -> dict:
-        unwrap(model).refresh_class_embeddings()  # a trained text tower: its current class embeddings
+    def __call__(self, model: VideoCLIP) -> dict:
+        model.refresh_class_embeddings()  # a trained text tower: its current class embeddings
         report, _ = evaluate(model, self.loader, views=1, num_frames=self.num_frames, device=self.device,
                              normalize=normalize, precision="fp32", scale=self.scale, with_map=self.with_map,
                              log=self.log, print_freq=self.print_freq)
@@ -299,7 +300,7 @@ class Session:
     dist: DistInfo
     out: Path
     log: Log
-    model: nn.Module
+    model: VideoCLIP
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -325,7 +326,8 @@ class Session:
                 num_frames=cfg.data.num_segments, normalize=normalize, precision=self.precision,
                 accumulation=cfg.solver.grad_accumulation_steps, clip_grad_norm=cfg.solver.clip_grad_norm,
                 world_size=dist.world_size, print_freq=cfg.logging.print_freq, epochs=cfg.solver.epochs,
-                log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration, objective=self.objective)
+                log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration,
+                objective=self.objective)
             iteration += len(loader)
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
             validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
@@ -349,7 +351,7 @@ class Session:
         write leaves last_model.pt at the previous save, so resume re-runs this epoch and writes both
         again: model_best.pt never misses the best epoch."""
         rngs = all_gather_object(rng_state())
-        unwrap(self.model).refresh_class_embeddings()  # saved with the text tower they come from
+        self.model.refresh_class_embeddings()  # saved with the text tower they come from
         if self.dist.rank == 0:
             state = training_state(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                    scaler=self.scaler, epoch=epoch, iteration=iteration, best_top1=best, rng=rngs,

@@ -72,7 +72,7 @@ def _clip_key(key: str) -> str:
     return key if key.startswith("visual.") or key == "logit_scale" else f"text.{key}"
 
 
-def _contrastive_state(ckpt: Mapping) -> dict[str, Any]:
+def _contrastive_state(ckpt: Mapping) -> Mapping[str, Any]:
     """train_nce.py / ActionCLIP: the whole CLIP plus the head saved on its own."""
     state = {_clip_key(_strip(str(k))): v for k, v in ckpt["model_state_dict"].items()}
     state.update({f"fusion_model.{_strip(str(k))}": v for k, v in ckpt["fusion_model_state_dict"].items()})

@@ -126,10 +126,11 @@ class ContrastiveVideoCLIP(VideoCLIP):
     def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
         """(N, D) text embeddings of the prompts of `classes` (class indices; None = every class),
         un-normalised with one template; a class repeated in `classes` is encoded once."""
+        all_tokens = self.get_buffer("prompt_tokens")
         if classes is None:
-            classes = torch.arange(self.num_classes, device=self.prompt_tokens.device)
+            classes = torch.arange(self.num_classes, device=all_tokens.device)
         unique, inverse = torch.unique(classes, return_inverse=True)
-        tokens = self.prompt_tokens[unique.to(self.prompt_tokens.device)]
+        tokens = all_tokens[unique.to(all_tokens.device)]
         n, k = tokens.shape[:2]
         flat = tokens.reshape(n * k, -1)
         feats = torch.cat([self.text(flat[i:i + CHUNK]) for i in range(0, n * k, CHUNK)]).float()
@@ -147,8 +148,10 @@ class ContrastiveVideoCLIP(VideoCLIP):
         finally:
             self.text.train(was_training)
 
-    def forward(self, x: torch.Tensor, scale: float | torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, scale: float | torch.Tensor | None = None,  # type: ignore[override]
                 texts: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, C) as VideoCLIP; with `texts` (class indices), the training triple (video
+        embeddings, text embeddings of those classes, exp(logit_scale))."""
         if texts is None:
             return super().forward(x, scale)
         return self.encode_video(x), self.encode_classes(texts), self.logit_scale.exp()

@@ -233,7 +233,8 @@ def _tsm_pair(arch, frames=4):
     ours = build_model(cfg, ["a", "b"]).eval()
     ref = clip.create_clip(arch, "none", num_frames=frames).visual.eval()  # no shift of its own
     if arch == "tiny":
-        ref.transformer.resblocks = torch.nn.Sequential(*[OriginalShiftViT(b, frames) for b in ref.transformer.resblocks])
+        blocks = [OriginalShiftViT(b, frames) for b in ref.transformer.resblocks]
+        ref.transformer.resblocks = torch.nn.Sequential(*blocks)
     else:
         for layer in (ref.layer1, ref.layer2, ref.layer3, ref.layer4):
             for block in layer:

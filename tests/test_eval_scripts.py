@@ -209,8 +209,9 @@ def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_pa
     assert res["splits"]["top1_std"] == pytest.approx(np.std(top1))
 
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_test_zeroshot.sh"), setup["cfg"], setup["ckpt"],
-                           *args[4:], "--output", str(tmp_path / "two")], env=dict(_env(), NPROC="2", PYTHON=sys.executable), cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                           *args[4:], "--output", str(tmp_path / "two")],
+                          env=dict(_env(), NPROC="2", PYTHON=sys.executable), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["world_size"] == 2

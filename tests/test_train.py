@@ -269,3 +269,28 @@ def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embe
     stored = loaded.model.class_embeddings.clone()
     loaded.model.refresh_class_embeddings()
     torch.testing.assert_close(loaded.model.class_embeddings, stored, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_contrastive_ddp_two_processes_step_like_one_process(tmp_path, data):
+    """NCE over 2 gloo processes x 2 clips against 1 process x 4 clips: each rank's loss is over the
+    gathered batch with gradient through its own rows (SPEC §12), so DDP's average is the
+    one-process gradient / 2; AdamW's first step (eps tiny, no decay) depends on the gradient's
+    sign only, so both runs make the same update."""
+    common = ("data.train_list=" + str(data / "train4.txt"), "solver.epochs=1", "solver.eps=1.0e-20",
+              "solver.lr=0.01", "solver.lr_warmup_step=0", "solver.weight_decay=0.0", "network.fix_text=false")
+    cfg = make_config(tmp_path, data, loss_type="NCE")
+    run_train(cfg, tmp_path / "one", *common, "data.batch_size=4")
+    proc = run_train(cfg, tmp_path / "two", *common, "data.batch_size=2", nproc=2)
+    assert "world size 2 (DDP)" in proc.stdout
+    a, b = weights(tmp_path / "one" / "last_model.pt"), weights(tmp_path / "two" / "last_model.pt")
+    assert a["iteration"] == b["iteration"] == 1
+    same = total = 0
+    for key, value in a["model"].items():
+        if key == "class_embeddings" or not value.is_floating_point():
+            continue
+        same += int(((value - b["model"][key]).abs() < 1e-6).sum())
+        total += value.numel()
+    assert total > 1_000_000 and same / total > 0.999, same / total
+    moments = [st["exp_avg"] for st in a["optimizer"]["state"].values()]
+    assert len(moments) > 50 and all(float(m.abs().sum()) > 0 for m in moments[:5])  # a real step was taken

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -312,3 +313,28 @@ def test_our_nce_checkpoint_scores_new_names_with_its_own_tower(tmp_path):
     with torch.no_grad():
         want = model.text.encode_text(tokens)
     torch.testing.assert_close(other.class_embeddings, want, rtol=1e-5, atol=1e-5)
+
+
+def test_train_validation_scores_with_the_current_text_tower(clips, monkeypatch):
+    """train.py's validation re-encodes the class prompts with the tower as trained so far."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("text4vis_train_script", Path(__file__).parents[1] / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, train)  # dataclasses look their module up
+    spec.loader.exec_module(train)
+    model = build_model(make_cfg(fix_text=False), NAMES)
+    stale = model.class_embeddings.clone()
+    with torch.no_grad():
+        for p in model.text.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        fresh = model.text.encode_text(model.prompt_tokens[:, 0])
+    labels = LABELS % 4
+    validate = train.Validation([(clips, labels, torch.arange(6))], 2, torch.device("cpu"), 100.0, False, 0,
+                                lambda _m: None)
+    report = validate(model)
+    torch.testing.assert_close(model.class_embeddings, fresh, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(stale, fresh, atol=1e-3)
+    with torch.no_grad():
+        pred = (F.normalize(model.encode_video(normalize(clips)), dim=-1) @ F.normalize(fresh, dim=-1).t()).argmax(1)
+    assert report["top1_correct"] == int((pred == labels).sum())

@@ -20,14 +20,15 @@ One report, `<output>/results.json`, holds every number, the templates and the v
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.eval_run import EvalRun, add_eval_args
 from app.zeroshot import PROTOCOLS, resolve_protocols, run_protocols
 from utils.errors import run_cli
 
 
-def log_report(log, report: dict, num_classes: int) -> None:
+def log_report(log: Callable[[str], None], report: dict, num_classes: int) -> None:
+    """Every number of the report, one line each (results.json holds them all)."""
     if "full_classes" in report:
         full = report["full_classes"]
         log(f"Full classes ({num_classes}): Top1 {full['top1']:.3f}% Top5 {full['top5']:.3f}% "

@@ -59,7 +59,7 @@ def test_demo_compare_trains_both_paradigms_and_the_table_equals_their_results(t
         assert float(row["top1"]) == res["top1"] and float(row["top5"]) == res["top5"]
         assert row["views"] == res["view_layout"] == "2x3x2" and int(row["num_views"]) == 6
         assert float(row["gflops_per_view"]) > 0 and float(row["params_m"]) > 0
-    assert rows[0]["training"] == "CE, orthogonal classifier frozen" and rows[1]["training"] == "NCE, text tower trained"
+    assert [r["training"] for r in rows] == ["CE, orthogonal classifier frozen", "NCE, text tower trained"]
     assert rows[0]["gflops_per_view"] == rows[1]["gflops_per_view"]  # same video model, same cost
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert table in out

@@ -138,6 +138,7 @@ class Predictor:
     def timeline(self, path: str, stem: str) -> dict[str, Any]:
         """Top-k per window over a long input, written as JSON / CSV / PNG."""
         a = self.args
+        assert self.window is not None, "timeline() needs --window"
         media = open_media(path, self.cfg, fps=a.fps)
         tl = window_timeline(self.model, media, cfg=self.cfg, window=self.window, stride=self.stride,
                              crops=a.test_crops, clips=a.test_clips, classes=self.classes,

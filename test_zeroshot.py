@@ -1,61 +1,82 @@
-"""Zero-shot evaluation (UCF101 / HMDB51 / ActivityNet): full classes, then the half-classes protocol.
+"""Zero-shot evaluation (UCF101 / HMDB51 / ActivityNet / Kinetics-600) in every protocol of the literature.
 
-    python test_zeroshot.py --config configs/ucf101/ucf_zero_shot.yaml --weights k400-vitl-14-f8.pt
-    bash scripts/run_test_zeroshot.sh configs/hmdb51/hmdb_zero_shot.yaml k400-vitl-14-f8.pt
+    python test_zeroshot.py --config configs/ucf101/ucf_zero_shot.yaml --weights k400-vitl-14-f8.pt --protocol all
+    python test_zeroshot.py --config configs/k600/k600_zero_shot_split1.yaml --weights W.pt --protocol splits
+    bash scripts/run_test_zeroshot.sh configs/hmdb51/hmdb_zero_shot.yaml k400-vitl-14-f8.pt --protocol all
 
-One pass over the data (utils.evaluate.collect), then on the gathered embeddings:
-* full classes: top-1/top-5 over all C classes of the label CSV;
-* half classes: 10 repetitions; repetition s seeds numpy's legacy global generator with s, keeps
-  the classes `np.random.permutation(C)[:C // 2]`, the videos of those classes, re-indexes the
-  labels to positions in the sorted selection and restricts the classifier to those rows;
-  reports mean ± population std of top-1 and top-5.
-A selected class with no video stays in the restricted classifier (the original dropped it and
-shifted the labels after it, SPEC §11.4). Results go to `<output>/results.json`.
+Protocols (`--protocol`, several allowed; default `full half` as the original's script):
+* full: top-1/top-5 over all C classes of the label CSV, on the config's list;
+* half: 10 repetitions; repetition s seeds numpy's legacy global generator with s, keeps the
+  classes `np.random.permutation(C)[:C // 2]`, the videos of those classes, re-indexes the labels
+  to positions in the sorted selection and restricts the classifier to those rows; mean ±
+  population std of top-1 and top-5. A selected class with no video stays in the restricted
+  classifier (the original dropped it and shifted the labels after it, SPEC §11.4);
+* splits: full classes on each official test split (`--splits`; default UCF101 / HMDB51
+  `lists/<dataset>/val_rgb_split_{1,2,3}.txt`, Kinetics-600 the three 160-class split configs),
+  mean ± population std;
+* all: the three.
+One report, `<output>/results.json`, holds every number, the templates and the views.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.eval_run import EvalRun, add_eval_args
+from app.zeroshot import PROTOCOLS, resolve_protocols, run_protocols
 from utils.cli import cli_parser
 from utils.errors import run_cli
-from utils.zeroshot import zero_shot_report
+
+
+def log_report(log: Callable[[str], None], report: dict, num_classes: int) -> None:
+    """Every number of the report, one line each (results.json holds them all)."""
+    if "full_classes" in report:
+        full = report["full_classes"]
+        log(f"Full classes ({num_classes}): Top1 {full['top1']:.3f}% Top5 {full['top5']:.3f}% "
+            f"({full['num_videos']} videos)")
+    if "half_classes" in report:
+        half = report["half_classes"]
+        for s in half["splits"]:
+            log(f"  half split {s['seed']}: {s['num_videos']} videos, Top1 {s['top1']:.3f}% Top5 {s['top5']:.3f}%")
+        log(f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
+            f"Top1 {half['top1_mean']:.3f} ± {half['top1_std']:.3f}% "
+            f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
+    if "splits" in report:
+        splits = report["splits"]
+        for s in splits["per_split"]:
+            log(f"  test split {s['split']}: {s['num_videos']} videos, {s['num_classes']} classes, "
+                f"Top1 {s['top1']:.3f}% Top5 {s['top5']:.3f}% ({s['videos_from']})")
+        log(f"Official splits ({len(splits['per_split'])}): Top1 {splits['top1_mean']:.3f} ± "
+            f"{splits['top1_std']:.3f}% Top5 {splits['top5_mean']:.3f} ± {splits['top5_std']:.3f}%")
+    log(f"templates: {report['templates']}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("test_zeroshot.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
+    parser.add_argument("--protocol", nargs="+", default=["full", "half"], choices=[*PROTOCOLS, "all"],
+                        help="zero-shot protocols to report")
+    parser.add_argument("--splits", nargs="+", default=None, metavar="LIST_OR_CONFIG",
+                        help="official test splits: list files (the config's classes) or configs (their own "
+                             "list and label CSV); default: the shipped splits of data.dataset")
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
     args = parser.parse_args(argv)
+    protocols = resolve_protocols(args.protocol)
     run = EvalRun(args)
     try:
         run.build()
-        out = run.collect()
-        scale = run.scale()
         with warnings.catch_warnings(record=True) as caught:  # into the run's log (log.txt) instead
             warnings.simplefilter("always")
-            report = zero_shot_report(out, run.class_embeddings(), scale=scale, repeats=args.repeats)
+            report, main_out = run_protocols(run, protocols, args.splits, args.repeats)
         if run.dist.is_main:
-            full, half = report["full_classes"], report["half_classes"]
-            n = full["num_videos"]
-            results = {**run.header(), "protocol": "full-classes + half-classes", **report,
-                       "seconds": out.seconds, "seconds_per_video": out.seconds / n if n else 0.0}
-            path = run.write_json("results.json", results)
-            run.log.info(f"Full classes ({len(run.class_names)}): Top1 {full['top1']:.3f}% Top5 {full['top5']:.3f}% "
-                         f"({n} videos)")
-            for s in half["splits"]:
-                run.log.info(f"  half split {s['seed']}: {s['num_videos']} videos, Top1 {s['top1']:.3f}% "
-                             f"Top5 {s['top5']:.3f}%")
-            run.log.info(f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
-                         f"Top1 {half['top1_mean']:.3f} ± {half['top1_std']:.3f}% "
-                         f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
+            path = run.write_json("results.json", {**run.header(), **report})
+            log_report(run.log.info, report, len(run.class_names))
             for w in caught:
                 run.log.warning(f"warning: {w.message}")
             run.log.info(f"results: {path}")
-            if args.save_predictions:
-                scores = out.scores(run.class_embeddings(), scale)
-                run.log.info(f"predictions: {run.save_predictions(out, scores)}")
+            if args.save_predictions and main_out is not None:
+                scores = main_out.scores(run.class_embeddings(), run.scale())
+                run.log.info(f"predictions: {run.save_predictions(main_out, scores)}")
     finally:
         run.close()
 

@@ -2,8 +2,9 @@
 
 One code path for one process (CPU or one GPU, no launcher), `torchrun --nproc_per_node=N`
 (DDP; NCCL on GPU, gloo on CPU) and multi-node torchrun. Cross-entropy on exp(logit_scale)·cosine
-logits against the frozen class embeddings; AdamW with the original's two LR groups; warm-up +
-cosine (or multistep) LR at the fractional epoch; validation every `logging.eval_freq` epochs
+logits against the frozen class embeddings, or (`solver.loss_type: NCE | DS`, the original's
+train_nce.py baseline) a video-text contrastive loss with CLIP's text tower in the loop; AdamW
+with the original's two LR groups; warm-up + cosine (or multistep) LR at the fractional epoch; validation every `logging.eval_freq` epochs
 through the shared evaluation engine; atomic `last_model.pt` / `model_best.pt`; exact resume.
 
 Outputs (rank 0) in `--output DIR` or `exp/<dataset>/<arch>/<timestamp>`: config.yaml, log.txt,
@@ -37,6 +38,7 @@ from datasets.builder import read_class_names
 from datasets.transforms import normalize
 from modules.builder import build_model
 from modules.convert import load_weights
+from modules.video_model import VideoCLIP
 from utils.checkpoint import (
     BEST,
     LAST,
@@ -51,6 +53,7 @@ from utils.checkpoint import (
 from utils.choices import DEVICES, PRECISIONS
 from utils.cli import cli_parser
 from utils.config import RESUME_MAY_CHANGE, add_config_args, dump, load_config, resume_differences, to_dict
+from utils.contrastive import Objective, make_objective
 from utils.distributed import (
     DistInfo,
     all_gather_object,
@@ -142,7 +145,7 @@ def record_config(cfg: Any, config_path: str, out: Path) -> None:
 
 
 def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log,
-                     trusted_pickles: list[str]) -> nn.Module:
+                     trusted_pickles: list[str]) -> VideoCLIP:
     """Build VideoCLIP; rank 0 computes (or loads from the cache) the class embeddings first, the
     other ranks build after it and take rank 0's embeddings by broadcast."""
     with rank_zero_first():
@@ -174,7 +177,8 @@ class Validation:
     def metric(self) -> str:
         return "mAP" if self.with_map else "top1"
 
-    def __call__(self, model: nn.Module) -> dict:
+    def __call__(self, model: VideoCLIP) -> dict:
+        model.refresh_class_embeddings()  # a trained text tower: its current class embeddings
         report, _ = evaluate(model, self.loader, views=1, num_frames=self.num_frames, device=self.device,
                              normalize=normalize, precision="fp32", scale=self.scale, with_map=self.with_map,
                              log=self.log, print_freq=self.print_freq)
@@ -269,7 +273,10 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     end_epoch = cfg.solver.epochs
     if args.stop_after_epochs is not None:
         end_epoch = min(end_epoch, start.epoch + max(args.stop_after_epochs, 0))
-    session = Session(cfg, dist, out, log, model, optimizer, scheduler, scaler, precision, class_names)
+    objective = make_objective(cfg.solver.loss_type, text_tower=model.has_text_tower)
+    log(f"objective: {cfg.solver.loss_type}" + (f", text tower {'frozen' if cfg.network.fix_text else 'trained'}"
+                                                 if model.has_text_tower else ""))
+    session = Session(cfg, dist, out, log, model, optimizer, scheduler, scaler, precision, class_names, objective)
     result = session.fit(train_loader, validate, start, end_epoch)
     if end_epoch < cfg.solver.epochs:
         log(f"stopped after epoch {end_epoch - 1} of {cfg.solver.epochs}: continue with the same command and "
@@ -289,7 +296,8 @@ def build_validation(cfg: Any, dist: DistInfo, log: Log) -> Validation:
 def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> Any:
     train_ds = build_dataset(cfg, "train")
     loader = build_loader(train_ds, cfg.data.batch_size, cfg.data.workers, train=True, rank=dist.rank,
-                          world_size=dist.world_size, seed=cfg.seed)
+                          world_size=dist.world_size, seed=cfg.seed,
+                          drop_last=cfg.network.text_tower)  # as train_nce.py: no short last batch
     log(f"train: {len(train_ds)} videos, {len(loader)} iterations per epoch; "
         f"transforms: {getattr(train_ds, 'transform', '')}")
     if cfg.data.shot and dist.rank == 0:
@@ -316,12 +324,13 @@ class Session:
     dist: DistInfo
     out: Path
     log: Log
-    model: nn.Module
+    model: VideoCLIP
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
     precision: str
     class_names: list[str]
+    objective: Objective
 
     def fit(self, loader: Any, validate: Validation, start: RunState, end_epoch: int) -> dict:
         cfg, dist = self.cfg, self.dist
@@ -341,7 +350,8 @@ class Session:
                 num_frames=cfg.data.num_segments, normalize=normalize, precision=self.precision,
                 accumulation=cfg.solver.grad_accumulation_steps, clip_grad_norm=cfg.solver.clip_grad_norm,
                 world_size=dist.world_size, print_freq=cfg.logging.print_freq, epochs=cfg.solver.epochs,
-                log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration)
+                log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration,
+                objective=self.objective)
             iteration += len(loader)
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
             validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
@@ -365,6 +375,7 @@ class Session:
         write leaves last_model.pt at the previous save, so resume re-runs this epoch and writes both
         again: model_best.pt never misses the best epoch."""
         rngs = all_gather_object(rng_state())
+        self.model.refresh_class_embeddings()  # saved with the text tower they come from
         if self.dist.rank == 0:
             state = training_state(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                    scaler=self.scaler, epoch=epoch, iteration=iteration, best_top1=best, rng=rngs,

@@ -85,10 +85,7 @@ class EvalRun:
     def build(self) -> None:
         cfg, a = self.cfg, self.args
         self.class_names = read_class_names(cfg.data)
-        self.dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips,
-                                     dense=self.dense)
-        self.loader = build_loader(self.dataset, cfg.data.batch_size, cfg.data.workers, train=False,
-                                   rank=self.dist.rank, world_size=self.dist.world_size, seed=cfg.seed)
+        self.dataset, self.loader = self.test_data(cfg)
         with rank_zero_first():  # rank 0 computes (or caches) the class embeddings the others then read
             self.model = load_model(self.weights, cfg=cfg, class_names=self.class_names, device=self.dist.device,
                                     trusted_pickles=self.args.trust_pickle).model
@@ -97,11 +94,21 @@ class EvalRun:
                       f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "
                       f"fuse {a.fuse}")
 
-    def collect(self) -> EvalOutput:
-        return collect(self.model, self.loader, views=self.views, num_frames=self.frames, device=self.dist.device,
-                       normalize=input_normalize(self.model), precision=self.precision, fuse=self.args.fuse,
-                       log=self.log.info,
-                       print_freq=self.cfg.logging.print_freq)
+    def test_data(self, cfg: Any) -> tuple[Any, Any]:
+        """(dataset, loader) of `cfg`'s test list with this command's views, sharded over the ranks."""
+        a = self.args
+        dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips, dense=self.dense)
+        loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=self.dist.rank,
+                              world_size=self.dist.world_size, seed=cfg.seed)
+        return dataset, loader
+
+    def collect(self, cfg: Any = None, model: torch.nn.Module | None = None) -> EvalOutput:
+        """The engine's pass over the test list (of `cfg`, default the command's) with `model`."""
+        loader = self.loader if cfg is None else self.test_data(cfg)[1]
+        return collect(model or self.model, loader, views=self.views, num_frames=self.frames,
+                       device=self.dist.device, normalize=input_normalize(model or self.model),
+                       precision=self.precision, fuse=self.args.fuse,
+                       log=self.log.info, print_freq=self.cfg.logging.print_freq)
 
     def class_embeddings(self) -> torch.Tensor:
         return class_embeddings_of(self.model)

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from app.media import as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, input_normalize, load_model, open_weights
-from datasets.builder import build_transform
+from datasets.builder import eval_transform
 from datasets.lists import read_label_csv, read_list
 from datasets.video_dataset import VideoDataset
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
@@ -104,7 +104,7 @@ def build_inputs(args: argparse.Namespace, cfg: Any, crops: int, clips: int, den
     modality = "video" if records[0].num_frames is None else "RGB"
     data = cfg.data
     ds = VideoDataset(records, root=root, modality=modality, num_segments=int(data.num_segments), mode="test",
-                      transform=build_transform(data, "test", crops),
+                      transform=eval_transform(data, crops),
                       image_tmpl=data.image_tmpl, index_bias=int(data.index_bias),
                       num_frames_from=data.num_frames_from, decoder=data.decoder, dense=dense,
                       test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=str(list_path))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.builder import build_transform
+from datasets.builder import eval_transform
 from datasets.decoding import FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord
 from datasets.make_list import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, template_regex
@@ -83,7 +83,7 @@ def load_input(path: str | Path, cfg: Any, *, crops: int = 1, clips: int = 1, de
     """uint8 (crops*clips*T, 3, S, S) of one video file, frame folder or image, as test.py would see it."""
     p = Path(path)
     kind = kind_of(p)
-    transform = build_transform(cfg.data, "test", crops)
+    transform = eval_transform(cfg.data, crops)
     frames_per_clip = int(cfg.data.num_segments)
     if kind == "image":
         frame = torch.from_numpy(decode_frame(str(p))).permute(2, 0, 1)[None]  # (1, 3, H, W)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from app.media import Media, uniform_window_indices
-from datasets.builder import build_transform
+from datasets.builder import eval_transform
 from utils import plots
 from utils.errors import UserError
 from utils.evaluate import encode_views
@@ -92,7 +92,7 @@ def window_timeline(model: torch.nn.Module, media: Media, *, cfg: Any, window: S
     s = to_frames(stride or window, media.fps, "--stride", media.path)
     spans = plan_windows(media.num_frames, w, s, media.path, str(window))
     frames = int(cfg.data.num_segments)
-    transform = build_transform(cfg.data, "test", crops)
+    transform = eval_transform(cfg.data, crops)
     views = crops * clips
     k = min(topk, len(class_names))
     rows: list[dict[str, Any]] = []

@@ -21,6 +21,9 @@ Class embeddings for the requested class names:
    as many rows as names given takes its rows in order, with a warning);
 3. a checkpoint without class embeddings (the original's) gets them as its config says.
 In case 1 no file but the checkpoint is read (the config's `network.pretrained` is not loaded).
+A checkpoint that holds a text tower (`text.*`: the contrastive baseline, the original's
+train_nce.py or ActionCLIP) is built with it whatever the config says, and new names (case 2/3) are
+embedded by *its* trained tower, so again no other file is read.
 """
 from __future__ import annotations
 
@@ -151,6 +154,8 @@ def _class_rows(wf: WeightsFile, cfg: DotMap, names: list[str]) -> torch.Tensor 
     if trained is not None and set(names) <= set(trained):
         index = {n: i for i, n in enumerate(trained)}
         return stored[[index[n] for n in names]].float()
+    if _text_tower_width(wf) is not None:
+        return None  # new names through the checkpoint's own text tower
     net = cfg.network
     why = None
     if net.classifier != "text":
@@ -209,8 +214,15 @@ def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
         if repeated:
             raise UserError(f"the class names given repeat {', '.join(repeated[:3])}: each class needs one name")
         rows = _class_rows(wf, cfg, names)
+    width = _text_tower_width(wf)
+    embed_by_tower = width is not None and rows is None
+    cfg.network.text_tower = width is not None  # built as the checkpoint holds it
+    if width is not None and rows is None:
+        rows = torch.zeros(len(names), width)
     model = build_model(cfg, names, device="cpu", class_embeddings=rows, trusted_pickles=trusted_pickles)
     load_weights(model, wf.content, class_embeddings=False, source=str(wf.path))
+    if embed_by_tower:
+        model.refresh_class_embeddings()  # the names through the checkpoint's own text tower
     return LoadedModel(model.to(device).eval(), cfg, names, wf)
 
 
@@ -249,3 +261,9 @@ def input_normalize(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Te
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _text_tower_width(wf: WeightsFile) -> int | None:
+    """D of the text tower the checkpoint holds (`text.text_projection` (width, D)), else None."""
+    proj = wf.state.get("text.text_projection")
+    return None if proj is None else int(proj.shape[-1])

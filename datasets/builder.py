@@ -40,7 +40,12 @@ def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransfor
             grayscale_prob=data.grayscale_prob, crop=data.train_crop, color_jitter_prob=data.color_jitter_prob,
             blur_prob=data.blur_prob, solarize_prob=data.solarize_prob, randaug=randaug,
             randaug_per_frame=data.randaug_per_frame)
-    return EvalTransform(input_size=data.input_size, scale_size=scale, crops=test_crops if split == "test" else 1)
+    return eval_transform(data, test_crops if split == "test" else 1)
+
+
+def eval_transform(data: Any, crops: int = 1) -> EvalTransform:
+    """The validation / test transform of the `data` section (`crops` views per clip)."""
+    return EvalTransform(input_size=data.input_size, scale_size=as_scale(data.scale_size), crops=crops)
 
 
 def build_dataset(cfg: Any, split: str, *, test_crops: int = 1, test_clips: int = 1, dense: bool | None = None,

@@ -61,9 +61,9 @@ def resized_shape(h: int, w: int, scale: Scale) -> tuple[int, int]:
 
 def as_scale(value: int | Sequence[int]) -> Scale:
     """`data.scale_size` as the transforms take it: an int, or an (H, W) tuple."""
-    if isinstance(value, (list, tuple)):
-        return int(value[0]), int(value[1])
-    return int(value)
+    if isinstance(value, int):
+        return value
+    return int(value[0]), int(value[1])
 
 
 def center_crop_box(h: int, w: int, size: int) -> Box:

@@ -3,8 +3,10 @@
 `build_model(cfg, class_names)` creates CLIP (`clip.create_clip`), computes the class embeddings
 once (text encoder, or the random / orthogonal / lda / file variants), builds the temporal head,
 and keeps only the visual encoder: the text tower is dropped before the model is returned, so it
-is neither trained nor saved. Given `class_embeddings` (rows of a checkpoint), it builds random
-CLIP weights that the caller then overwrites, and loads no weights file at all.
+is neither trained nor saved. With `network.text_tower` (the contrastive baseline, SPEC §12) the
+tower is kept instead (`ContrastiveVideoCLIP`), frozen unless `network.fix_text` is False.
+Given `class_embeddings` (rows of a checkpoint), it builds random CLIP weights that the caller
+then overwrites, and loads no weights file at all.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import clip
 from clip.weights import is_random
 from modules import classifier as cls
 from modules.heads import build_head
-from modules.video_model import VideoCLIP
+from modules.text_tower import TextTower, prompt_tokens
+from modules.video_model import ContrastiveVideoCLIP, VideoCLIP
 from utils.errors import UserError
 
 RANDOM_WEIGHTS = "none"
@@ -94,10 +97,16 @@ def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device
         class_embeddings = class_embeddings_for(net, clip_model, list(class_names), int(cfg.seed))
     d = clip.embed_dim(clip_model)
     head = build_head(net.sim_header, d, num_frames, heads=max(1, clip.text_width(clip_model) // 64))
-    model = VideoCLIP(clip_model.visual, head, class_embeddings, fix_text=net.fix_text,
-                      logit_scale=clip_model.logit_scale.detach().float().reshape(()),
-                      joint_st=net.joint_st)
-    del clip_model  # the text tower goes with it: only `visual` is referenced by the model
+    logit_scale = clip_model.logit_scale.detach().float().reshape(())
+    model: VideoCLIP
+    if net.text_tower:
+        tokens = prompt_tokens(clip.get_tokenizer(net.arch), list(class_names), net.templates)
+        model = ContrastiveVideoCLIP(clip_model.visual, head, TextTower(clip_model), tokens, class_embeddings,
+                                     train_text=not net.fix_text, logit_scale=logit_scale, joint_st=net.joint_st)
+    else:
+        model = VideoCLIP(clip_model.visual, head, class_embeddings, fix_text=net.fix_text,
+                          logit_scale=logit_scale, joint_st=net.joint_st)
+    del clip_model  # without text_tower the text tower goes with it: only `visual` is referenced
     if net.fix_video:
         model.visual.requires_grad_(False)
     if net.joint_st:

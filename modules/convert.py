@@ -4,10 +4,18 @@ Accepted inputs (all read with `torch.load(weights_only=True)`):
 * ours: `{'model': state_dict, 'config': ..., ...}` (utils/checkpoint.py);
 * the original's: `{'epoch', 'model_state_dict': {'visual.*', 'fusion_model.*', 'logit_scale'},
   'optimizer_state_dict'}`, possibly with `module.` prefixes (saved from DDP);
+* the original's train_nce.py and ActionCLIP: `{'model_state_dict': the whole CLIP (visual and
+  text tower), 'fusion_model_state_dict': the head}`: CLIP's text keys become `text.*` (a
+  `ContrastiveVideoCLIP`), the head's `fusion_model.*`;
 * a bare state dict.
 Our parameter names equal the original's (open_clip's visual encoder keeps OpenAI's names and the
-`Transf` head keeps `fusion_model.*`), so the conversion strips wrappers and prefixes only. Class
-embeddings are absent from original checkpoints; they come from the label CSV.
+`Transf` head keeps `fusion_model.*`), so the conversion mostly strips wrappers and prefixes.
+Renamed: the original's TSM wrappers (`visual.transformer.resblocks.N.net.*`,
+`visual.layerK.M.conv1.net.*` -> without `.net`), ActionCLIP's `Transf_cls` head
+(`fusion_model.transformer.{transformer_enc,cls_token,pos_embed}` -> without `transformer.`);
+dropped: the 77 x D `frame_position_embeddings` that ActionCLIP builds but never uses for its
+`Conv_1D`, `LSTM` and `Transf_cls` heads. Class embeddings are absent from original checkpoints;
+they come from the label CSV (or from the checkpoint's text tower).
 
     python -m modules.convert ORIGINAL.pt OUT.pt   # writes {'model': ..., 'epoch': ..., 'source': ...}
     python -m modules.convert ORIGINAL.pt OUT.pt --config CFG [--opts k=v ...]   # self-contained
@@ -19,6 +27,7 @@ the CLIP text encoder of `network.pretrained`), so predict.py and test.py need n
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +43,10 @@ from utils.errors import UserError, run_cli
 CLASS_KEY = "class_embeddings"
 _PREFIXES = ("module.", "_orig_mod.")
 _SHOW = 6  # keys listed per kind of mismatch
+_TSM_WRAPPER = re.compile(r"^(visual\.(?:transformer\.resblocks\.\d+|layer\d+\.\d+\.conv1))\.net\.")
+_ACTIONCLIP_CLS = re.compile(r"^fusion_model\.transformer\.(transformer_enc\.|cls_token$|pos_embed$)")
+_UNUSED_POSITIONS = "fusion_model.frame_position_embeddings.weight"
+_NON_TRANSF_HEADS = ("fusion_model.shift.", "fusion_model.lstm_visual.", "fusion_model.transformer_enc.")
 
 
 @dataclass
@@ -60,11 +73,43 @@ def _strip(key: str) -> str:
     return key
 
 
+def _clip_key(key: str) -> str:
+    """A key of the original's whole-CLIP `model_state_dict` -> ours (text tower under `text.`)."""
+    return key if key.startswith("visual.") or key == "logit_scale" else f"text.{key}"
+
+
+def _contrastive_state(ckpt: Mapping) -> Mapping[str, Any]:
+    """train_nce.py / ActionCLIP: the whole CLIP plus the head saved on its own."""
+    state = {_clip_key(_strip(str(k))): v for k, v in ckpt["model_state_dict"].items()}
+    state.update({f"fusion_model.{_strip(str(k))}": v for k, v in ckpt["fusion_model_state_dict"].items()})
+    return state
+
+
+def _rename_layouts(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The original's TSM wrappers and ActionCLIP's head layouts -> our names (module docstring)."""
+    notes = []
+    out = {}
+    for key, value in state.items():
+        new = _TSM_WRAPPER.sub(r"\1.", key)
+        new = _ACTIONCLIP_CLS.sub(r"fusion_model.\1", new)
+        out[new] = value
+        if new != key and key.startswith("visual."):
+            notes.append("TSM .net. wrappers")
+        elif new != key:
+            notes.append("ActionCLIP Transf_cls")
+    if _UNUSED_POSITIONS in out and any(k.startswith(_NON_TRANSF_HEADS) for k in out):
+        del out[_UNUSED_POSITIONS]
+        notes.append("unused ActionCLIP frame_position_embeddings dropped")
+    return out, sorted(set(notes))
+
+
 def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
     """(state dict with our key names, layout) from any accepted checkpoint object."""
     if not isinstance(ckpt, Mapping):
         raise UserError(f"{source}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
-    if "model" in ckpt and isinstance(ckpt["model"], Mapping):
+    if all(isinstance(ckpt.get(k), Mapping) for k in ("model_state_dict", "fusion_model_state_dict")):
+        state, layout = _contrastive_state(ckpt), "original train_nce/ActionCLIP"
+    elif "model" in ckpt and isinstance(ckpt["model"], Mapping):
         state, layout = ckpt["model"], "ours"
     elif "model_state_dict" in ckpt and isinstance(ckpt["model_state_dict"], Mapping):
         state, layout = ckpt["model_state_dict"], "original"
@@ -85,7 +130,8 @@ def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> tuple[dict[str,
         out[name] = v
     if any(str(k).startswith("module.") for k in state):
         layout += ", module.-prefixed"
-    return out, layout
+    out, notes = _rename_layouts(out)
+    return out, ", ".join([layout, *notes])
 
 
 def convert_original(ckpt: Any, source: str = "checkpoint") -> dict[str, Any]:

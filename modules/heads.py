@@ -133,11 +133,19 @@ class LSTMHead(nn.Module):
         return (x + y.to(x.dtype)).mean(dim=1)
 
 
+@torch.no_grad()
+def fold_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """ActionCLIP's `trunc_normal_`: N(0, 1) folded into (-2, 2) by `fmod`, times `std` (in place).
+    Not torch's `trunc_normal_`, whose bounds are absolute (±2 at std 0.02 truncates nothing)."""
+    return tensor.normal_().fmod_(2.0).mul_(std)
+
+
 class TransfClsHead(nn.Module):
     """ActionCLIP `Transf_cls`: a learnable CLS token and position embedding in front of a 6-layer
     `nn.TransformerEncoder` (8 heads, PyTorch's default post-LN layer: FFN 2048, ReLU, dropout 0.1)
-    with a final LayerNorm; the output is the CLS token. Init: trunc-normal(0.02) for CLS, positions
-    and Linear weights, zero Linear biases, LayerNorm 1/0.
+    with a final LayerNorm; the output is the CLS token. Init as ActionCLIP: positions, CLS and Linear
+    weights (incl. the attention's out_proj) from `fold_normal_` (std 0.02 folded at ±2σ: std ≈ 0.0173,
+    |w| < 0.04), zero Linear biases, LayerNorm 1/0; the packed QKV keeps PyTorch's Xavier default.
     """
 
     def __init__(self, embed_dim: int, num_frames: int, layers: int = 6, heads: int = 8):
@@ -147,14 +155,14 @@ class TransfClsHead(nn.Module):
                                                      enable_nested_tensor=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, embed_dim))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        fold_normal_(self.pos_embed, std=0.02)  # ActionCLIP's order
+        fold_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
+            fold_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):

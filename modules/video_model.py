@@ -6,14 +6,17 @@ value (100, `network.eval_logit_scale`) at evaluation, as the original.
 
 State-dict keys follow the original's checkpoints (`visual.*`, `fusion_model.*`, `logit_scale`)
 plus `class_embeddings` (the original recomputed them from the label CSV at start-up).
+`ContrastiveVideoCLIP` (the original's train_nce.py) adds CLIP's text tower under `text.*`.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from modules.text_tower import CHUNK, TextTower
 from utils.similarity import cosine_logits
 
 LOG_100 = math.log(100.0)  # CLIP's pretrained logit_scale: exp(logit_scale) = 100
@@ -26,6 +29,8 @@ class VideoCLIP(nn.Module):
     the optimiser); `False` makes them a trainable Parameter. `joint_st=True` means the visual
     encoder already returns one embedding per video and the head is bypassed.
     """
+
+    has_text_tower = False
 
     def __init__(self, visual: nn.Module, fusion_model: nn.Module, class_embeddings: torch.Tensor,
                  fix_text: bool = True, logit_scale: float | torch.Tensor = LOG_100,
@@ -56,6 +61,9 @@ class VideoCLIP(nn.Module):
         becomes a new Parameter (re-create the optimiser if you train after this)."""
         device = self.logit_scale.device
         self._set_emb(torch.as_tensor(emb).to(device))
+
+    def refresh_class_embeddings(self) -> None:
+        """Make the class embeddings current: nothing to do, they are a constant or trained as they are."""
 
     @property
     def num_classes(self) -> int:
@@ -93,3 +101,63 @@ class VideoCLIP(nn.Module):
         """(B, T, 3, S, S) -> logits (B, C). Pass scale=100 (`network.eval_logit_scale`) to evaluate
         as the original."""
         return self.logits_from_embeddings(self.encode_video(x), scale)
+
+
+class ContrastiveVideoCLIP(VideoCLIP):
+    """VideoCLIP that keeps CLIP's text tower (`text.*`), as the original's train_nce.py.
+
+    `forward(x, texts=class_indices)` returns (video embeddings, text embeddings of those classes'
+    prompts, exp(logit_scale)) for the training objectives; `forward(x)` gives logits against
+    `class_embeddings`, the text tower's embeddings of every class as of the last
+    `refresh_class_embeddings()` (train.py calls it before every validation and save), so the
+    evaluation engine, test.py and predict.py use the model as any other. `train_text=False`
+    freezes the tower (`network.fix_text`); `logit_scale` trains either way.
+    `prompt_tokens` (C, K, 77): each class in the K templates; several templates are combined as
+    the text classifier does (mean of the L2-normalised embeddings).
+    """
+
+    has_text_tower = True
+
+    def __init__(self, visual: nn.Module, fusion_model: nn.Module, text: TextTower, prompt_tokens: torch.Tensor,
+                 class_embeddings: torch.Tensor, *, train_text: bool = True,
+                 logit_scale: float | torch.Tensor = LOG_100, joint_st: bool = False):
+        super().__init__(visual, fusion_model, class_embeddings, fix_text=True, logit_scale=logit_scale,
+                         joint_st=joint_st)
+        if prompt_tokens.ndim != 3 or prompt_tokens.shape[0] != self.num_classes:
+            raise ValueError(f"prompt tokens must be (C={self.num_classes}, K, L), got {tuple(prompt_tokens.shape)}")
+        self.text = text
+        self.text.requires_grad_(train_text)
+        self.register_buffer("prompt_tokens", prompt_tokens.long(), persistent=False)
+
+    def encode_classes(self, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D) text embeddings of the prompts of `classes` (class indices; None = every class),
+        un-normalised with one template; a class repeated in `classes` is encoded once."""
+        all_tokens = self.get_buffer("prompt_tokens")
+        if classes is None:
+            classes = torch.arange(self.num_classes, device=all_tokens.device)
+        unique, inverse = torch.unique(classes, return_inverse=True)
+        tokens = all_tokens[unique.to(all_tokens.device)]
+        n, k = tokens.shape[:2]
+        flat = tokens.reshape(n * k, -1)
+        feats = torch.cat([self.text(flat[i:i + CHUNK]) for i in range(0, n * k, CHUNK)]).float()
+        feats = feats.reshape(n, k, -1)
+        emb = feats[:, 0] if k == 1 else F.normalize(feats, dim=-1).mean(dim=1)
+        return emb[inverse.to(emb.device)]
+
+    @torch.no_grad()
+    def refresh_class_embeddings(self) -> None:
+        """class_embeddings = the current text tower's embeddings of every class (eval mode)."""
+        was_training = self.text.training
+        self.text.eval()
+        try:
+            self.class_embeddings.copy_(self.encode_classes())
+        finally:
+            self.text.train(was_training)
+
+    def forward(self, x: torch.Tensor, scale: float | torch.Tensor | None = None,  # type: ignore[override]
+                texts: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, C) as VideoCLIP; with `texts` (class indices), the training triple (video
+        embeddings, text embeddings of those classes, exp(logit_scale))."""
+        if texts is None:
+            return super().forward(x, scale)
+        return self.encode_video(x), self.encode_classes(texts), self.logit_scale.exp()

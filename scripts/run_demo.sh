@@ -5,7 +5,10 @@
 #   3. train a tiny CLIP-shaped model from random weights (configs/demo/demo_<head>.yaml)
 #   4. multi-view test of the best checkpoint (3 crops x 2 clips) with test.py
 #   5. print a summary (accuracy per head, output folders)
-# Usage: bash scripts/run_demo.sh [transf|meanp|both]   (default transf)
+# Usage: bash scripts/run_demo.sh [transf|meanp|both|compare]   (default transf)
+#   compare: the paper's comparison, Text4Vis (frozen classifier, CE: demo_transf.yaml) against the
+#   original's contrastive baseline (text tower in the loop, NCE loss: demo_nce.yaml) with the same
+#   model, data and budget, then both side by side with python -m app.results (about 12 minutes)
 # Environment: DEMO_DATA (default data/demo), DEMO_OUT (default exp/demo/<timestamp>),
 #   PYTHON (an interpreter with text4vis's requirements, instead of .venv),
 #   DEMO_OPTS (extra config overrides for training, e.g. "solver.epochs=2"),
@@ -17,8 +20,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 HEADS="${1:-transf}"
 [ "$HEADS" = "both" ] && HEADS="transf meanp"
+[ "$HEADS" = "compare" ] && HEADS="transf nce"
 for h in $HEADS; do
-  [ -f "configs/demo/demo_$h.yaml" ] || { echo "error: unknown head '$h' (transf, meanp or both)" >&2; exit 2; }
+  [ -f "configs/demo/demo_$h.yaml" ] || { echo "error: unknown run '$h' (transf, meanp, both or compare)" >&2; exit 2; }
 done
 T0=$(date +%s)
 [ -n "${PYTHON:-}" ] || bash scripts/setup_env.sh
@@ -72,3 +76,8 @@ for h in heads:
     print(f"          {out / h}/ (log.txt, metrics.csv, curves.png, model_best.pt)")
 print("=" * 72)
 PYEOF
+if [ "$#" -gt 0 ] && [ "$1" = "compare" ]; then
+  echo "[demo] side by side (python -m app.results; also $OUT/compare.md, $OUT/compare.csv):"
+  # shellcheck disable=SC2086
+  "$PY" -m app.results $(for h in $HEADS; do echo "$OUT/$h"; done) --md "$OUT/compare.md" --csv "$OUT/compare.csv"
+fi

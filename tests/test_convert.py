@@ -178,3 +178,120 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.pt'}"
     assert not (tmp_path / "o.pt").exists()
+
+
+# ----------------------------------------------------------------------------- the original's TSM wrappers
+def original_shift(x, n_segment, fold_div=8):
+    """The original's TemporalShift.shift (modules/temporal_modeling.py), (nt, c, h, w)."""
+    nt, c, h, w = x.size()
+    x = x.view(nt // n_segment, n_segment, c, h, w)
+    fold = c // fold_div
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold: 2 * fold] = x[:, :-1, fold: 2 * fold]
+    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    return out.view(nt, c, h, w)
+
+
+class OriginalShiftViT(torch.nn.Module):
+    """The original's TemporalShift_VIT: `.net` is the wrapped block (hence the `.net.` keys); the
+    shift runs on the (1 + hw, nt, c) tokens, class token excluded. open_clip's blocks are batch-first."""
+
+    def __init__(self, net, n_segment):
+        super().__init__()
+        self.net, self.n_segment = net, n_segment
+
+    def forward(self, x, attn_mask=None):
+        lnd = x.transpose(0, 1)
+        hw, nt, c = lnd.size()
+        cls_, patches = lnd[:1], lnd[1:].permute(1, 2, 0)
+        side = int((hw - 1) ** 0.5)
+        shifted = original_shift(patches.contiguous().view(nt, c, side, side), self.n_segment)
+        lnd = torch.cat((cls_, shifted.view(nt, c, side * side).permute(2, 0, 1)), dim=0)
+        return self.net(lnd.transpose(0, 1), attn_mask=attn_mask)
+
+
+class OriginalShiftConv(torch.nn.Module):
+    """The original's TemporalShift around a ResNet bottleneck's conv1 ('blockres')."""
+
+    def __init__(self, net, n_segment):
+        super().__init__()
+        self.net, self.n_segment = net, n_segment
+
+    def forward(self, x):
+        return self.net(original_shift(x, self.n_segment))
+
+
+def _tsm_pair(arch, frames=4):
+    """(our tm=tsm model, the original-style visual encoder with `.net` wrappers, its checkpoint)."""
+    import clip
+    from modules.builder import build_model
+    from utils.config import resolve, to_dotmap
+    cfg = to_dotmap(resolve({"data": {"num_segments": frames, "input_size": 112},
+                             "network": {"arch": arch, "pretrained": "none", "tm": "tsm", "sim_header": "meanP",
+                                         "classifier": "random"}}, "test"))
+    ours = build_model(cfg, ["a", "b"]).eval()
+    ref = clip.create_clip(arch, "none", num_frames=frames).visual.eval()  # no shift of its own
+    if arch == "tiny":
+        blocks = [OriginalShiftViT(b, frames) for b in ref.transformer.resblocks]
+        ref.transformer.resblocks = torch.nn.Sequential(*blocks)
+    else:
+        for layer in (ref.layer1, ref.layer2, ref.layer3, ref.layer4):
+            for block in layer:
+                block.conv1 = OriginalShiftConv(block.conv1, frames)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    sd = {f"visual.{k}": v for k, v in ref.state_dict().items()}
+    sd["logit_scale"] = torch.tensor(4.6052)
+    return ours, ref, {"epoch": 3, "model_state_dict": sd}
+
+
+@pytest.mark.parametrize("arch,wrapped", [("tiny", "visual.transformer.resblocks.0.net.attn.in_proj_weight"),
+                                          ("tiny-rn", "visual.layer1.0.conv1.net.weight")])
+def test_original_tsm_checkpoint_loads_and_gives_the_original_features(arch, wrapped):
+    ours, ref, ckpt = _tsm_pair(arch)
+    assert wrapped in ckpt["model_state_dict"]
+    report = convert.load_weights(ours, ckpt)
+    assert "TSM" in report.layout
+    frames = torch.randn(2 * 4, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = ref(frames), ours.visual(frames)
+        plain = ref(frames[torch.tensor([0, 2, 1, 3, 4, 5, 6, 7])])
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+    assert not torch.allclose(plain[:4], want[:4], atol=1e-4)  # the shift matters: frame order shows
+
+
+# ----------------------------------------------------------------------------- ActionCLIP heads
+def _actionclip_fusion(head_name, d, frames):
+    """ActionCLIP's visual_prompt state dict for `head_name`, as its train.py saved it (DataParallel:
+    `module.`): its unused 77 x D frame_position_embeddings, Transf_cls under `transformer.`."""
+    head = build_head(head_name, d, frames, heads=1)
+    torch.manual_seed(4)
+    sd = {k: torch.randn_like(v) for k, v in head.state_dict().items()}
+    out = {"module.frame_position_embeddings.weight": torch.randn(77, d)}
+    for k, v in sd.items():
+        name = f"transformer.{k}" if head_name == "Transf_cls" else k
+        out[f"module.{name}"] = v
+    return sd, out
+
+
+@pytest.mark.parametrize("head_name", ["Conv_1D", "LSTM", "Transf_cls"])
+def test_actionclip_head_checkpoints_load(head_name):
+    sd, fusion = _actionclip_fusion(head_name, D, 4)
+    model = make_model(0, head=head_name)
+    visual = {f"visual.{k}": v.clone() for k, v in model.visual.state_dict().items()}
+    ckpt = {"model_state_dict": {**visual, **{f"fusion_model.{k[len('module.'):]}": v for k, v in fusion.items()},
+                                 "logit_scale": torch.tensor(4.0)}}
+    report = convert.load_weights(model, ckpt)  # Text4Vis layout with an ActionCLIP head
+    assert "frame_position_embeddings dropped" in report.layout
+    for k, v in sd.items():
+        assert torch.equal(model.fusion_model.state_dict()[k], v), k
+
+
+def test_transf_keeps_its_position_embeddings():
+    """Only a non-Transf head's frame_position_embeddings are dropped."""
+    ckpt = original_checkpoint()
+    state, layout = convert.extract_state_dict(ckpt)
+    assert "fusion_model.frame_position_embeddings.weight" in state and "dropped" not in layout

@@ -217,3 +217,61 @@ def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
     assert saved["indices"].tolist() == list(range(len(dataset)))
     np.testing.assert_allclose(saved["scores"], torch.stack(expected).numpy(), rtol=1e-4, atol=1e-6)
     assert float(saved["scores"].max()) > 0.5  # far from softmax(1 · cos), which stays near uniform
+
+
+def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_path):
+    """--protocol all: full + half + splits in one results.json. Two list splits come from the full
+    pass by path; a config split with its own classes (as K600's) gets its own pass and equals a
+    plain full-class run of that config; two processes give the same numbers."""
+    data = setup["base"] / "syn"
+    lines = (data / "val.txt").read_text().splitlines()
+    (tmp_path / "split_a.txt").write_text("\n".join(lines[0::2]) + "\n")
+    (tmp_path / "split_b.txt").write_text("\n".join(lines[1::2]) + "\n")
+    names = (data / "labels.csv").read_text().splitlines()[1:]
+    keep = [3, 4, 5]
+    (tmp_path / "labels_c.csv").write_text("id,name\n" + "".join(
+        f"{i},{names[c].split(',', 1)[1]}\n" for i, c in enumerate(keep)))
+    (tmp_path / "split_c.txt").write_text("".join(
+        f"{line.rsplit(' ', 1)[0]} {keep.index(int(line.rsplit(' ', 1)[1]))}\n"
+        for line in lines if int(line.rsplit(" ", 1)[1]) in keep))
+    cfg_c = {**setup["cfg_dict"], "data": {**setup["cfg_dict"]["data"], "val_list": str(tmp_path / "split_c.txt"),
+                                           "label_list": str(tmp_path / "labels_c.csv")}}
+    (tmp_path / "split_c.yaml").write_text(yaml.safe_dump(cfg_c))
+    splits = [str(tmp_path / "split_a.txt"), str(tmp_path / "split_b.txt"), str(tmp_path / "split_c.yaml")]
+    args = ["--config", setup["cfg"], "--weights", setup["ckpt"], "--protocol", "all", "--splits", *splits,
+            "--device", "cpu"]
+    zs = load_script("test_zeroshot")
+    zs.main([*args, "--output", str(tmp_path / "one"), "--save_predictions"])
+    res = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert res["protocols"] == ["full", "half", "splits"] and res["templates"] == ["a video of a person {}."]
+    assert {"full_classes", "half_classes", "splits"} <= set(res)
+    per = res["splits"]["per_split"]
+    assert [s["videos_from"] for s in per] == ["subset of the full pass"] * 2 + ["own pass"]
+    assert [s["num_videos"] for s in per] == [4, 3, 3] and [s["num_classes"] for s in per] == [7, 7, 3]
+    pred = np.load(tmp_path / "one" / "predictions.npz")
+    correct = dict(zip(pred["video_ids"].tolist(), (pred["scores"].argmax(1) == pred["labels"]).tolist(), strict=True))
+    for s, part in zip(per[:2], (lines[0::2], lines[1::2]), strict=True):
+        assert s["top1"] == pytest.approx(100.0 * np.mean([correct[ln.split(" ")[0]] for ln in part]))
+    zs.main(["--config", str(tmp_path / "split_c.yaml"), "--weights", setup["ckpt"], "--protocol", "full",
+             "--output", str(tmp_path / "c"), "--device", "cpu"])
+    alone = json.loads((tmp_path / "c" / "results.json").read_text())["full_classes"]
+    assert per[2]["top1"] == alone["top1"] and per[2]["top5"] == alone["top5"]
+    top1 = [s["top1"] for s in per]
+    assert res["splits"]["top1_mean"] == pytest.approx(np.mean(top1))
+    assert res["splits"]["top1_std"] == pytest.approx(np.std(top1))
+
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_test_zeroshot.sh"), setup["cfg"], setup["ckpt"],
+                           *args[4:], "--output", str(tmp_path / "two")],
+                          env=dict(_env(), NPROC="2", PYTHON=sys.executable), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["world_size"] == 2
+    for a, b in zip(per, two["splits"]["per_split"], strict=True):
+        assert (a["num_videos"], a["top1"], a["top5"]) == (b["num_videos"], b["top1"], b["top5"])
+    assert two["full_classes"]["top1"] == res["full_classes"]["top1"]
+
+    no_splits = _cli("test_zeroshot.py", "--config", setup["cfg"], "--weights", setup["ckpt"], "--protocol", "splits",
+                     "--output", str(tmp_path / "x"))
+    assert no_splits.returncode == 1 and "no official splits are known for data.dataset 'syn'" in no_splits.stderr
+    assert "Traceback" not in no_splits.stderr

@@ -179,3 +179,21 @@ def test_transf_cls_outputs_the_cls_token(x):
     x2 = x.clone()
     x2[:, -1] += 1.0
     assert not torch.allclose(head(x), head(x2))
+
+
+def test_transf_cls_init_is_actionclips_folded_normal():
+    """ActionCLIP's `trunc_normal_` is normal_().fmod_(2).mul_(0.02): std 0.02 · 0.866 = 0.0173, every
+    |w| < 0.04 — not torch's trunc_normal_ (its bounds ±2 are absolute: nothing cut, std 0.02)."""
+    torch.manual_seed(0)
+    d = 512
+    head = TransfClsHead(d, 8)
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 6 * 3  # out_proj, linear1, linear2 per layer
+    w = torch.cat([m.weight.detach().flatten() for m in linears])
+    assert abs(w.std().item() - 0.0173) < 3e-4 and w.abs().max().item() < 0.04
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears)
+    for p in (head.pos_embed, head.cls_token):
+        assert p.abs().max().item() < 0.04
+    assert abs(head.pos_embed.std().item() - 0.0173) < 4e-3
+    qkv = head.transformer_enc.layers[0].self_attn.in_proj_weight  # PyTorch's Xavier default
+    assert abs(qkv.std().item() - math.sqrt(6.0 / (4 * d)) / math.sqrt(3)) < 1e-3

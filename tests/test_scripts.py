@@ -48,7 +48,7 @@ def test_demo_rejects_unknown_head_under_dash(tmp_path):
         proc = subprocess.run([*start, "nohead"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 2, (start, proc.stderr)
-        assert proc.stderr.strip().splitlines() == ["error: unknown head 'nohead' (transf, meanp or both)"]
+        assert proc.stderr.strip().splitlines() == ["error: unknown run 'nohead' (transf, meanp, both or compare)"]
 
 
 @pytest.mark.slow

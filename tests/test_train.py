@@ -248,3 +248,49 @@ def test_failing_rank_ends_the_job(tmp_path, data):
     text = proc.stdout + proc.stderr
     assert "no_such_video" in text, text[-3000:]
     assert elapsed < 120
+
+
+@pytest.mark.slow
+def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embeddings(tmp_path, data):
+    """solver.loss_type NCE with a trained text tower (the original's train_nce.py) through the same
+    train.py: 1 epoch + resume + 1 epoch equals 2 epochs, and the saved class embeddings are the
+    saved text tower's embeddings of the class prompts (what validation used)."""
+    from app.weights import load_model
+    cfg = make_config(tmp_path, data, loss_type="NCE")
+    opts = ("network.fix_text=false",)
+    proc = run_train(cfg, tmp_path / "ref", *opts)
+    assert "objective: NCE, text tower trained" in proc.stdout
+    ref = weights(tmp_path / "ref" / "last_model.pt")
+    assert any(k.startswith("text.transformer.") for k in ref["model"])
+    run_train(cfg, tmp_path / "split", *opts, extra=("--stop_after_epochs", "1"))
+    run_train(cfg, tmp_path / "split", *opts, "resume=auto")
+    _assert_same_state(ref, weights(tmp_path / "split" / "last_model.pt"))
+    loaded = load_model(tmp_path / "ref" / "last_model.pt")
+    stored = loaded.model.class_embeddings.clone()
+    loaded.model.refresh_class_embeddings()
+    torch.testing.assert_close(loaded.model.class_embeddings, stored, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_contrastive_ddp_two_processes_step_like_one_process(tmp_path, data):
+    """NCE over 2 gloo processes x 2 clips against 1 process x 4 clips: each rank's loss is over the
+    gathered batch with gradient through its own rows (SPEC §12), so DDP's average is the
+    one-process gradient / 2; AdamW's first step (eps tiny, no decay) depends on the gradient's
+    sign only, so both runs make the same update."""
+    common = ("data.train_list=" + str(data / "train4.txt"), "solver.epochs=1", "solver.eps=1.0e-20",
+              "solver.lr=0.01", "solver.lr_warmup_step=0", "solver.weight_decay=0.0", "network.fix_text=false")
+    cfg = make_config(tmp_path, data, loss_type="NCE")
+    run_train(cfg, tmp_path / "one", *common, "data.batch_size=4")
+    proc = run_train(cfg, tmp_path / "two", *common, "data.batch_size=2", nproc=2)
+    assert "world size 2 (DDP)" in proc.stdout
+    a, b = weights(tmp_path / "one" / "last_model.pt"), weights(tmp_path / "two" / "last_model.pt")
+    assert a["iteration"] == b["iteration"] == 1
+    same = total = 0
+    for key, value in a["model"].items():
+        if key == "class_embeddings" or not value.is_floating_point():
+            continue
+        same += int(((value - b["model"][key]).abs() < 1e-6).sum())
+        total += value.numel()
+    assert total > 1_000_000 and same / total > 0.999, same / total
+    moments = [st["exp_avg"] for st in a["optimizer"]["state"].values()]
+    assert len(moments) > 50 and all(float(m.abs().sum()) > 0 for m in moments[:5])  # a real step was taken

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from dotmap import DotMap
 
-from utils.choices import CLASSIFIERS, SIM_HEADERS, TEMPORAL_MODULES
+from utils.choices import CLASSIFIERS, CONTRASTIVE_LOSSES, LOSS_TYPES, SIM_HEADERS, TEMPORAL_MODULES
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
 
@@ -139,7 +139,11 @@ SCHEMA: dict[str, Any] = {
                          "`LSTM`, `Transf_cls`.", choices=SIM_HEADERS),
         "type": _k(None, str, "Ignored name tag kept from the original configs (e.g. `clip_k400`)."),
         "drop": _k(0, NUM, "Ignored; kept from the original configs."),
-        "fix_text": _k(True, bool, "Class embeddings frozen (True) or a trainable parameter (False)."),
+        "fix_text": _k(True, bool, "Class embeddings frozen (True) or a trainable parameter (False); with "
+                       "`text_tower` the text tower is frozen (True) or fine-tuned at `lr × clip_ratio` (False)."),
+        "text_tower": _k(None, bool, "Keep CLIP's text tower in the model and encode the class prompts with it "
+                         "at every step, as the original's train_nce.py (class embeddings recomputed from it at "
+                         "every validation); null = only when `solver.loss_type` needs it (NCE, DS)."),
         "fix_video": _k(False, bool, "Freeze the visual encoder (only the head and logit scale train)."),
         "classifier": _k("text", str, "Class-embedding source: `text`, `random`, `orthogonal`, `lda`, `file`.",
                          choices=CLASSIFIERS),
@@ -171,7 +175,9 @@ SCHEMA: dict[str, Any] = {
         "betas": _k([0.9, 0.999], list, "AdamW betas (the released models may have used [0.9, 0.98])."),
         "eps": _k(1.0e-8, float, "AdamW epsilon."),
         "momentum": _k(0.9, float, "Ignored (SGD was used only by the original's contrastive baseline)."),
-        "loss_type": _k("CE", str, "Loss; only cross-entropy (`CE`) as the original's train.py.", choices=("CE",)),
+        "loss_type": _k("CE", str, "`CE`: cross-entropy over the classes (train.py); `NCE` / `DS`: the video-text "
+                        "contrastive KL loss of the original's train_nce.py over the batch (DS with dual softmax).",
+                        choices=LOSS_TYPES),
         "evaluate": _k(False, bool, "Validate once and exit."),
         "grad_accumulation_steps": _k(1, int, "Batches accumulated per optimiser step."),
         "clip_grad_norm": _k(None, float, "Clip the gradient norm to this value (off by default)."),
@@ -360,6 +366,7 @@ def _check_consistency(cfg: dict, where: str) -> None:
     if cfg["network"]["classifier"] in ("lda", "file") and not cfg["network"]["classifier_file"]:
         raise UserError(f"{where}: network.classifier '{cfg['network']['classifier']}' needs "
                         f"network.classifier_file")
+    _check_text_tower(cfg, where)
     if cfg["solver"]["grad_accumulation_steps"] < 1:
         raise UserError(f"{where}: solver.grad_accumulation_steps must be >= 1")
     betas = cfg["solver"]["betas"]
@@ -383,6 +390,19 @@ def _check_consistency(cfg: dict, where: str) -> None:
     if smallest < data["input_size"]:
         raise UserError(f"{where}: data.scale_size {scale!r} is smaller than data.input_size {data['input_size']}: "
                         f"the crops would not fit in the resized frame")
+
+
+def _check_text_tower(cfg: dict, where: str) -> None:
+    """Resolve `network.text_tower: null` from the loss (the recorded config says what ran)."""
+    net, loss = cfg["network"], cfg["solver"]["loss_type"]
+    if net["text_tower"] is None:
+        net["text_tower"] = loss in CONTRASTIVE_LOSSES
+    if loss in CONTRASTIVE_LOSSES and not net["text_tower"]:
+        raise UserError(f"{where}: solver.loss_type '{loss}' contrasts videos with texts: it needs "
+                        f"network.text_tower true (or null)")
+    if net["text_tower"] and net["classifier"] != "text":
+        raise UserError(f"{where}: network.text_tower encodes the class names: it needs network.classifier "
+                        f"'text', not '{net['classifier']}'")
 
 
 def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:

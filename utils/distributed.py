@@ -188,6 +188,19 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([o[:s] for o, s in zip(out, sizes_i, strict=True)]).to(tensor.device)
 
 
+def all_gather_keep_local_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows along dim 0 in rank order, without gradient, except this rank's own rows,
+    which are `tensor` itself: the gradient flows through the local rows only (the contrastive
+    gather of the original's train_nce.py). Sizes along dim 0 may differ; a single process gets
+    `tensor` back unchanged."""
+    if not is_dist():
+        return tensor
+    gathered = all_gather_tensor(tensor.detach())
+    sizes = all_gather_tensor(torch.tensor([tensor.shape[0]], device=tensor.device))
+    start = int(sizes[:get_rank()].sum())
+    return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0]:]])
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's picklable `obj`, in rank order."""
     if not is_dist():

@@ -3,8 +3,9 @@ evaluated at the fractional epoch and held for `step_every` iterations), built o
 `torch.optim.AdamW` and `torch.optim.lr_scheduler.LambdaLR`.
 
 Groups (SPEC §4.3): parameters whose name contains `visual` (except full-LR ones such as the
-TokenT1D `control_point` convs) plus `logit_scale` train at `lr × clip_ratio`; everything else
-(fusion head, a trainable classifier) at `lr`. With `no_decay_norm_bias` each group is split
+TokenT1D `control_point` convs) plus `logit_scale` train at `lr × clip_ratio`, and so does a
+trained text tower (`text.*`, the contrastive baseline: its group 1 is every CLIP parameter, SPEC
+§12); everything else (fusion head, a trainable classifier) at `lr`. With `no_decay_norm_bias` each group is split
 into a decayed part and a part without weight decay (biases, norms, embeddings, logit_scale).
 
 Schedule (SPEC §4.4, §11.1): the scheduler is stepped once per loader iteration (gradient
@@ -29,7 +30,7 @@ from utils.errors import UserError
 def _is_slow(name: str, full_lr_names: Collection[str] = ()) -> bool:
     if name in full_lr_names:
         return False
-    return "visual" in name or name.split(".")[-1] == "logit_scale"
+    return "visual" in name or name.startswith("text.") or name.split(".")[-1] == "logit_scale"
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:

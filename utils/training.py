@@ -1,5 +1,6 @@
-"""The training engine: one epoch of cross-entropy on the model's logits, with gradient
-accumulation, DDP `no_sync`, gradient clipping, mixed precision and the per-iteration LR schedule.
+"""The training engine: one epoch of an objective (cross-entropy on the model's logits by default,
+or a contrastive loss from `utils.contrastive`), with gradient accumulation, DDP `no_sync`,
+gradient clipping, mixed precision and the per-iteration LR schedule.
 
 Like the evaluation engine it takes plain objects (model, loader, optimiser, scheduler, scaler,
 a normalise function) and imports nothing above `utils/`.
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from utils.contrastive import Objective, cross_entropy
 from utils.precision import autocast
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
@@ -95,8 +96,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
                     num_frames: int, normalize: Normalize, precision: str = "fp32", accumulation: int = 1,
                     clip_grad_norm: float | None = None, world_size: int = 1, print_freq: int = 10,
                     epochs: int = 1, log: Callable[[str], None] | None = None, progress: bool = False,
-                    on_iteration: Callable[[int, float, list[float]], None] | None = None) -> EpochStats:
-    """One pass over `loader` (items `(uint8 clips, labels, ...)`).
+                    on_iteration: Callable[[int, float, list[float]], None] | None = None,
+                    objective: Objective = cross_entropy) -> EpochStats:
+    """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `objective(model, x, y)`.
 
     Gradients of `accumulation` consecutive batches are summed before an optimiser step (DDP
     `no_sync` on all but the last); the last window of the epoch may be shorter and is stepped
@@ -119,7 +121,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         x = batch[0].to(device, non_blocking=True)
         x = normalize(x.reshape(x.shape[0], num_frames, 3, *x.shape[-2:]))
         y = torch.as_tensor(batch[1]).to(device, non_blocking=True).long().reshape(-1)
-        loss = _backward(model, x, y, scaler, precision, device, window,
+        loss = _backward(model, objective, x, y, scaler, precision, device, window,
                          sync=(i - window_start) == window - 1)
         if (i - window_start) == window - 1:
             _optimizer_step(model, optimizer, scaler, clip_grad_norm)
@@ -140,14 +142,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     return stats
 
 
-def _backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scaler: torch.amp.GradScaler, precision: str,
-              device: torch.device, window: int, sync: bool) -> float:
-    """Forward, cross-entropy and the backward pass of one batch; DDP all-reduces only when `sync`."""
+def _backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
+              scaler: torch.amp.GradScaler, precision: str, device: torch.device, window: int, sync: bool) -> float:
+    """Forward, objective and the backward pass of one batch; DDP all-reduces only when `sync`."""
     context = model.no_sync() if isinstance(model, DDP) and not sync else nullcontext()
     with context:
         with autocast(precision, device):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = objective(model, x, y)
         scaler.scale(loss / window).backward()
     return float(loss.detach())
 

@@ -14,11 +14,9 @@ fewshot_train_list.txt (with `data.shot`).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import platform
 import random
-import shutil
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +30,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import clip
+from app.run_folder import check_resume_config, prepare_run_folder, record_config
 from app.weights import add_trust_arg
 from datasets import build_dataset, build_loader, write_fewshot_list
-from datasets.builder import read_class_names
+from datasets.builder import data_remedy, read_class_names
+from datasets.device_transforms import ClipsToDevice, clips_to_device
 from datasets.transforms import normalize
 from modules.builder import build_model
 from modules.convert import load_weights
@@ -42,7 +42,6 @@ from modules.video_model import VideoCLIP
 from utils.checkpoint import (
     BEST,
     LAST,
-    find_resume,
     load_checkpoint,
     restore_training_state,
     rng_state,
@@ -52,22 +51,22 @@ from utils.checkpoint import (
 )
 from utils.choices import DEVICES, PRECISIONS
 from utils.cli import cli_parser
-from utils.config import RESUME_MAY_CHANGE, add_config_args, dump, load_config, resume_differences, to_dict
+from utils.compile import compile_model
+from utils.config import add_config_args, dump, load_config, to_dict
 from utils.contrastive import Objective, make_objective
+from utils.data_wait import DataWaitMeter
 from utils.distributed import (
     DistInfo,
     all_gather_object,
     all_reduce_sum,
     barrier,
-    broadcast_object,
     broadcast_tensor,
     cleanup,
     init_distributed,
     rank_zero_first,
 )
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.evaluate import evaluate
-from utils.fileio import make_folder, remove_temporaries
 from utils.logger import MetricsLog, setup_logger
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
@@ -84,64 +83,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def arch_folder(arch: str) -> str:
-    """`ViT-B/32` -> `ViT-B-32` (one folder level; the original nested one per slash)."""
-    return arch.replace("/", "-")
-
-
-def runs_root(cfg: Any) -> Path:
-    """`exp/<dataset>/<arch>` (`exp_fewshot/...` with `data.shot`), where runs without --output go."""
-    return Path("exp_fewshot" if cfg.data.shot else "exp") / cfg.data.dataset / arch_folder(cfg.network.arch)
-
-
-def output_folder(cfg: Any, output: str | None, log_time: str | None) -> Path:
-    """`--output`, or `runs_root(cfg)/<timestamp>`."""
-    if output:
-        return Path(output)
-    return runs_root(cfg) / (log_time or time.strftime("%Y%m%d_%H%M%S"))
-
-
 def versions() -> str:
     return (f"Python {platform.python_version()}, PyTorch {torch.__version__}, torchvision "
             f"{torchvision.__version__}, open_clip {open_clip.__version__}")
-
-
-def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume or None), decided on rank 0 and shared with every rank.
-    `resume: auto` without --output continues the newest run of this dataset and arch."""
-    out, resume_path = None, None
-    if dist.rank == 0:
-        out = output_folder(cfg, args.output, args.log_time)
-        resume_path = find_resume(cfg.resume, args.output, None if args.output else runs_root(cfg))
-        if resume_path is not None and cfg.resume == "auto" and not args.output:
-            out = resume_path.parent
-        make_folder(out, "--output" if args.output else "run folder")
-        remove_temporaries(out)
-    out, resume_path = broadcast_object((out, resume_path))
-    return Path(out), resume_path
-
-
-def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
-    """Resume continues the recorded run: a changed key outside `RESUME_MAY_CHANGE` is refused
-    (naming it), so the config a run records is always the one that trained it. Returns the
-    allowed changes (e.g. more `solver.epochs` to extend a run)."""
-    recorded = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if not recorded:
-        raise UserError(f"resume: {path} holds no config (not written by this train.py); "
-                        f"use `pretrain: {path}` to start a new run from its weights")
-    refused, allowed = resume_differences(recorded, to_dict(cfg))
-    if refused:
-        raise UserError(f"resume: {path} was trained with other settings; a resumed run continues it exactly, "
-                        f"so only {', '.join(sorted(RESUME_MAY_CHANGE))} may change. Changed: {'; '.join(refused)}. "
-                        f"To train on with new settings, start a new run with `--opts pretrain={path}`")
-    return allowed
-
-
-def record_config(cfg: Any, config_path: str, out: Path) -> None:
-    """config.yaml (what runs) and a copy of the file the user gave, on rank 0."""
-    (out / "config.yaml").write_text(dump(cfg))
-    with contextlib.suppress(OSError, shutil.SameFileError):
-        shutil.copy(config_path, out / ("source_" + Path(config_path).name))
 
 
 def build_model_once(cfg: Any, class_names: list[str], dist: DistInfo, log: Log,
@@ -172,6 +116,7 @@ class Validation:
     with_map: bool
     print_freq: int
     log: Log
+    prepare: ClipsToDevice | None = None
 
     @property
     def metric(self) -> str:
@@ -181,7 +126,7 @@ class Validation:
         model.refresh_class_embeddings()  # a trained text tower: its current class embeddings
         report, _ = evaluate(model, self.loader, views=1, num_frames=self.num_frames, device=self.device,
                              normalize=normalize, precision="fp32", scale=self.scale, with_map=self.with_map,
-                             log=self.log, print_freq=self.print_freq)
+                             log=self.log, print_freq=self.print_freq, prepare=self.prepare)
         self.log(f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"
                  + (f" mAP {report['mAP']:.3f}" if self.with_map else ""))
         return report
@@ -259,7 +204,11 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
             unwrap(model).load_state_dict(resume_ckpt["model"], strict=True)
         return validate(model)
 
-    train_loader = build_train_loader(cfg, dist, out, log)
+    train_loader, train_ds = build_train_loader(cfg, dist, out, log)
+    if cfg.solver.compile:
+        compile_model(model)
+        log("solver.compile: the visual encoder and head are compiled with torch.compile (the first "
+            "iterations include the compilation)")
     optimizer, scheduler, scaler = build_optimisation(cfg, model, len(train_loader), precision, dist.device)
     start = RunState(cfg.solver.start_epoch, 0, 0.0)
     if resume_ckpt is not None:
@@ -276,7 +225,8 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     objective = make_objective(cfg.solver.loss_type, text_tower=model.has_text_tower)
     log(f"objective: {cfg.solver.loss_type}" + (f", text tower {'frozen' if cfg.network.fix_text else 'trained'}"
                                                  if model.has_text_tower else ""))
-    session = Session(cfg, dist, out, log, model, optimizer, scheduler, scaler, precision, class_names, objective)
+    session = Session(cfg, dist, out, log, model, optimizer, scheduler, scaler, precision, class_names, objective,
+                      clips_to_device(train_ds, dist.device), data_wait_meter(cfg, train_ds))
     result = session.fit(train_loader, validate, start, end_epoch)
     if end_epoch < cfg.solver.epochs:
         log(f"stopped after epoch {end_epoch - 1} of {cfg.solver.epochs}: continue with the same command and "
@@ -290,10 +240,18 @@ def build_validation(cfg: Any, dist: DistInfo, log: Log) -> Validation:
     loader = build_loader(val_ds, cfg.data.batch_size, cfg.data.workers, train=False, rank=dist.rank,
                           world_size=dist.world_size, seed=cfg.seed)
     return Validation(loader, cfg.data.num_segments, dist.device, cfg.network.eval_logit_scale,
-                      cfg.data.metric == "mAP", cfg.logging.print_freq, log if dist.rank == 0 else (lambda _m: None))
+                      cfg.data.metric == "mAP", cfg.logging.print_freq, log if dist.rank == 0 else (lambda _m: None),
+                      clips_to_device(val_ds, dist.device))
 
 
-def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> Any:
+def data_wait_meter(cfg: Any, dataset: Any) -> DataWaitMeter:
+    """The data-bound alarm of `logging.data_wait_alarm`, with the remedy for this pipeline."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return DataWaitMeter(cfg.logging.data_wait_alarm, remedy=data_remedy(dataset, cfg.data.workers, per_node))
+
+
+def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> tuple[Any, Any]:
+    """(loader, dataset) of the training list."""
     train_ds = build_dataset(cfg, "train")
     loader = build_loader(train_ds, cfg.data.batch_size, cfg.data.workers, train=True, rank=dist.rank,
                           world_size=dist.world_size, seed=cfg.seed,
@@ -304,7 +262,7 @@ def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> Any:
         path = write_fewshot_list(train_ds, out)
         if path:
             log(f"few-shot selection written to {path}")
-    return loader
+    return loader, train_ds
 
 
 @dataclass
@@ -331,6 +289,8 @@ class Session:
     precision: str
     class_names: list[str]
     objective: Objective
+    prepare: ClipsToDevice
+    meter: DataWaitMeter
 
     def fit(self, loader: Any, validate: Validation, start: RunState, end_epoch: int) -> dict:
         cfg, dist = self.cfg, self.dist
@@ -351,9 +311,11 @@ class Session:
                 accumulation=cfg.solver.grad_accumulation_steps, clip_grad_norm=cfg.solver.clip_grad_norm,
                 world_size=dist.world_size, print_freq=cfg.logging.print_freq, epochs=cfg.solver.epochs,
                 log=validate.log, progress=dist.rank == 0, on_iteration=on_iteration,
-                objective=self.objective)
+                objective=self.objective, prepare=self.prepare, meter=self.meter)
             iteration += len(loader)
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
+            row.update(self.meter.row())
+            self.meter.reset()
             validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
             is_best = False
             if validate_now:

@@ -16,6 +16,7 @@ import torch
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
+from datasets.device_transforms import clips_to_device
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
@@ -104,11 +105,11 @@ class EvalRun:
 
     def collect(self, cfg: Any = None, model: torch.nn.Module | None = None) -> EvalOutput:
         """The engine's pass over the test list (of `cfg`, default the command's) with `model`."""
-        loader = self.loader if cfg is None else self.test_data(cfg)[1]
+        dataset, loader = (self.dataset, self.loader) if cfg is None else self.test_data(cfg)
         return collect(model or self.model, loader, views=self.views, num_frames=self.frames,
                        device=self.dist.device, normalize=input_normalize(model or self.model),
-                       precision=self.precision, fuse=self.args.fuse,
-                       log=self.log.info, print_freq=self.cfg.logging.print_freq)
+                       precision=self.precision, fuse=self.args.fuse, log=self.log.info,
+                       print_freq=self.cfg.logging.print_freq, prepare=clips_to_device(dataset, self.dist.device))
 
     def class_embeddings(self) -> torch.Tensor:
         return class_embeddings_of(self.model)

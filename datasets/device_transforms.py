@@ -153,3 +153,9 @@ class ClipsToDevice:
                 raise ValueError("a deferred batch needs the dataset's transform")
             return self.batch(clips.to(self.device, non_blocking=True))
         return clips.to(self.device, non_blocking=True)
+
+
+def clips_to_device(dataset: Any, device: torch.device | str) -> ClipsToDevice:
+    """The `ClipsToDevice` of a dataset: its transform runs on the device when it is deferred
+    (`data.transform_device: cuda`), otherwise batches are only copied."""
+    return ClipsToDevice(dataset.transform if getattr(dataset, "defer_transform", False) else None, device)

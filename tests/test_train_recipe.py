@@ -210,3 +210,47 @@ def test_ddp_resume_continues_each_ranks_random_stream(tmp_path, data):
         assert torch.equal(split["rng"][rank]["torch"], ref["rng"][rank]["torch"]), rank
     for key, value in ref["model"].items():
         assert torch.equal(split["model"][key], value), key
+
+
+def test_data_wait_is_measured_logged_and_alarmed(tmp_path, data):
+    """A long epoch read without workers: log lines carry the data wait, metrics.csv its columns,
+    and with a tiny `logging.data_wait_alarm` the warning names a remedy."""
+    import csv
+    lines = (data / "train.txt").read_text()
+    (tmp_path / "long.txt").write_text(lines * 3)  # 24 iterations of 1 clip: past the meter's warm-up
+    cfg = write_config(tmp_path, data, epochs=1)
+    out = tmp_path / "run"
+    train.main(["--config", str(cfg), "--output", str(out), "--device", "cpu", "--opts",
+                f"data.train_list={tmp_path / 'long.txt'}", "data.batch_size=1", "logging.print_freq=5",
+                "logging.data_wait_alarm=0.000001"])
+    log = (out / "log.txt").read_text()
+    assert "data wait " in log and "per step" in log
+    assert "data-bound: waiting for data takes" in log and "remedy: raise data.workers" in log
+    with open(out / "metrics.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert 0 < float(row["data_wait_frac"]) < 1 and float(row["step_s"]) > float(row["data_wait_s"]) > 0
+
+
+def test_deferred_transform_trains_the_same_model(tmp_path, data):
+    """`data.transform_device: cuda` defers the clip transform to the training device (here the CPU
+    stands in): the weights after an epoch equal those of the usual CPU-side transform."""
+    cfg = write_config(tmp_path, data, epochs=1)
+    common = ["--config", str(cfg), "--device", "cpu", "--opts", "data.batch_size=2", "resume=null"]
+    train.main([*common[:4], "--output", str(tmp_path / "cpu"), *common[4:]])
+    train.main([*common[:4], "--output", str(tmp_path / "dev"), *common[4:], "data.transform_device=cuda"])
+    a = torch.load(tmp_path / "cpu" / "last_model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "dev" / "last_model.pt", weights_only=True)["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
+    seen: list[Any] = []
+    monkeypatch.setattr(train, "compile_model", lambda model: seen.append(model) or model)
+    recorder = Recorder()
+    monkeypatch.setattr(train, "train_one_epoch", recorder)
+    cfg = write_config(tmp_path, data, epochs=1)
+    train.main(["--config", str(cfg), "--output", str(tmp_path / "run"), "--device", "cpu", "--opts",
+                "solver.compile=true", "resume=null"])
+    assert len(seen) == 1 and recorder.calls
+    assert "solver.compile" in (tmp_path / "run" / "log.txt").read_text()

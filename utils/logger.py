@@ -45,7 +45,7 @@ class MetricsLog:
     """Per-epoch rows in `metrics.csv`, the PNG of curves, and TensorBoard scalars (rank 0 only)."""
 
     FIELDS = ("epoch", "iteration", "train_loss", "lr", "lr_visual", "clips_per_s",
-              "epoch_time_s", "val_top1", "val_top5", "best_top1")
+              "epoch_time_s", "val_top1", "val_top5", "best_top1", "data_wait_s", "step_s", "data_wait_frac")
 
     def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
         self.dir = Path(output_dir)

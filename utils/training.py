@@ -21,9 +21,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from utils.contrastive import Objective, cross_entropy
+from utils.data_wait import DataWaitMeter
 from utils.precision import autocast
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
+Prepare = Callable[[Any], torch.Tensor]
 
 
 @dataclass
@@ -60,15 +62,17 @@ class Progress:
     """
 
     def __init__(self, total: int, *, epoch: int, epochs: int, world_size: int, print_freq: int,
-                 log: Callable[[str], None] | None, bar: bool) -> None:
+                 log: Callable[[str], None] | None, bar: bool, meter: DataWaitMeter | None = None) -> None:
         self.total, self.epoch, self.epochs = total, epoch, epochs
-        self.world_size, self.print_freq, self.log = world_size, print_freq, log
+        self.world_size, self.print_freq, self.log, self.meter = world_size, print_freq, log, meter
         self.batch_time, self.data_time, self.losses = AverageMeter(), AverageMeter(), AverageMeter()
         self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, mininterval=1.0,
                         leave=False, file=sys.stderr, disable=None) if bar else None  # None: off when not a tty
 
     def update(self, i: int, loss: float, batch: int, lr: float) -> None:
         self.losses.update(loss, batch)
+        if self.meter is not None:
+            self.meter.update(self.data_time.val, self.batch_time.val)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{self.losses.avg:.4f}", lr=f"{lr:.2e}",
                                  clips_s=f"{batch * self.world_size / max(self.batch_time.avg, 1e-9):.1f}",
@@ -80,9 +84,15 @@ class Progress:
                     f"Time {self.batch_time.val:.3f} ({self.batch_time.avg:.3f})\t"
                     f"Data {self.data_time.val:.3f} ({self.data_time.avg:.3f})\t"
                     f"Loss {loss:.4f} ({self.losses.avg:.4f})")
+            alarm = None
+            if self.meter is not None:
+                line += f"\t{self.meter.line()}"
+                alarm = self.meter.alarm()
             if self.bar is not None and not self.bar.disable:
                 self.bar.clear()
             self.log(line)
+            if alarm:
+                self.log(alarm)
             if self.bar is not None and not self.bar.disable:
                 self.bar.refresh()
 
@@ -97,7 +107,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
                     clip_grad_norm: float | None = None, world_size: int = 1, print_freq: int = 10,
                     epochs: int = 1, log: Callable[[str], None] | None = None, progress: bool = False,
                     on_iteration: Callable[[int, float, list[float]], None] | None = None,
-                    objective: Objective = cross_entropy) -> EpochStats:
+                    objective: Objective = cross_entropy, prepare: Prepare | None = None,
+                    meter: DataWaitMeter | None = None) -> EpochStats:
     """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `objective(model, x, y)`.
 
     Gradients of `accumulation` consecutive batches are summed before an optimiser step (DDP
@@ -105,20 +116,23 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     too, so nothing carries into the next epoch. Each batch's loss is divided by its window's
     length, so accumulating k batches of b equals one batch of k·b. The scheduler is stepped
     after every batch (the LR is a function of the loader iteration, as the original).
-    `normalize` turns the uint8 frames (on `device`, shaped (B, T, 3, S, S)) into model input.
+    `normalize` turns the uint8 frames (on `device`, shaped (B, T, 3, S, S)) into model input;
+    `prepare(clips)` moves a batch to the device first (and applies a deferred transform there:
+    `datasets.device_transforms.ClipsToDevice`). `meter` measures the data wait per iteration and
+    adds it to the log line, with a warning when the loader is the bottleneck (`utils.data_wait`).
     """
     model.train()
     n = len(loader)  # type: ignore[arg-type]
     stats = EpochStats()
     bar = Progress(n, epoch=epoch, epochs=epochs, world_size=world_size, print_freq=print_freq, log=log,
-                   bar=progress)
+                   bar=progress, meter=meter)
     optimizer.zero_grad(set_to_none=True)
     end = start = time.perf_counter()
     for i, batch in enumerate(loader):
         bar.data_time.update(time.perf_counter() - end)
         window_start = (i // accumulation) * accumulation
         window = min(accumulation, n - window_start)
-        x = batch[0].to(device, non_blocking=True)
+        x = prepare(batch[0]) if prepare is not None else batch[0].to(device, non_blocking=True)
         x = normalize(x.reshape(x.shape[0], num_frames, 3, *x.shape[-2:]))
         y = torch.as_tensor(batch[1]).to(device, non_blocking=True).long().reshape(-1)
         loss = _backward(model, objective, x, y, scaler, precision, device, window,

@@ -8,6 +8,7 @@ accuracies where only train.py's own decisions are under test.
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import socket
 import subprocess
@@ -121,8 +122,8 @@ def test_resume_keeps_the_best_checkpoint_of_an_earlier_invocation(tmp_path, dat
     assert best["epoch"] == 0 and best["best_top1"] == 50.0
     assert last["epoch"] == 2 and last["best_top1"] == 50.0
     assert result["best"] == 50.0
-    rows = (out / "metrics.csv").read_text().strip().splitlines()
-    assert [r.split(",")[-1] for r in rows[1:]] == ["50.000", "50.000", "50.000"]  # best_top1 column
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [r["best_top1"] for r in csv.DictReader(fh)] == ["50.000", "50.000", "50.000"]
 
 
 @pytest.mark.parametrize("no_decay", [False, True])

@@ -16,6 +16,7 @@ of the whole input and writes `<name>.timeline.json`, `.csv` and `.png` to `--ou
 An input that cannot be read is reported and skipped; the exit status is 1 if any input failed.
 Runs on CPU when no GPU is present.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,26 +44,46 @@ DEFAULT_OUT = "exp/predict"
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("predict.py", __doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="video files, frame folders and/or images")
-    parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="YAML config (default: the one stored in our checkpoint or export)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config keys; takes the KEY=VALUE words that follow it (inputs may come after)")
-    parser.add_argument("--weights", required=True,
-                        help="checkpoint (ours, converted or the original's layout), run folder, "
-                             "or export (.pt/.ts/.onnx)")
+    parser.add_argument(
+        "--config",
+        "--cfg",
+        dest="config",
+        default=None,
+        help="YAML config (default: the one stored in our checkpoint or export)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys; takes the KEY=VALUE words that follow it (inputs may come after)",
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="checkpoint (ours, converted or the original's layout), run folder, or export (.pt/.ts/.onnx)",
+    )
     parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: the model's classes")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per input (or per window)")
     parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
     parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
-    parser.add_argument("--window", default=None,
-                        help="score windows of this length along each input: seconds (4s, 2.5) or frames (64f)")
+    parser.add_argument(
+        "--window",
+        default=None,
+        help="score windows of this length along each input: seconds (4s, 2.5) or frames (64f)",
+    )
     parser.add_argument("--stride", default=None, help="start a window every this long (default: --window)")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="frame rate of frame folders (or to override a video's), for --window in seconds")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate of frame folders (or to override a video's), for --window in seconds",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the timeline files (with --window)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)")
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)"
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present")
     add_trust_arg(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -113,8 +134,9 @@ class Predictor:
         self.cfg = weights.config(args.config, args.opts)
         self.device = select_device(args.device)
         self.class_names = class_names_of(args, weights, self.cfg)
-        self.model = load_model(weights, cfg=self.cfg, class_names=self.class_names, device=self.device,
-                                trusted_pickles=args.trust_pickle).model
+        self.model = load_model(
+            weights, cfg=self.cfg, class_names=self.class_names, device=self.device, trusted_pickles=args.trust_pickle
+        ).model
         self.classes = class_embeddings_of(self.model)
         self.scale = eval_scale(self.model, self.cfg.network.eval_logit_scale)
         self.normalize = input_normalize(self.model)
@@ -127,12 +149,24 @@ class Predictor:
         """The whole input as one clip (test.py's views): its top-k classes."""
         a = self.args
         clip = load_input(path, self.cfg, crops=a.test_crops, clips=a.test_clips, dense=self.dense)
-        emb = encode_views(self.model, clip[None], views=a.test_crops * a.test_clips,
-                           num_frames=int(self.cfg.data.num_segments), device=self.device,
-                           normalize=self.normalize, precision=a.precision).mean(dim=1).cpu()
+        emb = (
+            encode_views(
+                self.model,
+                clip[None],
+                views=a.test_crops * a.test_clips,
+                num_frames=int(self.cfg.data.num_segments),
+                device=self.device,
+                normalize=self.normalize,
+                precision=a.precision,
+            )
+            .mean(dim=1)
+            .cpu()
+        )
         top = class_probabilities(emb, self.classes, self.scale)[0].topk(self.k)
-        preds = [{"rank": r + 1, "index": int(i), "class": self.class_names[int(i)], "probability": float(p)}
-                 for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))]
+        preds = [
+            {"rank": r + 1, "index": int(i), "class": self.class_names[int(i)], "probability": float(p)}
+            for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))
+        ]
         return {"input": path, "predictions": preds}
 
     def timeline(self, path: str, stem: str) -> dict[str, Any]:
@@ -140,11 +174,23 @@ class Predictor:
         a = self.args
         assert self.window is not None, "timeline() needs --window"
         media = open_media(path, self.cfg, fps=a.fps)
-        tl = window_timeline(self.model, media, cfg=self.cfg, window=self.window, stride=self.stride,
-                             crops=a.test_crops, clips=a.test_clips, classes=self.classes,
-                             class_names=self.class_names, scale=self.scale, topk=self.k, device=self.device,
-                             normalize=self.normalize, precision=a.precision,
-                             progress=Progress(Path(path).name, sys.stderr))
+        tl = window_timeline(
+            self.model,
+            media,
+            cfg=self.cfg,
+            window=self.window,
+            stride=self.stride,
+            crops=a.test_crops,
+            clips=a.test_clips,
+            classes=self.classes,
+            class_names=self.class_names,
+            scale=self.scale,
+            topk=self.k,
+            device=self.device,
+            normalize=self.normalize,
+            precision=a.precision,
+            progress=Progress(Path(path).name, sys.stderr),
+        )
         tl["files"] = [str(f) for f in write_timeline(tl, Path(a.out), stem)]
         return tl
 
@@ -177,9 +223,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             show(result)
     cfg = predictor.cfg
     if args.json:
-        print(json.dumps({"weights": str(args.weights), "labels": str(cfg.data.label_list),
-                          "views": f"{int(cfg.data.num_segments)}x{args.test_crops}x{args.test_clips}",
-                          "results": results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "weights": str(args.weights),
+                    "labels": str(cfg.data.label_list),
+                    "views": f"{int(cfg.data.num_segments)}x{args.test_crops}x{args.test_clips}",
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     if any("error" in r for r in results):
         sys.exit(1)
 

@@ -11,6 +11,7 @@ per-class analysis: `analysis.json` (per-class top-1 with support, worst classes
 pairs), `per_class.csv`, `per_video.csv`, `confusion.npz`, `confusion.png` and
 `per_class_accuracy.png` (`--no_analysis` skips them; docs/after_training.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,11 +25,18 @@ from utils.metrics import classification_report
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("test.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
-    parser.add_argument("--metric", default=None, choices=("top1", "map"),
-                        help="also report ActivityNet mAP with `map` (default: data.metric of the config)")
-    parser.add_argument("--no_analysis", action="store_true",
-                        help="skip the per-class files (analysis.json, per_class.csv, per_video.csv, confusion.npz, "
-                             "confusion.png, per_class_accuracy.png)")
+    parser.add_argument(
+        "--metric",
+        default=None,
+        choices=("top1", "map"),
+        help="also report ActivityNet mAP with `map` (default: data.metric of the config)",
+    )
+    parser.add_argument(
+        "--no_analysis",
+        action="store_true",
+        help="skip the per-class files (analysis.json, per_class.csv, per_video.csv, confusion.npz, "
+        "confusion.png, per_class_accuracy.png)",
+    )
     args = parser.parse_args(argv)
     run = EvalRun(args)
     try:
@@ -44,30 +52,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         if run.dist.is_main:
             results = {**run.header(), **report}
             path = run.write_json("results.json", results)
-            line = (f"Overall Prec@1 {report['top1']:.3f}% Prec@5 {report['top5']:.3f}% "
-                    f"mean class acc {report['mean_class_accuracy']:.3f}%")
+            line = (
+                f"Overall Prec@1 {report['top1']:.3f}% Prec@5 {report['top5']:.3f}% "
+                f"mean class acc {report['mean_class_accuracy']:.3f}%"
+            )
             if with_map:
                 line += f" mAP {report['mAP']:.3f}%"
                 if report["mAP_classes_without_videos"]:
-                    run.log.warning(f"{report['mAP_classes_without_videos']} classes have no video in the list; "
-                                    f"each counts as AP 0 in the mAP (torchnet's convention)")
+                    run.log.warning(
+                        f"{report['mAP_classes_without_videos']} classes have no video in the list; "
+                        f"each counts as AP 0 in the mAP (torchnet's convention)"
+                    )
             run.log.info(line)
-            run.log.info(f"{n} videos, {run.views} views each, {report['seconds_per_video']:.4f} s/video; "
-                         f"results: {path}")
+            run.log.info(
+                f"{n} videos, {run.views} views each, {report['seconds_per_video']:.4f} s/video; results: {path}"
+            )
             if args.save_predictions:
                 run.log.info(f"predictions: {run.save_predictions(out, scores)}")
             if not args.no_analysis and n:
                 summary = run.write_analysis(out, scores)
-                worst = ", ".join(f"{c['name']} {c['top1']:.1f}% (n={c['support']})"
-                                  for c in summary["worst_classes"][:3])
-                pairs = ", ".join(f"{p['true_name']} -> {p['predicted_name']} ({p['count']})"
-                                  for p in summary["most_confused_pairs"][:3])
+                worst = ", ".join(
+                    f"{c['name']} {c['top1']:.1f}% (n={c['support']})" for c in summary["worst_classes"][:3]
+                )
+                pairs = ", ".join(
+                    f"{p['true_name']} -> {p['predicted_name']} ({p['count']})"
+                    for p in summary["most_confused_pairs"][:3]
+                )
                 if summary["most_confused_pairs"]:
                     run.log.info(f"worst classes: {worst}; most confused: {pairs}")
                 else:
                     run.log.info("every video is classified right (no confused pair)")
-                run.log.info(f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
-                             f"confusion.npz, confusion.png, per_class_accuracy.png")
+                run.log.info(
+                    f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
+                    f"confusion.npz, confusion.png, per_class_accuracy.png"
+                )
     finally:
         run.close()
 

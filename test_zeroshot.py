@@ -17,6 +17,7 @@ Protocols (`--protocol`, several allowed; default `full half` as the original's 
 * all: the three.
 One report, `<output>/results.json`, holds every number, the templates and the views.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -32,33 +33,51 @@ def log_report(log: Callable[[str], None], report: dict, num_classes: int) -> No
     """Every number of the report, one line each (results.json holds them all)."""
     if "full_classes" in report:
         full = report["full_classes"]
-        log(f"Full classes ({num_classes}): Top1 {full['top1']:.3f}% Top5 {full['top5']:.3f}% "
-            f"({full['num_videos']} videos)")
+        log(
+            f"Full classes ({num_classes}): Top1 {full['top1']:.3f}% Top5 {full['top5']:.3f}% "
+            f"({full['num_videos']} videos)"
+        )
     if "half_classes" in report:
         half = report["half_classes"]
         for s in half["splits"]:
             log(f"  half split {s['seed']}: {s['num_videos']} videos, Top1 {s['top1']:.3f}% Top5 {s['top5']:.3f}%")
-        log(f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
+        log(
+            f"Half classes ({half['classes_per_split']} x {half['repeats']}): "
             f"Top1 {half['top1_mean']:.3f} ± {half['top1_std']:.3f}% "
-            f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%")
+            f"Top5 {half['top5_mean']:.3f} ± {half['top5_std']:.3f}%"
+        )
     if "splits" in report:
         splits = report["splits"]
         for s in splits["per_split"]:
-            log(f"  test split {s['split']}: {s['num_videos']} videos, {s['num_classes']} classes, "
-                f"Top1 {s['top1']:.3f}% Top5 {s['top5']:.3f}% ({s['videos_from']})")
-        log(f"Official splits ({len(splits['per_split'])}): Top1 {splits['top1_mean']:.3f} ± "
-            f"{splits['top1_std']:.3f}% Top5 {splits['top5_mean']:.3f} ± {splits['top5_std']:.3f}%")
+            log(
+                f"  test split {s['split']}: {s['num_videos']} videos, {s['num_classes']} classes, "
+                f"Top1 {s['top1']:.3f}% Top5 {s['top5']:.3f}% ({s['videos_from']})"
+            )
+        log(
+            f"Official splits ({len(splits['per_split'])}): Top1 {splits['top1_mean']:.3f} ± "
+            f"{splits['top1_std']:.3f}% Top5 {splits['top5_mean']:.3f} ± {splits['top5_std']:.3f}%"
+        )
     log(f"templates: {report['templates']}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("test_zeroshot.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
-    parser.add_argument("--protocol", nargs="+", default=["full", "half"], choices=[*PROTOCOLS, "all"],
-                        help="zero-shot protocols to report")
-    parser.add_argument("--splits", nargs="+", default=None, metavar="LIST_OR_CONFIG",
-                        help="official test splits: list files (the config's classes) or configs (their own "
-                             "list and label CSV); default: the shipped splits of data.dataset")
+    parser.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["full", "half"],
+        choices=[*PROTOCOLS, "all"],
+        help="zero-shot protocols to report",
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        metavar="LIST_OR_CONFIG",
+        help="official test splits: list files (the config's classes) or configs (their own "
+        "list and label CSV); default: the shipped splits of data.dataset",
+    )
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
     args = parser.parse_args(argv)
     protocols = resolve_protocols(args.protocol)

@@ -1,5 +1,6 @@
 """What test.py, test_zeroshot.py and the evaluation tools share: command-line arguments, the
 process group, the model from any weights file, the test data, and the output folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,25 +31,53 @@ from utils.precision import resolve_precision
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by test.py and test_zeroshot.py."""
-    parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="YAML config (default: the config stored in our checkpoints)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --opts data.batch_size=4")
-    parser.add_argument("--weights", required=True,
-                        help="checkpoint (ours, converted or the original's layout) or a run folder")
-    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS,
-                        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips")
+    parser.add_argument(
+        "--config",
+        "--cfg",
+        dest="config",
+        default=None,
+        help="YAML config (default: the config stored in our checkpoints)",
+    )
+    parser.add_argument(
+        "--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --opts data.batch_size=4"
+    )
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint (ours, converted or the original's layout) or a run folder"
+    )
+    parser.add_argument(
+        "--test_crops",
+        type=int,
+        default=1,
+        choices=TEST_CROPS,
+        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips",
+    )
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips per video")
-    parser.add_argument("--dense", action="store_true", default=None,
-                        help="dense sampling (128-frame windows) instead of uniform segments")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 as the original's test; amp/fp16 = float16 autocast on CUDA")
-    parser.add_argument("--fuse", default="embeddings", choices=FUSIONS,
-                        help="view fusion: average embeddings (original) or average softmax scores")
-    parser.add_argument("--output", default=None,
-                        help="results folder (default exp/test/<config>/<run>_<weights>_<views>)")
-    parser.add_argument("--save_predictions", action="store_true",
-                        help="also write predictions.npz (probabilities, labels, video ids, class names)")
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        default=None,
+        help="dense sampling (128-frame windows) instead of uniform segments",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 as the original's test; amp/fp16 = float16 autocast on CUDA",
+    )
+    parser.add_argument(
+        "--fuse",
+        default="embeddings",
+        choices=FUSIONS,
+        help="view fusion: average embeddings (original) or average softmax scores",
+    )
+    parser.add_argument(
+        "--output", default=None, help="results folder (default exp/test/<config>/<run>_<weights>_<views>)"
+    )
+    parser.add_argument(
+        "--save_predictions",
+        action="store_true",
+        help="also write predictions.npz (probabilities, labels, video ids, class names)",
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
 
@@ -78,9 +107,18 @@ class EvalRun:
         self.views = args.test_crops * args.test_clips
         self.dist = init_distributed(device=args.device)
         self.precision = resolve_precision(args.precision, self.dist.device)  # amp/fp16 -> fp32 on CPU
-        self.output = Path(args.output) if args.output else default_output(
-            args.config or self.cfg.data.dataset, self.weights.path, self.frames, args.test_crops,
-            args.test_clips, self.dense)
+        self.output = (
+            Path(args.output)
+            if args.output
+            else default_output(
+                args.config or self.cfg.data.dataset,
+                self.weights.path,
+                self.frames,
+                args.test_crops,
+                args.test_clips,
+                self.dense,
+            )
+        )
         self.log = setup_logger(self.output, self.dist.rank)
 
     def build(self) -> None:
@@ -88,28 +126,51 @@ class EvalRun:
         self.class_names = read_class_names(cfg.data)
         self.dataset, self.loader = self.test_data(cfg)
         with rank_zero_first():  # rank 0 computes (or caches) the class embeddings the others then read
-            self.model = load_model(self.weights, cfg=cfg, class_names=self.class_names, device=self.dist.device,
-                                    trusted_pickles=self.args.trust_pickle).model
-        self.log.info(f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
-                      f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
-                      f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "
-                      f"fuse {a.fuse}")
+            self.model = load_model(
+                self.weights,
+                cfg=cfg,
+                class_names=self.class_names,
+                device=self.dist.device,
+                trusted_pickles=self.args.trust_pickle,
+            ).model
+        self.log.info(
+            f"{len(self.dataset)} videos, {len(self.class_names)} classes, views "
+            f"{self.frames}x{a.test_crops}x{a.test_clips}{' dense' if self.dense else ''}, "
+            f"{self.dist.world_size} process(es) on {self.dist.device}, precision {self.precision}, "
+            f"fuse {a.fuse}"
+        )
 
     def test_data(self, cfg: Any) -> tuple[Any, Any]:
         """(dataset, loader) of `cfg`'s test list with this command's views, sharded over the ranks."""
         a = self.args
         dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips, dense=self.dense)
-        loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=self.dist.rank,
-                              world_size=self.dist.world_size, seed=cfg.seed)
+        loader = build_loader(
+            dataset,
+            cfg.data.batch_size,
+            cfg.data.workers,
+            train=False,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=cfg.seed,
+        )
         return dataset, loader
 
     def collect(self, cfg: Any = None, model: torch.nn.Module | None = None) -> EvalOutput:
         """The engine's pass over the test list (of `cfg`, default the command's) with `model`."""
         dataset, loader = (self.dataset, self.loader) if cfg is None else self.test_data(cfg)
-        return collect(model or self.model, loader, views=self.views, num_frames=self.frames,
-                       device=self.dist.device, normalize=input_normalize(model or self.model),
-                       precision=self.precision, fuse=self.args.fuse, log=self.log.info,
-                       print_freq=self.cfg.logging.print_freq, prepare=clips_to_device(dataset, self.dist.device))
+        return collect(
+            model or self.model,
+            loader,
+            views=self.views,
+            num_frames=self.frames,
+            device=self.dist.device,
+            normalize=input_normalize(model or self.model),
+            precision=self.precision,
+            fuse=self.args.fuse,
+            log=self.log.info,
+            print_freq=self.cfg.logging.print_freq,
+            prepare=clips_to_device(dataset, self.dist.device),
+        )
 
     def class_embeddings(self) -> torch.Tensor:
         return class_embeddings_of(self.model)
@@ -119,22 +180,41 @@ class EvalRun:
 
     def header(self) -> dict[str, Any]:
         a = self.args
-        return {"config": str(a.config) if a.config else f"{self.weights.path} (stored config)",
-                "weights": str(self.weights.path), "dataset": self.cfg.data.dataset,
-                "arch": self.cfg.network.arch, "num_classes": len(self.class_names),
-                "frames": self.frames, "test_crops": a.test_crops, "test_clips": a.test_clips,
-                "views": self.views, "view_layout": f"{self.frames}x{a.test_crops}x{a.test_clips}",
-                "dense": self.dense, "fuse": a.fuse, "precision": self.precision,
-                "world_size": self.dist.world_size, "device": str(self.dist.device), "opts": list(a.opts)}
+        return {
+            "config": str(a.config) if a.config else f"{self.weights.path} (stored config)",
+            "weights": str(self.weights.path),
+            "dataset": self.cfg.data.dataset,
+            "arch": self.cfg.network.arch,
+            "num_classes": len(self.class_names),
+            "frames": self.frames,
+            "test_crops": a.test_crops,
+            "test_clips": a.test_clips,
+            "views": self.views,
+            "view_layout": f"{self.frames}x{a.test_crops}x{a.test_clips}",
+            "dense": self.dense,
+            "fuse": a.fuse,
+            "precision": self.precision,
+            "world_size": self.dist.world_size,
+            "device": str(self.dist.device),
+            "opts": list(a.opts),
+        }
 
     def write_json(self, name: str, data: dict) -> Path:
         return atomic_write_text(self.output / name, json.dumps(data, indent=2) + "\n")
 
     def save_predictions(self, out: EvalOutput, scores: torch.Tensor) -> Path:
         ids = np.array([self.dataset.records[int(i)].path for i in out.indices])
-        return atomic_write(self.output / "predictions.npz", lambda fh: np.savez_compressed(
-            fh, scores=scores.numpy().astype(np.float32), labels=out.labels.numpy(), indices=out.indices.numpy(),
-            video_ids=ids, class_names=np.array(self.class_names)))
+        return atomic_write(
+            self.output / "predictions.npz",
+            lambda fh: np.savez_compressed(
+                fh,
+                scores=scores.numpy().astype(np.float32),
+                labels=out.labels.numpy(),
+                indices=out.indices.numpy(),
+                video_ids=ids,
+                class_names=np.array(self.class_names),
+            ),
+        )
 
     def video_ids(self, out: EvalOutput) -> list[str]:
         """The list paths of the output's videos, in its order."""
@@ -153,8 +233,12 @@ class EvalRun:
         self.write_csv("per_class.csv", rows, ["index", "name", "support", "top1_correct", "top1", f"top{kk}"])
         videos = analysis.per_video_rows(scores, out.labels, self.video_ids(out), names, k)
         self.write_csv("per_video.csv", videos, list(videos[0]) if videos else ["id"])
-        atomic_write(self.output / "confusion.npz", lambda fh: np.savez_compressed(
-            fh, counts=conf, class_names=np.array(names), rows="true class", columns="predicted class (top-1)"))
+        atomic_write(
+            self.output / "confusion.npz",
+            lambda fh: np.savez_compressed(
+                fh, counts=conf, class_names=np.array(names), rows="true class", columns="predicted class (top-1)"
+            ),
+        )
         plots.plot_confusion(conf, names, self.output / "confusion.png")
         plots.plot_class_accuracy(table["top1"], table["support"], names, self.output / "per_class_accuracy.png")
         return summary

@@ -16,6 +16,7 @@
   depends on the input) is refused with a UserError and no file is left.
 `predict.py`, `test.py`, `app.extract` and `app.weights.load_model` load all three.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,14 @@ from utils.evaluate import eval_scale
 from utils.fileio import atomic_write
 
 FORMATS = ("pt", "torchscript", "onnx")
-SUFFIXES = {".pt": "pt", ".pth": "pt", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript",
-            ".onnx": "onnx"}
+SUFFIXES = {
+    ".pt": "pt",
+    ".pth": "pt",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+    ".jit": "torchscript",
+    ".onnx": "onnx",
+}
 TOLERANCE = 1e-3  # max |logit difference| (logits are 100 x cosine) accepted by the check after export
 OPSET = 18
 
@@ -68,8 +75,10 @@ def format_of(out: str | Path, fmt: str | None) -> str:
         return fmt
     suffix = Path(out).suffix.lower()
     if suffix not in SUFFIXES:
-        raise UserError(f"cannot tell the export format from '{Path(out).name}': name it .pt, .ts or .onnx, "
-                        f"or pass --format {'|'.join(FORMATS)}")
+        raise UserError(
+            f"cannot tell the export format from '{Path(out).name}': name it .pt, .ts or .onnx, "
+            f"or pass --format {'|'.join(FORMATS)}"
+        )
     return SUFFIXES[suffix]
 
 
@@ -77,14 +86,24 @@ def metadata(loaded: LoadedModel, kind: str, scale: float) -> dict[str, Any]:
     model = loaded.model
     assert isinstance(model, VideoCLIP)
     cfg = loaded.cfg
-    return {"format": FORMAT, "version": VERSION, "kind": kind, "source": str(loaded.weights.path),
-            "config": to_dict(cfg), "class_names": list(loaded.class_names),
-            "num_frames": int(cfg.data.num_segments), "input_size": int(cfg.data.input_size),
-            "eval_logit_scale": scale, "logit_scale": float(model.logit_scale.detach()),
-            "input": {INPUT: "uint8 (B, T, 3, S, S) RGB frames after the test transform's resize and crop"},
-            "outputs": {OUTPUTS[0]: "(B, C) eval_logit_scale * cos(video, class)",
-                        OUTPUTS[1]: "(B, D) un-normalised video embeddings"},
-            "class_embeddings": encode_array(model.class_embeddings)}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "source": str(loaded.weights.path),
+        "config": to_dict(cfg),
+        "class_names": list(loaded.class_names),
+        "num_frames": int(cfg.data.num_segments),
+        "input_size": int(cfg.data.input_size),
+        "eval_logit_scale": scale,
+        "logit_scale": float(model.logit_scale.detach()),
+        "input": {INPUT: "uint8 (B, T, 3, S, S) RGB frames after the test transform's resize and crop"},
+        "outputs": {
+            OUTPUTS[0]: "(B, C) eval_logit_scale * cos(video, class)",
+            OUTPUTS[1]: "(B, D) un-normalised video embeddings",
+        },
+        "class_embeddings": encode_array(model.class_embeddings),
+    }
 
 
 def example_frames(meta: dict[str, Any], batch: int, seed: int) -> torch.Tensor:
@@ -117,15 +136,25 @@ def export_onnx(graph: VideoClassifier, example: torch.Tensor, cfg: Any, meta: d
         import onnxruntime  # noqa: F401  (the check after export runs the file)
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise UserError(f"ONNX export needs onnx, onnxruntime and onnxscript ({err.name} is missing): "
-                        f"{EXTRA_HINT}") from None
+        raise UserError(
+            f"ONNX export needs onnx, onnxruntime and onnxscript ({err.name} is missing): {EXTRA_HINT}"
+        ) from None
     batch = torch.export.Dim("batch", min=1, max=4096)
     log = io.StringIO()
     try:
         with torch.no_grad(), _quiet(log):
-            program = torch.onnx.export(graph, (example,), None, input_names=[INPUT], output_names=list(OUTPUTS),
-                                        dynamo=True, dynamic_shapes={"frames": {0: batch}}, opset_version=OPSET,
-                                        external_data=False, verbose=False)
+            program = torch.onnx.export(
+                graph,
+                (example,),
+                None,
+                input_names=[INPUT],
+                output_names=list(OUTPUTS),
+                dynamo=True,
+                dynamic_shapes={"frames": {0: batch}},
+                opset_version=OPSET,
+                external_data=False,
+                verbose=False,
+            )
     except Exception as err:  # noqa: BLE001 - torch.export and the ONNX translation raise many types
         raise UserError(f"cannot export the model ({_what(cfg)}) to ONNX: {_first_line(err)}") from None
     if program is None:
@@ -145,8 +174,9 @@ def _quiet(sink: io.StringIO | None = None) -> Any:
         yield
 
 
-def verify(path: Path, kind: str, graph: VideoClassifier, meta: dict[str, Any], cfg: Any,
-           tolerance: float = TOLERANCE) -> float:
+def verify(
+    path: Path, kind: str, graph: VideoClassifier, meta: dict[str, Any], cfg: Any, tolerance: float = TOLERANCE
+) -> float:
     """Run the written export on inputs it was not traced with (batch 1 and 3) and compare its logits
     with PyTorch's; returns the max |difference|, a UserError (and no file) above `tolerance`."""
     meta_read, handle = read_export(path, kind)
@@ -163,14 +193,23 @@ def verify(path: Path, kind: str, graph: VideoClassifier, meta: dict[str, Any], 
         worst = max(worst, float((got - want).abs().max()))
     if not worst <= tolerance:
         path.unlink(missing_ok=True)
-        raise UserError(f"the {kind} export of this model ({_what(cfg)}) does not reproduce PyTorch on a new input "
-                        f"(max |logit difference| {worst:.3g} > {tolerance:g}): a part of the model takes a "
-                        f"different path depending on its input, which tracing cannot record; nothing was written")
+        raise UserError(
+            f"the {kind} export of this model ({_what(cfg)}) does not reproduce PyTorch on a new input "
+            f"(max |logit difference| {worst:.3g} > {tolerance:g}): a part of the model takes a "
+            f"different path depending on its input, which tracing cannot record; nothing was written"
+        )
     return worst
 
 
-def export(weights: str | Path, out: str | Path, fmt: str | None = None, *, config: str | None = None,
-           opts: Sequence[str] = (), tolerance: float = TOLERANCE) -> dict[str, Any]:
+def export(
+    weights: str | Path,
+    out: str | Path,
+    fmt: str | None = None,
+    *,
+    config: str | None = None,
+    opts: Sequence[str] = (),
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:
     """Write the export; returns what was written (format, path, classes, check result)."""
     kind = format_of(out, fmt)
     out = Path(out)
@@ -183,8 +222,14 @@ def export(weights: str | Path, out: str | Path, fmt: str | None = None, *, conf
     assert isinstance(model, VideoCLIP)
     if kind == "pt":
         ckpt = wf.content if isinstance(wf.content, dict) else {}
-        state = export_state(model=model, config=to_dict(cfg), class_names=loaded.class_names, source=str(wf.path),
-                             epoch=ckpt.get("epoch"), best_top1=ckpt.get("best_top1"))
+        state = export_state(
+            model=model,
+            config=to_dict(cfg),
+            class_names=loaded.class_names,
+            source=str(wf.path),
+            epoch=ckpt.get("epoch"),
+            best_top1=ckpt.get("best_top1"),
+        )
         save_checkpoint(state, out)
         return {"format": kind, "path": str(out), "classes": len(loaded.class_names), "max_abs_diff": 0.0}
     scale = eval_scale(model, cfg.network.eval_logit_scale)
@@ -209,17 +254,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
     parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
     parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
-    parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="YAML config (default: the one stored in the checkpoint)")
+    parser.add_argument(
+        "--config", "--cfg", dest="config", default=None, help="YAML config (default: the one stored in the checkpoint)"
+    )
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help=f"max |logit difference| from PyTorch accepted by the check (default {TOLERANCE:g})")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help=f"max |logit difference| from PyTorch accepted by the check (default {TOLERANCE:g})",
+    )
     args = parser.parse_args(argv)
     done = export(args.weights, args.out, args.format, config=args.config, opts=args.opts, tolerance=args.tolerance)
     size = os.path.getsize(done["path"]) / 2**20
     check = "" if done["format"] == "pt" else f"; logits match PyTorch within {done['max_abs_diff']:.2g}"
-    print(f"wrote {done['path']} ({done['format']}, {size:.1f} MiB): weights, config, {done['classes']} class names "
-          f"and embeddings{check}. Use it as --weights of predict.py / test.py / app.extract, no other file needed.")
+    print(
+        f"wrote {done['path']} ({done['format']}, {size:.1f} MiB): weights, config, {done['classes']} class names "
+        f"and embeddings{check}. Use it as --weights of predict.py / test.py / app.extract, no other file needed."
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ as a `metadata_props` entry. So an export needs no other file, and `ExportedMode
 evaluation engine what a `VideoCLIP` gives it (`encode_video`, `class_embeddings`, `logit_scale`).
 Running an ONNX file needs onnxruntime (`pip install -e ".[export]"`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,9 +60,11 @@ def sniff_export(path: Path) -> str | None:
         if any(n.endswith(f"/extra/{META_KEY}") for n in names):
             return "torchscript"
         if any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names):
-            raise UserError(f"{path} is a TorchScript archive without text4vis metadata (an OpenAI CLIP archive? "
-                            f"those go in network.pretrained); evaluation tools read checkpoints and the exports "
-                            f"of python -m app.export")
+            raise UserError(
+                f"{path} is a TorchScript archive without text4vis metadata (an OpenAI CLIP archive? "
+                f"those go in network.pretrained); evaluation tools read checkpoints and the exports "
+                f"of python -m app.export"
+            )
         return None
     if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":
         return "onnx"
@@ -133,8 +136,10 @@ class ExportedModel(nn.Module):
         if frames.dtype != torch.uint8:
             raise ValueError(f"an exported model takes uint8 frames, got {frames.dtype}")
         if frames.ndim != 5 or tuple(frames.shape[1:]) != (self.num_frames, 3, self.input_size, self.input_size):
-            raise ValueError(f"an exported model takes frames (B, {self.num_frames}, 3, {self.input_size}, "
-                             f"{self.input_size}), got {tuple(frames.shape)}")
+            raise ValueError(
+                f"an exported model takes frames (B, {self.num_frames}, 3, {self.input_size}, "
+                f"{self.input_size}), got {tuple(frames.shape)}"
+            )
         if self.session is None:
             logits, emb = self.scripted(frames)
             return logits.float(), emb.float()
@@ -145,8 +150,9 @@ class ExportedModel(nn.Module):
         """uint8 (B, T, 3, S, S) -> (B, D) un-normalised video embeddings."""
         return self.run(frames)[1]
 
-    def logits_from_embeddings(self, video_emb: torch.Tensor,
-                               scale: float | torch.Tensor | None = None) -> torch.Tensor:
+    def logits_from_embeddings(
+        self, video_emb: torch.Tensor, scale: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         return cosine_logits(video_emb, self.class_embeddings, self.logit_scale.exp() if scale is None else scale)
 
     def forward(self, frames: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ written atomically to `OUT.parts/` as it is finished; a run that was killed cont
 missing chunks only, and the merged file is the same, byte for byte, as an uninterrupted run's on
 the same machine and process count. The parts folder is removed once the file is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,13 +84,16 @@ class Guarded(Dataset):
             return torch.zeros(self.shape, dtype=torch.uint8), self.labels[index], index, False, str(err)
 
 
-def build_inputs(args: argparse.Namespace, cfg: Any, crops: int, clips: int, dense: bool
-                 ) -> tuple[Dataset, list[str], list[int], str]:
+def build_inputs(
+    args: argparse.Namespace, cfg: Any, crops: int, clips: int, dense: bool
+) -> tuple[Dataset, list[str], list[int], str]:
     """(dataset, ids, labels, description) of the inputs the arguments name."""
     given = [bool(args.inputs), bool(args.list), bool(args.split)]
     if sum(given) != 1:
-        raise UserError("give the inputs one way: paths (videos, frame folders, images, folders of them), "
-                        "--list LIST, or --split train|val (the config's lists)")
+        raise UserError(
+            "give the inputs one way: paths (videos, frame folders, images, folders of them), "
+            "--list LIST, or --split train|val (the config's lists)"
+        )
     if args.inputs:
         paths = expand_inputs(args.inputs)
         return PathDataset(paths, cfg, crops, clips, dense), paths, [-1] * len(paths), f"{len(paths)} paths"
@@ -103,25 +107,57 @@ def build_inputs(args: argparse.Namespace, cfg: Any, crops: int, clips: int, den
     records = read_list(list_path)
     modality = "video" if records[0].num_frames is None else "RGB"
     data = cfg.data
-    ds = VideoDataset(records, root=root, modality=modality, num_segments=int(data.num_segments), mode="test",
-                      transform=eval_transform(data, crops),
-                      image_tmpl=data.image_tmpl, index_bias=int(data.index_bias),
-                      num_frames_from=data.num_frames_from, decoder=data.decoder, dense=dense,
-                      test_clips=clips, seed=int(cfg.seed), on_bad_sample="error", list_path=str(list_path))
+    ds = VideoDataset(
+        records,
+        root=root,
+        modality=modality,
+        num_segments=int(data.num_segments),
+        mode="test",
+        transform=eval_transform(data, crops),
+        image_tmpl=data.image_tmpl,
+        index_bias=int(data.index_bias),
+        num_frames_from=data.num_frames_from,
+        decoder=data.decoder,
+        dense=dense,
+        test_clips=clips,
+        seed=int(cfg.seed),
+        on_bad_sample="error",
+        list_path=str(list_path),
+    )
     return ds, [r.path for r in records], [r.label for r in records], f"list {list_path} (root {root or '.'})"
 
 
-def signature(args: argparse.Namespace, cfg: Any, wf: WeightsFile, ids: Sequence[str], labels: Sequence[int],
-              views: tuple[int, int], dense: bool) -> dict[str, Any]:
+def signature(
+    args: argparse.Namespace,
+    cfg: Any,
+    wf: WeightsFile,
+    ids: Sequence[str],
+    labels: Sequence[int],
+    views: tuple[int, int],
+    dense: bool,
+) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the parts."""
     stat = wf.path.stat()
     digest = hashlib.sha256("\n".join(f"{i}\t{y}" for i, y in zip(ids, labels, strict=True)).encode()).hexdigest()
     config = json.dumps(cfg.toDict(), sort_keys=True, default=str)
-    return {"format": FORMAT, "version": VERSION, "weights": str(wf.path.resolve()), "weights_size": stat.st_size,
-            "weights_mtime_ns": stat.st_mtime_ns, "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
-            "inputs_sha256": digest, "num_inputs": len(ids), "chunk": args.chunk, "batch_size": args.batch_size,
-            "test_crops": views[0], "test_clips": views[1], "dense": dense, "per_view": args.per_view,
-            "per_frame": args.per_frame, "precision": args.precision}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "weights": str(wf.path.resolve()),
+        "weights_size": stat.st_size,
+        "weights_mtime_ns": stat.st_mtime_ns,
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "inputs_sha256": digest,
+        "num_inputs": len(ids),
+        "chunk": args.chunk,
+        "batch_size": args.batch_size,
+        "test_crops": views[0],
+        "test_clips": views[1],
+        "dense": dense,
+        "per_view": args.per_view,
+        "per_frame": args.per_frame,
+        "precision": args.precision,
+    }
 
 
 def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) -> str | None:
@@ -138,12 +174,15 @@ def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) 
             old = None
         if old != sig:
             keys = sorted(k for k in set(sig) | set(old or {}) if (old or {}).get(k) != sig.get(k))
-            return (f"{parts} holds parts of a run with other settings ({', '.join(keys)} differ): delete that "
-                    f"folder or pass --overwrite to start again")
+            return (
+                f"{parts} holds parts of a run with other settings ({', '.join(keys)} differ): delete that "
+                f"folder or pass --overwrite to start again"
+            )
         remove_temporaries(parts)
         return None
     parts.mkdir(parents=True, exist_ok=True)
     from utils.fileio import atomic_write_text
+
     atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
     return None
 
@@ -153,8 +192,17 @@ def chunk_path(parts: Path, c: int) -> Path:
 
 
 @torch.no_grad()
-def run_chunk(model: torch.nn.Module, data: Guarded, indices: list[int], args: argparse.Namespace, *, views: int,
-              frames: int, device: torch.device, normalize: Any) -> dict[str, np.ndarray]:
+def run_chunk(
+    model: torch.nn.Module,
+    data: Guarded,
+    indices: list[int],
+    args: argparse.Namespace,
+    *,
+    views: int,
+    frames: int,
+    device: torch.device,
+    normalize: Any,
+) -> dict[str, np.ndarray]:
     """Embeddings of the inputs `indices` (one chunk), failures listed apart."""
     loader = DataLoader(Subset(data, indices), batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
     ids: list[int] = []
@@ -171,9 +219,16 @@ def run_chunk(model: torch.nn.Module, data: Guarded, indices: list[int], args: a
         if not keep.any():
             continue
         try:
-            per_view, per_frame = encode_views_frames(model, clips[keep], views=views, num_frames=frames,
-                                                      device=device, normalize=normalize, precision=args.precision,
-                                                      frames=args.per_frame)
+            per_view, per_frame = encode_views_frames(
+                model,
+                clips[keep],
+                views=views,
+                num_frames=frames,
+                device=device,
+                normalize=normalize,
+                precision=args.precision,
+                frames=args.per_frame,
+            )
         except ValueError as err:
             raise UserError(f"--per_frame: {err}") from None
         ids += index[keep].tolist()
@@ -183,9 +238,13 @@ def run_chunk(model: torch.nn.Module, data: Guarded, indices: list[int], args: a
             vemb.append(per_view.cpu())
         if per_frame is not None:
             femb.append(per_frame.cpu())
-    out: dict[str, np.ndarray] = {"index": np.array(ids, dtype=np.int64), "labels": np.array(labels, dtype=np.int64),
-                                  "embeddings": _cat(emb), "failed_index": np.array([i for i, _ in failed], np.int64),
-                                  "failed_errors": as_numpy_ids([e for _, e in failed])}
+    out: dict[str, np.ndarray] = {
+        "index": np.array(ids, dtype=np.int64),
+        "labels": np.array(labels, dtype=np.int64),
+        "embeddings": _cat(emb),
+        "failed_index": np.array([i for i, _ in failed], np.int64),
+        "failed_errors": as_numpy_ids([e for _, e in failed]),
+    }
     if args.per_view:
         out["view_embeddings"] = _cat(vemb)
     if args.per_frame:
@@ -203,8 +262,10 @@ def merge(parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]) -
     index = np.concatenate([p["index"] for p in loaded]) if loaded else np.zeros(0, np.int64)
     if len(np.unique(index)) != len(index):
         raise RuntimeError("an input appears in two chunks")  # cannot happen: chunks are disjoint
-    out: dict[str, Any] = {"ids": as_numpy_ids([ids[i] for i in index.tolist()]),
-                           "labels": np.concatenate([p["labels"] for p in loaded])}
+    out: dict[str, Any] = {
+        "ids": as_numpy_ids([ids[i] for i in index.tolist()]),
+        "labels": np.concatenate([p["labels"] for p in loaded]),
+    }
     for key in ("embeddings", "view_embeddings", "frame_embeddings"):
         rows = [p[key] for p in loaded if key in p and p[key].size]
         if key in loaded[0]:
@@ -226,8 +287,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--split", default=None, choices=("train", "val"), help="the config's train or val list")
     parser.add_argument("--labels", default=None, help="class-name CSV that the labels index (default: the model's)")
     parser.add_argument("--config", "--cfg", dest="config", default=None, help="YAML config (default: the stored one)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config keys (stops at the first word without '=')")
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys (stops at the first word without '=')",
+    )
     parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
     parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
@@ -276,39 +342,64 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
     todo = [c for c in range(chunks) if c % dist.world_size == dist.rank and not chunk_path(parts, c).is_file()]
     if dist.is_main:
         done = sum(chunk_path(parts, c).is_file() for c in range(chunks))
-        print(f"[extract] {source}: {len(ids)} inputs in {chunks} chunks of {args.chunk}"
-              + (f", {done} already done (resuming)" if done else "")
-              + f"; views {frames}x{crops}x{clips}; {dist.world_size} process(es) on {dist.device}", flush=True)
+        print(
+            f"[extract] {source}: {len(ids)} inputs in {chunks} chunks of {args.chunk}"
+            + (f", {done} already done (resuming)" if done else "")
+            + f"; views {frames}x{crops}x{clips}; {dist.world_size} process(es) on {dist.device}",
+            flush=True,
+        )
     normalize = input_normalize(loaded.model)
     start = time.perf_counter()
     for k, c in enumerate(todo):
         indices = list(range(c * args.chunk, min((c + 1) * args.chunk, len(ids))))
-        arrays = run_chunk(loaded.model, data, indices, args, views=views, frames=frames, device=dist.device,
-                           normalize=normalize)
+        arrays = run_chunk(
+            loaded.model, data, indices, args, views=views, frames=frames, device=dist.device, normalize=normalize
+        )
         write_npz(chunk_path(parts, c), arrays)
         if dist.is_main:
-            rate = sum(min(args.chunk, len(ids) - t * args.chunk) for t in todo[:k + 1]) / (time.perf_counter() - start)
-            print(f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's, "
-                  f"{rate:.2f} inputs/s per process)", flush=True)
+            rate = sum(min(args.chunk, len(ids) - t * args.chunk) for t in todo[: k + 1]) / (
+                time.perf_counter() - start
+            )
+            print(
+                f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's, "
+                f"{rate:.2f} inputs/s per process)",
+                flush=True,
+            )
     barrier()
     if not dist.is_main:
         return
-    meta = {"format": FORMAT, "version": VERSION, "source": source, "weights": str(wf.path),
-            "config": args.config or f"{wf.path} (stored config)", "opts": list(args.opts),
-            "frames": frames, "test_crops": crops, "test_clips": clips, "views": views, "dense": dense,
-            "embeddings": "un-normalised model.encode_video, averaged over the views",
-            "labels": "index into class_names; -1 = unknown"}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": source,
+        "weights": str(wf.path),
+        "config": args.config or f"{wf.path} (stored config)",
+        "opts": list(args.opts),
+        "frames": frames,
+        "test_crops": crops,
+        "test_clips": clips,
+        "views": views,
+        "dense": dense,
+        "embeddings": "un-normalised model.encode_video, averaged over the views",
+        "labels": "index into class_names; -1 = unknown",
+    }
     arrays = merge(parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))})
     write_npz(out, arrays)
     shutil.rmtree(parts, ignore_errors=True)
     emb = arrays["embeddings"]
     failed = len(arrays["failed_ids"])
-    print(f"[extract] wrote {out}: {len(arrays['ids'])} embeddings of dimension {emb.shape[-1] if emb.ndim == 2 else 0}"
-          + "".join(f", {k} {tuple(arrays[k].shape)}" for k in ("view_embeddings", "frame_embeddings") if k in arrays)
-          , flush=True)
+    print(
+        f"[extract] wrote {out}: {len(arrays['ids'])} embeddings of dimension {emb.shape[-1] if emb.ndim == 2 else 0}"
+        + "".join(f", {k} {tuple(arrays[k].shape)}" for k in ("view_embeddings", "frame_embeddings") if k in arrays),
+        flush=True,
+    )
     if failed:
-        print(f"warning: {failed} inputs could not be read and have no row (listed in failed_ids / failed_errors); "
-              f"first: {arrays['failed_errors'][0]}", file=sys.stderr, flush=True)
+        print(
+            f"warning: {failed} inputs could not be read and have no row (listed in failed_ids / failed_errors); "
+            f"first: {arrays['failed_errors'][0]}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ saves its (C, D) coefficient matrix. `--features` fits it on the embeddings file
 instead (any number of processes, resumable; rows with label -1 are left out). Use it with `network.classifier: lda` and
 `network.classifier_file: lda.pt`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,24 +31,28 @@ from utils.evaluate import collect
 
 
 @torch.no_grad()
-def extract_features(cfg: DotMap, weights: str, device: torch.device | str = "cpu",
-                     trusted_pickles: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    cfg: DotMap, weights: str, device: torch.device | str = "cpu", trusted_pickles: Sequence[str] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Un-normalised video embeddings and labels of the training list (one centre view each)."""
     wf = open_weights(weights)  # a bad file fails before the data is read
     cfg = copy.deepcopy(cfg)
     cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
     dataset = build_dataset(cfg, "test")
-    loader = build_loader(dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1,
-                          seed=cfg.seed)
+    loader = build_loader(
+        dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1, seed=cfg.seed
+    )
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
-    out = collect(model, loader, views=1, num_frames=cfg.data.num_segments, device=device,
-                  normalize=input_normalize(model))
+    out = collect(
+        model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=input_normalize(model)
+    )
     return out.embeddings, out.labels
 
 
 def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and labels of an `app.extract` file (rows without a label left out)."""
     import numpy as np
+
     try:
         data = np.load(path, allow_pickle=False)
         emb, labels = data["embeddings"], data["labels"]
@@ -61,12 +66,18 @@ def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
-    parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="YAML config (default: the config stored in our checkpoint)")
+    parser.add_argument(
+        "--config",
+        "--cfg",
+        dest="config",
+        default=None,
+        help="YAML config (default: the config stored in our checkpoint)",
+    )
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--weights", default=None, help="checkpoint (ours or the original's layout)")
-    parser.add_argument("--features", default=None,
-                        help="embeddings file of python -m app.extract (instead of --weights)")
+    parser.add_argument(
+        "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"
+    )
     parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
     parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")

@@ -8,6 +8,7 @@ the test pipeline (the same sampling, crops and views as test.py).
 * `expand_inputs(paths)`: files and folders (searched recursively) to the inputs they hold.
 predict.py, `app.timeline` and `app.extract` use these.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def infer_frame_template(folder: Path, preferred: str, index_bias: int) -> tuple
         return preferred, index_bias, count
     m = re.fullmatch(r"(.*?)(\d+)(\.[A-Za-z0-9]+)", names[0])
     if not m:
-        raise UserError(f"{folder}: cannot tell the frame numbering from the file name '{names[0]}' "
-                        f"(expected e.g. img_00001.jpg)")
+        raise UserError(
+            f"{folder}: cannot tell the frame numbering from the file name '{names[0]}' (expected e.g. img_00001.jpg)"
+        )
     prefix, digits, ext = m.groups()
     number = f"{{:0{len(digits)}d}}" if digits.startswith("0") else "{}"
     tmpl = prefix.replace("{", "{{").replace("}", "}}") + number + ext
@@ -89,16 +91,29 @@ def load_input(path: str | Path, cfg: Any, *, crops: int = 1, clips: int = 1, de
         frame = torch.from_numpy(decode_frame(str(p))).permute(2, 0, 1)[None]  # (1, 3, H, W)
         idx = sample_indices(1, frames_per_clip, mode="test", clips=clips, dense=dense)
         return transform(frame[idx])[0]
-    common: dict[str, Any] = dict(root="", num_segments=frames_per_clip, mode="test", transform=transform,
-                                  dense=dense, test_clips=clips, seed=int(cfg.seed), on_bad_sample="error",
-                                  list_path=str(path))
+    common: dict[str, Any] = dict(
+        root="",
+        num_segments=frames_per_clip,
+        mode="test",
+        transform=transform,
+        dense=dense,
+        test_clips=clips,
+        seed=int(cfg.seed),
+        on_bad_sample="error",
+        list_path=str(path),
+    )
     if kind == "frames":
         tmpl, bias, n = infer_frame_template(p, cfg.data.image_tmpl, int(cfg.data.index_bias))
-        ds = VideoDataset([VideoRecord(str(p), n, 0, 1)], modality="RGB", image_tmpl=tmpl, index_bias=bias,
-                          num_frames_from="list", **common)
+        ds = VideoDataset(
+            [VideoRecord(str(p), n, 0, 1)],
+            modality="RGB",
+            image_tmpl=tmpl,
+            index_bias=bias,
+            num_frames_from="list",
+            **common,
+        )
     else:
-        ds = VideoDataset([VideoRecord(str(p), None, 0, 1)], modality="video",
-                          decoder=cfg.data.decoder, **common)
+        ds = VideoDataset([VideoRecord(str(p), None, 0, 1)], modality="video", decoder=cfg.data.decoder, **common)
     try:
         return ds.load(0, ds.rng(0))[0]
     except UserError:

@@ -16,6 +16,7 @@ the model its config describes:
 
 The CSV holds the numbers of the results files unrounded; the Markdown rounds to 2 decimals.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,44 @@ from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text
 
 RESULTS = "results.json"
-COLUMNS = ("run", "kind", "dataset", "arch", "head", "training", "views", "top1", "top5", "mAP",
-           "zs_full_top1", "zs_half_top1", "zs_half_top1_std", "zs_splits_top1", "zs_splits_top1_std",
-           "gflops_per_view", "num_views", "params_m", "source")
-HEADERS = {"run": "run", "kind": "kind", "dataset": "dataset", "arch": "arch", "head": "head",
-           "training": "training", "views": "frames×crops×clips", "top1": "top-1", "top5": "top-5", "mAP": "mAP",
-           "zs_full_top1": "zero-shot full", "zs_half_top1": "zero-shot half", "zs_splits_top1": "zero-shot splits",
-           "gflops_per_view": "GFLOPs/view", "params_m": "params (M)"}
+COLUMNS = (
+    "run",
+    "kind",
+    "dataset",
+    "arch",
+    "head",
+    "training",
+    "views",
+    "top1",
+    "top5",
+    "mAP",
+    "zs_full_top1",
+    "zs_half_top1",
+    "zs_half_top1_std",
+    "zs_splits_top1",
+    "zs_splits_top1_std",
+    "gflops_per_view",
+    "num_views",
+    "params_m",
+    "source",
+)
+HEADERS = {
+    "run": "run",
+    "kind": "kind",
+    "dataset": "dataset",
+    "arch": "arch",
+    "head": "head",
+    "training": "training",
+    "views": "frames×crops×clips",
+    "top1": "top-1",
+    "top5": "top-5",
+    "mAP": "mAP",
+    "zs_full_top1": "zero-shot full",
+    "zs_half_top1": "zero-shot half",
+    "zs_splits_top1": "zero-shot splits",
+    "gflops_per_view": "GFLOPs/view",
+    "params_m": "params (M)",
+}
 _cost_cache: dict[str, tuple[float, float]] = {}
 
 
@@ -103,8 +135,14 @@ def _run_name(res: dict, path: Path) -> str:
 def row_from_results(path: Path) -> dict[str, Any]:
     """One table row from a results.json of test.py or test_zeroshot.py."""
     res = json.loads(path.read_text())
-    row: dict[str, Any] = {"run": _run_name(res, path), "source": str(path), "dataset": res.get("dataset"),
-                           "arch": res.get("arch"), "views": res.get("view_layout"), "num_views": res.get("views")}
+    row: dict[str, Any] = {
+        "run": _run_name(res, path),
+        "source": str(path),
+        "dataset": res.get("dataset"),
+        "arch": res.get("arch"),
+        "views": res.get("view_layout"),
+        "num_views": res.get("views"),
+    }
     if "protocols" in res or "full_classes" in res:
         row["kind"] = "zero-shot"
         row["zs_full_top1"] = res.get("full_classes", {}).get("top1")
@@ -125,9 +163,17 @@ def row_from_run_folder(folder: Path) -> dict[str, Any]:
         raise UserError(f"{folder}/metrics.csv has no validation row yet")
     best = max(rows, key=lambda r: float(r["val_top1"]))
     cfg = load_config(folder / "config.yaml")
-    row = {"run": folder.name, "kind": f"val (epoch {best['epoch']})", "source": str(folder / "metrics.csv"),
-           "dataset": cfg.data.dataset, "arch": cfg.network.arch, "views": f"{cfg.data.num_segments}x1x1",
-           "num_views": 1, "top1": float(best["val_top1"]), "top5": float(best["val_top5"])}
+    row = {
+        "run": folder.name,
+        "kind": f"val (epoch {best['epoch']})",
+        "source": str(folder / "metrics.csv"),
+        "dataset": cfg.data.dataset,
+        "arch": cfg.network.arch,
+        "views": f"{cfg.data.num_segments}x1x1",
+        "num_views": 1,
+        "top1": float(best["val_top1"]),
+        "top5": float(best["val_top5"]),
+    }
     return _with_model(row, cfg)
 
 
@@ -173,8 +219,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     cols = [c for c in HEADERS if any(r[c] is not None for r in rows)]
     lines = ["| " + " | ".join(HEADERS[c] for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in rows]
-    note = ("GFLOPs/view: multiply-adds (10^9) of one view (frames × input size²) through the visual encoder, "
-            "the head and the class logits, × views per video; params: visual encoder + head.")
+    note = (
+        "GFLOPs/view: multiply-adds (10^9) of one view (frames × input size²) through the visual encoder, "
+        "the head and the class logits, × views per video; params: visual encoder + head."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -182,8 +230,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({c: ("" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c])
-                      for c in COLUMNS} for r in rows)
+    writer.writerows(
+        {c: ("" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c]) for c in COLUMNS} for r in rows
+    )
     return buf.getvalue()
 
 

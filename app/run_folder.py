@@ -2,8 +2,9 @@
 
 `exp/<dataset>/<arch>/<timestamp>` unless `--output` is given (`exp_fewshot/...` with
 `data.shot`); `resume: auto` continues the newest run of that dataset and arch. A resumed run
-continues the recorded one: changed settings outside `utils.config.RESUME_MAY_CHANGE` are refused.
+continues the recorded one: changed settings outside `utils.config_schema.RESUME_MAY_CHANGE` are refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import find_resume
-from utils.config import RESUME_MAY_CHANGE, dump, resume_differences, to_dict
+from utils.config import dump, resume_differences, to_dict
+from utils.config_schema import RESUME_MAY_CHANGE
 from utils.distributed import DistInfo, broadcast_object
 from utils.errors import UserError
 from utils.fileio import make_folder, remove_temporaries
@@ -58,13 +60,17 @@ def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
     allowed changes (e.g. more `solver.epochs` to extend a run)."""
     recorded = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not recorded:
-        raise UserError(f"resume: {path} holds no config (not written by this train.py); "
-                        f"use `pretrain: {path}` to start a new run from its weights")
+        raise UserError(
+            f"resume: {path} holds no config (not written by this train.py); "
+            f"use `pretrain: {path}` to start a new run from its weights"
+        )
     refused, allowed = resume_differences(recorded, to_dict(cfg))
     if refused:
-        raise UserError(f"resume: {path} was trained with other settings; a resumed run continues it exactly, "
-                        f"so only {', '.join(sorted(RESUME_MAY_CHANGE))} may change. Changed: {'; '.join(refused)}. "
-                        f"To train on with new settings, start a new run with `--opts pretrain={path}`")
+        raise UserError(
+            f"resume: {path} was trained with other settings; a resumed run continues it exactly, "
+            f"so only {', '.join(sorted(RESUME_MAY_CHANGE))} may change. Changed: {'; '.join(refused)}. "
+            f"To train on with new settings, start a new run with `--opts pretrain={path}`"
+        )
     return allowed
 
 

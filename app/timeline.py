@@ -7,6 +7,7 @@ whole video (T frames spread over the window, `--test_crops` x `--test_clips` vi
 one video, and its top-k classes reported. Frames are read in groups of windows (one decoder call
 per group), so memory stays bounded on hour-long files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,18 +62,23 @@ def to_frames(span: Span, fps: float | None, flag: str, path: str) -> int:
     if span.unit == "f":
         return int(span.value)
     if not fps:
-        raise UserError(f"{path}: its frame rate is unknown (a frame folder), so {flag} {span} cannot be turned into "
-                        f"frames: give {flag} in frames (e.g. 64f) or pass --fps")
+        raise UserError(
+            f"{path}: its frame rate is unknown (a frame folder), so {flag} {span} cannot be turned into "
+            f"frames: give {flag} in frames (e.g. 64f) or pass --fps"
+        )
     return max(1, round(span.value * fps))
 
 
-def plan_windows(num_frames: int, window: int, stride: int, path: str = "input",
-                 window_text: str = "") -> list[tuple[int, int]]:
+def plan_windows(
+    num_frames: int, window: int, stride: int, path: str = "input", window_text: str = ""
+) -> list[tuple[int, int]]:
     """[start, end) frame ranges of length `window` every `stride` frames, the last one moved back to
     end at `num_frames`; together they cover every frame."""
     if window > num_frames:
-        raise UserError(f"{path}: --window {window_text or window} is {window} frames, longer than the input's "
-                        f"{num_frames} frames: use a shorter window, or leave --window out to classify it whole")
+        raise UserError(
+            f"{path}: --window {window_text or window} is {window} frames, longer than the input's "
+            f"{num_frames} frames: use a shorter window, or leave --window out to classify it whole"
+        )
     if stride < 1:
         raise UserError("--stride must be at least one frame")
     starts = list(range(0, num_frames - window + 1, stride))
@@ -81,10 +87,24 @@ def plan_windows(num_frames: int, window: int, stride: int, path: str = "input",
     return [(s, s + window) for s in starts]
 
 
-def window_timeline(model: torch.nn.Module, media: Media, *, cfg: Any, window: Span, stride: Span | None,
-                    crops: int, clips: int, classes: torch.Tensor, class_names: Sequence[str], scale: float,
-                    topk: int, device: torch.device, normalize: Callable[[torch.Tensor], torch.Tensor],
-                    precision: str = "fp32", progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def window_timeline(
+    model: torch.nn.Module,
+    media: Media,
+    *,
+    cfg: Any,
+    window: Span,
+    stride: Span | None,
+    crops: int,
+    clips: int,
+    classes: torch.Tensor,
+    class_names: Sequence[str],
+    scale: float,
+    topk: int,
+    device: torch.device,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    precision: str = "fp32",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Per-window top-k of one input (a JSON-ready dict)."""
     if media.kind == "image":
         raise UserError(f"{media.path}: an image has no timeline (leave --window out to classify it)")
@@ -97,42 +117,66 @@ def window_timeline(model: torch.nn.Module, media: Media, *, cfg: Any, window: S
     k = min(topk, len(class_names))
     rows: list[dict[str, Any]] = []
     for g in range(0, len(spans), WINDOWS_PER_BATCH):
-        group = spans[g:g + WINDOWS_PER_BATCH]
+        group = spans[g : g + WINDOWS_PER_BATCH]
         wanted = [uniform_window_indices(a, b - a, frames, clips) for a, b in group]
         decoded = media.read([i for idx in wanted for i in idx])  # one decoder call per group
         per = len(wanted[0])
-        batch = torch.stack([transform(decoded[j * per:(j + 1) * per])[0] for j in range(len(group))])
-        emb = encode_views(model, batch, views=views, num_frames=frames, device=device, normalize=normalize,
-                           precision=precision).mean(dim=1).cpu()
+        batch = torch.stack([transform(decoded[j * per : (j + 1) * per])[0] for j in range(len(group))])
+        emb = (
+            encode_views(
+                model, batch, views=views, num_frames=frames, device=device, normalize=normalize, precision=precision
+            )
+            .mean(dim=1)
+            .cpu()
+        )
         probs = class_probabilities(emb, classes, scale)
         top = probs.topk(k, dim=1)
         for (a, b), values, indices in zip(group, top.values, top.indices, strict=True):
-            rows.append({"index": len(rows), "start_frame": a, "end_frame": b,
-                         "start_s": a / media.fps if media.fps else None, "end_s": b / media.fps if media.fps else None,
-                         "predictions": [{"rank": r + 1, "index": int(i), "class": class_names[int(i)],
-                                          "probability": float(p)} for r, (p, i) in enumerate(zip(values, indices,
-                                                                                                  strict=True))]})
+            rows.append(
+                {
+                    "index": len(rows),
+                    "start_frame": a,
+                    "end_frame": b,
+                    "start_s": a / media.fps if media.fps else None,
+                    "end_s": b / media.fps if media.fps else None,
+                    "predictions": [
+                        {"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
+                        for r, (p, i) in enumerate(zip(values, indices, strict=True))
+                    ],
+                }
+            )
         if progress is not None:
             progress(len(rows), len(spans))
     fps = media.fps
-    return {"input": media.path, "num_frames": media.num_frames, "fps": fps,
-            "duration_s": media.num_frames / fps if fps else None,
-            "window": {"frames": w, "seconds": w / fps if fps else None, "given": str(window)},
-            "stride": {"frames": s, "seconds": s / fps if fps else None, "given": str(stride or window)},
-            "views": f"{frames}x{crops}x{clips}", "windows": rows}
+    return {
+        "input": media.path,
+        "num_frames": media.num_frames,
+        "fps": fps,
+        "duration_s": media.num_frames / fps if fps else None,
+        "window": {"frames": w, "seconds": w / fps if fps else None, "given": str(window)},
+        "stride": {"frames": s, "seconds": s / fps if fps else None, "given": str(stride or window)},
+        "views": f"{frames}x{crops}x{clips}",
+        "windows": rows,
+    }
 
 
 def timeline_lines(tl: dict[str, Any]) -> list[str]:
     """Human-readable lines: one per window with its top classes."""
     fps = tl["fps"]
-    head = (f"{tl['input']} ({tl['duration_s']:.1f} s, {tl['num_frames']} frames at {fps:g} fps)" if fps
-            else f"{tl['input']} ({tl['num_frames']} frames)")
+    head = (
+        f"{tl['input']} ({tl['duration_s']:.1f} s, {tl['num_frames']} frames at {fps:g} fps)"
+        if fps
+        else f"{tl['input']} ({tl['num_frames']} frames)"
+    )
     w = tl["window"]
     span = f"{w['seconds']:g} s" if w["seconds"] is not None else f"{w['frames']} frames"
     lines = [f"{head}: {len(tl['windows'])} windows of {span}"]
     for row in tl["windows"]:
-        where = (f"{row['start_s']:7.2f} - {row['end_s']:7.2f} s" if fps else
-                 f"frames {row['start_frame']:6d} - {row['end_frame']:6d}")
+        where = (
+            f"{row['start_s']:7.2f} - {row['end_s']:7.2f} s"
+            if fps
+            else f"frames {row['start_frame']:6d} - {row['end_frame']:6d}"
+        )
         preds = "  |  ".join(f"{100 * p['probability']:6.2f}% {p['class']}" for p in row["predictions"][:3])
         lines.append(f"  {where}  {preds}")
     return lines
@@ -155,11 +199,15 @@ def write_timeline(tl: dict[str, Any], folder: Path, stem: str) -> list[Path]:
     in_seconds = tl["fps"] is not None
     starts = [r["start_s"] if in_seconds else r["start_frame"] for r in tl["windows"]]
     ends = [r["end_s"] if in_seconds else r["end_frame"] for r in tl["windows"]]
-    png = plots.plot_timeline(starts, ends, [r["predictions"][0]["class"] for r in tl["windows"]],
-                              [r["predictions"][0]["probability"] for r in tl["windows"]],
-                              folder / f"{stem}.timeline.png", unit="s" if in_seconds else "frame",
-                              title=f"{Path(tl['input']).name}: top-1 class per window of {tl['window']['given']} "
-                                    f"(shade = probability)")
+    png = plots.plot_timeline(
+        starts,
+        ends,
+        [r["predictions"][0]["class"] for r in tl["windows"]],
+        [r["predictions"][0]["probability"] for r in tl["windows"]],
+        folder / f"{stem}.timeline.png",
+        unit="s" if in_seconds else "frame",
+        title=f"{Path(tl['input']).name}: top-1 class per window of {tl['window']['given']} (shade = probability)",
+    )
     return [json_path, csv_path] + ([png] if png else [])
 
 
@@ -177,5 +225,9 @@ class Progress:
         self.last = now
         rate = done / max(now - self.start, 1e-9)
         eta = (total - done) / rate if rate else 0.0
-        print(f"[{self.name}] {done}/{total} windows ({100 * done / total:.0f} %), {rate:.1f} windows/s"
-              + (f", about {eta:.0f} s left" if done < total else ""), file=self.stream, flush=True)
+        print(
+            f"[{self.name}] {done}/{total} windows ({100 * done / total:.0f} %), {rate:.1f} windows/s"
+            + (f", about {eta:.0f} s left" if done < total else ""),
+            file=self.stream,
+            flush=True,
+        )

@@ -25,6 +25,7 @@ A checkpoint that holds a text tower (`text.*`: the contrastive baseline, the or
 train_nce.py or ActionCLIP) is built with it whatever the config says, and new names (case 2/3) are
 embedded by *its* trained tower, so again no other file is read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,10 @@ class WeightsFile:
             return load_config(config_path, opts)
         cfg = self.stored_config(opts)
         if cfg is None:
-            raise UserError(f"{self.path} holds no config ({self.layout} layout): pass --config with the "
-                            f"network settings it was trained with")
+            raise UserError(
+                f"{self.path} holds no config ({self.layout} layout): pass --config with the "
+                f"network settings it was trained with"
+            )
         return cfg
 
     def class_names(self) -> list[str] | None:
@@ -115,10 +118,16 @@ class LoadedModel:
 
 def add_trust_arg(parser: argparse.ArgumentParser) -> None:
     """--trust_pickle FILE (repeatable): the only way a weights file is ever fully unpickled."""
-    parser.add_argument(TRUST_FLAG, dest="trust_pickle", action="append", default=[], metavar="FILE",
-                        help="allow this CLIP weights file (network.pretrained / network.arch) to be loaded with "
-                             "torch.load(weights_only=False): it can run code, so only for files you trust; "
-                             "may be repeated")
+    parser.add_argument(
+        TRUST_FLAG,
+        dest="trust_pickle",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="allow this CLIP weights file (network.pretrained / network.arch) to be loaded with "
+        "torch.load(weights_only=False): it can run code, so only for files you trust; "
+        "may be repeated",
+    )
 
 
 def resolve_weights_path(weights: str | Path) -> Path:
@@ -167,16 +176,26 @@ def _class_rows(wf: WeightsFile, cfg: DotMap, names: list[str]) -> torch.Tensor 
     if why is None:
         return None  # case 2: zero-shot on new names through the text encoder
     if trained is None and stored.shape[0] == len(names):
-        _log.warning("%s does not record the class names of its %d classifier rows; they are taken in the "
-                     "order of the label CSV (%s)", wf.path, stored.shape[0], why)
+        _log.warning(
+            "%s does not record the class names of its %d classifier rows; they are taken in the "
+            "order of the label CSV (%s)",
+            wf.path,
+            stored.shape[0],
+            why,
+        )
         return stored.float()
     unknown = [n for n in names if trained is None or n not in trained]
-    known = f"its {stored.shape[0]} training classes" if trained is not None else \
-        f"{stored.shape[0]} rows whose class names it does not record"
-    raise UserError(f"{wf.path} cannot score the class names given ({', '.join(unknown[:3])}"
-                    f"{', ...' if len(unknown) > 3 else ''}): it holds class embeddings for {known}, and {why}, "
-                    f"so new names would get meaningless rows. Use the label CSV it was trained with "
-                    f"(reordered or a subset is fine).")
+    known = (
+        f"its {stored.shape[0]} training classes"
+        if trained is not None
+        else f"{stored.shape[0]} rows whose class names it does not record"
+    )
+    raise UserError(
+        f"{wf.path} cannot score the class names given ({', '.join(unknown[:3])}"
+        f"{', ...' if len(unknown) > 3 else ''}): it holds class embeddings for {known}, and {why}, "
+        f"so new names would get meaningless rows. Use the label CSV it was trained with "
+        f"(reordered or a subset is fine)."
+    )
 
 
 def _csv_names(cfg: DotMap, rows: int) -> list[str] | None:
@@ -188,9 +207,15 @@ def _csv_names(cfg: DotMap, rows: int) -> list[str] | None:
     return names if len(names) == rows else None
 
 
-def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
-               class_names: Sequence[str] | None = None, device: str | torch.device = "cpu",
-               opts: Sequence[str] = (), trusted_pickles: Sequence[str] = ()) -> LoadedModel:
+def load_model(
+    weights: str | Path | WeightsFile,
+    *,
+    cfg: DotMap | None = None,
+    class_names: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    opts: Sequence[str] = (),
+    trusted_pickles: Sequence[str] = (),
+) -> LoadedModel:
     """The model of `weights` in eval mode on `device`, scoring `class_names`.
 
     cfg: the config to build from (None: the checkpoint's stored config with `opts` applied).
@@ -226,23 +251,28 @@ def load_model(weights: str | Path | WeightsFile, *, cfg: DotMap | None = None,
     return LoadedModel(model.to(device).eval(), cfg, names, wf)
 
 
-def _load_export(wf: WeightsFile, cfg: DotMap, class_names: Sequence[str] | None,
-                 device: str | torch.device) -> LoadedModel:
+def _load_export(
+    wf: WeightsFile, cfg: DotMap, class_names: Sequence[str] | None, device: str | torch.device
+) -> LoadedModel:
     """An export as a model: the classes it holds, picked by name; the config must match its input."""
     meta = wf.content
     for key, want in (("num_segments", meta["num_frames"]), ("input_size", meta["input_size"])):
         if int(cfg.data[key]) != int(want):
-            raise UserError(f"{wf.path} takes {meta['num_frames']} frames of {meta['input_size']} px, but the "
-                            f"config sets data.{key}={cfg.data[key]}: leave it as the export's")
+            raise UserError(
+                f"{wf.path} takes {meta['num_frames']} frames of {meta['input_size']} px, but the "
+                f"config sets data.{key}={cfg.data[key]}: leave it as the export's"
+            )
     trained = [str(n) for n in meta["class_names"]]
     rows = decode_array(meta["class_embeddings"])
     names = list(class_names) if class_names is not None else trained
     unknown = [n for n in names if n not in trained]
     if unknown:
-        raise UserError(f"{wf.path} cannot score the class names given ({', '.join(unknown[:3])}"
-                        f"{', ...' if len(unknown) > 3 else ''}): an export holds the class embeddings of its "
-                        f"{len(trained)} classes and no text encoder. Use its class names (reordered or a subset "
-                        f"is fine), or the checkpoint it was exported from.")
+        raise UserError(
+            f"{wf.path} cannot score the class names given ({', '.join(unknown[:3])}"
+            f"{', ...' if len(unknown) > 3 else ''}): an export holds the class embeddings of its "
+            f"{len(trained)} classes and no text encoder. Use its class names (reordered or a subset "
+            f"is fine), or the checkpoint it was exported from."
+        )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise UserError(f"the class names given repeat {', '.join(repeated[:3])}: each class needs one name")

@@ -12,6 +12,7 @@ A split whose videos were all in the full pass (UCF101 / HMDB51: the `*_full_for
 lists hold every split video) is taken from it by path, without a second pass; any other split
 gets a pass of its own. Every video counts once in each number, over all processes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,10 @@ def resolve_protocols(names: list[str]) -> list[str]:
 def default_split_specs(dataset: str) -> list[str]:
     """The shipped split files of `dataset` (absolute paths under the repository)."""
     if dataset not in DEFAULT_SPLITS:
-        raise UserError(f"--protocol splits: no official splits are known for data.dataset '{dataset}' "
-                        f"(known: {', '.join(DEFAULT_SPLITS)}); name them with --splits LIST_OR_CONFIG ...")
+        raise UserError(
+            f"--protocol splits: no official splits are known for data.dataset '{dataset}' "
+            f"(known: {', '.join(DEFAULT_SPLITS)}); name them with --splits LIST_OR_CONFIG ..."
+        )
     return [str(ROOT / s) for s in DEFAULT_SPLITS[dataset]]
 
 
@@ -122,24 +125,39 @@ def split_reports(run: EvalRun, main: EvalOutput | None, splits: list[Split], sc
         else:
             emb = run.class_embeddings()
         rep = classification_report(out.scores(emb, scale), out.labels)
-        per_split.append({"split": split.spec, "list": str(split.cfg.data.val_list),
-                          "label_list": str(split.cfg.data.label_list), "num_classes": int(emb.shape[0]),
-                          "videos_from": source, **{k: rep[k] for k in ("num_videos", "top1", "top5",
-                                                                       "mean_class_accuracy")}})
+        per_split.append(
+            {
+                "split": split.spec,
+                "list": str(split.cfg.data.val_list),
+                "label_list": str(split.cfg.data.label_list),
+                "num_classes": int(emb.shape[0]),
+                "videos_from": source,
+                **{k: rep[k] for k in ("num_videos", "top1", "top5", "mean_class_accuracy")},
+            }
+        )
     top1 = np.array([s["top1"] for s in per_split])
     top5 = np.array([s["top5"] for s in per_split])
-    return {"protocol": "official test splits, full classes each", "std": "population (ddof 0)",
-            "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=0)),
-            "top5_mean": float(top5.mean()), "top5_std": float(top5.std(ddof=0)), "per_split": per_split}
+    return {
+        "protocol": "official test splits, full classes each",
+        "std": "population (ddof 0)",
+        "top1_mean": float(top1.mean()),
+        "top1_std": float(top1.std(ddof=0)),
+        "top5_mean": float(top5.mean()),
+        "top5_std": float(top5.std(ddof=0)),
+        "per_split": per_split,
+    }
 
 
-def run_protocols(run: EvalRun, protocols: list[str], split_specs: list[str] | None,
-                  repeats: int) -> tuple[dict[str, Any], EvalOutput | None]:
+def run_protocols(
+    run: EvalRun, protocols: list[str], split_specs: list[str] | None, repeats: int
+) -> tuple[dict[str, Any], EvalOutput | None]:
     """Every requested number in one report (and the main pass, for --save_predictions)."""
     scale = run.scale()
-    report: dict[str, Any] = {"protocols": protocols,
-                              "templates": resolve_templates(run.cfg.network.templates),
-                              "eval_logit_scale": scale}
+    report: dict[str, Any] = {
+        "protocols": protocols,
+        "templates": resolve_templates(run.cfg.network.templates),
+        "eval_logit_scale": scale,
+    }
     main = None
     if "full" in protocols or "half" in protocols:
         main = run.collect()

@@ -22,6 +22,7 @@ GPU transforms (`datasets.device_transforms`) on the pre-processed mp4s. `--gop-
 the size and train-sampling decode time (torchcodec) of pre-processed files per GOP: how the
 default GOP was chosen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ FOLDERS = {"pre": f"pre_gop{DEFAULT_GOP}", "frames": "frames_q95"}
 
 # ----------------------------------------------------------------------------- K400-like clips
 
+
 def k400_like_clip(path: Path, seed: int) -> None:
     """A 10 s 340x256 30 fps clip: multi-scale texture panning, 4 moving discs, sensor noise; x264 defaults."""
     import av
@@ -64,19 +66,29 @@ def k400_like_clip(path: Path, seed: int) -> None:
         gh, gw = ch // cell + 2, cw // cell + 2
         small = rng.normal(0, 1, (gh, gw, 3)).astype(np.float32)
         size = (gw * cell, gh * cell)
-        up = np.stack([np.asarray(Image.fromarray(small[..., k]).resize(size, Image.Resampling.BICUBIC))
-                       for k in range(3)], -1)
+        up = np.stack(
+            [np.asarray(Image.fromarray(small[..., k]).resize(size, Image.Resampling.BICUBIC)) for k in range(3)], -1
+        )
         canvas += amp * up[:ch, :cw]
     canvas += rng.uniform(60, 190, 3)
-    discs = [(rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(8, 20), rng.uniform(0.02, 0.08),
-              rng.uniform(0, 6), rng.uniform(0, 255, 3)) for _ in range(4)]
+    discs = [
+        (
+            rng.uniform(0.2, 0.8),
+            rng.uniform(0.2, 0.8),
+            rng.uniform(8, 20),
+            rng.uniform(0.02, 0.08),
+            rng.uniform(0, 6),
+            rng.uniform(0, 255, 3),
+        )
+        for _ in range(4)
+    ]
     yy, xx = np.mgrid[0:H, 0:W]
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=FPS, options={"crf": "23", "preset": "medium", "threads": "1"})
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         for t in range(SECONDS * FPS):
             fx, fy = int(80 + 70 * np.sin(t / 90.0)), int(48 + 40 * np.sin(t / 70.0))
-            fr = canvas[fy:fy + H, fx:fx + W].copy()
+            fr = canvas[fy : fy + H, fx : fx + W].copy()
             for bx, by, r, sp, ph, col in discs:
                 cx, cy = W * (bx + 0.25 * np.sin(sp * t + ph)), H * (by + 0.25 * np.cos(1.3 * sp * t + ph))
                 m = (xx - cx) ** 2 + (yy - cy) ** 2 < (r * (1 + 0.3 * np.sin(2 * sp * t))) ** 2
@@ -120,6 +132,7 @@ def make_data(root: Path, videos: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the original's pipeline
+
 
 class Original:
     """The original's Video_dataset + group transforms: frame by frame with decord / PIL."""
@@ -190,15 +203,25 @@ class Original:
 
 # ----------------------------------------------------------------------------- ours
 
+
 def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) -> Any:
     from datasets import build_dataset
 
-    d = {"num_segments": T, "input_size": 224, "label_list": str(root / "labels.csv"), "decoder": decoder,
-         "modality": "RGB" if fmt == "frames" else "video", "min_frames": 1}
+    d = {
+        "num_segments": T,
+        "input_size": 224,
+        "label_list": str(root / "labels.csv"),
+        "decoder": decoder,
+        "modality": "RGB" if fmt == "frames" else "video",
+        "min_frames": 1,
+    }
     if fmt == "frames":
-        d.update(val_root=str(root / FOLDERS["frames"]), train_root=str(root / FOLDERS["frames"]),
-                 val_list=str(root / "frames.txt"),
-                 train_list=str(root / "frames.txt"))
+        d.update(
+            val_root=str(root / FOLDERS["frames"]),
+            train_root=str(root / FOLDERS["frames"]),
+            val_list=str(root / "frames.txt"),
+            train_list=str(root / "frames.txt"),
+        )
     elif fmt == "shards":
         index = str(root / "shards" / f"{FOLDERS['pre']}.json")
         d.update(format="shards", train_shards=index, val_shards=index, shuffle_buffer=0)
@@ -267,8 +290,10 @@ def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
                 best = min(best, (time.perf_counter() - t0) / len(files))
             times.append(best * 1e3)
         label = note or f"{gop}"
-        print(f"| {label} | {bf} | {'yes' if fast else 'no'} | {size:.2f}x | {times[0]:.1f} | {times[1]:.1f} |",
-              flush=True)
+        print(
+            f"| {label} | {bf} | {'yes' if fast else 'no'} | {size:.2f}x | {times[0]:.1f} | {times[1]:.1f} |",
+            flush=True,
+        )
 
 
 def cuda_rows(root: Path, reps: int) -> list[tuple[str, str, float]]:
@@ -290,8 +315,13 @@ def cuda_rows(root: Path, reps: int) -> list[tuple[str, str, float]]:
                     n += len(raw)
                 return n
 
-            rows.append((f"pre-processed mp4, {'NVDEC' if decode == 'cuda' else 'CPU'} decode, GPU transforms",
-                         "train" if train else "test 3x4", clips_per_s(run, reps, sync)))
+            rows.append(
+                (
+                    f"pre-processed mp4, {'NVDEC' if decode == 'cuda' else 'CPU'} decode, GPU transforms",
+                    "train" if train else "test 3x4",
+                    clips_per_s(run, reps, sync),
+                )
+            )
     return rows
 
 
@@ -307,18 +337,24 @@ def main() -> None:
     root = Path(a.data)
     t0 = time.perf_counter()
     info = make_data(root, a.videos)
-    print(f"data: {a.videos} K400-like clips ({SECONDS} s, {W}x{H}, {FPS} fps, x264 defaults) in {root}, "
-          f"{time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {os.cpu_count()} CPUs, one thread")
+    print(
+        f"data: {a.videos} K400-like clips ({SECONDS} s, {W}x{H}, {FPS} fps, x264 defaults) in {root}, "
+        f"{time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {os.cpu_count()} CPUs, one thread"
+    )
     mb = info["raw_bytes"] / 1e6
-    for kind, what in (("pre", f"mp4, short side 256, GOP {DEFAULT_GOP}, no B-frames, fastdecode"),
-                       ("frames", "JPEG frames, short side 256, quality 95")):
+    for kind, what in (
+        ("pre", f"mp4, short side 256, GOP {DEFAULT_GOP}, no B-frames, fastdecode"),
+        ("frames", "JPEG frames, short side 256, quality 95"),
+    ):
         if info[f"{kind}_new"]:
             per = info[f"{kind}_seconds"] / info[f"{kind}_new"]
             cost = f"{per:.2f} s per clip per process"
         else:
             cost = "cached (delete the folder to time it)"
-        print(f"pre-processing to {what}: {cost}; size {info[f'{kind}_bytes'] / 1e6:.1f} MB vs {mb:.1f} MB "
-              f"({info[f'{kind}_bytes'] / info['raw_bytes']:.2f}x)")
+        print(
+            f"pre-processing to {what}: {cost}; size {info[f'{kind}_bytes'] / 1e6:.1f} MB vs {mb:.1f} MB "
+            f"({info[f'{kind}_bytes'] / info['raw_bytes']:.2f}x)"
+        )
     if a.gop_sweep:
         gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps)
 
@@ -327,13 +363,19 @@ def main() -> None:
     runs: list[tuple[str, str, Callable[[], int]]] = []
     for train in (True, False):
         mode = "train" if train else "test 3x4"
-        for video, label in ((True, "original (decord + PIL per frame), mp4 as is"),
-                             (False, "original (PIL per frame), frames")):
+        for video, label in (
+            (True, "original (decord + PIL per frame), mp4 as is"),
+            (False, "original (PIL per frame), frames"),
+        ):
             runs.append((label, mode, items(Original(root, names, video, train))))
         for fmt in ("frames", "mp4", "pre", "shards"):
-            for dec in (["auto"] if fmt == "frames" else decoders):
-                label = {"frames": "ours, frames", "mp4": "ours, mp4 as is", "pre": "ours, mp4 pre-processed",
-                         "shards": "ours, shards of pre-processed mp4"}[fmt]
+            for dec in ["auto"] if fmt == "frames" else decoders:
+                label = {
+                    "frames": "ours, frames",
+                    "mp4": "ours, mp4 as is",
+                    "pre": "ours, mp4 pre-processed",
+                    "shards": "ours, shards of pre-processed mp4",
+                }[fmt]
                 label += "" if fmt == "frames" else f", {dec}"
                 runs.append((label, mode, items(our_dataset(root, fmt, dec, train))))
     # round-robin repetitions, best kept: load from other processes on the machine hits every pipeline alike

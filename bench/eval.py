@@ -21,6 +21,7 @@ Reported: videos/s of the data part alone (loader only) and end to end (loader +
 speed-ups, and whether the two paths agree (cosine of the fused embeddings, same top-1 class
 against random class embeddings).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,17 @@ from utils.precision import resolve_precision  # noqa: E402
 class OriginalStyleTestDataset(Dataset):
     """The original's test-time data path, re-written here for the comparison (PIL per frame)."""
 
-    def __init__(self, root: str, list_path: str, num_segments: int, clips: int, crops: int,
-                 input_size: int = 224, scale_size: int = 256, image_tmpl: str = "img_{:05d}.jpg"):
+    def __init__(
+        self,
+        root: str,
+        list_path: str,
+        num_segments: int,
+        clips: int,
+        crops: int,
+        input_size: int = 224,
+        scale_size: int = 256,
+        image_tmpl: str = "img_{:05d}.jpg",
+    ):
         if crops not in (1, 3):
             raise ValueError("the baseline implements 1 and 3 crops")
         self.records = read_list(list_path)
@@ -84,7 +94,9 @@ class OriginalStyleTestDataset(Dataset):
         folder = os.path.join(self.root, rec.path)
         n = len(os.listdir(folder))
         images = []
-        for idx in sample_indices(n, self.T, mode="test", clips=self.clips):  # one open per sampled index, repeats included
+        for idx in sample_indices(
+            n, self.T, mode="test", clips=self.clips
+        ):  # one open per sampled index, repeats included
             with Image.open(os.path.join(folder, self.tmpl.format(idx + 1))) as im:
                 images.append(im.convert("RGB"))
         images = [self._scale(im) for im in images]
@@ -123,8 +135,16 @@ def ensure_data(folder: Path, videos: int, frames: int, size: int) -> Path:
     if not stamp.is_file():
         classes = min(8, videos)
         per_class = -(-videos // classes)
-        generate(folder, classes=classes, videos_per_class=1, val_videos_per_class=per_class, frames=frames,
-                 size=size, fmt="frames", seed=0)
+        generate(
+            folder,
+            classes=classes,
+            videos_per_class=1,
+            val_videos_per_class=per_class,
+            frames=frames,
+            size=size,
+            fmt="frames",
+            seed=0,
+        )
         stamp.write_text("ok\n")
     return folder
 
@@ -161,30 +181,48 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     a = p.parse_args(argv)
 
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = torch.device(
+        "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
+    )
     precision = resolve_precision(None if a.precision == "auto" else a.precision, device)
     n_data = max(a.videos, a.data_videos)
     root = ensure_data(Path(a.data), n_data, frames=32, size=a.size)
     views = a.crops * a.clips
     size = a.input_size or (112 if a.arch.startswith("tiny") else 224)
     scale = 256 if size == 224 else size
-    cfg = to_dotmap(resolve({
-        "seed": 0,
-        "data": {"dataset": "bench", "num_segments": a.frames, "batch_size": a.batch, "workers": a.workers,
-                 "val_root": str(root / "frames"), "val_list": str(root / "val.txt"),
-                 "label_list": str(root / "labels.csv"), "input_size": size, "scale_size": scale},
-        "network": {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
-    }, "bench/eval.py"))
+    cfg = to_dotmap(
+        resolve(
+            {
+                "seed": 0,
+                "data": {
+                    "dataset": "bench",
+                    "num_segments": a.frames,
+                    "batch_size": a.batch,
+                    "workers": a.workers,
+                    "val_root": str(root / "frames"),
+                    "val_list": str(root / "val.txt"),
+                    "label_list": str(root / "labels.csv"),
+                    "input_size": size,
+                    "scale_size": scale,
+                },
+                "network": {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
+            },
+            "bench/eval.py",
+        )
+    )
     names = [line.split(",", 1)[1] for line in (root / "labels.csv").read_text().splitlines()[1:]]
     torch.manual_seed(0)
     model = build_model(cfg, names, device=device).eval()
-    print(f"{a.arch}, {a.frames} frames x {a.crops} crops x {a.clips} clips, batch {a.batch}, {a.workers} workers, "
-          f"{device} ({torch.get_num_threads()} threads), ours: {precision}, original: fp32", flush=True)
+    print(
+        f"{a.arch}, {a.frames} frames x {a.crops} crops x {a.clips} clips, batch {a.batch}, {a.workers} workers, "
+        f"{device} ({torch.get_num_threads()} threads), ours: {precision}, original: fp32",
+        flush=True,
+    )
 
     ours_ds = build_dataset(cfg, "test", test_crops=a.crops, test_clips=a.clips)
-    orig_ds = OriginalStyleTestDataset(str(root / "frames"), str(root / "val.txt"), a.frames, a.clips, a.crops,
-                                       input_size=size, scale_size=scale)
+    orig_ds = OriginalStyleTestDataset(
+        str(root / "frames"), str(root / "val.txt"), a.frames, a.clips, a.crops, input_size=size, scale_size=scale
+    )
 
     def ours_loader(n):
         ours_ds.records = ours_ds.records[:n]
@@ -199,8 +237,11 @@ def main(argv=None) -> None:
     # data part alone
     res["data_original"] = loader_rate(orig_loader(a.data_videos), a.data_videos)
     res["data_ours"] = loader_rate(ours_loader(a.data_videos), a.data_videos)
-    print(f"data only : original {res['data_original']:.2f} videos/s, ours {res['data_ours']:.2f} videos/s "
-          f"-> {res['data_ours'] / res['data_original']:.2f}x", flush=True)
+    print(
+        f"data only : original {res['data_original']:.2f} videos/s, ours {res['data_ours']:.2f} videos/s "
+        f"-> {res['data_ours'] / res['data_original']:.2f}x",
+        flush=True,
+    )
 
     # end to end (a warm-up forward first so that neither side pays for lazy initialisation)
     with torch.no_grad():
@@ -209,35 +250,49 @@ def main(argv=None) -> None:
     # both sides; each round runs the same first `videos` videos.
     times: dict[str, list[float]] = {"original": [], "ours": []}
     for r in range(a.rounds):
-        for side in (("original", "ours") if r % 2 == 0 else ("ours", "original")):
+        for side in ("original", "ours") if r % 2 == 0 else ("ours", "original"):
             t = time.perf_counter()
             if side == "original":
                 orig_ds.records = all_records[1]
-                emb_o, _ = original_style_collect(model, orig_loader(a.videos), views=views, num_frames=a.frames,
-                                                  device=device)
+                emb_o, _ = original_style_collect(
+                    model, orig_loader(a.videos), views=views, num_frames=a.frames, device=device
+                )
             else:
                 ours_ds.records = all_records[0]
-                out = collect(model, ours_loader(a.videos), views=views, num_frames=a.frames, device=device,
-                              normalize=normalize, precision=precision)
+                out = collect(
+                    model,
+                    ours_loader(a.videos),
+                    views=views,
+                    num_frames=a.frames,
+                    device=device,
+                    normalize=normalize,
+                    precision=precision,
+                )
             times[side].append(time.perf_counter() - t)
     # median round: one round slowed down by another job on the machine does not decide the result
     res["e2e_original"] = a.videos / statistics.median(times["original"])
     res["e2e_ours"] = a.videos / statistics.median(times["ours"])
-    print(f"end to end: original {res['e2e_original']:.3f} videos/s, ours {res['e2e_ours']:.3f} videos/s "
-          f"-> {res['e2e_ours'] / res['e2e_original']:.2f}x  (rounds: original "
-          f"{', '.join(f'{t:.1f}' for t in times['original'])} s; ours {', '.join(f'{t:.1f}' for t in times['ours'])} s)",
-          flush=True)
+    print(
+        f"end to end: original {res['e2e_original']:.3f} videos/s, ours {res['e2e_ours']:.3f} videos/s "
+        f"-> {res['e2e_ours'] / res['e2e_original']:.2f}x  (rounds: original "
+        f"{', '.join(f'{t:.1f}' for t in times['original'])} s; ours {', '.join(f'{t:.1f}' for t in times['ours'])} s)",
+        flush=True,
+    )
 
     cos = F.cosine_similarity(out.embeddings, emb_o, dim=-1)
     cls = model.class_embeddings.detach().float().cpu()
-    same = (out.scores(cls).argmax(1) == (F.normalize(emb_o, dim=-1) @ F.normalize(cls, dim=-1).t()).argmax(1))
+    same = out.scores(cls).argmax(1) == (F.normalize(emb_o, dim=-1) @ F.normalize(cls, dim=-1).t()).argmax(1)
     res["min_cosine"] = float(cos.min())
     res["same_top1"] = float(same.float().mean())
-    print(f"agreement : cosine of fused embeddings min {res['min_cosine']:.5f}; same top-1 class for "
-          f"{100 * res['same_top1']:.0f}% of {len(same)} videos", flush=True)
+    print(
+        f"agreement : cosine of fused embeddings min {res['min_cosine']:.5f}; same top-1 class for "
+        f"{100 * res['same_top1']:.0f}% of {len(same)} videos",
+        flush=True,
+    )
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "device": str(device), "precision": precision, **res},
-                                           indent=2))
+        Path(a.json).write_text(
+            json.dumps({"args": vars(a), "device": str(device), "precision": precision, **res}, indent=2)
+        )
 
 
 if __name__ == "__main__":

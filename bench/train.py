@@ -15,6 +15,7 @@ The two are measured in alternating rounds so that a change of machine load hits
 median clips/s per side is reported. On CUDA the peak memory and an estimate of model FLOPs
 utilisation are printed too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,11 +71,17 @@ def make_original_like(model: nn.Module) -> int:
 
 def build(arch: str, frames: int, classes: int, device: torch.device) -> nn.Module:
     from modules.builder import build_model
-    cfg = to_dotmap(resolve({
-        "seed": 0,
-        "data": {"num_segments": frames, "dataset": "bench"},
-        "network": {"arch": arch, "pretrained": "none", "sim_header": "Transf", "classifier": "random"},
-    }, "bench"))
+
+    cfg = to_dotmap(
+        resolve(
+            {
+                "seed": 0,
+                "data": {"num_segments": frames, "dataset": "bench"},
+                "network": {"arch": arch, "pretrained": "none", "sim_header": "Transf", "classifier": "random"},
+            },
+            "bench",
+        )
+    )
     torch.manual_seed(0)
     return build_model(cfg, [f"class {i}" for i in range(classes)], device=device)
 
@@ -93,13 +100,22 @@ def vit_flops_per_clip(model: nn.Module, frames: int, size: int) -> float:
 
 def run_side(model: nn.Module, batches: list, device: torch.device, precision: str, frames: int) -> float:
     opt = build_optimizer(model, lr=1e-5, clip_ratio=0.1, weight_decay=0.2, device=device)
-    sched = build_scheduler(opt, kind="cosine", epochs=1, warmup_epochs=0, iters_per_epoch=len(batches),
-                            step_every=1)
+    sched = build_scheduler(opt, kind="cosine", epochs=1, warmup_epochs=0, iters_per_epoch=len(batches), step_every=1)
     scaler = grad_scaler(precision, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    stats = train_one_epoch(model, batches, opt, sched, scaler, epoch=0, device=device, num_frames=frames,
-                            normalize=normalize, precision=precision)
+    stats = train_one_epoch(
+        model,
+        batches,
+        opt,
+        sched,
+        scaler,
+        epoch=0,
+        device=device,
+        num_frames=frames,
+        normalize=normalize,
+        precision=precision,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return stats.samples / stats.seconds
@@ -123,15 +139,23 @@ def main() -> None:
     device = torch.device(args.device)
     precision = resolve_precision(args.precision, device)
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randint(0, 256, (args.batch, args.frames, 3, args.size, args.size), dtype=torch.uint8,
-                              generator=g), torch.randint(0, args.classes, (args.batch,), generator=g), None)
-               for _ in range(args.steps)]
+    batches = [
+        (
+            torch.randint(0, 256, (args.batch, args.frames, 3, args.size, args.size), dtype=torch.uint8, generator=g),
+            torch.randint(0, args.classes, (args.batch,), generator=g),
+            None,
+        )
+        for _ in range(args.steps)
+    ]
     ours = build(args.arch, args.frames, args.classes, device)
     orig = build(args.arch, args.frames, args.classes, device)
     n_blocks = make_original_like(orig)
-    print(f"{args.arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); original-like: {n_blocks} blocks "
-          f"checkpointed, attention and MLP nested", flush=True)
+    print(
+        f"{args.arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); original-like: {n_blocks} blocks "
+        f"checkpointed, attention and MLP nested",
+        flush=True,
+    )
     # warm-up (allocator, kernels) on one step each
     for m in (ours, orig):
         run_side(m, batches[:1], device, precision, args.frames)

@@ -1,9 +1,22 @@
 """CLIP through open_clip: the original's arch names (QuickGELU), weights loading that fails fast
 offline, and the in-backbone temporal options (`tm`, `joint_st`, drop path). See docs/clip.md."""
+
 from .archs import arch_names, resolve_arch
 from .factory import create_clip, embed_dim, get_tokenizer, new_param_names, text_width
 from .temporal import drop_rates, full_lr_param_names
 from .weights import normalise_keys, read_state_dict, weights_id
 
-__all__ = ["arch_names", "create_clip", "drop_rates", "embed_dim", "full_lr_param_names", "get_tokenizer",
-           "new_param_names", "normalise_keys", "read_state_dict", "resolve_arch", "text_width", "weights_id"]
+__all__ = [
+    "arch_names",
+    "create_clip",
+    "drop_rates",
+    "embed_dim",
+    "full_lr_param_names",
+    "get_tokenizer",
+    "new_param_names",
+    "normalise_keys",
+    "read_state_dict",
+    "resolve_arch",
+    "text_width",
+    "weights_id",
+]

@@ -5,6 +5,7 @@ nn.GELU, and OpenAI weights in a GELU model give subtly wrong features without a
 name below therefore resolves to a `-quickgelu` config (or one of our tiny configs, which also set
 `quick_gelu: true`).
 """
+
 from __future__ import annotations
 
 import os
@@ -80,17 +81,22 @@ def _signature_of_config(cfg: dict) -> tuple:
 
 def _signature_of_weights(sd: dict) -> tuple | None:
     def count(prefix: str) -> int:
-        return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
+        return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
+
     if "visual.proj" in sd and "visual.conv1.weight" in sd:
         width, _, patch, _ = sd["visual.conv1.weight"].shape
         grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-        return ("vit", width, count("visual.transformer.resblocks."), patch, patch * grid,
-                sd["visual.proj"].shape[1])
+        return ("vit", width, count("visual.transformer.resblocks."), patch, patch * grid, sd["visual.proj"].shape[1])
     if "visual.layer1.0.conv1.weight" in sd and "visual.attnpool.positional_embedding" in sd:
         grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
         layers = tuple(count(f"visual.layer{b}.") for b in (1, 2, 3, 4))
-        return ("rn", layers, sd["visual.layer1.0.conv1.weight"].shape[0], grid,
-                sd["visual.attnpool.c_proj.weight"].shape[0])
+        return (
+            "rn",
+            layers,
+            sd["visual.layer1.0.conv1.weight"].shape[0],
+            grid,
+            sd["visual.attnpool.c_proj.weight"].shape[0],
+        )
     return None
 
 
@@ -100,8 +106,10 @@ def infer_arch(sd: dict, source: str = "weights file") -> str:
     for name, model_name in _ARCHS.items():
         if sig is not None and _signature_of_config(open_clip.get_model_config(model_name)) == sig:
             return name
-    raise UserError(f"network.arch: cannot tell the CLIP architecture of {source} (visual tower {sig}); "
-                    f"set network.arch to one of {', '.join(_ARCHS)} and network.pretrained to the file")
+    raise UserError(
+        f"network.arch: cannot tell the CLIP architecture of {source} (visual tower {sig}); "
+        f"set network.arch to one of {', '.join(_ARCHS)} and network.pretrained to the file"
+    )
 
 
 def resolve_arch(arch: str, trusted_pickles: Collection[str | os.PathLike] = ()) -> str:
@@ -118,12 +126,16 @@ def resolve_arch(arch: str, trusted_pickles: Collection[str | os.PathLike] = ())
         name = name[: -len("-quickgelu")]
     name = _ALIASES.get(name, name)
     if name not in _ARCHS:
-        raise UserError(f"network.arch: unknown architecture '{arch}'; valid names: "
-                        f"{', '.join(_ARCHS)} (open_clip spellings such as ViT-B-32 also work)")
+        raise UserError(
+            f"network.arch: unknown architecture '{arch}'; valid names: "
+            f"{', '.join(_ARCHS)} (open_clip spellings such as ViT-B-32 also work)"
+        )
     model_name = _ARCHS[name]
     if open_clip.get_model_config(model_name) is None:  # pragma: no cover - broken install
-        raise UserError(f"network.arch: open_clip has no model config '{model_name}' "
-                        f"(open_clip {open_clip.__version__}); is the installation complete?")
+        raise UserError(
+            f"network.arch: open_clip has no model config '{model_name}' "
+            f"(open_clip {open_clip.__version__}); is the installation complete?"
+        )
     return model_name
 
 

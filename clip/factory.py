@@ -1,4 +1,5 @@
 """`create_clip`: an open_clip CLIP model from the original's `network.*` options."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ from .weights import effective_pretrained, load_weights, resolve_pretrained
 INIT_SEED = 0
 
 
-def _check_options(arch: str, resnet: bool, num_frames: int, tm: str | bool, joint_st: bool,
-                   drop_out: float, emb_dropout: float) -> None:
+def _check_options(
+    arch: str, resnet: bool, num_frames: int, tm: str | bool, joint_st: bool, drop_out: float, emb_dropout: float
+) -> None:
     if tm not in TEMPORAL_MODULES:
         raise UserError(f"network.tm: '{tm}' is not one of False, tsm, tokenshift, tokent1d")
     if num_frames < 1:
@@ -27,20 +29,34 @@ def _check_options(arch: str, resnet: bool, num_frames: int, tm: str | bool, joi
     if not 0.0 <= drop_out < 1.0 or not 0.0 <= emb_dropout < 1.0:
         raise UserError("network.drop_out and network.emb_dropout must be in [0, 1)")
     if joint_st and tm:
-        raise UserError(f"network.joint_st cannot be combined with network.tm '{tm}' "
-                        "(joint attention mixes the frames of a video into one sequence)")
+        raise UserError(
+            f"network.joint_st cannot be combined with network.tm '{tm}' "
+            "(joint attention mixes the frames of a video into one sequence)"
+        )
     if resnet:
         if tm not in (False, "tsm") or joint_st:
-            raise UserError(f"network.arch '{arch}' is a ResNet: it supports network.tm 'tsm' only "
-                            "(tokenshift, tokent1d and joint_st need a ViT)")
+            raise UserError(
+                f"network.arch '{arch}' is a ResNet: it supports network.tm 'tsm' only "
+                "(tokenshift, tokent1d and joint_st need a ViT)"
+            )
         if drop_out > 0 or emb_dropout > 0:
             raise UserError(f"network.drop_out / network.emb_dropout apply to ViT archs only, not '{arch}'")
 
 
-def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = True, num_frames: int = 8,
-                tm: str | bool = False, joint_st: bool = False, drop_out: float = 0.0,
-                emb_dropout: float = 0.0, grad_checkpointing: bool = False,
-                cache_dir: str | None = None, trusted_pickles: Collection[str | os.PathLike] = ()) -> open_clip.CLIP:
+def create_clip(
+    arch: str,
+    pretrained: str | None = "openai",
+    *,
+    init: bool = True,
+    num_frames: int = 8,
+    tm: str | bool = False,
+    joint_st: bool = False,
+    drop_out: float = 0.0,
+    emb_dropout: float = 0.0,
+    grad_checkpointing: bool = False,
+    cache_dir: str | None = None,
+    trusted_pickles: Collection[str | os.PathLike] = (),
+) -> open_clip.CLIP:
     """Build an fp32 open_clip CLIP (QuickGELU) for `arch` with the requested temporal options.
 
     arch: a name of `clip.arch_names()`, or a CLIP weights file (as the original's `clip.load`):
@@ -72,13 +88,25 @@ def create_clip(arch: str, pretrained: str | None = "openai", *, init: bool = Tr
             if tm == "tsm":
                 patch_resnet_tsm(model.visual, num_frames=num_frames)
         else:
-            patch_vit(model.visual, num_frames=num_frames, tm=tm, joint_st=joint_st,
-                      drop_out=drop_out, emb_dropout=emb_dropout)
+            patch_vit(
+                model.visual,
+                num_frames=num_frames,
+                tm=tm,
+                joint_st=joint_st,
+                drop_out=drop_out,
+                emb_dropout=emb_dropout,
+            )
     model.float()
 
     if weights is not None:
-        load_weights(model, weights, arch=arch, visual_only=not init, new_param_names=new_param_names(model),
-                     trusted_pickles=trusted_pickles)
+        load_weights(
+            model,
+            weights,
+            arch=arch,
+            visual_only=not init,
+            new_param_names=new_param_names(model),
+            trusted_pickles=trusted_pickles,
+        )
     if grad_checkpointing:
         model.visual.set_grad_checkpointing(True)
     return model
@@ -106,8 +134,10 @@ class _StrictTokenizer:
         for text in texts:
             n = len(self.tokenizer.encode(text)) + 2
             if n > self.context_length:
-                raise UserError(f"text '{text}' has {n} tokens, more than the context length "
-                                f"{self.context_length}; shorten the class name or template")
+                raise UserError(
+                    f"text '{text}' has {n} tokens, more than the context length "
+                    f"{self.context_length}; shorten the class name or template"
+                )
         return self.tokenizer(texts)
 
 
@@ -129,4 +159,3 @@ def embed_dim(model: open_clip.CLIP) -> int:
 def text_width(model: open_clip.CLIP) -> int:
     """Width of the text transformer (the fusion head uses text_width / 64 heads)."""
     return int(model.ln_final.weight.shape[0])
-

@@ -10,6 +10,7 @@ existing parameter name exactly as open_clip/OpenAI spell it, so released checkp
 genuinely new parameters get new names (`control_point.conv.weight` of `tokent1d` and
 `time_embedding` of `joint_st`, spelled as in the original Text4Vis).
 """
+
 from __future__ import annotations
 
 import torch
@@ -88,13 +89,13 @@ class TokenT1D(nn.Module):
         with torch.no_grad():
             w = torch.zeros_like(self.conv.weight)  # (C, 1, 3): taps at t-1, t, t+1
             w[:fold, 0, 2] = 1.0
-            w[fold:2 * fold, 0, 0] = 1.0
-            w[2 * fold:, 0, 1] = 1.0
+            w[fold : 2 * fold, 0, 0] = 1.0
+            w[2 * fold :, 0, 1] = 1.0
             self.conv.weight.copy_(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = _frames_view(x[:, 0], self.num_frames)           # (B, T, C)
-        cls = self.conv(cls.transpose(1, 2)).transpose(1, 2)   # conv over T per channel
+        cls = _frames_view(x[:, 0], self.num_frames)  # (B, T, C)
+        cls = self.conv(cls.transpose(1, 2)).transpose(1, 2)  # conv over T per channel
         return torch.cat([cls.reshape(x.shape[0], 1, x.shape[-1]), x[:, 1:]], dim=1)
 
     def extra_repr(self) -> str:
@@ -128,8 +129,13 @@ class TemporalResidualAttentionBlock(ResidualAttentionBlock):
     control_point: nn.Module
     drop_path: nn.Module
 
-    def forward(self, q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        q_x: torch.Tensor,
+        k_x: torch.Tensor | None = None,
+        v_x: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if k_x is not None or v_x is not None:
             raise ValueError("temporal blocks support self-attention only")
         x = self.temporal_shift(q_x)
@@ -153,7 +159,7 @@ class TemporalVisionTransformer(VisionTransformer):
 
     def _embeds(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)   # (BT, N, C)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # (BT, N, C)
         cls = self.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.patch_dropout(x)
@@ -163,8 +169,8 @@ class TemporalVisionTransformer(VisionTransformer):
         return self.ln_pre(x)
 
     def _joint_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        v = _frames_view(x, self.num_frames)                      # (B, T, 1+N, C)
-        cls = v[:, 0, :1]                                         # (B, 1, C), same for every frame
+        v = _frames_view(x, self.num_frames)  # (B, T, 1+N, C)
+        cls = v[:, 0, :1]  # (B, 1, C), same for every frame
         patches = v[:, :, 1:] + self.time_embedding.to(x.dtype)[None, :, None, :]
         b, t, n, c = patches.shape
         patches = patches.permute(0, 2, 1, 3).reshape(b, n * t, c)  # patch-major, frame-minor
@@ -191,8 +197,15 @@ def drop_rates(depth: int, max_rate: float) -> list[float]:
     return [float(r) for r in torch.linspace(0, max_rate, depth)]
 
 
-def patch_vit(visual: VisionTransformer, *, num_frames: int, tm: str | bool = False, joint_st: bool = False,
-              drop_out: float = 0.0, emb_dropout: float = 0.0) -> VisionTransformer:
+def patch_vit(
+    visual: VisionTransformer,
+    *,
+    num_frames: int,
+    tm: str | bool = False,
+    joint_st: bool = False,
+    drop_out: float = 0.0,
+    emb_dropout: float = 0.0,
+) -> VisionTransformer:
     """Turn open_clip's VisionTransformer into the temporal one in place (and return it)."""
     width = visual.conv1.out_channels
     visual.__class__ = TemporalVisionTransformer
@@ -200,7 +213,7 @@ def patch_vit(visual: VisionTransformer, *, num_frames: int, tm: str | bool = Fa
     visual.joint = bool(joint_st)
     visual.emb_dropout = nn.Dropout(emb_dropout) if emb_dropout > 0 else nn.Identity()
     if joint_st:
-        visual.time_embedding = nn.Parameter(width ** -0.5 * torch.randn(num_frames, width))
+        visual.time_embedding = nn.Parameter(width**-0.5 * torch.randn(num_frames, width))
     rates = drop_rates(len(visual.transformer.resblocks), drop_out)
     for block, rate in zip(visual.transformer.resblocks, rates, strict=True):
         if type(block) is not ResidualAttentionBlock:

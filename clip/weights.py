@@ -9,6 +9,7 @@
   (.pt/.pth/.bin/.safetensors), or a Text4Vis checkpoint (ours or the original's:
   `model_state_dict` with `visual.*`, `fusion_model.*`, `logit_scale`) of which the CLIP parts load.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,8 @@ def _offline() -> bool:
 # Resolving `pretrained` to a file
 # ----------------------------------------------------------------------------------------------
 
-def resolve_pretrained(model_name: str, arch: str, pretrained: str | None,
-                       cache_dir: str | None = None) -> Path | None:
+
+def resolve_pretrained(model_name: str, arch: str, pretrained: str | None, cache_dir: str | None = None) -> Path | None:
     """Return the weights file for `pretrained` (None for random weights); errors are UserErrors."""
     if is_random(pretrained):
         return None
@@ -79,7 +80,8 @@ def resolve_pretrained(model_name: str, arch: str, pretrained: str | None,
     raise UserError(
         f"network.pretrained: '{value}' is neither a file nor a pretrained tag of network.arch '{arch}' "
         f"(open_clip model {model_name}; {known}). "
-        f"Use a local weights file, or `none` for random weights.")
+        f"Use a local weights file, or `none` for random weights."
+    )
 
 
 def _tag_file(model_name: str, arch: str, tag: str, cfg: dict, cache_dir: str | None) -> Path:
@@ -91,8 +93,11 @@ def _tag_file(model_name: str, arch: str, tag: str, cfg: dict, cache_dir: str | 
         raise UserError(_no_weights_message(arch, tag, source, "HF_HUB_OFFLINE is set and they are not in the cache"))
     host, port = _probe_target(cfg)
     if not _reachable(host, port):
-        raise UserError(_no_weights_message(
-            arch, tag, source, f"no network: {host}:{port} did not answer within {PROBE_TIMEOUT_S:.0f} s"))
+        raise UserError(
+            _no_weights_message(
+                arch, tag, source, f"no network: {host}:{port} did not answer within {PROBE_TIMEOUT_S:.0f} s"
+            )
+        )
     try:
         target = download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as err:  # network errors come in many types
@@ -175,16 +180,19 @@ def _no_weights_message(arch: str, tag: str, source: str, reason: str) -> str:
     else:
         first = "Either run once with network access (the file is then cached)"
         skip = "Set HF_HUB_OFFLINE=1 to skip the network check entirely; "
-    return (f"network.pretrained: cannot get the '{tag}' weights of {arch} ({reason}). "
-            f"They come from {source}. {first}, or download it elsewhere and point to it, e.g. "
-            f"`--opts network.pretrained=/path/to/weights.pt` (an OpenAI .pt archive, an open_clip "
-            f".bin/.safetensors or a Text4Vis checkpoint). {skip}`network.pretrained=none` builds random "
-            f"weights on purpose.")
+    return (
+        f"network.pretrained: cannot get the '{tag}' weights of {arch} ({reason}). "
+        f"They come from {source}. {first}, or download it elsewhere and point to it, e.g. "
+        f"`--opts network.pretrained=/path/to/weights.pt` (an OpenAI .pt archive, an open_clip "
+        f".bin/.safetensors or a Text4Vis checkpoint). {skip}`network.pretrained=none` builds random "
+        f"weights on purpose."
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading a weights file
 # ----------------------------------------------------------------------------------------------
+
 
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
@@ -208,16 +216,19 @@ def _torch_load(path: Path, trusted_pickles: Collection[str | os.PathLike]) -> o
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         if not is_trusted(path, trusted_pickles):
-            raise UserError(f"network.pretrained: '{path}' holds Python objects besides tensors and was not loaded: "
-                            f"unpickling it can run arbitrary code. If you trust this file, pass "
-                            f"`{TRUST_FLAG} {path}` on the command line, or re-save its tensors "
-                            f"(torch.save(obj.state_dict(), ...)) once in a trusted session") from None
+            raise UserError(
+                f"network.pretrained: '{path}' holds Python objects besides tensors and was not loaded: "
+                f"unpickling it can run arbitrary code. If you trust this file, pass "
+                f"`{TRUST_FLAG} {path}` on the command line, or re-save its tensors "
+                f"(torch.save(obj.state_dict(), ...)) once in a trusted session"
+            ) from None
         log.warning("%s: loading with weights_only=False as asked by %s", path, TRUST_FLAG)
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def read_state_dict(path: str | os.PathLike,
-                    trusted_pickles: Collection[str | os.PathLike] = ()) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, trusted_pickles: Collection[str | os.PathLike] = ()
+) -> dict[str, torch.Tensor]:
     """Tensors of a weights file in open_clip/OpenAI key layout (prefixes `module.` removed).
 
     Accepts TorchScript archives, safetensors, plain state dicts and checkpoints that wrap one
@@ -253,7 +264,7 @@ def read_state_dict(path: str | os.PathLike,
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor) or key in _JIT_EXTRA_KEYS or key.endswith("attn_mask"):
             continue  # attn_mask: a causal-mask buffer that scripted open_clip models save; never a weight
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         sd[key] = value
     if not sd:
         raise UserError(f"network.pretrained: '{path}' contains no tensors")
@@ -277,8 +288,15 @@ def _list(keys: list[str] | set[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: bool,
-                 new_param_names: set[str], trusted_pickles: Collection[str | os.PathLike] = ()) -> None:
+def load_weights(
+    model: torch.nn.Module,
+    path: Path,
+    *,
+    arch: str,
+    visual_only: bool,
+    new_param_names: set[str],
+    trusted_pickles: Collection[str | os.PathLike] = (),
+) -> None:
     """Load a weights file into a built CLIP model, checking names and shapes.
 
     `visual_only` (network.init: False) loads only `visual.*`. A checkpoint without a text encoder
@@ -311,8 +329,10 @@ def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: 
         detail = []
         if bad_shape:
             k = sorted(bad_shape)[0]
-            detail.append(f"{len(bad_shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs model "
-                          f"{tuple(model_sd[k].shape)})")
+            detail.append(
+                f"{len(bad_shape)} shape mismatches (e.g. {k}: file {tuple(sd[k].shape)} vs model "
+                f"{tuple(model_sd[k].shape)})"
+            )
         if missing:
             detail.append(f"missing in the file: {_list(missing)}")
         if unexpected:
@@ -324,6 +344,7 @@ def load_weights(model: torch.nn.Module, path: Path, *, arch: str, visual_only: 
 # ----------------------------------------------------------------------------------------------
 # Identity of weights, for caches
 # ----------------------------------------------------------------------------------------------
+
 
 def file_fingerprint(path: Path) -> str:
     """Content fingerprint: SHA256 of the size and the first and last MiB (fast on GB files)."""
@@ -365,5 +386,13 @@ def weights_id(arch: str, pretrained: str | None, init: bool = True) -> str:
     return ident
 
 
-__all__ = ["effective_pretrained", "is_random", "resolve_pretrained", "read_state_dict", "load_weights", "weights_id",
-           "normalise_keys", "file_fingerprint"]
+__all__ = [
+    "effective_pretrained",
+    "is_random",
+    "resolve_pretrained",
+    "read_state_dict",
+    "load_weights",
+    "weights_id",
+    "normalise_keys",
+    "file_fingerprint",
+]

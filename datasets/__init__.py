@@ -4,16 +4,24 @@
 arguments. See docs/data.md for the user-facing description. The names below are imported on
 first use, so `datasets.lists` or `datasets.make_list` do not pay for importing torch.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_dataset": "datasets.builder", "build_loader": "datasets.builder", "build_transform": "datasets.builder",
-    "VideoDataset": "datasets.video_dataset", "VideoRecord": "datasets.lists", "read_label_csv": "datasets.lists",
-    "read_list": "datasets.lists", "normalize": "datasets.transforms", "write_fewshot_list": "datasets.fewshot",
-    "ShardSampler": "datasets.samplers", "TrainSampler": "datasets.samplers",
+    "build_dataset": "datasets.builder",
+    "build_loader": "datasets.builder",
+    "build_transform": "datasets.builder",
+    "VideoDataset": "datasets.video_dataset",
+    "VideoRecord": "datasets.lists",
+    "read_label_csv": "datasets.lists",
+    "read_list": "datasets.lists",
+    "normalize": "datasets.transforms",
+    "write_fewshot_list": "datasets.fewshot",
+    "ShardSampler": "datasets.samplers",
+    "TrainSampler": "datasets.samplers",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -8,6 +8,7 @@ its first and last frame decode; or the video opens, has frames, and its first a
 decode. `--full` decodes every frame. Progress goes to stderr (a bar on a terminal, a line every
 10 % or 30 s otherwise). Exit status 1 when anything is wrong.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,12 +67,16 @@ def check_frames(folder: str, record: VideoRecord, reader: FrameFolderReader, fu
     problems = []
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        problems.append(f"{folder}: {len(missing)} of the {n} frames that sampling can read are missing "
-                        f"({', '.join(missing[:3])}{more}; template {reader.image_tmpl!r}, "
-                        f"index_bias {reader.index_bias})")
+        problems.append(
+            f"{folder}: {len(missing)} of the {n} frames that sampling can read are missing "
+            f"({', '.join(missing[:3])}{more}; template {reader.image_tmpl!r}, "
+            f"index_bias {reader.index_bias})"
+        )
     if record.num_frames is not None and record.num_frames != len(names) and reader.num_frames_from == "dir":
-        problems.append(f"{folder}: note: the list says {record.num_frames} frames, the folder holds "
-                        f"{len(names)} files (sampling uses the folder count)")
+        problems.append(
+            f"{folder}: note: the list says {record.num_frames} frames, the folder holds "
+            f"{len(names)} files (sampling uses the folder count)"
+        )
     present = [e for e in expected if e in names]
     flagged = set()
     for name in present:
@@ -79,7 +84,7 @@ def check_frames(folder: str, record: VideoRecord, reader: FrameFolderReader, fu
         if found:
             problems.append(found)
             flagged.add(name)
-    for name in (present if full else dict.fromkeys(present[:1] + present[-1:])):
+    for name in present if full else dict.fromkeys(present[:1] + present[-1:]):
         if name in flagged:
             continue
         try:
@@ -106,8 +111,11 @@ class Progress:
     def __init__(self, total: int, label: str, every_s: float = 30.0) -> None:
         self.total, self.label, self.every_s = total, label, every_s
         self.done, self.last = 0, time.monotonic()
-        self.bar = tqdm(total=total, desc=label, unit="video", file=sys.stderr, leave=False,
-                        dynamic_ncols=True) if sys.stderr.isatty() else None
+        self.bar = (
+            tqdm(total=total, desc=label, unit="video", file=sys.stderr, leave=False, dynamic_ncols=True)
+            if sys.stderr.isatty()
+            else None
+        )
         self.marks = [math.ceil(total * p / 10) for p in range(1, 11)]
 
     def update(self) -> None:
@@ -127,8 +135,9 @@ class Progress:
             self.bar.close()
 
 
-def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
-                progress: bool = False) -> tuple[int, list[str]]:
+def check_split(
+    data: Any, split: str, full: bool = False, workers: int = 8, progress: bool = False
+) -> tuple[int, list[str]]:
     """(number of samples scanned, problem messages) for `train` or `val`; `progress` shows how far
     the scan is (see `Progress`)."""
     list_path = data.train_list if split == "train" else data.val_list
@@ -152,8 +161,9 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
         return len(records), problems + [f"data.{split}_root is not a folder: {root}"]
     is_video = bool(records) and records[0].num_frames is None
     if records and is_video != (data.modality == "video"):
-        problems.append(f"{list_path} is a {'video' if is_video else 'frames'} list but data.modality is "
-                        f"'{data.modality}'")
+        problems.append(
+            f"{list_path} is a {'video' if is_video else 'frames'} list but data.modality is '{data.modality}'"
+        )
         return len(records), problems
     reader = FrameFolderReader(data.image_tmpl, data.index_bias, data.num_frames_from)
     decoder = resolve_decoder(data.decoder) if is_video else ""
@@ -173,8 +183,10 @@ def check_split(data: Any, split: str, full: bool = False, workers: int = 8,
         shown.close()
     short = [r for r in records if r.num_frames is not None and r.num_frames < data.min_frames]
     if short:
-        problems.append(f"{list_path}: note: {len(short)} video(s) list fewer than data.min_frames={data.min_frames} "
-                        f"frames; training and train-time validation skip them (test keeps them)")
+        problems.append(
+            f"{list_path}: note: {len(short)} video(s) list fewer than data.min_frames={data.min_frames} "
+            f"frames; training and train-time validation skip them (test keeps them)"
+        )
     return len(records), problems
 
 
@@ -195,8 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         errors = [p for p in problems if ": note: " not in p]
         for p in problems:
             print(p)
-        print(f"{split}: {n} videos scanned, {len(errors)} problem(s)"
-              + (f", {len(problems) - len(errors)} note(s)" if len(problems) > len(errors) else ""))
+        print(
+            f"{split}: {n} videos scanned, {len(errors)} problem(s)"
+            + (f", {len(problems) - len(errors)} note(s)" if len(problems) > len(errors) else "")
+        )
         total_errors += len(errors)
     if total_errors:
         sys.exit(1)

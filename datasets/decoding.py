@@ -8,6 +8,7 @@ and broken files with PIL.
 Any failure raises `BadSampleError` (a `UserError`) naming the file: there is no silent
 substitution of another frame or video (the original loaded frame 1 instead of a broken frame).
 """
+
 from __future__ import annotations
 
 import io

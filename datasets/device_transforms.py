@@ -13,6 +13,7 @@ grey level.
 The training loop moves and transforms a batch with `ClipsToDevice` (a no-op `.to(device)` for a
 batch that the CPU already transformed).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,8 +52,9 @@ class RawClips:
         return RawClips([f.to(device, non_blocking=non_blocking) for f in self.frames], self.params)
 
 
-def collate_raw(items: Sequence[tuple[torch.Tensor, int, int, ClipParams | None]]
-                ) -> tuple[RawClips, torch.Tensor, torch.Tensor]:
+def collate_raw(
+    items: Sequence[tuple[torch.Tensor, int, int, ClipParams | None]],
+) -> tuple[RawClips, torch.Tensor, torch.Tensor]:
     """DataLoader collate for deferred items `(clip, label, index, params)` → `(RawClips, labels, indices)`."""
     clips = [it[0] for it in items]
     frames: torch.Tensor | list[torch.Tensor] = clips
@@ -71,8 +73,9 @@ class BatchTransform:
         self.transform = transform
         self.normalize = normalize
 
-    def __call__(self, clips: RawClips | torch.Tensor | Sequence[torch.Tensor],
-                 params: Sequence[ClipParams | None] | None = None) -> torch.Tensor:
+    def __call__(
+        self, clips: RawClips | torch.Tensor | Sequence[torch.Tensor], params: Sequence[ClipParams | None] | None = None
+    ) -> torch.Tensor:
         frames: torch.Tensor | Sequence[torch.Tensor]
         if isinstance(clips, RawClips):
             frames, params = clips.frames, clips.params
@@ -97,8 +100,9 @@ class BatchTransform:
             if p.randaug_seed is not None:
                 clip = tf.randaugment(clip, p.randaug_seed)
             top, left, h, w = p.box
-            crops.append(F.resized_crop(clip, top, left, h, w, size, interpolation=InterpolationMode.BILINEAR,
-                                        antialias=True))
+            crops.append(
+                F.resized_crop(clip, top, left, h, w, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+            )
         x = torch.stack(crops)  # (B, N, 3, S, S)
         flip = _where(params, lambda p: p.flip, x.device)
         if flip.numel():
@@ -126,11 +130,12 @@ class BatchTransform:
         (rh, rw), plan = eval_crop_plan(frames.shape[-2], frames.shape[-1], tf.input_size, tf.scale_size, tf.crops)
         x = frames
         if (rh, rw) != tuple(x.shape[-2:]):
-            x = F.resize(x.reshape(b * n, *x.shape[2:]), [rh, rw], interpolation=InterpolationMode.BICUBIC,
-                         antialias=True).reshape(b, n, 3, rh, rw)
+            x = F.resize(
+                x.reshape(b * n, *x.shape[2:]), [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True
+            ).reshape(b, n, 3, rh, rw)
         views = []
         for (top, left, h, w), flip in plan:
-            view = x[..., top:top + h, left:left + w]
+            view = x[..., top : top + h, left : left + w]
             views.append(view.flip(-1) if flip else view)
         return torch.cat(views, dim=1)
 

@@ -5,6 +5,7 @@ a distributed run trains on the same subset (the original used unseeded Python `
 different subset per GPU and per run). The subset is repeated floor(N_full / (K·C)) times (at
 least once) so an epoch has about as many iterations as on the full list, as the original.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -19,8 +20,9 @@ from utils.errors import UserError
 FEWSHOT_LIST_NAME = "fewshot_train_list.txt"
 
 
-def select_few_shot(records: Sequence[VideoRecord], shot: int, seed: int,
-                    num_classes: int | None = None) -> list[VideoRecord]:
+def select_few_shot(
+    records: Sequence[VideoRecord], shot: int, seed: int, num_classes: int | None = None
+) -> list[VideoRecord]:
     """K records per class (classes in label order, each class's picks in list order)."""
     if shot < 1:
         raise UserError(f"data.shot must be >= 1, got {shot}")
@@ -49,8 +51,9 @@ def write_list(records: Sequence[VideoRecord], path: str | Path) -> Path:
     """Write records in the original list format (frames `dir n label`, video `file label`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{r.path} {r.num_frames} {r.label}\n" if r.num_frames is not None else f"{r.path} {r.label}\n"
-             for r in records]
+    lines = [
+        f"{r.path} {r.num_frames} {r.label}\n" if r.num_frames is not None else f"{r.path} {r.label}\n" for r in records
+    ]
     path.write_text("".join(lines))
     return path
 

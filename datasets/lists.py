@@ -8,6 +8,7 @@ a non-negative integer, or a label outside the class CSV's range raises `UserErr
 `file:line` and the offending text, so a broken list fails at start-up and not hours into a run.
 Paths are kept verbatim (the ActivityNet zero-shot list has `dir//video` paths).
 """
+
 from __future__ import annotations
 
 import csv
@@ -82,8 +83,10 @@ def read_label_csv(path: str | Path) -> list[str]:
         if not name:
             raise UserError(f"{path}:{lineno}: empty class name for id {idx}")
         if name in first_line:
-            raise UserError(f"{path}:{lineno}: class name '{name}' repeats line {first_line[name]}; "
-                            f"two classes with one name cannot be told apart (their prompts are identical)")
+            raise UserError(
+                f"{path}:{lineno}: class name '{name}' repeats line {first_line[name]}; "
+                f"two classes with one name cannot be told apart (their prompts are identical)"
+            )
         first_line[name] = lineno
         names.append(name)
     if not header_seen:
@@ -108,8 +111,9 @@ def _format_of(line: str, path: Path, lineno: int) -> ListFormat:
         return "frames"
     if len(fields) == 2:
         return "video"
-    raise UserError(f"{path}:{lineno}: expected 'dir num_frames label' or 'file label', "
-                    f"got {len(fields)} fields: '{line.strip()}'")
+    raise UserError(
+        f"{path}:{lineno}: expected 'dir num_frames label' or 'file label', got {len(fields)} fields: '{line.strip()}'"
+    )
 
 
 def read_list(path: str | Path, num_classes: int | None = None) -> list[VideoRecord]:
@@ -120,8 +124,9 @@ def read_list(path: str | Path, num_classes: int | None = None) -> list[VideoRec
     return records
 
 
-def scan_list(path: str | Path, num_classes: int | None = None,
-              stop_at_first: bool = False) -> tuple[list[VideoRecord], list[str]]:
+def scan_list(
+    path: str | Path, num_classes: int | None = None, stop_at_first: bool = False
+) -> tuple[list[VideoRecord], list[str]]:
     """(records of the good lines, one message per bad line). A missing or empty file raises."""
     path = Path(path)
     lines = _open_text(path)
@@ -156,8 +161,15 @@ def _warn_duplicates(records: list[VideoRecord], path: Path) -> None:
             first[rec.path] = rec.line
     if repeats:
         line, earlier, video = repeats[0]
-        _log.warning("%s: %d line(s) repeat a video listed earlier (first: line %d repeats line %d, '%s'); "
-                     "each line counts as a separate sample", path, len(repeats), line, earlier, video)
+        _log.warning(
+            "%s: %d line(s) repeat a video listed earlier (first: line %d repeats line %d, '%s'); "
+            "each line counts as a separate sample",
+            path,
+            len(repeats),
+            line,
+            earlier,
+            video,
+        )
 
 
 def _parse_line(line: str, fmt: ListFormat, path: Path, lineno: int, num_classes: int | None) -> VideoRecord:
@@ -165,15 +177,19 @@ def _parse_line(line: str, fmt: ListFormat, path: Path, lineno: int, num_classes
     expected = 3 if fmt == "frames" else 2
     if len(fields) != expected:
         layout = "'dir num_frames label'" if fmt == "frames" else "'file label'"
-        raise UserError(f"{path}:{lineno}: this is a {fmt} list ({layout}, from its first line) but the line has "
-                        f"{len(fields)} fields: '{line.strip()}'")
+        raise UserError(
+            f"{path}:{lineno}: this is a {fmt} list ({layout}, from its first line) but the line has "
+            f"{len(fields)} fields: '{line.strip()}'"
+        )
     num_frames = None
     if fmt == "frames":
         num_frames = _int_field(fields[1], "frame count", path, lineno, line)
     label = _int_field(fields[-1], "label", path, lineno, line)
     if num_classes is not None and label >= num_classes:
-        raise UserError(f"{path}:{lineno}: label {label} is outside the {num_classes} classes of the "
-                        f"label CSV (0..{num_classes - 1}): '{line.strip()}'")
+        raise UserError(
+            f"{path}:{lineno}: label {label} is outside the {num_classes} classes of the "
+            f"label CSV (0..{num_classes - 1}): '{line.strip()}'"
+        )
     return VideoRecord(fields[0], num_frames, label, lineno)
 
 

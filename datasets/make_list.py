@@ -16,6 +16,7 @@ folder-name order and a label CSV is written next to the list (`--labels-out` to
 Every class folder counts, even an empty one, so the numbering depends on the folder names only.
 Output order is deterministic: classes sorted, then videos sorted by name (code-point order).
 """
+
 from __future__ import annotations
 
 import csv
@@ -108,9 +109,11 @@ def _class_folders(root: Path) -> list[str]:
 
 def _check_no_whitespace(rel: str, root: Path) -> None:
     if any(c.isspace() for c in rel):
-        raise UserError(f"{root / rel}: the path contains whitespace, which the list format "
-                        f"(space-separated fields) cannot hold; rename it, e.g. replace spaces with '_' "
-                        f"(`--labels` still matches 'air_drumming' to the class 'air drumming')")
+        raise UserError(
+            f"{root / rel}: the path contains whitespace, which the list format "
+            f"(space-separated fields) cannot hold; rename it, e.g. replace spaces with '_' "
+            f"(`--labels` still matches 'air_drumming' to the class 'air drumming')"
+        )
 
 
 def _one_level_too_high(root: Path, dirs: list[tuple[str, str]], sample: int = 20) -> str:
@@ -132,13 +135,16 @@ def _one_level_too_high(root: Path, dirs: list[tuple[str, str]], sample: int = 2
         return ""
     tops = sorted({cls for cls, _ in dirs})
     examples = " or ".join(str(root / t) for t in tops[:3])
-    return (f"{root} looks one level too high: its sub-folders ({', '.join(tops[:5])}"
-            f"{', ...' if len(tops) > 5 else ''}) hold class folders, not videos. Point at the folder that "
-            f"holds one folder per class, e.g. {examples}")
+    return (
+        f"{root} looks one level too high: its sub-folders ({', '.join(tops[:5])}"
+        f"{', ...' if len(tops) > 5 else ''}) hold class folders, not videos. Point at the folder that "
+        f"holds one folder per class, e.g. {examples}"
+    )
 
 
-def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None,
-              threads: int = 8) -> tuple[Format, list[str], list[Entry], list[str]]:
+def scan_tree(
+    root: str | Path, fmt: str = "auto", image_tmpl: str | None = None, threads: int = 8
+) -> tuple[Format, list[str], list[Entry], list[str]]:
     """Walk ROOT/<class>/<video>: returns (format, class folder names, entries, warnings).
 
     `fmt` `auto` picks `frames` when class folders hold sub-folders and `video` when they hold
@@ -161,18 +167,24 @@ def scan_tree(root: str | Path, fmt: str = "auto", image_tmpl: str | None = None
                 videos.append((cls, item.name))
     if fmt == "auto":
         if dirs and videos:
-            raise UserError(f"{root}: class folders hold both frame folders ({len(dirs)}) and video files "
-                            f"({len(videos)}); pass --format frames or --format video")
+            raise UserError(
+                f"{root}: class folders hold both frame folders ({len(dirs)}) and video files "
+                f"({len(videos)}); pass --format frames or --format video"
+            )
         if not dirs and not videos:
-            raise UserError(f"{root}: found no frame folders and no video files "
-                            f"({', '.join(VIDEO_EXTENSIONS)}) inside the class folders")
+            raise UserError(
+                f"{root}: found no frame folders and no video files "
+                f"({', '.join(VIDEO_EXTENSIONS)}) inside the class folders"
+            )
         fmt = "frames" if dirs else "video"
     warnings: list[str] = []
     entries: list[Entry] = []
     if fmt == "video":
         if not videos:
-            raise UserError(_one_level_too_high(root, dirs)
-                            or f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) inside the class folders")
+            raise UserError(
+                _one_level_too_high(root, dirs)
+                or f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) inside the class folders"
+            )
         for cls, name in videos:
             rel = f"{cls}/{name}"
             _check_no_whitespace(rel, root)
@@ -227,8 +239,10 @@ def map_classes(folders: Sequence[str], class_names: Sequence[str], csv_path: st
             continue
         key = normalize_name(folder)
         if key in clashes:
-            raise UserError(f"class folder '{folder}' matches several classes of {csv_path} once case and '_' "
-                            f"are ignored; rename it to the exact class name")
+            raise UserError(
+                f"class folder '{folder}' matches several classes of {csv_path} once case and '_' "
+                f"are ignored; rename it to the exact class name"
+            )
         if key in loose:
             ids[folder] = loose[key]
         else:
@@ -240,8 +254,9 @@ def map_classes(folders: Sequence[str], class_names: Sequence[str], csv_path: st
     taken: dict[int, str] = {}
     for folder, i in ids.items():
         if i in taken:
-            raise UserError(f"class folders '{taken[i]}' and '{folder}' both map to class {i} "
-                            f"('{class_names[i]}') of {csv_path}")
+            raise UserError(
+                f"class folders '{taken[i]}' and '{folder}' both map to class {i} ('{class_names[i]}') of {csv_path}"
+            )
         taken[i] = folder
     return ids
 
@@ -272,9 +287,16 @@ def default_labels_out(out: str | Path) -> Path:
     return out.with_name(out.stem + "_labels.csv")
 
 
-def make_list(root: str | Path, out: str | Path, labels: str | Path | None = None, fmt: str = "auto",
-              image_tmpl: str | None = None, labels_out: str | Path | None = None,
-              space_names: bool = False, threads: int = 8) -> dict:
+def make_list(
+    root: str | Path,
+    out: str | Path,
+    labels: str | Path | None = None,
+    fmt: str = "auto",
+    image_tmpl: str | None = None,
+    labels_out: str | Path | None = None,
+    space_names: bool = False,
+    threads: int = 8,
+) -> dict:
     """Scan, map classes, write the list (and the label CSV without `labels`); returns a summary."""
     found_fmt, classes, entries, warnings = scan_tree(root, fmt, image_tmpl, threads)
     used = {e.class_name for e in entries}
@@ -296,28 +318,48 @@ def make_list(root: str | Path, out: str | Path, labels: str | Path | None = Non
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(format_lines(entries, ids)) + "\n")
-    return {"format": found_fmt, "videos": len(entries), "classes": len(classes), "list": str(out),
-            "labels_csv": str(written_csv) if written_csv else None, "warnings": warnings}
+    return {
+        "format": found_fmt,
+        "videos": len(entries),
+        "classes": len(classes),
+        "list": str(out),
+        "labels_csv": str(written_csv) if written_csv else None,
+        "warnings": warnings,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m datasets.make_list",
-                        "Write an annotation list from ROOT/<class>/<frame folder or video file>.")
+    parser = cli_parser(
+        "python -m datasets.make_list", "Write an annotation list from ROOT/<class>/<frame folder or video file>."
+    )
     parser.add_argument("root", help="data root holding one folder per class")
     parser.add_argument("--out", required=True, help="list file to write")
     parser.add_argument("--labels", help="existing label CSV (id,name): map class folders to its ids")
-    parser.add_argument("--labels-out", help="where to write the label CSV when --labels is not given "
-                        "(default: <out stem>_labels.csv next to --out)")
-    parser.add_argument("--format", default="auto", choices=("auto", "frames", "video"),
-                        help="frames = sub-folders of frames, video = video files (default: detect)")
-    parser.add_argument("--image-tmpl", help="frame file template, e.g. 'img_{:05d}.jpg': count only matching "
-                        "files and check they are numbered 1..n (default: count every image file)")
-    parser.add_argument("--space-names", action="store_true",
-                        help="in a written label CSV, turn '_' in folder names into spaces (prompt text)")
+    parser.add_argument(
+        "--labels-out",
+        help="where to write the label CSV when --labels is not given (default: <out stem>_labels.csv next to --out)",
+    )
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "frames", "video"),
+        help="frames = sub-folders of frames, video = video files (default: detect)",
+    )
+    parser.add_argument(
+        "--image-tmpl",
+        help="frame file template, e.g. 'img_{:05d}.jpg': count only matching "
+        "files and check they are numbered 1..n (default: count every image file)",
+    )
+    parser.add_argument(
+        "--space-names",
+        action="store_true",
+        help="in a written label CSV, turn '_' in folder names into spaces (prompt text)",
+    )
     parser.add_argument("--threads", type=int, default=8, help="threads counting frames (network file systems)")
     args = parser.parse_args(argv)
-    summary = make_list(args.root, args.out, args.labels, args.format, args.image_tmpl, args.labels_out,
-                        args.space_names, args.threads)
+    summary = make_list(
+        args.root, args.out, args.labels, args.format, args.image_tmpl, args.labels_out, args.space_names, args.threads
+    )
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {summary['list']}: {summary['videos']} {summary['format']} entries, {summary['classes']} classes")

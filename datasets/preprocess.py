@@ -21,6 +21,7 @@ skips finished videos and redoes interrupted ones. A video that cannot be decode
 with its path (and listed in OUT/preprocess_failures.txt); the others are still processed, and the
 exit status is 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,13 @@ def _frames(src: str, s: Settings) -> Iterator[tuple[Any, Fraction]]:
         rate = Fraction(s.fps).limit_denominator(1001) if s.fps else Fraction(vs.average_rate or vs.guessed_rate or 25)
         w, h = target_size(vs.codec_context.width, vs.codec_context.height, s.short_side)
         graph = av.filter.Graph()
-        chain = [graph.add_buffer(template=vs), graph.add("fps", fps=f"{rate.numerator}/{rate.denominator}"),
-                 graph.add("scale", f"w={w}:h={h}:flags=bicubic"), graph.add("format", "yuv420p" if not s.frames
-                                                                              else "rgb24"), graph.add("buffersink")]
+        chain = [
+            graph.add_buffer(template=vs),
+            graph.add("fps", fps=f"{rate.numerator}/{rate.denominator}"),
+            graph.add("scale", f"w={w}:h={h}:flags=bicubic"),
+            graph.add("format", "yuv420p" if not s.frames else "rgb24"),
+            graph.add("buffersink"),
+        ]
         for a, b in zip(chain[:-1], chain[1:], strict=True):
             a.link_to(b)
         graph.configure()
@@ -113,8 +118,15 @@ def encode_video(src: str, dst: str, s: Settings) -> int:
         for frame, rate in _frames(src, s):
             if out is None:
                 out = av.open(dst, "w", format="mp4")
-                opts = {"crf": str(s.crf), "preset": s.preset, "g": str(s.gop), "keyint_min": str(s.gop),
-                        "sc_threshold": "0", "bf": str(s.bframes), "threads": "1"}
+                opts = {
+                    "crf": str(s.crf),
+                    "preset": s.preset,
+                    "g": str(s.gop),
+                    "keyint_min": str(s.gop),
+                    "sc_threshold": "0",
+                    "bf": str(s.bframes),
+                    "threads": "1",
+                }
                 if s.fastdecode:
                     opts["tune"] = "fastdecode"
                 stream = out.add_stream("libx264", rate=rate, options=opts)
@@ -182,8 +194,10 @@ def plan(src_root: Path, out_root: Path, frames: bool) -> tuple[list[tuple[str, 
             if item.name.startswith(".") or not item.name.lower().endswith(VIDEO_EXTENSIONS):
                 continue
             if any(c.isspace() for c in cls + item.name):
-                raise UserError(f"{item.path}: the path contains whitespace, which the list format cannot hold; "
-                                f"rename it (e.g. spaces to '_')")
+                raise UserError(
+                    f"{item.path}: the path contains whitespace, which the list format cannot hold; "
+                    f"rename it (e.g. spaces to '_')"
+                )
             stem = os.path.splitext(item.name)[0]
             dst = out_root / cls / (stem if frames else stem + ".mp4")
             if dst.exists():
@@ -191,8 +205,10 @@ def plan(src_root: Path, out_root: Path, frames: bool) -> tuple[list[tuple[str, 
             else:
                 todo.append((item.path, str(dst)))
     if not todo and not done:
-        raise UserError(f"{src_root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in class folders "
-                        f"(expected SRC/<class>/<video>)")
+        raise UserError(
+            f"{src_root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in class folders "
+            f"(expected SRC/<class>/<video>)"
+        )
     return todo, done
 
 
@@ -205,14 +221,17 @@ def check_settings(out_root: Path, s: Settings) -> None:
         except ValueError:
             old = None
         if old != asdict(s):
-            raise UserError(f"{out_root} was written with other settings ({marker}: {old}); "
-                            f"use the same options to resume, or another output folder")
+            raise UserError(
+                f"{out_root} was written with other settings ({marker}: {old}); "
+                f"use the same options to resume, or another output folder"
+            )
     out_root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(asdict(s), indent=1) + "\n")
 
 
-def preprocess(src: str | Path, out: str | Path, s: Settings, *, workers: int = 0, progress: bool = True
-               ) -> dict[str, Any]:
+def preprocess(
+    src: str | Path, out: str | Path, s: Settings, *, workers: int = 0, progress: bool = True
+) -> dict[str, Any]:
     """Process every video of SRC into OUT; returns counts and the failures (src, message)."""
     src_root, out_root = Path(src), Path(out)
     if s.short_side < 16 or s.gop < 1 or s.fps < 0 or not 0 <= s.crf <= 51 or not 1 <= s.quality <= 100:
@@ -224,8 +243,14 @@ def preprocess(src: str | Path, out: str | Path, s: Settings, *, workers: int = 
     failures: list[tuple[str, str]] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo) + done, initial=done, unit="video", desc="preprocess", dynamic_ncols=True,
-               disable=not progress or None)
+    bar = tqdm(
+        total=len(todo) + done,
+        initial=done,
+        unit="video",
+        desc="preprocess",
+        dynamic_ncols=True,
+        disable=not progress or None,
+    )
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         results: Iterator[tuple[str, str | None]] = (process_one(a, b, asdict(s)) for a, b in todo)
@@ -270,18 +295,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--list", help="list file to write (default OUT.txt next to OUT)")
     p.add_argument("--space-names", action="store_true", help="written label CSV: '_' in folder names as spaces")
     a = p.parse_args(argv)
-    s = Settings(short_side=a.short_side, fps=a.fps, frames=a.frames, gop=a.gop, crf=a.crf, preset=a.preset,
-                 bframes=a.bframes, fastdecode=not a.no_fastdecode, quality=a.quality, image_tmpl=a.image_tmpl)
+    s = Settings(
+        short_side=a.short_side,
+        fps=a.fps,
+        frames=a.frames,
+        gop=a.gop,
+        crf=a.crf,
+        preset=a.preset,
+        bframes=a.bframes,
+        fastdecode=not a.no_fastdecode,
+        quality=a.quality,
+        image_tmpl=a.image_tmpl,
+    )
     result = preprocess(a.src, a.out, s, workers=a.workers)
     for path, err in result["failures"]:
         print(f"error: {path}: {err}", file=sys.stderr)
     out = Path(a.out)
-    summary = make_list(out, a.list or out.with_suffix(".txt"), a.labels, "frames" if s.frames else "video",
-                        s.image_tmpl if s.frames else None, space_names=a.space_names)
+    summary = make_list(
+        out,
+        a.list or out.with_suffix(".txt"),
+        a.labels,
+        "frames" if s.frames else "video",
+        s.image_tmpl if s.frames else None,
+        space_names=a.space_names,
+    )
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{result['processed']} processed, {result['done_before']} already done, {len(result['failures'])} failed; "
-          f"list {summary['list']}" + (f", labels {summary['labels_csv']}" if summary["labels_csv"] else ""))
+    print(
+        f"{result['processed']} processed, {result['done_before']} already done, {len(result['failures'])} failed; "
+        f"list {summary['list']}" + (f", labels {summary['labels_csv']}" if summary["labels_csv"] else "")
+    )
     if result["failures"]:
         print(f"failures listed in {out / 'preprocess_failures.txt'}", file=sys.stderr)
         sys.exit(1)

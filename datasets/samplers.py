@@ -1,6 +1,7 @@
 """Samplers: shuffled training shards that also set the dataset's epoch, and evaluation shards
 that cover every index exactly once over the ranks (no padding duplicates, so metrics are exact).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -19,6 +19,7 @@ Differences from the original, all deliberate (docs/data.md, "Sampling"):
 Kept as the original: dense windows longer than the video wrap modulo n, so for n < window the
 frame order is scrambled (T=8, n=9 gives 0,7,5,3,1,8,6,4).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +96,16 @@ def dense_test_indices(n: int, T: int, clips: int = 1, window: int = DENSE_WINDO
     return [(k * step + stride * i) % n for k in range(clips) for i in range(T)]
 
 
-def sample_indices(n: int, T: int, *, mode: str, clips: int = 1, dense: bool = False,
-                   random_shift: bool = True, rng: np.random.Generator | None = None) -> list[int]:
+def sample_indices(
+    n: int,
+    T: int,
+    *,
+    mode: str,
+    clips: int = 1,
+    dense: bool = False,
+    random_shift: bool = True,
+    rng: np.random.Generator | None = None,
+) -> list[int]:
     """Dispatch on mode `train|val|test` as the original's dataset did.
 
     `random_shift=False` in training uses the validation sampling (as the original).

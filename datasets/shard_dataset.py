@@ -19,6 +19,7 @@ epoch re-run after a resume is the same. Frame offsets and augmentation come fro
 `default_rng([seed, epoch, index, attempt])` as the file dataset, so a sample decodes to the same
 clip from a shard as from its file. Items are `(uint8 clip, label, index)` as `VideoDataset`'s.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,10 @@ def read_shard_index(url: str, key: str = "data.train_shards") -> ShardIndex:
     if data.get("__kind__") != INDEX_KIND or not isinstance(ours, dict):
         raise UserError(f"{key}: {url} is not a shard index written by python -m datasets.shards")
     try:
-        records = [VideoRecord(str(p), None if n is None else int(n), int(lab), int(line))
-                   for p, n, lab, line in ours["records"]]
+        records = [
+            VideoRecord(str(p), None if n is None else int(n), int(lab), int(line))
+            for p, n, lab, line in ours["records"]
+        ]
         shards = [_resolve(url, str(s["url"])) for s in data["shardlist"]]
         keys = [[int(k) for k in s["keys"]] for s in data["shardlist"]]
         counts = [int(s["nsamples"]) for s in data["shardlist"]]
@@ -134,7 +137,12 @@ class ShardDataset(IterableDataset):
     # --------------------------------------------------------------------------- set-up
     def configure(self, *, rank: int, world_size: int, batch_size: int, workers: int, train: bool) -> None:
         self.rank, self.world_size, self.batch_size, self.workers, self.train = (
-            rank, world_size, max(1, batch_size), workers, train)
+            rank,
+            world_size,
+            max(1, batch_size),
+            workers,
+            train,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -179,7 +187,7 @@ class ShardDataset(IterableDataset):
         mine = self.rank_positions()
         batches = math.ceil(len(mine) / self.batch_size)
         b0, b1 = split_range(batches, max(1, workers), worker)
-        return mine[b0 * self.batch_size: b1 * self.batch_size]
+        return mine[b0 * self.batch_size : b1 * self.batch_size]
 
     def plan(self, positions: range) -> list[tuple[int, set[int]]]:
         """(shard, wanted record positions) to read, in order, for sequence positions `positions`."""
@@ -238,8 +246,10 @@ class ShardDataset(IterableDataset):
             except Exception as err:  # tarfile / gopen errors of many kinds
                 raise BadSampleError(f"cannot read shard {url}: {type(err).__name__}: {err}") from None
             if left:
-                raise BadSampleError(f"shard {url} lacks {len(left)} sample(s) its index lists (e.g. list "
-                                     f"line {self.records[min(left)].line}); rewrite the shards")
+                raise BadSampleError(
+                    f"shard {url} lacks {len(left)} sample(s) its index lists (e.g. list "
+                    f"line {self.records[min(left)].line}); rewrite the shards"
+                )
 
     def _decode_all(self, stream: Iterator[tuple[int, dict]]) -> Iterator[tuple[Any, ...]]:
         ds = self.samples
@@ -254,13 +264,16 @@ class ShardDataset(IterableDataset):
                 item = self.decode(pos, sample)
             except BadSampleError as err:
                 if ds.on_bad_sample == "error":
-                    raise BadSampleError(f"{err} (list line {self.records[pos].line}; set data.on_bad_sample: "
-                                         f"skip to replace bad samples)") from None
+                    raise BadSampleError(
+                        f"{err} (list line {self.records[pos].line}; set data.on_bad_sample: "
+                        f"skip to replace bad samples)"
+                    ) from None
                 bad += 1
                 log.warning("skipping bad sample %d: %s", pos, err)
                 if bad > ds.max_bad_samples:
-                    raise BadSampleError(f"more than data.max_bad_samples={ds.max_bad_samples} bad samples; "
-                                         f"last: {err}") from None
+                    raise BadSampleError(
+                        f"more than data.max_bad_samples={ds.max_bad_samples} bad samples; last: {err}"
+                    ) from None
                 if last_good is None:
                     pending += 1
                 else:
@@ -283,8 +296,9 @@ class ShardDataset(IterableDataset):
             field = next((k for k in sample if not k.startswith("__") and k not in ("json", "cls")), None)
             if field is None:
                 raise BadSampleError(f"sample {where} holds no video")
-            reader = VideoReader(sample[field], ds.decoder, device=ds.decode_device, seek_mode=self.seek_mode,
-                                 name=f"{where}.{field}")
+            reader = VideoReader(
+                sample[field], ds.decoder, device=ds.decode_device, seek_mode=self.seek_mode, name=f"{where}.{field}"
+            )
             clip = reader.read(ds.frame_indices(reader.num_frames, rng))
         else:
             frames = sorted((int(m.group(1)), k) for k in sample if (m := _FRAME_KEY.match(k)))

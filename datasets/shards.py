@@ -14,6 +14,7 @@ stops the tool with its file and list line (`--skip-bad` leaves such samples out
 Upload the folder anywhere webdataset reads from (local path, http(s), `pipe:` command) and point
 `data.train_shards` / `data.val_shards` at the index's path or URL.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,22 @@ def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | Non
     return out
 
 
-def write_shards(list_path: str, root: str, out: str, *, labels: str | None = None, maxcount: int = 1000,
-                 maxsize: float = 1e9, shuffle: bool = True, seed: int = 0, image_tmpl: str = "img_{:05d}.jpg",
-                 index_bias: int = 1, num_frames_from: str = "dir", skip_bad: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+def write_shards(
+    list_path: str,
+    root: str,
+    out: str,
+    *,
+    labels: str | None = None,
+    maxcount: int = 1000,
+    maxsize: float = 1e9,
+    shuffle: bool = True,
+    seed: int = 0,
+    image_tmpl: str = "img_{:05d}.jpg",
+    index_bias: int = 1,
+    num_frames_from: str = "dir",
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write the shards and the index; returns the index as written."""
     from webdataset import ShardWriter
 
@@ -93,20 +106,28 @@ def write_shards(list_path: str, root: str, out: str, *, labels: str | None = No
                 skipped.append(f"{list_path}:{rec.line}: {err}")
                 bar.update(1)
                 continue
-            sample: dict[str, Any] = {"__key__": f"{pos:09d}", "cls": rec.label,
-                                      "json": {"path": rec.path, "num_frames": rec.num_frames, "label": rec.label,
-                                               "line": rec.line}}
+            sample: dict[str, Any] = {
+                "__key__": f"{pos:09d}",
+                "cls": rec.label,
+                "json": {"path": rec.path, "num_frames": rec.num_frames, "label": rec.label, "line": rec.line},
+            }
             sample.update(files)
             sink.write(sample)
             shards.setdefault(Path(sink.fname).name, []).append(pos)
             bar.update(1)
     bar.close()
     index = {
-        "__kind__": INDEX_KIND, "wids_version": 1, "name": prefix.name,
+        "__kind__": INDEX_KIND,
+        "wids_version": 1,
+        "name": prefix.name,
         "shardlist": [{"url": name, "nsamples": len(keys), "keys": keys} for name, keys in shards.items()],
-        "text4vis": {"version": 1, "content": content, "cfr": bool(root) and (Path(root) / CFR_MARKER).is_file(),
-                     "list": str(list_path),
-                     "records": [[r.path, r.num_frames, r.label, r.line] for r in records]},
+        "text4vis": {
+            "version": 1,
+            "content": content,
+            "cfr": bool(root) and (Path(root) / CFR_MARKER).is_file(),
+            "list": str(list_path),
+            "records": [[r.path, r.num_frames, r.label, r.line] for r in records],
+        },
     }
     if skipped:  # records of left-out samples stay in the index (their lines), their keys do not
         index["text4vis"] = {**index["text4vis"], "skipped": skipped}  # type: ignore[dict-item]
@@ -128,13 +149,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
     p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
-    p.add_argument("--num-frames-from", choices=("dir", "list"), default="dir",
-                   help="frames per folder: files in it (dir) or the list's count (list)")
+    p.add_argument(
+        "--num-frames-from",
+        choices=("dir", "list"),
+        default="dir",
+        help="frames per folder: files in it (dir) or the list's count (list)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
     a = p.parse_args(argv)
-    index = write_shards(a.list, a.root, a.out, labels=a.labels, maxcount=a.maxcount, maxsize=a.maxsize,
-                         shuffle=not a.no_shuffle, seed=a.seed, image_tmpl=a.image_tmpl, index_bias=a.index_bias,
-                         num_frames_from=a.num_frames_from, skip_bad=a.skip_bad)
+    index = write_shards(
+        a.list,
+        a.root,
+        a.out,
+        labels=a.labels,
+        maxcount=a.maxcount,
+        maxsize=a.maxsize,
+        shuffle=not a.no_shuffle,
+        seed=a.seed,
+        image_tmpl=a.image_tmpl,
+        index_bias=a.index_bias,
+        num_frames_from=a.num_frames_from,
+        skip_bad=a.skip_bad,
+    )
     for line in index["text4vis"].get("skipped", []):
         print(f"skipped {line}")
     n = sum(s["nsamples"] for s in index["shardlist"])

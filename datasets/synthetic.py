@@ -16,6 +16,7 @@ Output (DIR = --out):
 Roots: `data.train_root`/`val_root` = DIR/frames (frames) or DIR/videos (video).
 The same seed writes the same bytes.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,20 +31,37 @@ from PIL import Image, ImageDraw
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
 
-COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 230), "green": (40, 180, 60), "yellow": (235, 210, 40),
-           "purple": (150, 60, 200), "orange": (245, 140, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "blue": (40, 80, 230),
+    "green": (40, 180, 60),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 200),
+    "orange": (245, 140, 30),
+}
 
 # (colour, shape, motion pair); the class list interleaves the two directions of each pair.
 _OBJECTS = [
-    ("red", "circle", "horizontal"), ("blue", "square", "scale"), ("green", "triangle", "rotate"),
-    ("yellow", "square", "vertical"), ("blue", "circle", "horizontal"), ("red", "triangle", "scale"),
-    ("purple", "bar", "rotate"), ("orange", "circle", "vertical"), ("green", "square", "horizontal"),
-    ("yellow", "triangle", "scale"), ("orange", "bar", "rotate"), ("purple", "square", "vertical"),
+    ("red", "circle", "horizontal"),
+    ("blue", "square", "scale"),
+    ("green", "triangle", "rotate"),
+    ("yellow", "square", "vertical"),
+    ("blue", "circle", "horizontal"),
+    ("red", "triangle", "scale"),
+    ("purple", "bar", "rotate"),
+    ("orange", "circle", "vertical"),
+    ("green", "square", "horizontal"),
+    ("yellow", "triangle", "scale"),
+    ("orange", "bar", "rotate"),
+    ("purple", "square", "vertical"),
 ]
 _DIRECTIONS = {
-    "horizontal": ("moving left", "moving right"), "vertical": ("moving up", "moving down"),
-    "scale": ("growing", "shrinking"), "rotate": ("rotating clockwise", "rotating anticlockwise"),
-    "fade": ("fading in", "fading out"), "light": ("lighting up", "going dark"),
+    "horizontal": ("moving left", "moving right"),
+    "vertical": ("moving up", "moving down"),
+    "scale": ("growing", "shrinking"),
+    "rotate": ("rotating clockwise", "rotating anticlockwise"),
+    "fade": ("fading in", "fading out"),
+    "light": ("lighting up", "going dark"),
 }
 MAX_CLASSES = 2 * len(_OBJECTS)
 MOTIONS = tuple(_DIRECTIONS)
@@ -107,8 +125,15 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
     bg = rng.integers(80, 176) + rng.integers(-25, 26, size=3)  # greyish, so every colour stands out
     # Smooth background noise: a coarse random grid, upsampled (codec-friendly, not memorisable).
     coarse = rng.normal(0.0, 18.0, size=(8, 8, 3))
-    noise = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
-        (size, size), Image.Resampling.BILINEAR), dtype=np.float32) - 128.0
+    noise = (
+        np.asarray(
+            Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
+                (size, size), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        - 128.0
+    )
     base = np.clip(bg[None, None, :] + noise, 0, 255).astype(np.uint8)
     colour = COLOURS[cls.colour]
     r0 = size * rng.uniform(0.10, 0.16)
@@ -131,7 +156,7 @@ def render_video(cls: ActionClass, frames: int, size: int, rng: np.random.Genera
         elif cls.motion == "moving down":
             cy = cy0 + speed * tc
         elif cls.motion == "growing":
-            r = r0 * growth ** tc
+            r = r0 * growth**tc
         elif cls.motion == "shrinking":
             r = r0 * growth ** (-tc)
         elif cls.motion == "rotating clockwise":  # image y points down: +angle turns clockwise on screen
@@ -191,9 +216,18 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 8) -> None:
             container.mux(packet)
 
 
-def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str] | None = None,
-             videos_per_class: int = 24, val_videos_per_class: int | None = None, frames: int = 16, size: int = 128,
-             fmt: str = "both", seed: int = 0) -> dict[str, Path]:
+def generate(
+    out: str | Path,
+    *,
+    classes: int | None = 10,
+    motions: Sequence[str] | None = None,
+    videos_per_class: int = 24,
+    val_videos_per_class: int | None = None,
+    frames: int = 16,
+    size: int = 128,
+    fmt: str = "both",
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write the dataset under `out`; returns the paths of the lists and the CSV."""
     if fmt not in ("frames", "video", "both"):
         raise UserError(f"--format must be frames, video or both, got {fmt!r}")
@@ -233,25 +267,47 @@ def generate(out: str | Path, *, classes: int | None = 10, motions: Sequence[str
 def main(argv: list[str] | None = None) -> None:
     p = cli_parser("python -m datasets.synthetic", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--classes", type=int, default=None,
-                   help=f"number of classes (1..{MAX_CLASSES}; default 10, or every class of --motions)")
-    p.add_argument("--motions", default=None,
-                   help=f"comma-separated pair kinds, one per object ({', '.join(MOTIONS)}); "
-                        "default: each object's own motion")
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help=f"number of classes (1..{MAX_CLASSES}; default 10, or every class of --motions)",
+    )
+    p.add_argument(
+        "--motions",
+        default=None,
+        help=f"comma-separated pair kinds, one per object ({', '.join(MOTIONS)}); default: each object's own motion",
+    )
     p.add_argument("--videos-per-class", type=int, default=24, help="training videos per class")
-    p.add_argument("--val-videos-per-class", type=int, default=None,
-                   help="validation videos per class (default: videos-per-class // 3, at least 1)")
+    p.add_argument(
+        "--val-videos-per-class",
+        type=int,
+        default=None,
+        help="validation videos per class (default: videos-per-class // 3, at least 1)",
+    )
     p.add_argument("--frames", type=int, default=16, help="frames per video")
     p.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
-    p.add_argument("--format", default="both", choices=("frames", "video", "both"),
-                   help="frame folders (JPEG), video files (mp4), or both")
+    p.add_argument(
+        "--format",
+        default="both",
+        choices=("frames", "video", "both"),
+        help="frame folders (JPEG), video files (mp4), or both",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (same seed, same bytes)")
     a = p.parse_args(argv)
     motions = a.motions.split(",") if a.motions else None
     classes = a.classes if a.classes is not None or motions else 10
-    paths = generate(a.out, classes=classes, motions=motions, videos_per_class=a.videos_per_class,
-                     val_videos_per_class=a.val_videos_per_class, frames=a.frames, size=a.size,
-                     fmt=a.format, seed=a.seed)
+    paths = generate(
+        a.out,
+        classes=classes,
+        motions=motions,
+        videos_per_class=a.videos_per_class,
+        val_videos_per_class=a.val_videos_per_class,
+        frames=a.frames,
+        size=a.size,
+        fmt=a.format,
+        seed=a.seed,
+    )
     for key, path in paths.items():
         print(f"{key}: {path}")
 

@@ -14,6 +14,7 @@ the original's crop positions exactly (SPEC §11.5).
 Normalisation is not part of the transforms: the loader yields uint8 and the engines call
 `normalize` on the device (4x less data through the loader).
 """
+
 from __future__ import annotations
 
 import math
@@ -96,13 +97,27 @@ def fix_offsets(w: int, h: int, crop_w: int, crop_h: int, more: bool) -> list[tu
     ws, hs = (w - crop_w) // 4, (h - crop_h) // 4
     out = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
     if more:
-        out += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0),
-                (ws, hs), (3 * ws, hs), (ws, 3 * hs), (3 * ws, 3 * hs)]
+        out += [
+            (0, 2 * hs),
+            (4 * ws, 2 * hs),
+            (2 * ws, 4 * hs),
+            (2 * ws, 0),
+            (ws, hs),
+            (3 * ws, hs),
+            (ws, 3 * hs),
+            (3 * ws, 3 * hs),
+        ]
     return out
 
 
-def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
-                        scales: Sequence[float] = (1, .875, .75, .66), max_distort: int = 1) -> Box:
+def multiscale_crop_box(
+    h: int,
+    w: int,
+    size: int,
+    rng: np.random.Generator,
+    scales: Sequence[float] = (1, 0.875, 0.75, 0.66),
+    max_distort: int = 1,
+) -> Box:
     """TSN's GroupMultiScaleCrop: crop sides from `scales` × short side (snapped to `size` within
     3 px), pairs at most `max_distort` scale steps apart, position on the 13-point fixed grid."""
     base = min(h, w)
@@ -115,8 +130,9 @@ def multiscale_crop_box(h: int, w: int, size: int, rng: np.random.Generator,
     return y, x, ch, cw
 
 
-def eval_crop_plan(h: int, w: int, input_size: int, scale_size: Scale,
-                   crops: int) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
+def eval_crop_plan(
+    h: int, w: int, input_size: int, scale_size: Scale, crops: int
+) -> tuple[tuple[int, int], list[tuple[Box, bool]]]:
     """(resized (h, w), [(box, flipped), ...]) of the original's multi-view test crops, in its order.
 
     `scale_size` (H, W) resizes to that size instead of the short side.
@@ -155,6 +171,7 @@ def _map_box(box: Box, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Box:
 
 
 # ----------------------------------------------------------------------------- transforms
+
 
 @dataclass(frozen=True)
 class ClipParams:
@@ -203,8 +220,12 @@ class TrainTransform:
         flip = bool(rng.random() < self.flip_prob)
         jitter: tuple[tuple[int, float], ...] = ()
         if self.color_jitter_prob > 0 and rng.random() < self.color_jitter_prob:
-            factors = (float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.8, 1.2)),
-                       float(rng.uniform(-0.1, 0.1)))
+            factors = (
+                float(rng.uniform(0.6, 1.4)),
+                float(rng.uniform(0.6, 1.4)),
+                float(rng.uniform(0.8, 1.2)),
+                float(rng.uniform(-0.1, 0.1)),
+            )
             jitter = tuple((int(k), factors[int(k)]) for k in rng.permutation(4))
         gray = bool(rng.random() < self.grayscale_prob)
         sigma = None
@@ -284,6 +305,6 @@ class EvalTransform:
             clip = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
         views = []
         for (top, left, bh, bw), flip in plan:
-            view = clip[..., top:top + bh, left:left + bw]
+            view = clip[..., top : top + bh, left : left + bw]
             views.append(F.horizontal_flip(view) if flip else view)
         return torch.cat(views), False

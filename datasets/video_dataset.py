@@ -9,6 +9,7 @@ Randomness (frame offsets, augmentation, replacement of a bad sample) comes from
 sample and of the worker count, identical when an epoch is re-run after a resume, and never
 shared between workers (the original's global numpy RNG repeated offsets across workers).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,13 +34,31 @@ log = logging.getLogger(__name__)
 class VideoDataset(Dataset):
     """Frame folders (`modality="RGB"`) or video files (`"video"`) under `root`."""
 
-    def __init__(self, records: Sequence[VideoRecord], *, root: str, modality: str, num_segments: int,
-                 mode: str, transform: Callable, image_tmpl: str = "img_{:05d}.jpg", index_bias: int = 1,
-                 num_frames_from: str = "dir", decoder: str = "auto", decode_device: str = "cpu",
-                 seek_mode: str = "exact", defer_transform: bool = False, dense: bool = False,
-                 random_shift: bool = True, test_clips: int = 1, seed: int = 0, on_bad_sample: str = "error",
-                 max_bad_samples: int | None = None, flip_label_map: dict[int, int] | None = None,
-                 list_path: str = ""):
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        *,
+        root: str,
+        modality: str,
+        num_segments: int,
+        mode: str,
+        transform: Callable,
+        image_tmpl: str = "img_{:05d}.jpg",
+        index_bias: int = 1,
+        num_frames_from: str = "dir",
+        decoder: str = "auto",
+        decode_device: str = "cpu",
+        seek_mode: str = "exact",
+        defer_transform: bool = False,
+        dense: bool = False,
+        random_shift: bool = True,
+        test_clips: int = 1,
+        seed: int = 0,
+        on_bad_sample: str = "error",
+        max_bad_samples: int | None = None,
+        flip_label_map: dict[int, int] | None = None,
+        list_path: str = "",
+    ):
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
         if modality not in ("RGB", "video"):
@@ -60,7 +79,7 @@ class VideoDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.on_bad_sample = on_bad_sample
-        self.max_bad_samples = (max(1, len(self.records) // 1000) if max_bad_samples is None else max_bad_samples)
+        self.max_bad_samples = max(1, len(self.records) // 1000) if max_bad_samples is None else max_bad_samples
         self.flip_label_map = {int(k): int(v) for k, v in (flip_label_map or {}).items()}
         self.list_path = list_path
         self.frames = FrameFolderReader(image_tmpl, index_bias, num_frames_from) if modality == "RGB" else None
@@ -99,11 +118,19 @@ class VideoDataset(Dataset):
 
     def frame_indices(self, n: int, rng: np.random.Generator) -> list[int]:
         """The sampled frame indices of an n-frame video (all views, clip-major)."""
-        return sample_indices(n, self.num_segments, mode=self.mode, clips=self.test_clips, dense=self.dense,
-                              random_shift=self.random_shift, rng=rng)
+        return sample_indices(
+            n,
+            self.num_segments,
+            mode=self.mode,
+            clips=self.test_clips,
+            dense=self.dense,
+            random_shift=self.random_shift,
+            rng=rng,
+        )
 
-    def finish(self, clip: torch.Tensor, label: int, rng: np.random.Generator
-               ) -> tuple[torch.Tensor, int, ClipParams | None]:
+    def finish(
+        self, clip: torch.Tensor, label: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, int, ClipParams | None]:
         """Transform a decoded clip (or only draw its parameters) and apply the flip label map."""
         params = None
         if self.defer_transform:
@@ -136,14 +163,18 @@ class VideoDataset(Dataset):
                 return (clip, label, index, params) if self.defer_transform else (clip, label, index)
             except BadSampleError as err:
                 if self.on_bad_sample == "error":
-                    raise BadSampleError(f"{err} (list {self.list_path}, line {self.records[current].line}; "
-                                         f"set data.on_bad_sample: skip to replace bad samples)") from None
+                    raise BadSampleError(
+                        f"{err} (list {self.list_path}, line {self.records[current].line}; "
+                        f"set data.on_bad_sample: skip to replace bad samples)"
+                    ) from None
                 self.bad_samples.add(current)
                 log.warning("skipping bad sample %d: %s", current, err)
                 if len(self.bad_samples) > self.max_bad_samples:
-                    raise BadSampleError(f"more than data.max_bad_samples={self.max_bad_samples} bad samples "
-                                         f"({len(self.bad_samples)}); last: {err}. Run python -m datasets.check "
-                                         f"to list them all") from None
+                    raise BadSampleError(
+                        f"more than data.max_bad_samples={self.max_bad_samples} bad samples "
+                        f"({len(self.bad_samples)}); last: {err}. Run python -m datasets.check "
+                        f"to list them all"
+                    ) from None
                 attempt += 1
                 # Deterministic replacement: a function of (seed, epoch, index, attempt) only.
                 current = int(self.rng(index, attempt).integers(0, len(self.records)))

@@ -17,6 +17,7 @@ saves 0.5-1 ms per clip (docs/data.md), so the builder uses it only on files wri
 Decoder-side resizing (torchcodec `transforms=`) is not used: it is bilinear in FFmpeg, differs
 from torchvision's resize by up to 7 grey levels and was no faster on 720p files (docs/data.md).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,10 @@ from utils.errors import UserError
 
 DECODERS = ("torchcodec", "decord", "pyav")
 CFR_MARKER = "text4vis_preprocess.json"  # written by datasets.preprocess into its output folder
-FFMPEG_HINT = ("apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 "
-               "libavdevice59 (scripts/setup_env.sh does this as root)")
+FFMPEG_HINT = (
+    "apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 "
+    "libavdevice59 (scripts/setup_env.sh does this as root)"
+)
 
 
 @functools.cache
@@ -54,8 +57,10 @@ def decoder_problem(name: str) -> str | None:
         return f"{name} is not installed"
     except Exception as err:  # torchcodec raises RuntimeError when none of FFmpeg 4-8 loads
         if name == "torchcodec":
-            return (f"torchcodec does not load: FFmpeg's shared libraries are missing ({FFMPEG_HINT}) or this "
-                    f"torchcodec was built for another torch ({_short(err)})")
+            return (
+                f"torchcodec does not load: FFmpeg's shared libraries are missing ({FFMPEG_HINT}) or this "
+                f"torchcodec was built for another torch ({_short(err)})"
+            )
         return f"{name} cannot be imported: {_short(err)}"
     return None
 
@@ -108,8 +113,15 @@ class VideoReader:
     `source` is a path, or the file's bytes (shards) with `name` used in messages. `device="cuda"`
     decodes with NVDEC (torchcodec) and returns CUDA tensors."""
 
-    def __init__(self, source: str | Path | bytes, decoder: str = "auto", *, device: str = "cpu",
-                 seek_mode: str = "exact", name: str | None = None):
+    def __init__(
+        self,
+        source: str | Path | bytes,
+        decoder: str = "auto",
+        *,
+        device: str = "cpu",
+        seek_mode: str = "exact",
+        name: str | None = None,
+    ):
         self.decoder = resolve_decoder(decoder, device)
         self.device = device
         self.seek_mode = seek_mode
@@ -149,8 +161,9 @@ class VideoReader:
             self._n = int(meta.num_frames or 0)
             header, content = meta.num_frames_from_header, meta.num_frames_from_content
             if header and content is not None and content < header:
-                raise BadSampleError(f"video is truncated: {self.path} holds {content} of the {header} frames "
-                                     f"its header lists")
+                raise BadSampleError(
+                    f"video is truncated: {self.path} holds {content} of the {header} frames its header lists"
+                )
         elif self.decoder == "decord":
             import decord
 

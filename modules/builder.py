@@ -8,6 +8,7 @@ tower is kept instead (`ContrastiveVideoCLIP`), frozen unless `network.fix_text`
 Given `class_embeddings` (rows of a checkpoint), it builds random CLIP weights that the caller
 then overwrites, and loads no weights file at all.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,15 +45,19 @@ def class_embeddings_for(net: Any, clip_model: torch.nn.Module, class_names: Seq
         # random text weights are seeded, but their values depend on the torch version, so a cache
         # could outlive them: such embeddings are recomputed every time
         if cache_dir and not text_weights_are_random(net):
-            key = cls.make_cache_key(str(net.arch), clip.weights_id(net.arch, net.pretrained, init=net.init),
-                                     templates, class_names)
-        return cls.text_class_embeddings(clip_model, clip.get_tokenizer(net.arch), class_names, templates,
-                                         cache_dir if key else None, key)
+            key = cls.make_cache_key(
+                str(net.arch), clip.weights_id(net.arch, net.pretrained, init=net.init), templates, class_names
+            )
+        return cls.text_class_embeddings(
+            clip_model, clip.get_tokenizer(net.arch), class_names, templates, cache_dir if key else None, key
+        )
     if kind in ("random", "orthogonal"):
         n_emb = net.n_emb or d
         if n_emb != d:
-            raise UserError(f"network.n_emb is {n_emb} but the video embedding width of {net.arch} is {d}; "
-                            f"the cosine logits need them equal (leave n_emb empty)")
+            raise UserError(
+                f"network.n_emb is {n_emb} but the video embedding width of {net.arch} is {d}; "
+                f"the cosine logits need them equal (leave n_emb empty)"
+            )
         make = cls.random_class_embeddings if kind == "random" else cls.orthogonal_class_embeddings
         return make(c, n_emb, seed=seed)
     if kind in ("lda", "file"):
@@ -68,12 +73,20 @@ def check_input_size(visual: torch.nn.Module, input_size: int, arch: str) -> Non
     size = getattr(visual, "image_size", None)
     side = size[0] if isinstance(size, (tuple, list)) else size
     if side is not None and int(side) != input_size:
-        raise UserError(f"data.input_size is {input_size} but network.arch '{arch}' takes {int(side)}x{int(side)} "
-                        f"frames (its position embedding is fixed): set data.input_size: {int(side)}")
+        raise UserError(
+            f"data.input_size is {input_size} but network.arch '{arch}' takes {int(side)}x{int(side)} "
+            f"frames (its position embedding is fixed): set data.input_size: {int(side)}"
+        )
 
 
-def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device = "cpu", *,
-                class_embeddings: torch.Tensor | None = None, trusted_pickles: Sequence[str] = ()) -> VideoCLIP:
+def build_model(
+    cfg: Any,
+    class_names: Sequence[str],
+    device: str | torch.device = "cpu",
+    *,
+    class_embeddings: torch.Tensor | None = None,
+    trusted_pickles: Sequence[str] = (),
+) -> VideoCLIP:
     """VideoCLIP for `cfg` with one class-embedding row per name (row i = class i).
 
     `class_embeddings` (C, D): use these rows instead of computing them; CLIP is then built with
@@ -87,9 +100,17 @@ def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device
         raise ValueError(f"{len(class_names)} class names for {class_embeddings.shape[0]} class embeddings")
     num_frames = int(cfg.data.num_segments)
     clip_model = clip.create_clip(
-        net.arch, RANDOM_WEIGHTS if class_embeddings is not None else net.pretrained, init=net.init,
-        num_frames=num_frames, tm=net.tm, joint_st=net.joint_st, drop_out=net.drop_out,
-        emb_dropout=net.emb_dropout, grad_checkpointing=net.grad_checkpointing, trusted_pickles=trusted_pickles)
+        net.arch,
+        RANDOM_WEIGHTS if class_embeddings is not None else net.pretrained,
+        init=net.init,
+        num_frames=num_frames,
+        tm=net.tm,
+        joint_st=net.joint_st,
+        drop_out=net.drop_out,
+        emb_dropout=net.emb_dropout,
+        grad_checkpointing=net.grad_checkpointing,
+        trusted_pickles=trusted_pickles,
+    )
     check_input_size(clip_model.visual, int(cfg.data.input_size), str(net.arch))
     # on a GPU the text tower encodes the classes there (seconds instead of minutes on a CPU)
     clip_model = clip_model.to(device)
@@ -101,11 +122,25 @@ def build_model(cfg: Any, class_names: Sequence[str], device: str | torch.device
     model: VideoCLIP
     if net.text_tower:
         tokens = prompt_tokens(clip.get_tokenizer(net.arch), list(class_names), net.templates)
-        model = ContrastiveVideoCLIP(clip_model.visual, head, TextTower(clip_model), tokens, class_embeddings,
-                                     train_text=not net.fix_text, logit_scale=logit_scale, joint_st=net.joint_st)
+        model = ContrastiveVideoCLIP(
+            clip_model.visual,
+            head,
+            TextTower(clip_model),
+            tokens,
+            class_embeddings,
+            train_text=not net.fix_text,
+            logit_scale=logit_scale,
+            joint_st=net.joint_st,
+        )
     else:
-        model = VideoCLIP(clip_model.visual, head, class_embeddings, fix_text=net.fix_text,
-                          logit_scale=logit_scale, joint_st=net.joint_st)
+        model = VideoCLIP(
+            clip_model.visual,
+            head,
+            class_embeddings,
+            fix_text=net.fix_text,
+            logit_scale=logit_scale,
+            joint_st=net.joint_st,
+        )
     del clip_model  # without text_tower the text tower goes with it: only `visual` is referenced
     if net.fix_video:
         model.visual.requires_grad_(False)

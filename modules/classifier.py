@@ -11,6 +11,7 @@ never reused.
 IJCV variants: `random` (N(0, 1)), `orthogonal` (rows of a random orthogonal matrix), and a (C, D)
 tensor loaded from a file (`lda`, `file`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,15 @@ DEFAULT_TEMPLATE = "a video of a person {}."
 # Kinetics-700 prompt set: 4 prefixes x 7 forms), in the original's order: its list starts with
 # 'a photo of a person {}.' and then 'a photo of {}.'; every other prefix starts with the bare form.
 _PREFIXES = ("a photo of", "a video of", "a example of", "a demonstration of")
-_FORMS = ("{p} {{}}.", "{p} a person {{}}.", "{p} a person using {{}}.", "{p} a person doing {{}}.",
-          "{p} a person during {{}}.", "{p} a person performing {{}}.", "{p} a person practicing {{}}.")
+_FORMS = (
+    "{p} {{}}.",
+    "{p} a person {{}}.",
+    "{p} a person using {{}}.",
+    "{p} a person doing {{}}.",
+    "{p} a person during {{}}.",
+    "{p} a person performing {{}}.",
+    "{p} a person practicing {{}}.",
+)
 _K28 = [f.format(p=p) for p in _PREFIXES for f in _FORMS]
 _K28[0], _K28[1] = _K28[1], _K28[0]
 KINETICS28: tuple[str, ...] = tuple(_K28)
@@ -51,15 +59,20 @@ def resolve_templates(templates: str | Sequence[str] | None) -> list[str]:
         raise UserError("network.templates: the list of templates is empty")
     for t in out:
         if t.count("{}") != 1:
-            raise UserError(f"network.templates: template {t!r} must contain exactly one '{{}}' "
-                            f"(or use a named set: {', '.join(NAMED_TEMPLATES)})")
+            raise UserError(
+                f"network.templates: template {t!r} must contain exactly one '{{}}' "
+                f"(or use a named set: {', '.join(NAMED_TEMPLATES)})"
+            )
     return out
 
 
 def make_cache_key(arch: str, weights_id: str, templates: Sequence[str], class_names: Sequence[str]) -> str:
     """Hex digest identifying text class embeddings: any change of its inputs changes the key."""
-    payload = json.dumps({"arch": arch, "weights": weights_id, "templates": list(templates),
-                          "classes": list(class_names)}, ensure_ascii=False, sort_keys=True)
+    payload = json.dumps(
+        {"arch": arch, "weights": weights_id, "templates": list(templates), "classes": list(class_names)},
+        ensure_ascii=False,
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -96,8 +109,11 @@ def encode_text(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tens
     """
     m: Any = clip_model  # an open_clip CLIP (attributes checked below)
     needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
-    if (getattr(m, "text_pool_type", None) != "argmax" or not all(hasattr(m, a) for a in needed)
-            or not _is_causal(m.attn_mask, m.positional_embedding.shape[0])):
+    if (
+        getattr(m, "text_pool_type", None) != "argmax"
+        or not all(hasattr(m, a) for a in needed)
+        or not _is_causal(m.attn_mask, m.positional_embedding.shape[0])
+    ):
         return m.encode_text(tokens)
     eot = tokens.argmax(dim=-1)
     length = int(eot.max()) + 1
@@ -112,8 +128,13 @@ def encode_text(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def encode_class_names(clip_model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor],
-                       class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def encode_class_names(
+    clip_model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+) -> torch.Tensor:
     """(C, D) fp32 text features (see the module docstring for how several templates combine)."""
     was_training = clip_model.training
     clip_model.eval()
@@ -123,7 +144,7 @@ def encode_class_names(clip_model: torch.nn.Module, tokenizer: Callable[[list[st
             prompts = [template.format(name) for name in class_names]
             feats = []
             for i in range(0, len(prompts), batch_size):
-                tokens = tokenizer(prompts[i:i + batch_size])
+                tokens = tokenizer(prompts[i : i + batch_size])
                 device = next(clip_model.parameters()).device
                 feats.append(encode_text(clip_model, tokens.to(device)).float().cpu())
             per_template.append(torch.cat(feats))
@@ -134,9 +155,14 @@ def encode_class_names(clip_model: torch.nn.Module, tokenizer: Callable[[list[st
     return torch.stack([F.normalize(f, dim=-1) for f in per_template]).mean(0)
 
 
-def text_class_embeddings(clip_model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor],
-                          class_names: Sequence[str], templates: str | Sequence[str] | None = None,
-                          cache_dir: str | Path | None = None, cache_key: str | None = None) -> torch.Tensor:
+def text_class_embeddings(
+    clip_model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: str | Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    cache_key: str | None = None,
+) -> torch.Tensor:
     """Text class embeddings (C, D), un-normalised, read from / written to the cache when both
     `cache_dir` and `cache_key` (see `make_cache_key`) are given."""
     if not class_names:
@@ -150,8 +176,9 @@ def text_class_embeddings(clip_model: torch.nn.Module, tokenizer: Callable[[list
     emb = encode_class_names(clip_model, tokenizer, class_names, templates)
     if path is not None:
         try:
-            save_checkpoint({"key": cache_key, "templates": list(templates), "classes": list(class_names),
-                             "embeddings": emb}, path)
+            save_checkpoint(
+                {"key": cache_key, "templates": list(templates), "classes": list(class_names), "embeddings": emb}, path
+            )
         except OSError as err:  # a read-only or full disk costs a recomputation next time, nothing more
             warnings.warn(f"could not write the class-embedding cache {path}: {err}", stacklevel=2)
     return emb
@@ -167,8 +194,7 @@ def orthogonal_class_embeddings(num_classes: int, n_emb: int, seed: int = 0) -> 
     """IJCV `orthogonal` classifier: the first C rows of Q from the QR decomposition of an
     n_emb x n_emb standard-normal matrix (orthonormal rows; needs C <= n_emb)."""
     if num_classes > n_emb:
-        raise UserError(f"network.classifier 'orthogonal' needs at most n_emb={n_emb} classes, "
-                        f"got {num_classes}")
+        raise UserError(f"network.classifier 'orthogonal' needs at most n_emb={n_emb} classes, got {num_classes}")
     g = torch.Generator().manual_seed(int(seed))
     q, _ = torch.linalg.qr(torch.randn(n_emb, n_emb, generator=g, dtype=torch.float64))
     return q[:num_classes].float()
@@ -180,9 +206,13 @@ def load_class_embeddings(path: str | Path, num_classes: int, dim: int) -> torch
     if isinstance(obj, dict):
         obj = obj.get("embeddings", obj.get("class_embeddings"))
     if not isinstance(obj, torch.Tensor):
-        raise UserError(f"network.classifier_file: {path} holds no tensor (expected a (C, D) tensor or a "
-                        f"dict with key 'embeddings')")
+        raise UserError(
+            f"network.classifier_file: {path} holds no tensor (expected a (C, D) tensor or a "
+            f"dict with key 'embeddings')"
+        )
     if obj.ndim != 2 or obj.shape[0] != num_classes or obj.shape[1] != dim:
-        raise UserError(f"network.classifier_file: {path} has shape {tuple(obj.shape)}; expected "
-                        f"({num_classes}, {dim}) = (classes in the label CSV, embedding width)")
+        raise UserError(
+            f"network.classifier_file: {path} has shape {tuple(obj.shape)}; expected "
+            f"({num_classes}, {dim}) = (classes in the label CSV, embedding width)"
+        )
     return obj.float()

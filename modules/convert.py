@@ -25,6 +25,7 @@ it, the output is self-contained (`utils.checkpoint.export_state`): the resolved
 names of its label CSV and their class embeddings (computed as `network.classifier` says, e.g. with
 the CLIP text encoder of `network.pretrained`), so predict.py and test.py need no other file.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,7 +70,7 @@ def _strip(key: str) -> str:
         changed = False
         for p in _PREFIXES:
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -118,8 +119,10 @@ def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> tuple[dict[str,
     elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         state, layout = ckpt, "state_dict"
     else:
-        raise UserError(f"{source}: no model weights found (keys: {', '.join(sorted(map(str, ckpt))[:8])}); "
-                        f"expected 'model' (ours) or 'model_state_dict' (original Text4Vis)")
+        raise UserError(
+            f"{source}: no model weights found (keys: {', '.join(sorted(map(str, ckpt))[:8])}); "
+            f"expected 'model' (ours) or 'model_state_dict' (original Text4Vis)"
+        )
     out: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):
@@ -148,8 +151,13 @@ def _listing(title: str, items: Sequence[str]) -> str:
     return f"{len(items)} {title}: {', '.join(items[:_SHOW])}{more}"
 
 
-def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: bool = True,
-                 class_embeddings: bool | None = None, source: str | None = None) -> LoadReport:
+def load_weights(
+    model: nn.Module,
+    path_or_state: str | Path | Mapping,
+    strict: bool = True,
+    class_embeddings: bool | None = None,
+    source: str | None = None,
+) -> LoadReport:
     """Copy checkpoint weights into `model` (a VideoCLIP, possibly DDP-wrapped).
 
     `class_embeddings`: True = take them from the checkpoint (shapes must match), False = keep the
@@ -177,8 +185,10 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
         if take is None:
             take = same and isinstance(getattr(model, CLASS_KEY, None), nn.Parameter)
         if take and not same:
-            raise UserError(f"{source}: its class embeddings have shape {tuple(ckpt_emb.shape)}, the model's "
-                            f"{tuple(own_emb.shape)} (another label list?)")
+            raise UserError(
+                f"{source}: its class embeddings have shape {tuple(ckpt_emb.shape)}, the model's "
+                f"{tuple(own_emb.shape)} (another label list?)"
+            )
         if take:
             state[CLASS_KEY] = ckpt_emb
             report.class_embeddings_loaded = True
@@ -188,15 +198,25 @@ def load_weights(model: nn.Module, path_or_state: str | Path | Mapping, strict: 
     compare = {k: v for k, v in own.items() if k != CLASS_KEY or report.class_embeddings_loaded}
     report.missing = sorted(k for k in compare if k not in state)
     report.unexpected = sorted(k for k in state if k not in own)
-    report.mismatched = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                               for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape))
+    report.mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+    )
     if strict and (report.missing or report.unexpected or report.mismatched):
-        parts = [_listing(t, items) for t, items in (("missing keys", report.missing),
-                                                    ("unexpected keys", report.unexpected),
-                                                    ("shape mismatches (checkpoint vs model)", report.mismatched))
-                 if items]
-        raise UserError(f"{source} ({layout} layout) does not match the model built from the config "
-                        f"(network.arch, sim_header, tm, joint_st?): " + "; ".join(parts))
+        parts = [
+            _listing(t, items)
+            for t, items in (
+                ("missing keys", report.missing),
+                ("unexpected keys", report.unexpected),
+                ("shape mismatches (checkpoint vs model)", report.mismatched),
+            )
+            if items
+        ]
+        raise UserError(
+            f"{source} ({layout} layout) does not match the model built from the config "
+            f"(network.arch, sim_header, tm, joint_st?): " + "; ".join(parts)
+        )
     bad = {m.split(" ", 1)[0] for m in report.mismatched}
     loadable = {k: v for k, v in state.items() if k in own and k not in bad}
     model.load_state_dict(loadable, strict=False)
@@ -216,17 +236,27 @@ def self_contained(ckpt: Any, config: str, opts: Sequence[str], source: str) -> 
     names = read_label_csv(cfg.data.label_list)
     model = build_model(cfg, names)
     load_weights(model, ckpt, source=source)
-    return export_state(model=model, config=to_dict(cfg), class_names=names, source=source,
-                        epoch=ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None)
+    return export_state(
+        model=model,
+        config=to_dict(cfg),
+        class_names=names,
+        source=source,
+        epoch=ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
     parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
     parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
-    parser.add_argument("--config", "--cfg", dest="config", default=None,
-                        help="config the checkpoint was trained with: embeds it, the class names of its label CSV "
-                             "and their embeddings, so that predict.py / test.py need no other file")
+    parser.add_argument(
+        "--config",
+        "--cfg",
+        dest="config",
+        default=None,
+        help="config the checkpoint was trained with: embeds it, the class names of its label CSV "
+        "and their embeddings, so that predict.py / test.py need no other file",
+    )
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.original)
@@ -234,14 +264,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.config:
         full = self_contained(ckpt, args.config, args.opts, out["source"])
         save_checkpoint(full, args.out)
-        print(f"wrote {args.out}: {len(full['model'])} tensors ({out['source']}) with the resolved config of "
-              f"{args.config} and {len(full['class_names'])} class names and embeddings: predict.py / test.py "
-              f"--weights {args.out} need no other file")
+        print(
+            f"wrote {args.out}: {len(full['model'])} tensors ({out['source']}) with the resolved config of "
+            f"{args.config} and {len(full['class_names'])} class names and embeddings: predict.py / test.py "
+            f"--weights {args.out} need no other file"
+        )
         return
     save_checkpoint(out, args.out)
     n = len(out["model"])
-    print(f"wrote {args.out}: {n} tensors ({out['source']}), weights only: give predict.py / test.py --config CFG "
-          f"with it, or convert with --config CFG to embed the config and the class names")
+    print(
+        f"wrote {args.out}: {n} tensors ({out['source']}), weights only: give predict.py / test.py --config CFG "
+        f"with it, or convert with --config CFG to embed the config and the class names"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 are the ActionCLIP heads kept for comparison (SPEC §3.6). Parameter names of `Transf` follow the
 original's `fusion_model.*` layout so that its released checkpoints load without renaming.
 """
+
 from __future__ import annotations
 
 import torch
@@ -86,8 +87,9 @@ class TransfHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
         if t > self.frame_position_embeddings.num_embeddings:
-            raise ValueError(f"Transf head supports at most {self.frame_position_embeddings.num_embeddings} "
-                             f"frames, got {t}")
+            raise ValueError(
+                f"Transf head supports at most {self.frame_position_embeddings.num_embeddings} frames, got {t}"
+            )
         pos = self.frame_position_embeddings.weight[:t].to(x.dtype)
         y = self.transformer(x + pos.unsqueeze(0))
         return (y.to(x.dtype) + x).mean(dim=1)
@@ -108,8 +110,8 @@ class Conv1DHead(nn.Module):
         with torch.no_grad():
             w = torch.zeros_like(self.shift.weight)  # (D, 1, 3): taps at t-1, t, t+1
             w[:q, 0, 0] = 1.0
-            w[q:embed_dim - q, 0, 1] = 1.0
-            w[embed_dim - q:, 0, 2] = 1.0
+            w[q : embed_dim - q, 0, 1] = 1.0
+            w[embed_dim - q :, 0, 2] = 1.0
             self.shift.weight.copy_(w)
 
     def temporal(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +127,9 @@ class LSTMHead(nn.Module):
 
     def __init__(self, embed_dim: int):
         super().__init__()
-        self.lstm_visual = nn.LSTM(input_size=embed_dim, hidden_size=embed_dim, num_layers=1,
-                                   batch_first=True, bidirectional=False)
+        self.lstm_visual = nn.LSTM(
+            input_size=embed_dim, hidden_size=embed_dim, num_layers=1, batch_first=True, bidirectional=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, _ = self.lstm_visual(x)
@@ -151,8 +154,9 @@ class TransfClsHead(nn.Module):
     def __init__(self, embed_dim: int, num_frames: int, layers: int = 6, heads: int = 8):
         super().__init__()
         layer = nn.TransformerEncoderLayer(d_model=embed_dim, nhead=heads, batch_first=True)
-        self.transformer_enc = nn.TransformerEncoder(layer, num_layers=layers, norm=nn.LayerNorm(embed_dim),
-                                                     enable_nested_tensor=False)
+        self.transformer_enc = nn.TransformerEncoder(
+            layer, num_layers=layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, embed_dim))
         fold_normal_(self.pos_embed, std=0.02)  # ActionCLIP's order
@@ -184,8 +188,9 @@ def build_head(sim_header: str | None, embed_dim: int, num_frames: int, heads: i
         return MeanHead()
     if name == "Transf":
         if num_frames > CONTEXT_LENGTH:
-            raise UserError(f"network.sim_header 'Transf' has {CONTEXT_LENGTH} frame positions; "
-                            f"data.num_segments is {num_frames}")
+            raise UserError(
+                f"network.sim_header 'Transf' has {CONTEXT_LENGTH} frame positions; data.num_segments is {num_frames}"
+            )
         return TransfHead(embed_dim, heads)
     if name == "Conv_1D":
         return Conv1DHead(embed_dim)

@@ -9,6 +9,7 @@ model's last hidden states, giving (C, H). When H differs from the video embeddi
 columns (seeded): for H <= D it preserves every cosine exactly, for H > D approximately. Use the
 file with `network.classifier: file` and `network.classifier_file: OUT`. Needs `transformers`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,10 +42,13 @@ def _load_transformers():
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise UserError("modules.hf_text_embed needs the 'transformers' package: "
-                        "`.venv/bin/pip install transformers` (and the model files, or network access "
-                        "to the Hugging Face hub)") from None
+        raise UserError(
+            "modules.hf_text_embed needs the 'transformers' package: "
+            "`.venv/bin/pip install transformers` (and the model files, or network access "
+            "to the Hugging Face hub)"
+        ) from None
     from transformers import AutoModel, AutoTokenizer
+
     return AutoModel, AutoTokenizer
 
 
@@ -59,7 +63,9 @@ def embed_texts(texts: Sequence[str], model_name: str, device: str = "cpu", batc
         raise UserError(f"cannot load Hugging Face model '{model_name}': {str(err).splitlines()[0]}") from None
     out = []
     for i in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(device)
+        batch = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(
+            device
+        )
         hidden = model(**batch).last_hidden_state.float()
         mask = batch["attention_mask"].unsqueeze(-1).float()
         out.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu())

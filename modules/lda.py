@@ -6,6 +6,7 @@ The original's file was called `lda_0.1.pt`; how it was made is not in its repos
 The rows are the discriminant directions `coef_` (Σ⁻¹ μ_k); the intercepts are dropped because the
 model compares directions (cosine) only.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,13 +15,15 @@ import torch
 from utils.errors import UserError
 
 
-def fit_lda(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-            shrinkage: float | str | None = 0.1) -> torch.Tensor:
+def fit_lda(
+    features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, shrinkage: float | str | None = 0.1
+) -> torch.Tensor:
     """(N, D) features and (N,) integer labels 0..C-1 -> (C, D) float32 class directions."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # heavy; only this tool needs it
 
-    x = np.asarray(features.detach().cpu().double() if isinstance(features, torch.Tensor) else features,
-                   dtype=np.float64)
+    x = np.asarray(
+        features.detach().cpu().double() if isinstance(features, torch.Tensor) else features, dtype=np.float64
+    )
     y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"fit_lda needs (N, D) features and (N,) labels, got {x.shape} and {y.shape}")

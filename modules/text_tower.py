@@ -5,6 +5,7 @@ The parts are taken from an open_clip CLIP (token and position embeddings, the c
 under `text.` (`text.transformer.resblocks.0.attn.in_proj_weight`, ...), and the original's whole
 CLIP checkpoints map onto them by a prefix (modules/convert.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -24,8 +25,9 @@ class TextTower(nn.Module):
     def __init__(self, clip_model: Any):
         super().__init__()
         if getattr(clip_model, "text_pool_type", "argmax") != "argmax":
-            raise ValueError(f"text tower pooling {clip_model.text_pool_type!r}: only CLIP's EOT (argmax) pooling "
-                             f"is supported")
+            raise ValueError(
+                f"text tower pooling {clip_model.text_pool_type!r}: only CLIP's EOT (argmax) pooling is supported"
+            )
         self.token_embedding = clip_model.token_embedding
         self.positional_embedding = clip_model.positional_embedding
         self.transformer = clip_model.transformer
@@ -51,8 +53,9 @@ class TextTower(nn.Module):
         return encode_text(self, tokens)
 
 
-def prompt_tokens(tokenizer: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
-                  templates: str | Sequence[str] | None) -> torch.Tensor:
+def prompt_tokens(
+    tokenizer: Callable[[list[str]], torch.Tensor], class_names: Sequence[str], templates: str | Sequence[str] | None
+) -> torch.Tensor:
     """(C, K, 77) tokens of every class name in each of the K templates (`network.templates`)."""
     per_template = [tokenizer([t.format(n) for n in class_names]) for t in resolve_templates(templates)]
     return torch.stack(per_template, dim=1)

@@ -8,6 +8,7 @@ State-dict keys follow the original's checkpoints (`visual.*`, `fusion_model.*`,
 plus `class_embeddings` (the original recomputed them from the label CSV at start-up).
 `ContrastiveVideoCLIP` (the original's train_nce.py) adds CLIP's text tower under `text.*`.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,15 @@ class VideoCLIP(nn.Module):
 
     has_text_tower = False
 
-    def __init__(self, visual: nn.Module, fusion_model: nn.Module, class_embeddings: torch.Tensor,
-                 fix_text: bool = True, logit_scale: float | torch.Tensor = LOG_100,
-                 joint_st: bool = False):
+    def __init__(
+        self,
+        visual: nn.Module,
+        fusion_model: nn.Module,
+        class_embeddings: torch.Tensor,
+        fix_text: bool = True,
+        logit_scale: float | torch.Tensor = LOG_100,
+        joint_st: bool = False,
+    ):
         super().__init__()
         self.visual = visual
         self.fusion_model = fusion_model
@@ -93,7 +100,9 @@ class VideoCLIP(nn.Module):
         frames = feats.reshape(b, t, -1)
         return self.fusion_model(frames), frames
 
-    def logits_from_embeddings(self, video_emb: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
+    def logits_from_embeddings(
+        self, video_emb: torch.Tensor, scale: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """scale · cos(video, class) in fp32; scale None = exp(logit_scale) (training)."""
         return cosine_logits(video_emb, self.class_embeddings, self.logit_scale.exp() if scale is None else scale)
 
@@ -118,11 +127,21 @@ class ContrastiveVideoCLIP(VideoCLIP):
 
     has_text_tower = True
 
-    def __init__(self, visual: nn.Module, fusion_model: nn.Module, text: TextTower, prompt_tokens: torch.Tensor,
-                 class_embeddings: torch.Tensor, *, train_text: bool = True,
-                 logit_scale: float | torch.Tensor = LOG_100, joint_st: bool = False):
-        super().__init__(visual, fusion_model, class_embeddings, fix_text=True, logit_scale=logit_scale,
-                         joint_st=joint_st)
+    def __init__(
+        self,
+        visual: nn.Module,
+        fusion_model: nn.Module,
+        text: TextTower,
+        prompt_tokens: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        *,
+        train_text: bool = True,
+        logit_scale: float | torch.Tensor = LOG_100,
+        joint_st: bool = False,
+    ):
+        super().__init__(
+            visual, fusion_model, class_embeddings, fix_text=True, logit_scale=logit_scale, joint_st=joint_st
+        )
         if prompt_tokens.ndim != 3 or prompt_tokens.shape[0] != self.num_classes:
             raise ValueError(f"prompt tokens must be (C={self.num_classes}, K, L), got {tuple(prompt_tokens.shape)}")
         self.text = text
@@ -139,7 +158,7 @@ class ContrastiveVideoCLIP(VideoCLIP):
         tokens = all_tokens[unique.to(all_tokens.device)]
         n, k = tokens.shape[:2]
         flat = tokens.reshape(n * k, -1)
-        feats = torch.cat([self.text(flat[i:i + CHUNK]) for i in range(0, n * k, CHUNK)]).float()
+        feats = torch.cat([self.text(flat[i : i + CHUNK]) for i in range(0, n * k, CHUNK)]).float()
         feats = feats.reshape(n, k, -1)
         emb = feats[:, 0] if k == 1 else F.normalize(feats, dim=-1).mean(dim=1)
         return emb[inverse.to(emb.device)]
@@ -154,8 +173,12 @@ class ContrastiveVideoCLIP(VideoCLIP):
         finally:
             self.text.train(was_training)
 
-    def forward(self, x: torch.Tensor, scale: float | torch.Tensor | None = None,  # type: ignore[override]
-                texts: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        scale: float | torch.Tensor | None = None,
+        texts: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, C) as VideoCLIP; with `texts` (class indices), the training triple (video
         embeddings, text embeddings of those classes, exp(logit_scale))."""
         if texts is None:

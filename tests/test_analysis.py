@@ -1,5 +1,6 @@
 """utils.analysis (per-class numbers, exact counts) and utils.plots (legible pictures up to K400's
 400 classes), on hand-made and generated score matrices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,13 +46,29 @@ def test_class_analysis_json_and_per_video_rows():
     assert summary["num_videos"] == 4 and summary["classes_without_videos"] == 0
     assert summary["mean_class_accuracy"] == pytest.approx(50.0)
     assert [c["name"] for c in summary["worst_classes"]] == ["walk", "jump", "run", "swim"]
-    assert summary["per_class"][1] == {"index": 1, "name": "walk", "support": 1, "top1_correct": 0, "top1": 0.0,
-                                       "top2": 100.0}
+    assert summary["per_class"][1] == {
+        "index": 1,
+        "name": "walk",
+        "support": 1,
+        "top1_correct": 0,
+        "top1": 0.0,
+        "top2": 100.0,
+    }
     assert summary["most_confused_pairs"][0]["true_name"] == "walk"
     rows = analysis.per_video_rows(scores, labels, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], NAMES, k=2)
-    assert rows[1] == {"id": "b.mp4", "label": 1, "label_name": "walk", "correct": 0, "in_topk": 1, "label_rank": 2,
-                       "label_prob": pytest.approx(0.3), "pred1": "run", "pred1_prob": pytest.approx(0.5),
-                       "pred2": "walk", "pred2_prob": pytest.approx(0.3)}
+    assert rows[1] == {
+        "id": "b.mp4",
+        "label": 1,
+        "label_name": "walk",
+        "correct": 0,
+        "in_topk": 1,
+        "label_rank": 2,
+        "label_prob": pytest.approx(0.3),
+        "pred1": "run",
+        "pred1_prob": pytest.approx(0.5),
+        "pred2": "walk",
+        "pred2_prob": pytest.approx(0.3),
+    }
     assert rows[2]["label_rank"] == 2 and rows[2]["in_topk"] == 1 and rows[2]["pred1"] == "swim"
     with pytest.raises(ValueError, match="3 class names for 4 score columns"):
         analysis.class_analysis(scores, labels, NAMES[:3])

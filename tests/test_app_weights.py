@@ -1,6 +1,7 @@
 """app.weights.load_model, the one path from a weights file to a model: every kind of file gives
 the same logits; class names are matched by name (never relabelled by row); new names are
 embedded by the text encoder only where that means something."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,11 @@ NAMES = ["abseiling", "air drumming", "answering questions", "applauding"]
 def make_cfg(tmp_path, **network):
     labels = tmp_path / "labels.csv"
     labels.write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(NAMES)))
-    raw = {"seed": 3, "data": {"num_segments": 2, "input_size": 112, "label_list": str(labels)},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network}}
+    raw = {
+        "seed": 3,
+        "data": {"num_segments": 2, "input_size": 112, "label_list": str(labels)},
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network},
+    }
     return to_dotmap(resolve(raw, "test"))
 
 
@@ -48,8 +52,18 @@ def logits(model, x):
 
 
 def ours(tmp_path, cfg, model, name="ours.pt"):
-    state = training_state(model=model, optimizer=None, scheduler=None, scaler=None, epoch=0, iteration=1,
-                           best_top1=0.0, rng=None, config=to_dict(cfg), class_names=NAMES)
+    state = training_state(
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        scaler=None,
+        epoch=0,
+        iteration=1,
+        best_top1=0.0,
+        rng=None,
+        config=to_dict(cfg),
+        class_names=NAMES,
+    )
     return save_checkpoint(state, tmp_path / name)
 
 
@@ -68,8 +82,10 @@ def test_every_weights_kind_gives_the_same_logits(tmp_path, frames):
     }
     (tmp_path / "run").mkdir()
     ours(tmp_path / "run", cfg, model, "model_best.pt")
-    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in visual_side.items()}},
-               kinds["original (DDP prefix)"])
+    torch.save(
+        {"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in visual_side.items()}},
+        kinds["original (DDP prefix)"],
+    )
     save_checkpoint(convert_original(torch.load(kinds["original (DDP prefix)"]), "orig"), kinds["converted"])
     torch.save(sd, kinds["bare state dict"])
     for kind, path in kinds.items():
@@ -87,6 +103,7 @@ def test_every_weights_kind_gives_the_same_logits(tmp_path, frames):
 
 def _with_rows(model, rows):
     import copy
+
     m = copy.deepcopy(model)
     m.set_class_embeddings(rows)
     return m
@@ -104,12 +121,15 @@ def test_reordered_or_partial_names_pick_rows_by_name(tmp_path, frames):
     torch.testing.assert_close(logits(sub.model, frames), want[:, [3, 1]], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("network,why", [
-    ({"classifier": "orthogonal"}, "classifier is `orthogonal`"),
-    ({"classifier": "random"}, "classifier is `random`"),
-    ({"classifier": "text", "fix_text": False}, "trained"),
-    ({"classifier": "text"}, "random weights"),
-])
+@pytest.mark.parametrize(
+    "network,why",
+    [
+        ({"classifier": "orthogonal"}, "classifier is `orthogonal`"),
+        ({"classifier": "random"}, "classifier is `random`"),
+        ({"classifier": "text", "fix_text": False}, "trained"),
+        ({"classifier": "text"}, "random weights"),
+    ],
+)
 def test_new_names_refused_where_meaningless(tmp_path, network, why):
     cfg = make_cfg(tmp_path, **network)
     path = ours(tmp_path, cfg, trained(cfg))

@@ -1,4 +1,5 @@
 """Checkpoint contents, RNG round trip, resume lookup and atomic writes under SIGKILL."""
+
 import os
 import random
 import signal
@@ -68,13 +69,32 @@ def test_training_state_weights_only_and_exact_continuation(tmp_path):
     sched = build_scheduler(opt, **kw)
     for _ in range(5):
         _step(model, opt, sched)
-    path = save_checkpoint(training_state(model=model, optimizer=opt, scheduler=sched,
-                                          scaler=torch.amp.GradScaler("cpu", enabled=False),
-                                          epoch=1, iteration=5, best_top1=42.5, rng=[rng_state()],
-                                          config={"solver": {"lr": 0.1}}), tmp_path / "last_model.pt")
+    path = save_checkpoint(
+        training_state(
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            scaler=torch.amp.GradScaler("cpu", enabled=False),
+            epoch=1,
+            iteration=5,
+            best_top1=42.5,
+            rng=[rng_state()],
+            config={"solver": {"lr": 0.1}},
+        ),
+        tmp_path / "last_model.pt",
+    )
     ckpt = torch.load(path, weights_only=True)  # plain contents only
-    assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "iteration",
-                         "best_top1", "rng", "config"}
+    assert set(ckpt) >= {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "iteration",
+        "best_top1",
+        "rng",
+        "config",
+    }
     assert "logit_scale" in ckpt["model"] and ckpt["config"]["solver"]["lr"] == 0.1
     for _ in range(4):
         _step(model, opt, sched)
@@ -84,15 +104,13 @@ def test_training_state_weights_only_and_exact_continuation(tmp_path):
     model2 = Toy()
     opt2 = build_optimizer(model2, lr=0.1, clip_ratio=0.1, weight_decay=0.2)
     sched2 = build_scheduler(opt2, **kw)
-    meta = restore_training_state(load_checkpoint(path), model=model2, optimizer=opt2, scheduler=sched2,
-                                  scaler=None)
+    meta = restore_training_state(load_checkpoint(path), model=model2, optimizer=opt2, scheduler=sched2, scaler=None)
     assert meta == {"epoch": 1, "iteration": 5, "best_top1": 42.5}
     for _ in range(4):
         _step(model2, opt2, sched2)
     for (n, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     assert torch.equal(torch.rand(3), after_ref)
-
 
 
 def test_each_rank_restores_its_own_rng_state():
@@ -105,8 +123,17 @@ def test_each_rank_restores_its_own_rng_state():
         states.append(rng_state())
         draws.append((torch.rand(4), np.random.rand(4), random.random()))
     model = Toy()
-    ckpt = training_state(model=model, optimizer=None, scheduler=None, scaler=None, epoch=0, iteration=1,
-                          best_top1=0.0, rng=states, config=None)
+    ckpt = training_state(
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        scaler=None,
+        epoch=0,
+        iteration=1,
+        best_top1=0.0,
+        rng=states,
+        config=None,
+    )
     for rank in (1, 0):
         torch.manual_seed(0)
         np.random.seed(0)
@@ -121,6 +148,7 @@ def test_each_rank_restores_its_own_rng_state():
     torch.manual_seed(5)
     restore_training_state(ckpt, model=model, optimizer=None, scheduler=None, scaler=None, rank=2)
     assert torch.equal(torch.rand(4), expected)
+
 
 def test_restore_rejects_wrong_layout(tmp_path):
     p = save_checkpoint({"model_state_dict": {}}, tmp_path / "x.pt")
@@ -159,8 +187,9 @@ def test_checkpoint_killed_while_writing_is_old_or_new(tmp_path):
             print(i, flush=True)
     """)
     for delay in (0.35, 0.6, 0.9):
-        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
         # wait until at least one generation is on disk, then kill at an arbitrary moment
         proc.stdout.readline()
         time.sleep(delay)

@@ -14,10 +14,14 @@ NAMES = ["abseiling", "air drumming", "answering questions"]
 @pytest.fixture(scope="module")
 def tiny_clip():
     import open_clip
+
     torch.manual_seed(0)
-    model = open_clip.CLIP(embed_dim=32, quick_gelu=True,
-                           vision_cfg=dict(image_size=32, layers=1, width=64, head_width=32, patch_size=16),
-                           text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+    model = open_clip.CLIP(
+        embed_dim=32,
+        quick_gelu=True,
+        vision_cfg=dict(image_size=32, layers=1, width=64, head_width=32, patch_size=16),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1),
+    )
     return model, open_clip.get_tokenizer("ViT-B-32")
 
 
@@ -54,8 +58,7 @@ def test_several_templates_average_normalised_features(tiny_clip):
     emb = C.text_class_embeddings(model, tok, NAMES, templates)
     model.eval()
     with torch.no_grad():
-        ref = sum(F.normalize(model.encode_text(tok([t.format(n) for n in NAMES])), dim=-1)
-                  for t in templates) / 2
+        ref = sum(F.normalize(model.encode_text(tok([t.format(n) for n in NAMES])), dim=-1) for t in templates) / 2
     torch.testing.assert_close(emb, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -177,6 +180,7 @@ def test_fit_lda_needs_every_class():
 # ----------------------------------------------------------------------- modules.hf_text_embed
 def test_projection_keeps_cosines_when_widening():
     from modules.hf_text_embed import project, projection_matrix
+
     e = torch.randn(6, 24)
     p = project(e, 32, seed=1)
     assert p.shape == (6, 32)
@@ -191,11 +195,20 @@ def test_hf_text_embed_without_transformers_is_a_clear_error(monkeypatch, tmp_pa
     import sys
 
     from modules import hf_text_embed
+
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails
     (tmp_path / "labels.csv").write_text("id,name\n0,abseiling\n1,archery\n")
     with pytest.raises(UserError, match="pip install transformers"):
-        hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "distilbert-base-uncased",
-                            "--out", str(tmp_path / "x.pt")])
+        hf_text_embed.main(
+            [
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--model",
+                "distilbert-base-uncased",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
 
 
 def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
@@ -209,8 +222,10 @@ def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
         def __call__(self, texts, padding, truncation, return_tensors):
             ids = [[len(w) for w in t.split()] for t in texts]
             n = max(map(len, ids))
-            batch = {"input_ids": torch.tensor([i + [0] * (n - len(i)) for i in ids]),
-                     "attention_mask": torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i in ids])}
+            batch = {
+                "input_ids": torch.tensor([i + [0] * (n - len(i)) for i in ids]),
+                "attention_mask": torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i in ids]),
+            }
             return types.SimpleNamespace(**batch, to=lambda d: batch, __getitem__=batch.__getitem__)
 
     class Model(torch.nn.Module):
@@ -228,12 +243,10 @@ def test_hf_text_embed_with_a_stand_in_model(monkeypatch, tmp_path):
     emb = torch.load(out, weights_only=True)
     # masked mean of (len, 2 len, 1) over the words: "abseiling" -> 9; "air drumming" -> (3 + 8) / 2
     torch.testing.assert_close(emb, torch.tensor([[9.0, 18.0, 1.0], [5.5, 11.0, 1.0]]))
-    hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "fake", "--out", str(out),
-                        "--dim", "8"])
+    hf_text_embed.main(["--labels", str(tmp_path / "labels.csv"), "--model", "fake", "--out", str(out), "--dim", "8"])
     wide = torch.load(out, weights_only=True)
     assert wide.shape == (2, 8)
-    torch.testing.assert_close(F.cosine_similarity(wide[0], wide[1], dim=0),
-                               F.cosine_similarity(emb[0], emb[1], dim=0))
+    torch.testing.assert_close(F.cosine_similarity(wide[0], wide[1], dim=0), F.cosine_similarity(emb[0], emb[1], dim=0))
 
 
 # ----------------------------------------------------------------------------- app.lda CLI
@@ -245,21 +258,43 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     from modules.builder import build_model
     from utils.config import resolve, to_dotmap
 
-    paths = generate(tmp_path / "data", classes=3, videos_per_class=3, val_videos_per_class=1, frames=4,
-                     size=112, fmt="frames")
-    raw = {"seed": 1, "data": {"num_segments": 2, "input_size": 112, "batch_size": 4, "workers": 0,
-                               "min_frames": 1, "train_list": str(paths["train"]),
-                               "train_root": str(tmp_path / "data" / "frames"), "val_list": str(paths["val"]),
-                               "val_root": str(tmp_path / "data" / "frames"), "label_list": str(paths["labels"])},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "classifier": "random"}}
+    paths = generate(
+        tmp_path / "data", classes=3, videos_per_class=3, val_videos_per_class=1, frames=4, size=112, fmt="frames"
+    )
+    raw = {
+        "seed": 1,
+        "data": {
+            "num_segments": 2,
+            "input_size": 112,
+            "batch_size": 4,
+            "workers": 0,
+            "min_frames": 1,
+            "train_list": str(paths["train"]),
+            "train_root": str(tmp_path / "data" / "frames"),
+            "val_list": str(paths["val"]),
+            "val_root": str(tmp_path / "data" / "frames"),
+            "label_list": str(paths["labels"]),
+        },
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "classifier": "random"},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
     model = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
     torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
     seen = {}
     real_fit = lda.fit_lda  # app.lda's reference to modules.lda.fit_lda
     monkeypatch.setattr(lda, "fit_lda", lambda f, y, **k: seen.update(f=f, y=y) or real_fit(f, y, **k))
-    lda.main(["--config", str(tmp_path / "cfg.yaml"), "--weights", str(tmp_path / "w.pt"),
-              "--out", str(tmp_path / "lda.pt"), "--device", "cpu"])
+    lda.main(
+        [
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--out",
+            str(tmp_path / "lda.pt"),
+            "--device",
+            "cpu",
+        ]
+    )
     w = torch.load(tmp_path / "lda.pt", weights_only=True)
     assert w.shape == (3, 256) and torch.isfinite(w).all()
     assert seen["f"].shape == (9, 256) and sorted(seen["y"].tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -284,7 +319,9 @@ def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
 
     def embeddings(templates, cache):
         net = {"arch": "tiny", "pretrained": str(weights), "templates": templates, "text_cache": cache}
-        return build_model(to_dotmap(resolve({"network": net, "data": {"input_size": 112}}, "t")), NAMES).class_embeddings.detach()
+        return build_model(
+            to_dotmap(resolve({"network": net, "data": {"input_size": 112}}, "t")), NAMES
+        ).class_embeddings.detach()
 
     cache = str(tmp_path / "cache")
     first = embeddings("a video of a person {}.", cache)

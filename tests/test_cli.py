@@ -1,5 +1,6 @@
 """Every entry point's --help documents --debug and shows the defaults; --debug shows the
 traceback of a UserError that is otherwise one line."""
+
 from __future__ import annotations
 
 import importlib
@@ -56,7 +57,7 @@ def test_help_documents_debug_and_defaults(name, capsys):
     option = ENTRY_POINTS[name]
     if option is not None:
         flag, default = option
-        after = text[text.index(f" {flag} "):]
+        after = text[text.index(f" {flag} ") :]
         assert f"(default: {default})" in after[:400], after[:400]
     assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
 

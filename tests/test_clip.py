@@ -1,4 +1,5 @@
 """clip/: arch names -> QuickGELU open_clip models, tokenizer, sizes, determinism of random weights."""
+
 from __future__ import annotations
 
 import open_clip
@@ -11,9 +12,14 @@ from clip.archs import infer_arch, model_config
 from utils.errors import UserError
 
 ORIGINAL_NAMES = ["RN50", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14-336px"]
-OPEN_CLIP_NAMES = {"ViT-B-32": "ViT-B-32-quickgelu", "ViT-B-16": "ViT-B-16-quickgelu",
-                   "ViT-L-14": "ViT-L-14-quickgelu", "ViT-L-14-336": "ViT-L-14-336-quickgelu",
-                   "RN50-quickgelu": "RN50-quickgelu", "ViT-B-32-quickgelu": "ViT-B-32-quickgelu"}
+OPEN_CLIP_NAMES = {
+    "ViT-B-32": "ViT-B-32-quickgelu",
+    "ViT-B-16": "ViT-B-16-quickgelu",
+    "ViT-L-14": "ViT-L-14-quickgelu",
+    "ViT-L-14-336": "ViT-L-14-336-quickgelu",
+    "RN50-quickgelu": "RN50-quickgelu",
+    "ViT-B-32-quickgelu": "ViT-B-32-quickgelu",
+}
 
 
 @pytest.mark.parametrize("arch", ORIGINAL_NAMES)
@@ -59,7 +65,7 @@ def test_vit_b32_is_built_with_quickgelu():
     assert not any(isinstance(m, torch.nn.GELU) for m in model.modules())
     assert clip.embed_dim(model) == 512 and clip.text_width(model) == 512
     assert model.visual.conv1.kernel_size == (32, 32)
-    assert infer_arch(model.state_dict()) == "ViT-B/32"       # an arch given as a file is recognised
+    assert infer_arch(model.state_dict()) == "ViT-B/32"  # an arch given as a file is recognised
 
 
 def test_gelu_model_with_quickgelu_weights_gives_other_features(tmp_path):

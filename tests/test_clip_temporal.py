@@ -1,5 +1,6 @@
 """clip/temporal.py: exact channel moves of tsm / tokenshift / tokent1d, joint_st, drop path,
 and parameter names that stay those of open_clip."""
+
 from __future__ import annotations
 
 import open_clip
@@ -40,7 +41,7 @@ def _reference_shift(x: torch.Tensor, fold: int, tokens: slice) -> torch.Tensor:
         for t in range(T):
             for l_ in range(L)[tokens]:
                 out[b, t, l_, :fold] = v[b, t + 1, l_, :fold] if t + 1 < T else 0
-                out[b, t, l_, fold:2 * fold] = v[b, t - 1, l_, fold:2 * fold] if t >= 1 else 0
+                out[b, t, l_, fold : 2 * fold] = v[b, t - 1, l_, fold : 2 * fold] if t >= 1 else 0
     return out.view(B * T, L, C)
 
 
@@ -48,20 +49,20 @@ def test_tokenshift_moves_a_quarter_of_cls_channels_each_way():
     x = _tokens()
     out = TokenShift(T)(x)
     assert torch.equal(out, _reference_shift(x, C // 4, slice(0, 1)))
-    assert torch.equal(out[:, 1:], x[:, 1:])                      # patch tokens untouched
+    assert torch.equal(out[:, 1:], x[:, 1:])  # patch tokens untouched
     v = out.view(B, T, L, C)
-    assert torch.equal(v[0, 1, 0, :4], x.view(B, T, L, C)[0, 2, 0, :4])   # from t+1
+    assert torch.equal(v[0, 1, 0, :4], x.view(B, T, L, C)[0, 2, 0, :4])  # from t+1
     assert torch.equal(v[0, 1, 0, 4:8], x.view(B, T, L, C)[0, 0, 0, 4:8])  # from t-1
-    assert torch.equal(v[0, T - 1, 0, :4], torch.zeros(4))           # zero padded at the end
-    assert torch.equal(v[0, 0, 0, 4:8], torch.zeros(4))              # and at the start
-    assert torch.equal(v[:, :, 0, 8:], x.view(B, T, L, C)[:, :, 0, 8:])   # half unchanged
+    assert torch.equal(v[0, T - 1, 0, :4], torch.zeros(4))  # zero padded at the end
+    assert torch.equal(v[0, 0, 0, 4:8], torch.zeros(4))  # and at the start
+    assert torch.equal(v[:, :, 0, 8:], x.view(B, T, L, C)[:, :, 0, 8:])  # half unchanged
 
 
 def test_tsm_vit_moves_an_eighth_of_patch_channels_each_way():
     x = _tokens()
     out = PatchShift(T)(x)
     assert torch.equal(out, _reference_shift(x, C // 8, slice(1, None)))
-    assert torch.equal(out[:, 0], x[:, 0])                        # class token untouched
+    assert torch.equal(out[:, 0], x[:, 0])  # class token untouched
     v, xv = out.view(B, T, L, C), x.view(B, T, L, C)
     assert torch.equal(v[1, 2, 3, :2], xv[1, 3, 3, :2]) and torch.equal(v[1, 2, 3, 2:4], xv[1, 1, 3, 2:4])
     assert torch.equal(v[..., 4:], xv[..., 4:])
@@ -71,7 +72,7 @@ def test_shift_never_mixes_videos():
     x = _tokens()
     out = TokenShift(T)(x).view(B, T, L, C)
     video1 = out[1][out[1] != 0]
-    assert (video1 >= 10000).all()                                # only values of video b=1
+    assert (video1 >= 10000).all()  # only values of video b=1
 
 
 def test_tokent1d_starts_as_tokenshift_and_is_trainable():
@@ -115,7 +116,7 @@ def test_resnet_tsm_mixes_frames_and_keeps_keys():
                 p.data.fill_(1.0)
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     y = x.clone()
-    y[1] += 1.0                                                   # change frame 1 only
+    y[1] += 1.0  # change frame 1 only
     with torch.no_grad():
         assert torch.equal(plain.visual(x)[0], plain.visual(y)[0])
         assert not torch.allclose(tsm.visual(x)[0], tsm.visual(y)[0])
@@ -150,22 +151,39 @@ def test_options_off_equal_plain_open_clip():
         assert torch.allclose(plain.visual(x), ours.visual(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("tm,new", [(False, set()), ("tsm", set()), ("tokenshift", set()),
-                                    ("tokent1d", {f"transformer.resblocks.{i}.control_point.conv.weight"
-                                                  for i in range(4)})])
+@pytest.mark.parametrize(
+    "tm,new",
+    [
+        (False, set()),
+        ("tsm", set()),
+        ("tokenshift", set()),
+        ("tokent1d", {f"transformer.resblocks.{i}.control_point.conv.weight" for i in range(4)}),
+    ],
+)
 def test_visual_keys_are_open_clip_keys_plus_new_params(tm, new):
     plain = set(open_clip.CLIP(**model_config("tiny")).visual.state_dict())
     ours = clip.create_clip("tiny", "none", tm=tm, num_frames=T, drop_out=0.2, emb_dropout=0.1)
     assert set(ours.visual.state_dict()) == plain | new
-    assert set(ours.state_dict()) - {f"visual.{k}" for k in new} == set(open_clip.CLIP(**model_config("tiny")).state_dict())
-    assert {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "ln_post.weight", "proj",
-            "transformer.resblocks.3.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight"} <= plain
+    assert set(ours.state_dict()) - {f"visual.{k}" for k in new} == set(
+        open_clip.CLIP(**model_config("tiny")).state_dict()
+    )
+    assert {
+        "conv1.weight",
+        "class_embedding",
+        "positional_embedding",
+        "ln_pre.weight",
+        "ln_post.weight",
+        "proj",
+        "transformer.resblocks.3.attn.in_proj_weight",
+        "transformer.resblocks.0.mlp.c_fc.weight",
+    } <= plain
 
 
 def test_full_lr_params_are_the_tokent1d_convs_only():
     t1d = clip.create_clip("tiny", "none", tm="tokent1d", num_frames=T)
-    assert clip.full_lr_param_names(t1d) == [f"visual.transformer.resblocks.{i}.control_point.conv.weight"
-                                             for i in range(4)]
+    assert clip.full_lr_param_names(t1d) == [
+        f"visual.transformer.resblocks.{i}.control_point.conv.weight" for i in range(4)
+    ]
     assert clip.full_lr_param_names(t1d.visual)[0] == "transformer.resblocks.0.control_point.conv.weight"
     assert clip.full_lr_param_names(clip.create_clip("tiny", "none", joint_st=True, num_frames=T)) == []
 
@@ -174,17 +192,19 @@ def test_joint_st_gives_one_embedding_per_video():
     model = clip.create_clip("tiny", "none", joint_st=True, num_frames=T).eval()
     te = model.visual.time_embedding
     assert te.shape == (T, 256) and te.requires_grad
-    assert set(model.visual.state_dict()) - set(clip.create_clip("tiny", "none").visual.state_dict()) == {"time_embedding"}
+    assert set(model.visual.state_dict()) - set(clip.create_clip("tiny", "none").visual.state_dict()) == {
+        "time_embedding"
+    }
     x = torch.randn(B * T, 3, 112, 112, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         out = model.visual(x)
         assert out.shape == (B, 256)
         y = x.clone()
-        y[T:] += 1.0                                              # change video 1 only
+        y[T:] += 1.0  # change video 1 only
         out2 = model.visual(y)
         assert torch.allclose(out[0], out2[0], atol=1e-5) and not torch.allclose(out[1], out2[1])
         swapped = x.view(B, T, 3, 112, 112).flip(1).reshape(B * T, 3, 112, 112)
-        assert not torch.allclose(model.visual(swapped), out, atol=1e-4)   # frame order matters
+        assert not torch.allclose(model.visual(swapped), out, atol=1e-4)  # frame order matters
         # one joint sequence of 1 + N*T tokens
         assert model.visual._embeds(x).shape == (B, 1 + 49 * T, 256)
 
@@ -192,7 +212,7 @@ def test_joint_st_gives_one_embedding_per_video():
 def test_joint_st_time_embedding_init_scale():
     model = clip.create_clip("tiny", "none", joint_st=True, num_frames=64)
     std = model.visual.time_embedding.std().item()
-    assert abs(std - 256 ** -0.5) < 0.1 * 256 ** -0.5
+    assert abs(std - 256**-0.5) < 0.1 * 256**-0.5
 
 
 def test_drop_out_rates_linear_over_depth():
@@ -220,7 +240,6 @@ def test_drop_path_and_emb_dropout_act_in_training_only():
     assert isinstance(model.visual.emb_dropout, torch.nn.Dropout) and model.visual.emb_dropout.p == 0.5
 
 
-
 def _drop_path_output(rate: float, n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.rand(n, L, C, generator=torch.Generator().manual_seed(0)) + 0.5  # no zero entries
     dp = DropPath(rate).train()
@@ -243,6 +262,7 @@ def test_drop_path_drops_whole_samples():
     kept = (out != 0).flatten(1)
     assert bool((kept.all(1) | ~kept.any(1)).all())  # never partly dropped
     assert 0 < int(kept.all(1).sum()) < x.shape[0]  # both outcomes occur
+
 
 def test_invalid_combinations_are_user_errors():
     with pytest.raises(UserError, match="ResNet"):

@@ -1,5 +1,6 @@
 """clip/weights.py: loading local files (state dict, safetensors, TorchScript, video checkpoints),
 clear errors, the fast offline failure, and weights_id."""
+
 from __future__ import annotations
 
 import os
@@ -51,10 +52,11 @@ def test_state_dict_file_loads_exactly(tmp_path, source, source_file):
 
 def test_safetensors_and_wrapped_state_dicts_load(tmp_path, source):
     from safetensors.torch import save_file
+
     st = tmp_path / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(st))
     assert _same_outputs(clip.create_clip("tiny", str(st)), source)
-    wrapped = tmp_path / "wrapped.pt"   # open_clip training checkpoint: {'state_dict': {'module.*'}}
+    wrapped = tmp_path / "wrapped.pt"  # open_clip training checkpoint: {'state_dict': {'module.*'}}
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, wrapped)
     assert _same_outputs(clip.create_clip("tiny", str(wrapped)), source)
 
@@ -65,7 +67,7 @@ def test_torchscript_archive_loads_exactly(tmp_path, source):
     scripted_src = open_clip.CLIP(**model_config("tiny"))
     scripted_src.load_state_dict(source.state_dict())
     for name, value in (("input_resolution", 112), ("context_length", 77), ("vocab_size", 49408)):
-        scripted_src.__dict__.pop(name, None)   # plain ints in open_clip, tensors in OpenAI's archives
+        scripted_src.__dict__.pop(name, None)  # plain ints in open_clip, tensors in OpenAI's archives
         scripted_src.register_buffer(name, torch.tensor(value))
     path = tmp_path / "tiny_jit.pt"
     torch.jit.script(scripted_src).save(str(path))
@@ -116,13 +118,17 @@ def test_temporal_models_load_plain_weights_and_keep_new_params(tmp_path, source
 
 def test_original_tsm_wrapper_names_are_mapped(tmp_path, source):
     """The original's TSM wrapped each ViT block as `resblocks.N.net.*`; such files still load."""
-    sd = {k.replace("resblocks.0.", "resblocks.0.net.") if k.startswith("visual.") else k: v
-          for k, v in source.state_dict().items()}
+    sd = {
+        k.replace("resblocks.0.", "resblocks.0.net.") if k.startswith("visual.") else k: v
+        for k, v in source.state_dict().items()
+    }
     assert "visual.transformer.resblocks.0.net.attn.in_proj_weight" in sd
     torch.save(sd, tmp_path / "orig_tsm.pt")
     model = clip.create_clip("tiny", str(tmp_path / "orig_tsm.pt"), tm="tsm", num_frames=2)
-    assert torch.equal(model.visual.transformer.resblocks[0].attn.in_proj_weight,
-                       source.visual.transformer.resblocks[0].attn.in_proj_weight)
+    assert torch.equal(
+        model.visual.transformer.resblocks[0].attn.in_proj_weight,
+        source.visual.transformer.resblocks[0].attn.in_proj_weight,
+    )
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -153,7 +159,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 def test_unknown_tag_and_tiny_openai_are_clear_errors():
     with pytest.raises(UserError, match="none"):
         clip.create_clip("tiny", "openai")
-    with pytest.raises(UserError, match="laion400m_e32"):   # lists the arch's tags
+    with pytest.raises(UserError, match="laion400m_e32"):  # lists the arch's tags
         clip.create_clip("ViT-B/32", "laion9000")
 
 
@@ -194,8 +200,10 @@ def test_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):
     assert W._probe_target({"hf_hub": "timm/x/"}) == ("proxy.example", 3128)
     monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.delenv("https_proxy", raising=False)
-    assert W._probe_target({"url": "https://openaipublic.azureedge.net/clip/a/b.pt"}) == \
-        ("openaipublic.azureedge.net", 443)
+    assert W._probe_target({"url": "https://openaipublic.azureedge.net/clip/a/b.pt"}) == (
+        "openaipublic.azureedge.net",
+        443,
+    )
 
 
 def test_cached_openai_file_is_used_without_network(tmp_path, monkeypatch, source):
@@ -217,23 +225,25 @@ def test_weights_id_is_stable_and_content_based(tmp_path, source):
     assert ida.startswith("file-") and ida == clip.weights_id("tiny", str(a))
     b = tmp_path / "b.pt"
     shutil.copy(a, b)
-    assert clip.weights_id("tiny", str(b)) == ida                 # same content, other path
+    assert clip.weights_id("tiny", str(b)) == ida  # same content, other path
     sd = source.state_dict()
     sd["logit_scale"] = torch.tensor(1.0)
     torch.save(sd, b)
-    assert clip.weights_id("tiny", str(b)) != ida                 # other content
+    assert clip.weights_id("tiny", str(b)) != ida  # other content
 
 
 def test_arch_given_as_a_weights_file_infers_the_architecture(tmp_path, source, source_file):
     """The original's `network.arch` could be a path: the arch comes from the tensor shapes."""
     assert clip.resolve_arch(str(source_file)) == "text4vis-tiny"
-    model = clip.create_clip(str(source_file), "openai")          # the file is the weights
+    model = clip.create_clip(str(source_file), "openai")  # the file is the weights
     assert _same_outputs(model, source)
     assert clip.weights_id(str(source_file), "openai") == clip.weights_id("tiny", str(source_file))
     assert clip.weights_id(str(source_file), "none") == "none"
     rn = clip.create_clip("tiny-rn", "none")
-    torch.save({"model_state_dict": {k: v for k, v in rn.state_dict().items() if k.startswith("visual.")}},
-               tmp_path / "rn_video.pt")
+    torch.save(
+        {"model_state_dict": {k: v for k, v in rn.state_dict().items() if k.startswith("visual.")}},
+        tmp_path / "rn_video.pt",
+    )
     assert clip.resolve_arch(str(tmp_path / "rn_video.pt")) == "text4vis-tiny-rn"
     assert clip.get_tokenizer(str(source_file))(["a"]).shape == (1, 77)
     torch.save({"visual.proj": torch.zeros(3, 3)}, tmp_path / "odd.pt")
@@ -245,7 +255,7 @@ def test_extra_visual_blocks_in_the_file_are_not_dropped_silently(tmp_path, sour
     sd = dict(source.state_dict())
     for k, v in source.state_dict().items():
         if k.startswith("visual.transformer.resblocks.3."):
-            sd[k.replace("resblocks.3.", "resblocks.4.")] = v   # a deeper model's weights
+            sd[k.replace("resblocks.3.", "resblocks.4.")] = v  # a deeper model's weights
     torch.save(sd, tmp_path / "deeper.pt")
     for init in (True, False):
         with pytest.raises(UserError, match="not in the model: visual.transformer.resblocks.4"):

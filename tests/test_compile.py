@@ -1,5 +1,6 @@
 """solver.compile: the compiled video model gives the eager model's logits (CPU, within 1e-5),
 keeps its parameter names, and trains."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,20 @@ from utils.config import resolve, to_dotmap
 
 @pytest.mark.slow
 def test_compiled_logits_equal_eager(tmp_path):
-    cfg = to_dotmap(resolve({"data": {"num_segments": 4, "input_size": 112},
-                             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf",
-                                         "text_cache": str(tmp_path / "cache")}}, "test"))
+    cfg = to_dotmap(
+        resolve(
+            {
+                "data": {"num_segments": 4, "input_size": 112},
+                "network": {
+                    "arch": "tiny",
+                    "pretrained": "none",
+                    "sim_header": "Transf",
+                    "text_cache": str(tmp_path / "cache"),
+                },
+            },
+            "test",
+        )
+    )
     torch.manual_seed(0)
     model = build_model(cfg, ["a", "b", "c"]).eval()
     x = torch.randn(2, 4, 3, 112, 112)

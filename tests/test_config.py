@@ -1,4 +1,5 @@
 """The config schema: defaults, unknown keys with hints, types, overrides and the CLI."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import FLAT_SCHEMA, keys_markdown, load_config, parse_opts
+from utils.config import keys_markdown, load_config, parse_opts
+from utils.config_schema import FLAT_SCHEMA
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +124,17 @@ def test_bad_choice_is_an_error(cfg_file: Path) -> None:
 
 
 def test_opts_override_nested_keys_with_yaml_types(cfg_file: Path) -> None:
-    cfg = load_config(cfg_file, ["solver.epochs=1", "data.batch_size=4", "network.tm=tsm",
-                                 "solver.betas=[0.9, 0.98]", "data.random_shift=false", "solver.lr=1e-3"])
+    cfg = load_config(
+        cfg_file,
+        [
+            "solver.epochs=1",
+            "data.batch_size=4",
+            "network.tm=tsm",
+            "solver.betas=[0.9, 0.98]",
+            "data.random_shift=false",
+            "solver.lr=1e-3",
+        ],
+    )
     assert cfg.solver.epochs == 1 and isinstance(cfg.solver.epochs, int)
     assert cfg.data.batch_size == 4
     assert cfg.network.tm == "tsm"
@@ -141,7 +152,12 @@ def test_opts_unknown_key_and_bad_syntax(cfg_file: Path) -> None:
 
 def test_parse_opts_types() -> None:
     assert parse_opts(["a=1", "b=1.5", "c=true", "d=abc", "e=null"]) == [
-        ("a", 1), ("b", 1.5), ("c", True), ("d", "abc"), ("e", None)]
+        ("a", 1),
+        ("b", 1.5),
+        ("c", True),
+        ("d", "abc"),
+        ("e", None),
+    ]
 
 
 def test_scale_size_follows_input_size(cfg_file: Path) -> None:
@@ -155,8 +171,13 @@ def test_classifier_file_required_for_lda(cfg_file: Path) -> None:
 
 
 def test_cli_prints_resolved_yaml_and_fails_cleanly(cfg_file: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "utils.config", str(cfg_file), "--opts", "solver.epochs=2"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "utils.config", str(cfg_file), "--opts", "solver.epochs=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     resolved = yaml.safe_load(out.stdout)
     assert resolved["solver"]["epochs"] == 2 and resolved["network"]["pretrained"] == "openai"
     bad = tmp_path / "bad.yaml"
@@ -177,18 +198,21 @@ def test_readme_key_table_is_current() -> None:
     assert keys_markdown() in readme, "README key table is stale: run python -m utils.config --update-readme README.md"
 
 
-@pytest.mark.parametrize("opt,message", [
-    ("solver.epochs=-1", "'solver.epochs' has value -1; it must be >= 1"),
-    ("solver.epochs=0", "'solver.epochs' has value 0; it must be >= 1"),
-    ("data.batch_size=0", "'data.batch_size' has value 0; it must be >= 1"),
-    ("data.workers=-2", "'data.workers' has value -2; it must be >= 0"),
-    ("solver.lr=-0.1", "'solver.lr' has value -0.1; it must be >= 0"),
-    ("data.flip_prob=1.5", "'data.flip_prob' has value 1.5; it must be >= 0 and <= 1"),
-    ("network.drop_out=1.0", "'network.drop_out' has value 1.0; it must be >= 0 and < 1"),
-    ("solver.eps=0", "'solver.eps' has value 0.0; it must be > 0"),
-    ("solver.grad_accumulation_steps=0", "'solver.grad_accumulation_steps' has value 0; it must be >= 1"),
-    ("logging.eval_freq=0", "'logging.eval_freq' has value 0; it must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "opt,message",
+    [
+        ("solver.epochs=-1", "'solver.epochs' has value -1; it must be >= 1"),
+        ("solver.epochs=0", "'solver.epochs' has value 0; it must be >= 1"),
+        ("data.batch_size=0", "'data.batch_size' has value 0; it must be >= 1"),
+        ("data.workers=-2", "'data.workers' has value -2; it must be >= 0"),
+        ("solver.lr=-0.1", "'solver.lr' has value -0.1; it must be >= 0"),
+        ("data.flip_prob=1.5", "'data.flip_prob' has value 1.5; it must be >= 0 and <= 1"),
+        ("network.drop_out=1.0", "'network.drop_out' has value 1.0; it must be >= 0 and < 1"),
+        ("solver.eps=0", "'solver.eps' has value 0.0; it must be > 0"),
+        ("solver.grad_accumulation_steps=0", "'solver.grad_accumulation_steps' has value 0; it must be >= 1"),
+        ("logging.eval_freq=0", "'logging.eval_freq' has value 0; it must be >= 1"),
+    ],
+)
 def test_numeric_ranges_checked_at_load(tmp_path, opt, message):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data:\n  dataset: x\n")
@@ -198,21 +222,25 @@ def test_numeric_ranges_checked_at_load(tmp_path, opt, message):
 
 
 def test_every_range_names_a_numeric_key():
-    from utils.config import RANGES
+    from utils.config_schema import RANGES
+
     for key in RANGES:
         assert key in FLAT_SCHEMA and (int in FLAT_SCHEMA[key].types or float in FLAT_SCHEMA[key].types), key
 
 
-@pytest.mark.parametrize("text,message", [
-    ("", "the config file is empty"),
-    ("# only a comment\n", "the config file is empty"),
-    ("- a\n- b\n", "must be a YAML mapping"),
-    ("lr: 0.1\n", "unknown config key 'lr'; did you mean 'solver.lr'?"),
-    ("data:\n  lr: 0.1\n", "unknown config key 'data.lr'; did you mean 'solver.lr'?"),
-    ("batch_size: 4\n", "did you mean 'data.batch_size'?"),
-    ("solver:\n  epoch: 3\n", "did you mean 'solver.epochs'?"),
-    ("data: [1\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "the config file is empty"),
+        ("# only a comment\n", "the config file is empty"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("lr: 0.1\n", "unknown config key 'lr'; did you mean 'solver.lr'?"),
+        ("data:\n  lr: 0.1\n", "unknown config key 'data.lr'; did you mean 'solver.lr'?"),
+        ("batch_size: 4\n", "did you mean 'data.batch_size'?"),
+        ("solver:\n  epoch: 3\n", "did you mean 'solver.epochs'?"),
+        ("data: [1\n", "not valid YAML"),
+    ],
+)
 def test_bad_config_files_one_clear_line(tmp_path, text, message):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
@@ -224,6 +252,7 @@ def test_bad_config_files_one_clear_line(tmp_path, text, message):
 
 def test_resume_differences_split_allowed_and_refused():
     from utils.config import resolve, resume_differences
+
     old = resolve({"solver": {"lr": 1e-3, "epochs": 2}}, "old")
     new = resolve({"solver": {"lr": 5e-2, "epochs": 4}, "data": {"workers": 0}, "resume": "auto"}, "new")
     refused, allowed = resume_differences(old, new)
@@ -233,6 +262,7 @@ def test_resume_differences_split_allowed_and_refused():
 
 def test_update_readme_rewrites_only_the_table(tmp_path):
     from utils.config import update_key_table
+
     doc = tmp_path / "R.md"
     doc.write_text("# t\n\n| key | default | meaning |\n|---|---|---|\n| `old` | `1` | gone |\n\nafter\n")
     update_key_table(doc)

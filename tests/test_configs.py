@@ -1,6 +1,7 @@
 """The experiment configs under configs/: they load through the schema, keep the original's values,
 describe a model that can be built (arch resolves, head and classifier valid, class count matches
 the label CSV), and point at lists that exist and fit their CSV."""
+
 from __future__ import annotations
 
 import re
@@ -62,14 +63,20 @@ NOT_SHIPPED = {"lists/k400/kinetics_rgb_train_se320.txt"}
 
 # Variant -> values that differ from its repository config (SPEC §7.3, the original's logs).
 LOG_VARIANT_CHANGES = {
-    "vitb-32-f8": {}, "vitb-32-f16": {}, "vitb-16-f8": {},
+    "vitb-32-f8": {},
+    "vitb-32-f16": {},
+    "vitb-16-f8": {},
     "vitb-16-f16": {"solver.grad_accumulation_steps": 1},
     "vitl-14-f8": {"solver.grad_accumulation_steps": 1},
     "vitl-14-336-f8": {},
     "vitl-14-336-f32": {"solver.grad_accumulation_steps": 4},
 }
-LOG_COMMON = {"data.randaug.enable": True, "data.blur_prob": 0.0, "data.solarize_prob": 0.0,
-              "solver.betas": [0.9, 0.98]}
+LOG_COMMON = {
+    "data.randaug.enable": True,
+    "data.blur_prob": 0.0,
+    "data.solarize_prob": 0.0,
+    "solver.betas": [0.9, 0.98],
+}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -83,8 +90,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def test_the_original_24_configs_exist():
-    assert sorted(f"configs/{k}.yaml" for k in ORIGINAL) == sorted(
-        p for p in EXPERIMENTS if "/log_variants/" not in p)
+    assert sorted(f"configs/{k}.yaml" for k in ORIGINAL) == sorted(p for p in EXPERIMENTS if "/log_variants/" not in p)
     assert len(ORIGINAL) == 24
 
 
@@ -98,15 +104,27 @@ def test_config_loads_through_the_schema(path):
 def test_original_values(name):
     arch, t, size, batch, accum, head, eval_freq, workers, shot, has_pretrain = ORIGINAL[name]
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    assert (cfg.network.arch, cfg.data.num_segments, cfg.data.input_size, cfg.data.batch_size,
-            cfg.solver.grad_accumulation_steps, cfg.network.sim_header) == (arch, t, size, batch, accum, head)
+    assert (
+        cfg.network.arch,
+        cfg.data.num_segments,
+        cfg.data.input_size,
+        cfg.data.batch_size,
+        cfg.solver.grad_accumulation_steps,
+        cfg.network.sim_header,
+    ) == (arch, t, size, batch, accum, head)
     assert (cfg.logging.eval_freq, cfg.logging.print_freq, cfg.data.workers) == (eval_freq, 10, workers)
     assert cfg.data.shot == shot
     assert (cfg.pretrain is not None) == has_pretrain
     assert cfg.resume is None and cfg.seed == 1024
     # common training values (also the schema defaults, so zero-shot configs agree)
-    assert (cfg.solver.type, cfg.solver.epochs, cfg.solver.lr, cfg.solver.lr_warmup_step,
-            cfg.solver.weight_decay, cfg.solver.clip_ratio) == ("cosine", 30, 5e-5, 5, 0.2, 0.1)
+    assert (
+        cfg.solver.type,
+        cfg.solver.epochs,
+        cfg.solver.lr,
+        cfg.solver.lr_warmup_step,
+        cfg.solver.weight_decay,
+        cfg.solver.clip_ratio,
+    ) == ("cosine", 30, 5e-5, 5, 0.2, 0.1)
     assert cfg.solver.betas == [0.9, 0.999] and not cfg.data.randaug.enable
     assert (cfg.data.blur_prob, cfg.data.solarize_prob) == (0.0, 0.0)
     assert cfg.data.random_shift and not cfg.data.dense and cfg.data.seg_length == 1
@@ -132,8 +150,10 @@ def test_log_variants_change_only_the_documented_keys(model):
     variant = _flat(load_config(CONFIGS / f"k400/log_variants/k400_train_rgb_{model}.yaml").toDict())
     expected = dict(base, **LOG_COMMON, **LOG_VARIANT_CHANGES[model])
     assert variant == expected
-    assert base["data.batch_size"] * base["solver.grad_accumulation_steps"] >= \
-        variant["data.batch_size"] * variant["solver.grad_accumulation_steps"]
+    assert (
+        base["data.batch_size"] * base["solver.grad_accumulation_steps"]
+        >= variant["data.batch_size"] * variant["solver.grad_accumulation_steps"]
+    )
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
@@ -195,21 +215,34 @@ def test_model_settings_are_valid(path):
 
 
 # Published released-checkpoint head shapes: D and heads of the original's fusion_model.
-@pytest.mark.parametrize("arch,dim,heads", [("RN50", 1024, 8), ("ViT-B/32", 512, 8), ("ViT-B/16", 512, 8),
-                                            ("ViT-L/14", 768, 12), ("ViT-L/14-336px", 768, 12)])
+@pytest.mark.parametrize(
+    "arch,dim,heads",
+    [("RN50", 1024, 8), ("ViT-B/32", 512, 8), ("ViT-B/16", 512, 8), ("ViT-L/14", 768, 12), ("ViT-L/14-336px", 768, 12)],
+)
 def test_arch_dimensions(arch, dim, heads):
     assert _vision(arch)[:2] == (dim, heads)
 
 
-BUILD = ["configs/k400/k400_train_rgb_vitb-32-f8.yaml", "configs/ucf101/ucf_few_shot.yaml",
-         "configs/k600/k600_zero_shot_split2.yaml"]
+BUILD = [
+    "configs/k400/k400_train_rgb_vitb-32-f8.yaml",
+    "configs/ucf101/ucf_few_shot.yaml",
+    "configs/k600/k600_zero_shot_split2.yaml",
+]
 
 
 @pytest.mark.parametrize("path", BUILD)
 def test_build_model_at_reduced_size(path):
     builder = pytest.importorskip("modules.builder", reason="modules.builder has not landed")
-    cfg = load_config(REPO / path, ["network.arch=tiny", "network.pretrained=none", "data.input_size=112",
-                                    "data.num_segments=4", "network.text_cache="])
+    cfg = load_config(
+        REPO / path,
+        [
+            "network.arch=tiny",
+            "network.pretrained=none",
+            "data.input_size=112",
+            "data.num_segments=4",
+            "network.text_cache=",
+        ],
+    )
     names = read_label_csv(REPO / cfg.data.label_list)
     torch.manual_seed(0)
     model = builder.build_model(cfg, names, device="cpu").eval()
@@ -222,8 +255,11 @@ def test_build_model_at_reduced_size(path):
         emb = model.encode_video(x)
     assert tuple(logits.shape) == (2, cfg.data.num_classes)
     # logits are 100 x cosine of the video embedding and the class embeddings
-    ref = 100.0 * torch.nn.functional.normalize(emb, dim=-1) @ \
-        torch.nn.functional.normalize(model.class_embeddings, dim=-1).T
+    ref = (
+        100.0
+        * torch.nn.functional.normalize(emb, dim=-1)
+        @ torch.nn.functional.normalize(model.class_embeddings, dim=-1).T
+    )
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -242,20 +278,49 @@ def test_recipe_configs_run_end_to_end(tmp_path):
     generate(data, classes=3, videos_per_class=1, val_videos_per_class=2, frames=6, size=32, fmt="both")
     make_list(data / "frames", tmp_path / "val.txt", labels=data / "labels.csv")
     make_list(data / "videos", tmp_path / "val_video.txt", labels=data / "labels.csv")
-    common = ["network.arch=tiny", "network.pretrained=none", "data.input_size=112", "data.num_segments=4",
-              "data.batch_size=4", "data.workers=0", "network.text_cache=", f"data.label_list={data / 'labels.csv'}",
-              "data.num_classes=3", "data.image_tmpl=img_{:05d}.jpg"]
+    common = [
+        "network.arch=tiny",
+        "network.pretrained=none",
+        "data.input_size=112",
+        "data.num_segments=4",
+        "data.batch_size=4",
+        "data.workers=0",
+        "network.text_cache=",
+        f"data.label_list={data / 'labels.csv'}",
+        "data.num_classes=3",
+        "data.image_tmpl=img_{:05d}.jpg",
+    ]
     cfg = load_config(CONFIGS / "k400/k400_train_rgb_vitb-32-f8.yaml", common)
     torch.manual_seed(0)
     weights = tmp_path / "w.pt"
     torch.save(builder.build_model(cfg, read_label_csv(data / "labels.csv")).state_dict(), weights)
-    runs = {"k400/k400_train_rgb_vitb-32-f8.yaml": [f"data.val_root={data / 'frames'}", f"data.val_list={tmp_path / 'val.txt'}"],
-            "k600/k600_zero_shot_split1.yaml": [f"data.val_root={data / 'videos'}",
-                                                f"data.val_list={tmp_path / 'val_video.txt'}"]}
+    runs = {
+        "k400/k400_train_rgb_vitb-32-f8.yaml": [
+            f"data.val_root={data / 'frames'}",
+            f"data.val_list={tmp_path / 'val.txt'}",
+        ],
+        "k600/k600_zero_shot_split1.yaml": [
+            f"data.val_root={data / 'videos'}",
+            f"data.val_list={tmp_path / 'val_video.txt'}",
+        ],
+    }
     for i, (config, extra) in enumerate(runs.items()):
         out = tmp_path / f"out{i}"
-        test_entry.main(["--config", str(CONFIGS / config), "--weights", str(weights), "--output", str(out),
-                         "--device", "cpu", "--opts", *common, *extra])
+        test_entry.main(
+            [
+                "--config",
+                str(CONFIGS / config),
+                "--weights",
+                str(weights),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--opts",
+                *common,
+                *extra,
+            ]
+        )
         results = json.loads((out / "results.json").read_text())
         assert results["num_videos"] == 9  # 3 classes x (1 train + 2 val videos): the whole tree
         assert 0.0 <= results["top1"] <= 100.0

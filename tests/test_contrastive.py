@@ -2,6 +2,7 @@
 direct transcription of the original's code (one process and two gloo processes), where the
 gradient flows, what `fix_text` freezes, the LR groups, the loss going down, and the model with a
 text tower through the one evaluation path."""
+
 from __future__ import annotations
 
 import os
@@ -106,10 +107,12 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, path: str, kind: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from utils.distributed import cleanup, init_distributed
+
     init_distributed(device="cpu", timeout_s=60)
     try:
         video, text = fixed_embeddings()
@@ -148,9 +151,12 @@ def test_two_processes_loss_over_the_global_batch_gradient_through_local_rows(tm
 # ----------------------------------------------------------------------------- the model
 def make_cfg(**solver_network):
     network = {k: v for k, v in solver_network.items() if k != "loss_type"}
-    raw = {"seed": 3, "data": {"num_segments": 2, "input_size": 112},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network},
-           "solver": {"loss_type": solver_network.get("loss_type", "NCE")}}
+    raw = {
+        "seed": 3,
+        "data": {"num_segments": 2, "input_size": 112},
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network},
+        "solver": {"loss_type": solver_network.get("loss_type", "NCE")},
+    }
     return to_dotmap(resolve(raw, "test"))
 
 
@@ -199,8 +205,11 @@ def test_text_tower_trains_at_the_clip_learning_rate():
     assert "logit_scale" in slow and not any(n.startswith("fusion_model.") for n in slow)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4) and opt.param_groups[1]["lr"] == pytest.approx(1e-3)
     frozen = build_model(make_cfg(fix_text=True), NAMES)
-    ids = {id(p) for g in build_optimizer(frozen, lr=1e-3, clip_ratio=0.1, weight_decay=0.2).param_groups
-           for p in g["params"]}
+    ids = {
+        id(p)
+        for g in build_optimizer(frozen, lr=1e-3, clip_ratio=0.1, weight_decay=0.2).param_groups
+        for p in g["params"]
+    }
     assert not any(id(p) in ids for n, p in frozen.named_parameters() if n.startswith("text."))
 
 
@@ -209,13 +218,23 @@ def test_short_nce_training_run_lowers_the_loss(clips):
     torch.manual_seed(0)
     model = build_model(cfg, NAMES)
     opt = build_optimizer(model, lr=1e-4, clip_ratio=1.0, weight_decay=0.0)
-    sched = build_scheduler(opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=16, step_every=1,
-                            decay_step=[100])
+    sched = build_scheduler(
+        opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=16, step_every=1, decay_step=[100]
+    )
     losses: list[float] = []
-    train_one_epoch(model, [(clips, LABELS % 4, None)] * 16, opt, sched, torch.amp.GradScaler("cpu", enabled=False),
-                    epoch=0, device=torch.device("cpu"), num_frames=2, normalize=normalize,
-                    objective=make_objective("NCE", text_tower=True),
-                    on_iteration=lambda step, loss, lrs: losses.append(loss))
+    train_one_epoch(
+        model,
+        [(clips, LABELS % 4, None)] * 16,
+        opt,
+        sched,
+        torch.amp.GradScaler("cpu", enabled=False),
+        epoch=0,
+        device=torch.device("cpu"),
+        num_frames=2,
+        normalize=normalize,
+        objective=make_objective("NCE", text_tower=True),
+        on_iteration=lambda step, loss, lrs: losses.append(loss),
+    )
     assert len(losses) == 16 and sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
 
 
@@ -236,6 +255,7 @@ def test_class_embeddings_follow_the_trained_tower():
 
 def test_config_rules():
     from utils.errors import UserError
+
     assert make_cfg(loss_type="NCE").network.text_tower is True  # null -> needed by the loss
     assert make_cfg(loss_type="CE").network.text_tower is False
     with pytest.raises(UserError, match="needs network.text_tower"):
@@ -257,8 +277,9 @@ def original_nce_checkpoint(model):
     """train_nce.py / ActionCLIP's layout: the whole CLIP (text keys at the top level) and the head
     saved on its own from DDP (`module.`)."""
     sd = model.state_dict()
-    clip_sd = {k.removeprefix("text."): v for k, v in sd.items()
-               if k.startswith(("visual.", "text.")) or k == "logit_scale"}
+    clip_sd = {
+        k.removeprefix("text."): v for k, v in sd.items() if k.startswith(("visual.", "text.")) or k == "logit_scale"
+    }
     fusion = {f"module.{k.removeprefix('fusion_model.')}": v for k, v in sd.items() if k.startswith("fusion_model.")}
     return {"epoch": 7, "model_state_dict": clip_sd, "fusion_model_state_dict": fusion, "optimizer_state_dict": {}}
 
@@ -277,11 +298,13 @@ def original_validation_logits(model, x):
 def test_original_nce_checkpoint_evaluates_as_the_original(tmp_path, head):
     """Loaded through app.weights.load_model with a plain CE config: the tower in the file is used."""
     from app.weights import load_model
+
     source = _perturbed(build_model(make_cfg(fix_text=False, sim_header=head), NAMES))
     ckpt = original_nce_checkpoint(source)
     if head == "Transf_cls":  # ActionCLIP: its head under `transformer.` and an unused position table
-        ckpt["fusion_model_state_dict"] = {k.replace("module.", "module.transformer.", 1): v
-                                           for k, v in ckpt["fusion_model_state_dict"].items()}
+        ckpt["fusion_model_state_dict"] = {
+            k.replace("module.", "module.transformer.", 1): v for k, v in ckpt["fusion_model_state_dict"].items()
+        }
         ckpt["fusion_model_state_dict"]["module.frame_position_embeddings.weight"] = torch.randn(77, 256)
     torch.save(ckpt, tmp_path / "nce.pt")
     loaded = load_model(tmp_path / "nce.pt", cfg=make_cfg(loss_type="CE", sim_header=head), class_names=NAMES)
@@ -299,11 +322,22 @@ def test_our_nce_checkpoint_scores_new_names_with_its_own_tower(tmp_path):
     from app.weights import load_model
     from utils.checkpoint import save_checkpoint, training_state
     from utils.config import to_dict
+
     cfg = make_cfg(fix_text=False)
     model = _perturbed(build_model(cfg, NAMES))
     model.refresh_class_embeddings()
-    state = training_state(model=model, optimizer=None, scheduler=None, scaler=None, epoch=0, iteration=1,
-                           best_top1=0.0, rng=None, config=to_dict(cfg), class_names=NAMES)
+    state = training_state(
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        scaler=None,
+        epoch=0,
+        iteration=1,
+        best_top1=0.0,
+        rng=None,
+        config=to_dict(cfg),
+        class_names=NAMES,
+    )
     path = save_checkpoint(state, tmp_path / "ours.pt")
     same = load_model(path, class_names=NAMES[::-1])
     torch.testing.assert_close(same.model.class_embeddings, model.class_embeddings.flip(0), rtol=0, atol=0)
@@ -319,6 +353,7 @@ def test_train_validation_scores_with_the_current_text_tower(clips, monkeypatch)
     """train.py's validation re-encodes the class prompts with the tower as trained so far."""
     import importlib.util
     from pathlib import Path
+
     spec = importlib.util.spec_from_file_location("text4vis_train_script", Path(__file__).parents[1] / "train.py")
     train = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, train)  # dataclasses look their module up
@@ -330,8 +365,9 @@ def test_train_validation_scores_with_the_current_text_tower(clips, monkeypatch)
             p.add_(0.05 * torch.randn_like(p))
         fresh = model.text.encode_text(model.prompt_tokens[:, 0])
     labels = LABELS % 4
-    validate = train.Validation([(clips, labels, torch.arange(6))], 2, torch.device("cpu"), 100.0, False, 0,
-                                lambda _m: None)
+    validate = train.Validation(
+        [(clips, labels, torch.arange(6))], 2, torch.device("cpu"), 100.0, False, 0, lambda _m: None
+    )
     report = validate(model)
     torch.testing.assert_close(model.class_embeddings, fresh, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(stale, fresh, atol=1e-3)

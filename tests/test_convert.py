@@ -1,4 +1,5 @@
 """Checkpoint loading: the original Text4Vis layout (with/without `module.`), ours, the CLI, errors."""
+
 import argparse
 import math
 
@@ -15,16 +16,25 @@ D = 32
 
 def tiny_visual(patch=16, width=64):
     import open_clip
-    model = open_clip.CLIP(embed_dim=D, quick_gelu=True,
-                           vision_cfg=dict(image_size=32, layers=2, width=width, head_width=32, patch_size=patch),
-                           text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+
+    model = open_clip.CLIP(
+        embed_dim=D,
+        quick_gelu=True,
+        vision_cfg=dict(image_size=32, layers=2, width=width, head_width=32, patch_size=patch),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1),
+    )
     return model.visual
 
 
 def make_model(seed, patch=16, width=64, head="Transf", fix_text=True, classes=5):
     torch.manual_seed(seed)
-    return VideoCLIP(tiny_visual(patch, width), build_head(head, D, 4, heads=1), torch.randn(classes, D),
-                     fix_text=fix_text, logit_scale=math.log(1 / 0.07))
+    return VideoCLIP(
+        tiny_visual(patch, width),
+        build_head(head, D, 4, heads=1),
+        torch.randn(classes, D),
+        fix_text=fix_text,
+        logit_scale=math.log(1 / 0.07),
+    )
 
 
 def original_checkpoint(seed=123, prefix=""):
@@ -44,7 +54,7 @@ def assert_loaded(model, ckpt, prefix=""):
     src = ckpt["model_state_dict"]
     assert len(src) == len(own) - 1  # everything but class_embeddings
     for k, v in src.items():
-        assert torch.equal(own[k[len(prefix):]], v), k
+        assert torch.equal(own[k[len(prefix) :]], v), k
 
 
 @pytest.mark.parametrize("prefix", ["", "module."])
@@ -67,8 +77,9 @@ def test_head_wrapped_alone_module_infix_is_stripped():
     ckpt["model_state_dict"] = {k.replace("fusion_model.", "fusion_model.module."): v for k, v in sd.items()}
     model = make_model(0)
     convert.load_weights(model, ckpt)
-    assert torch.equal(model.fusion_model.frame_position_embeddings.weight,
-                       sd["fusion_model.frame_position_embeddings.weight"])
+    assert torch.equal(
+        model.fusion_model.frame_position_embeddings.weight, sd["fusion_model.frame_position_embeddings.weight"]
+    )
 
 
 def test_cli_round_trips_weights_exactly(tmp_path):
@@ -77,7 +88,7 @@ def test_cli_round_trips_weights_exactly(tmp_path):
     convert.main([str(tmp_path / "orig.pt"), str(tmp_path / "ours.pt")])
     ours = torch.load(tmp_path / "ours.pt", weights_only=True)
     assert ours["epoch"] == 29 and set(ours) >= {"model", "source"}
-    src = {k[len("module."):]: v for k, v in ckpt["model_state_dict"].items()}
+    src = {k[len("module.") :]: v for k, v in ckpt["model_state_dict"].items()}
     assert set(ours["model"]) == set(src)
     assert all(torch.equal(ours["model"][k], v) for k, v in src.items())
     model = make_model(1)
@@ -156,25 +167,38 @@ def test_builder_model_loads_original_layout(tmp_path):
     """The public API path: build_model from a config, then load_weights of an original checkpoint."""
     from modules.builder import build_model
     from utils.config import resolve, to_dotmap
-    cfg = to_dotmap(resolve({"data": {"num_segments": 2, "input_size": 112},
-                             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf",
-                                         "classifier": "random"}}, "test"))
+
+    cfg = to_dotmap(
+        resolve(
+            {
+                "data": {"num_segments": 2, "input_size": 112},
+                "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "classifier": "random"},
+            },
+            "test",
+        )
+    )
     model = build_model(cfg, ["a", "b"])
     torch.manual_seed(5)
     sd = {f"module.{k}": torch.randn_like(v) for k, v in model.state_dict().items() if k != "class_embeddings"}
     torch.save({"epoch": 0, "model_state_dict": sd, "optimizer_state_dict": {}}, tmp_path / "orig.pt")
     convert.load_weights(model, tmp_path / "orig.pt")
     own = model.state_dict()
-    assert all(torch.equal(own[k[len("module."):]], v) for k, v in sd.items())
+    assert all(torch.equal(own[k[len("module.") :]], v) for k, v in sd.items())
 
 
 def test_cli_errors_are_one_line(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "modules.convert", str(tmp_path / "missing.pt"), str(tmp_path / "o.pt")],
-                       cwd=root, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "modules.convert", str(tmp_path / "missing.pt"), str(tmp_path / "o.pt")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert r.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.pt'}"
     assert not (tmp_path / "o.pt").exists()
@@ -188,8 +212,8 @@ def original_shift(x, n_segment, fold_div=8):
     fold = c // fold_div
     out = torch.zeros_like(x)
     out[:, :-1, :fold] = x[:, 1:, :fold]
-    out[:, 1:, fold: 2 * fold] = x[:, :-1, fold: 2 * fold]
-    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
     return out.view(nt, c, h, w)
 
 
@@ -227,9 +251,22 @@ def _tsm_pair(arch, frames=4):
     import clip
     from modules.builder import build_model
     from utils.config import resolve, to_dotmap
-    cfg = to_dotmap(resolve({"data": {"num_segments": frames, "input_size": 112},
-                             "network": {"arch": arch, "pretrained": "none", "tm": "tsm", "sim_header": "meanP",
-                                         "classifier": "random"}}, "test"))
+
+    cfg = to_dotmap(
+        resolve(
+            {
+                "data": {"num_segments": frames, "input_size": 112},
+                "network": {
+                    "arch": arch,
+                    "pretrained": "none",
+                    "tm": "tsm",
+                    "sim_header": "meanP",
+                    "classifier": "random",
+                },
+            },
+            "test",
+        )
+    )
     ours = build_model(cfg, ["a", "b"]).eval()
     ref = clip.create_clip(arch, "none", num_frames=frames).visual.eval()  # no shift of its own
     if arch == "tiny":
@@ -248,8 +285,13 @@ def _tsm_pair(arch, frames=4):
     return ours, ref, {"epoch": 3, "model_state_dict": sd}
 
 
-@pytest.mark.parametrize("arch,wrapped", [("tiny", "visual.transformer.resblocks.0.net.attn.in_proj_weight"),
-                                          ("tiny-rn", "visual.layer1.0.conv1.net.weight")])
+@pytest.mark.parametrize(
+    "arch,wrapped",
+    [
+        ("tiny", "visual.transformer.resblocks.0.net.attn.in_proj_weight"),
+        ("tiny-rn", "visual.layer1.0.conv1.net.weight"),
+    ],
+)
 def test_original_tsm_checkpoint_loads_and_gives_the_original_features(arch, wrapped):
     ours, ref, ckpt = _tsm_pair(arch)
     assert wrapped in ckpt["model_state_dict"]
@@ -282,8 +324,13 @@ def test_actionclip_head_checkpoints_load(head_name):
     sd, fusion = _actionclip_fusion(head_name, D, 4)
     model = make_model(0, head=head_name)
     visual = {f"visual.{k}": v.clone() for k, v in model.visual.state_dict().items()}
-    ckpt = {"model_state_dict": {**visual, **{f"fusion_model.{k[len('module.'):]}": v for k, v in fusion.items()},
-                                 "logit_scale": torch.tensor(4.0)}}
+    ckpt = {
+        "model_state_dict": {
+            **visual,
+            **{f"fusion_model.{k[len('module.') :]}": v for k, v in fusion.items()},
+            "logit_scale": torch.tensor(4.0),
+        }
+    }
     report = convert.load_weights(model, ckpt)  # Text4Vis layout with an ActionCLIP head
     assert "frame_position_embeddings dropped" in report.layout
     for k, v in sd.items():

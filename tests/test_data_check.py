@@ -1,4 +1,5 @@
 """datasets.check: every problem of a dataset in one report."""
+
 import shutil
 
 from datasets.check import check_split
@@ -9,9 +10,15 @@ from utils.config import resolve, to_dotmap
 def test_check_reports_every_problem(tmp_path):
     d = tmp_path / "d"
     generate(d, classes=2, videos_per_class=3, val_videos_per_class=1, frames=6, size=32, fmt="both")
-    data = {"train_root": str(d / "frames"), "val_root": str(d / "videos"), "train_list": str(d / "train.txt"),
-            "val_list": str(d / "val_video.txt"), "label_list": str(d / "labels.csv"), "modality": "RGB",
-            "min_frames": 4}
+    data = {
+        "train_root": str(d / "frames"),
+        "val_root": str(d / "videos"),
+        "train_list": str(d / "train.txt"),
+        "val_list": str(d / "val_video.txt"),
+        "label_list": str(d / "labels.csv"),
+        "modality": "RGB",
+        "min_frames": 4,
+    }
     cfg = to_dotmap(resolve({"data": data}, "test"))
     assert check_split(cfg.data, "train") == (6, [])
     lines = (d / "train.txt").read_text().splitlines()
@@ -42,9 +49,15 @@ def test_check_reports_every_problem(tmp_path):
 def _frames_config(tmp_path, videos_per_class=3):
     d = tmp_path / "d"
     generate(d, classes=2, videos_per_class=videos_per_class, val_videos_per_class=1, frames=6, size=32, fmt="frames")
-    data = {"train_root": str(d / "frames"), "val_root": str(d / "frames"), "train_list": str(d / "train.txt"),
-            "val_list": str(d / "val.txt"), "label_list": str(d / "labels.csv"), "modality": "RGB",
-            "min_frames": 1}
+    data = {
+        "train_root": str(d / "frames"),
+        "val_root": str(d / "frames"),
+        "train_list": str(d / "train.txt"),
+        "val_list": str(d / "val.txt"),
+        "label_list": str(d / "labels.csv"),
+        "modality": "RGB",
+        "min_frames": 1,
+    }
     return d, data
 
 
@@ -63,9 +76,11 @@ def test_empty_and_truncated_frames_found_without_decoding_them(tmp_path):
     padded.write_bytes(padded.read_bytes() + b"\x00" * 16)
     n, problems = check_split(cfg.data, "train")
     assert n == 6
-    assert problems == [f"{d / 'train.txt'}:1: frame file is empty (0 bytes): {empty}",
-                        f"{d / 'train.txt'}:2: truncated JPEG (no end-of-image marker at the end of the file, "
-                        f"{len(data_bytes) // 2} bytes): {cut}"]
+    assert problems == [
+        f"{d / 'train.txt'}:1: frame file is empty (0 bytes): {empty}",
+        f"{d / 'train.txt'}:2: truncated JPEG (no end-of-image marker at the end of the file, "
+        f"{len(data_bytes) // 2} bytes): {cut}",
+    ]
     assert check_split(cfg.data, "train", full=True)[1] == problems  # reported once, not again by decoding
     last = d / "frames" / folders[3] / "img_00006.jpg"  # the last frame, also decoded: one report
     last.write_bytes(b"")
@@ -76,6 +91,7 @@ def test_cli_shows_progress_when_not_on_a_terminal(tmp_path, capsys):
     import yaml
 
     from datasets.check import main
+
     _, data = _frames_config(tmp_path, videos_per_class=10)  # 20 training videos: a line per 10 %
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump({"data": data}))

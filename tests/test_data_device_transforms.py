@@ -1,5 +1,6 @@
 """Batched clip transforms (`data.transform_device: cuda`) equal the per-clip CPU transforms pixel for
 pixel on CPU tensors, with the same random draws; the deferred loader gives the same batches."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def _clips(sizes: list[tuple[int, int]], n: int = 4) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("randaug,scale", [(None, 40), ((2, 9), 40), (None, (40, 60))])
 def test_batched_train_transform_equals_per_clip(randaug, scale):
-    tf = TrainTransform(input_size=32, scale_size=scale, color_jitter_prob=0.5, blur_prob=0.5, solarize_prob=0.5,
-                        randaug=randaug)
+    tf = TrainTransform(
+        input_size=32, scale_size=scale, color_jitter_prob=0.5, blur_prob=0.5, solarize_prob=0.5, randaug=randaug
+    )
     for sizes in ([(48, 64)] * 8, [(48, 64), (64, 48), (40, 40), (50, 90), (48, 64), (70, 52)]):
         clips = _clips(sizes)
         ref, params = [], []
@@ -72,12 +74,19 @@ def syn(tmp_path_factory) -> Path:
 
 
 def _cfg(syn: Path, video: bool, **data):
-    d = {"dataset": "syn", "num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-         "train_root": str(syn / ("videos" if video else "frames")),
-         "val_root": str(syn / ("videos" if video else "frames")),
-         "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
-         "val_list": str(syn / ("val_video.txt" if video else "val.txt")), "modality": "video" if video else "RGB",
-         "color_jitter_prob": 0.5, "flip_label_map": {0: 1, 1: 0}}
+    d = {
+        "dataset": "syn",
+        "num_segments": 4,
+        "input_size": 32,
+        "label_list": str(syn / "labels.csv"),
+        "train_root": str(syn / ("videos" if video else "frames")),
+        "val_root": str(syn / ("videos" if video else "frames")),
+        "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
+        "val_list": str(syn / ("val_video.txt" if video else "val.txt")),
+        "modality": "video" if video else "RGB",
+        "color_jitter_prob": 0.5,
+        "flip_label_map": {0: 1, 1: 0},
+    }
     d.update(data)
     return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
 

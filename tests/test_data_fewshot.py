@@ -1,5 +1,6 @@
 """datasets.fewshot: the K-shot subset depends on the seed only (same on every rank), has K videos
 per class, is repeated to about the full epoch length, and can be written and read back."""
+
 import pytest
 
 from datasets import build_dataset
@@ -11,8 +12,9 @@ from utils.errors import UserError
 
 
 def _records(classes=5, per_class=7):
-    return [VideoRecord(f"c{c}/v{k}", 10 + k, c, c * per_class + k + 1)
-            for c in range(classes) for k in range(per_class)]
+    return [
+        VideoRecord(f"c{c}/v{k}", 10 + k, c, c * per_class + k + 1) for c in range(classes) for k in range(per_class)
+    ]
 
 
 def test_selection_depends_on_seed_only():
@@ -42,8 +44,15 @@ def test_class_with_too_few_videos():
 def test_dataset_two_simulated_ranks_and_written_list(tmp_path):
     generate(tmp_path / "d", classes=3, videos_per_class=5, val_videos_per_class=1, frames=8, size=32, fmt="frames")
     d = tmp_path / "d"
-    data = {"train_root": str(d / "frames"), "val_root": str(d / "frames"), "train_list": str(d / "train.txt"),
-            "val_list": str(d / "val.txt"), "label_list": str(d / "labels.csv"), "shot": 2, "input_size": 32}
+    data = {
+        "train_root": str(d / "frames"),
+        "val_root": str(d / "frames"),
+        "train_list": str(d / "train.txt"),
+        "val_list": str(d / "val.txt"),
+        "label_list": str(d / "labels.csv"),
+        "shot": 2,
+        "input_size": 32,
+    }
     cfg = to_dotmap(resolve({"seed": 7, "data": data}, "test"))
     a, b = build_dataset(cfg, "train"), build_dataset(cfg, "train")  # rank 0 and rank 1 build the same
     assert a.records == b.records and a.fewshot_records == b.fewshot_records

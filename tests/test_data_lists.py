@@ -22,19 +22,22 @@ def test_frames_and_video_lists(tmp_path):
 
 
 def test_label_csv(tmp_path):
-    crlf = _write(tmp_path, "l.csv", "id,name\n0,ApplyEyeMakeup\n1,brush hair\n2,\"a, b\"\n", newline="\r\n")
+    crlf = _write(tmp_path, "l.csv", 'id,name\n0,ApplyEyeMakeup\n1,brush hair\n2,"a, b"\n', newline="\r\n")
     assert read_label_csv(crlf) == ["ApplyEyeMakeup", "brush hair", "a, b"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a 1 2\nb 3\n", r"f\.txt:2: this is a frames list .* 2 fields: 'b 3'"),
-    ("a 1 2\nb x 3\n", r"f\.txt:2: frame count 'x' is not an integer: 'b x 3'"),
-    ("a 1 z\n", r"f\.txt:1: label 'z' is not an integer: 'a 1 z'"),
-    ("a.mp4 -1\n", r"f\.txt:1: label -1 is negative"),
-    ("a b c d\n", r"f\.txt:1: expected 'dir num_frames label' or 'file label', got 4 fields: 'a b c d'"),
-    ("x.mp4 0\ny.mp4 1 2\n", r"f\.txt:2: this is a video list .* 3 fields: 'y.mp4 1 2'"),
-    ("\n\n", r"f\.txt: empty list file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a 1 2\nb 3\n", r"f\.txt:2: this is a frames list .* 2 fields: 'b 3'"),
+        ("a 1 2\nb x 3\n", r"f\.txt:2: frame count 'x' is not an integer: 'b x 3'"),
+        ("a 1 z\n", r"f\.txt:1: label 'z' is not an integer: 'a 1 z'"),
+        ("a.mp4 -1\n", r"f\.txt:1: label -1 is negative"),
+        ("a b c d\n", r"f\.txt:1: expected 'dir num_frames label' or 'file label', got 4 fields: 'a b c d'"),
+        ("x.mp4 0\ny.mp4 1 2\n", r"f\.txt:2: this is a video list .* 3 fields: 'y.mp4 1 2'"),
+        ("\n\n", r"f\.txt: empty list file"),
+    ],
+)
 def test_malformed_list_lines(tmp_path, text, message):
     with pytest.raises(UserError, match=message):
         read_list(_write(tmp_path, "f.txt", text))
@@ -47,15 +50,18 @@ def test_label_out_of_range_and_missing_list(tmp_path):
         read_list(tmp_path / "nope.txt")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("idx,name\n0,a\n", r"l\.csv:1: the header must be 'id,name', got 'idx,name'"),
-    ("id,name\n0,a\n2,b\n", r"l\.csv:3: ids must be 0\.\.C-1 in order; expected 1, got 2"),
-    ("id,name\n1,a\n", r"l\.csv:2: ids must be 0\.\.C-1 in order; expected 0, got 1"),
-    ("id,name\n0,a,extra\n", r"l\.csv:2: expected two columns 'id,name', got 3"),
-    ("id,name\nzero,a\n", r"l\.csv:2: id 'zero' is not an integer"),
-    ("id,name\n", r"l\.csv: no classes after the header"),
-    ("", r"l\.csv: empty label CSV"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("idx,name\n0,a\n", r"l\.csv:1: the header must be 'id,name', got 'idx,name'"),
+        ("id,name\n0,a\n2,b\n", r"l\.csv:3: ids must be 0\.\.C-1 in order; expected 1, got 2"),
+        ("id,name\n1,a\n", r"l\.csv:2: ids must be 0\.\.C-1 in order; expected 0, got 1"),
+        ("id,name\n0,a,extra\n", r"l\.csv:2: expected two columns 'id,name', got 3"),
+        ("id,name\nzero,a\n", r"l\.csv:2: id 'zero' is not an integer"),
+        ("id,name\n", r"l\.csv: no classes after the header"),
+        ("", r"l\.csv: empty label CSV"),
+    ],
+)
 def test_bad_label_csv(tmp_path, text, message):
     with pytest.raises(UserError, match=message):
         read_label_csv(_write(tmp_path, "l.csv", text))
@@ -65,6 +71,7 @@ def test_bad_label_csv(tmp_path, text, message):
 
 def test_duplicate_class_names_are_an_error(tmp_path):
     from datasets.lists import read_label_csv
+
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("id,name\n0,abseiling\n1,archery\n2,abseiling\n")
     with pytest.raises(UserError, match=r"labels.csv:4: class name 'abseiling' repeats line 2"):
@@ -75,6 +82,7 @@ def test_duplicate_list_lines_are_accepted_and_said(tmp_path, caplog, monkeypatc
     import logging
 
     from datasets.lists import read_list
+
     monkeypatch.setattr(logging.getLogger("Text4Vis"), "propagate", True)  # setup_logger turns it off
     lst = tmp_path / "l.txt"
     lst.write_text("a 10 0\nb 10 1\na 10 0\n")

@@ -1,4 +1,5 @@
 """datasets.make_list: lists written from a folder-per-class tree parse back to exactly the tree."""
+
 from __future__ import annotations
 
 import random
@@ -116,7 +117,10 @@ def test_video_tree(tmp_path):
     assert out.read_text() == "a_class/m.MKV 0\nb_class/a.avi 1\nb_class/z.mp4 1\n"
     assert read_label_csv(tmp_path / "names.csv") == ["a class", "b class"]
     assert [(r.path, r.num_frames, r.label) for r in read_list(out)] == [
-        ("a_class/m.MKV", None, 0), ("b_class/a.avi", None, 1), ("b_class/z.mp4", None, 1)]
+        ("a_class/m.MKV", None, 0),
+        ("b_class/a.avi", None, 1),
+        ("b_class/z.mp4", None, 1),
+    ]
 
 
 def test_mixed_tree_needs_explicit_format(tmp_path):
@@ -180,8 +184,13 @@ def test_cli_main_and_errors(tmp_path, capsys):
 
 
 def test_module_entry_point_reports_user_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "datasets.make_list", str(tmp_path / "nope"), "--out",
-                           str(tmp_path / "o.txt")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "datasets.make_list", str(tmp_path / "nope"), "--out", str(tmp_path / "o.txt")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: data root not found")
 
@@ -189,10 +198,13 @@ def test_module_entry_point_reports_user_errors(tmp_path):
 def test_reproduces_the_generated_datasets_lists(tmp_path):
     """On the synthetic dataset's trees, make_list writes exactly the generator's own lists."""
     from datasets.synthetic import generate
+
     data = tmp_path / "syn"
     generate(data, classes=3, videos_per_class=2, val_videos_per_class=1, frames=5, size=32, fmt="both")
-    for tree, lists, kwargs in (("frames", ("train.txt", "val.txt"), {"image_tmpl": "img_{:05d}.jpg"}),
-                                ("videos", ("train_video.txt", "val_video.txt"), {})):
+    for tree, lists, kwargs in (
+        ("frames", ("train.txt", "val.txt"), {"image_tmpl": "img_{:05d}.jpg"}),
+        ("videos", ("train_video.txt", "val_video.txt"), {}),
+    ):
         out = tmp_path / f"{tree}.txt"
         summary = make_list(data / tree, out, labels=data / "labels.csv", **kwargs)
         assert summary["warnings"] == []
@@ -210,9 +222,11 @@ def test_root_one_level_too_high_names_the_level_to_point_at(tmp_path, fmt):
     (root / "val" / "abseiling" / "v.mp4").write_bytes(b"")
     with pytest.raises(UserError) as err:
         make_list(root, tmp_path / "out.txt", fmt=fmt)
-    assert str(err.value) == (f"{root} looks one level too high: its sub-folders (train, val) hold class folders, "
-                              f"not videos. Point at the folder that holds one folder per class, e.g. "
-                              f"{root / 'train'} or {root / 'val'}")
+    assert str(err.value) == (
+        f"{root} looks one level too high: its sub-folders (train, val) hold class folders, "
+        f"not videos. Point at the folder that holds one folder per class, e.g. "
+        f"{root / 'train'} or {root / 'val'}"
+    )
     assert make_list(root / "train", tmp_path / "out.txt")["videos"] == 6  # the right level works
 
 

@@ -1,5 +1,6 @@
 """python -m datasets.preprocess: short side, constant frame rate, keyframe interval, frames, the
 list, resuming, failures reported per file."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """datasets.sampling: exact 0-based index lists for hand-worked cases of SPEC §2.5."""
+
 import numpy as np
 import pytest
 
@@ -64,10 +65,39 @@ def test_test_one_clip_equals_val():
 def test_test_four_clips_n300():
     # tick 37.5; starts = int(linspace(0, 36.5, 4)) = 0, 12, 24, 36
     assert S.eval_indices(300, 8, 4) == [
-        0, 37, 75, 112, 150, 187, 225, 262,
-        12, 49, 87, 124, 162, 199, 237, 274,
-        24, 61, 99, 136, 174, 211, 249, 286,
-        36, 73, 111, 148, 186, 223, 261, 298]
+        0,
+        37,
+        75,
+        112,
+        150,
+        187,
+        225,
+        262,
+        12,
+        49,
+        87,
+        124,
+        162,
+        199,
+        237,
+        274,
+        24,
+        61,
+        99,
+        136,
+        174,
+        211,
+        249,
+        286,
+        36,
+        73,
+        111,
+        148,
+        186,
+        223,
+        261,
+        298,
+    ]
 
 
 def test_test_four_clips_short_video_starts_truncate_to_zero():

@@ -1,5 +1,6 @@
 """Tar shards (`data.format: shards`): the writer, the same clips as the file dataset, every video
 exactly once across ranks and workers, a deterministic per-epoch order, URLs, clear errors."""
+
 from __future__ import annotations
 
 import functools
@@ -38,21 +39,36 @@ def syn(tmp_path_factory) -> Path:
             kind = "video" if video else "frames"
             lst = out / (f"{split}_video.txt" if video else f"{split}.txt")
             root = str(out / ("videos" if video else "frames"))
-            write_shards(str(lst), root, str(out / "shards" / f"{kind}_{split}"), labels=str(out / "labels.csv"),
-                         maxcount=5, progress=False)
+            write_shards(
+                str(lst),
+                root,
+                str(out / "shards" / f"{kind}_{split}"),
+                labels=str(out / "labels.csv"),
+                maxcount=5,
+                progress=False,
+            )
     return out
 
 
 def cfg_for(syn: Path, video: bool = False, shards: bool = True, **data):
     kind = "video" if video else "frames"
-    d = {"dataset": "syn", "num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-         "train_root": str(syn / ("videos" if video else "frames")),
-         "val_root": str(syn / ("videos" if video else "frames")),
-         "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
-         "val_list": str(syn / ("val_video.txt" if video else "val.txt")), "modality": "video" if video else "RGB"}
+    d = {
+        "dataset": "syn",
+        "num_segments": 4,
+        "input_size": 32,
+        "label_list": str(syn / "labels.csv"),
+        "train_root": str(syn / ("videos" if video else "frames")),
+        "val_root": str(syn / ("videos" if video else "frames")),
+        "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
+        "val_list": str(syn / ("val_video.txt" if video else "val.txt")),
+        "modality": "video" if video else "RGB",
+    }
     if shards:
-        d.update(format="shards", train_shards=str(syn / "shards" / f"{kind}_train.json"),
-                 val_shards=str(syn / "shards" / f"{kind}_val.json"))
+        d.update(
+            format="shards",
+            train_shards=str(syn / "shards" / f"{kind}_train.json"),
+            val_shards=str(syn / "shards" / f"{kind}_val.json"),
+        )
     d.update(data)
     return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
 
@@ -227,7 +243,8 @@ def test_two_processes_see_each_sample_once(syn, tmp_path):
     """torchrun, 2 gloo processes, 2 workers each: every training sample once per epoch (plus
     DistributedSampler-style padding to equal steps), every test video exactly once."""
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import torch
         from utils import distributed as D
         from datasets import build_dataset, build_loader
@@ -251,14 +268,27 @@ def test_two_processes_see_each_sample_once(syn, tmp_path):
         assert sorted(allidx) == list(range(12)), sorted(allidx)
         D.cleanup()
         print(f"rank{{info.rank}}-ok", flush=True)
-    """))
+    """)
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={port}", str(script)], cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            str(script),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "rank0-ok" in proc.stdout and "rank1-ok" in proc.stdout
 

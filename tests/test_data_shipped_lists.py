@@ -1,5 +1,6 @@
 """The shipped lists/ (the original's annotation lists and label CSVs): each parses with its format,
 is paired with its label CSV, and every label is a row of that CSV."""
+
 from __future__ import annotations
 
 import json

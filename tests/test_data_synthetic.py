@@ -1,4 +1,5 @@
 """datasets.synthetic: deterministic bytes, class pairs that need temporal order, parseable output."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,12 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 def test_lists_and_labels(tmp_path):
     paths = generate(tmp_path, classes=4, videos_per_class=3, frames=5, size=32, fmt="both", seed=0)
     names = read_label_csv(paths["labels"])
-    assert names == ["red circle moving left", "red circle moving right", "blue square growing",
-                     "blue square shrinking"]
+    assert names == [
+        "red circle moving left",
+        "red circle moving right",
+        "blue square growing",
+        "blue square shrinking",
+    ]
     train, val = read_list(paths["train"], 4), read_list(paths["val"], 4)
     assert len(train) == 12 and len(val) == 4 and all(r.num_frames == 5 for r in train)
     assert not {r.path for r in train} & {r.path for r in val}
@@ -56,23 +61,54 @@ def test_pairs_differ_only_in_time_direction():
 
 
 def test_cli(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--classes", "2",
-                          "--videos-per-class", "1", "--frames", "4", "--size", "32", "--format", "frames"],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datasets.synthetic",
+            "--out",
+            str(tmp_path),
+            "--classes",
+            "2",
+            "--videos-per-class",
+            "1",
+            "--frames",
+            "4",
+            "--size",
+            "32",
+            "--format",
+            "frames",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "train.txt").is_file() and not (tmp_path / "train_video.txt").exists()
-    bad = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--classes", "99"],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    bad = subprocess.run(
+        [sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--classes", "99"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert bad.returncode == 1 and "--classes must be between 1 and 24" in bad.stderr
 
 
 def test_motions_choose_the_pair_kind_of_each_object():
     classes = class_list(motions=["horizontal", "fade", "light"])
     assert [c.name for c in classes] == [
-        "red circle moving left", "red circle moving right", "blue square fading in", "blue square fading out",
-        "green triangle lighting up", "green triangle going dark"]
+        "red circle moving left",
+        "red circle moving right",
+        "blue square fading in",
+        "blue square fading out",
+        "green triangle lighting up",
+        "green triangle going dark",
+    ]
     assert [c.name for c in class_list(3, motions=["scale", "scale"])] == [
-        "red circle growing", "red circle shrinking", "blue square growing"]
+        "red circle growing",
+        "red circle shrinking",
+        "blue square growing",
+    ]
     # fade and light pairs: one is the other reversed
     for first, second in zip(classes[2::2], classes[3::2], strict=False):
         a = render_video(first, 8, 32, np.random.default_rng(1))
@@ -93,12 +129,35 @@ def test_motions_errors_name_the_choices():
 
 
 def test_cli_motions(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(tmp_path), "--motions", "fade,scale",
-                          "--videos-per-class", "1", "--frames", "4", "--size", "32", "--format", "frames"],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datasets.synthetic",
+            "--out",
+            str(tmp_path),
+            "--motions",
+            "fade,scale",
+            "--videos-per-class",
+            "1",
+            "--frames",
+            "4",
+            "--size",
+            "32",
+            "--format",
+            "frames",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.returncode == 0, out.stderr
-    assert read_label_csv(tmp_path / "labels.csv") == ["red circle fading in", "red circle fading out",
-                                                         "blue square growing", "blue square shrinking"]
+    assert read_label_csv(tmp_path / "labels.csv") == [
+        "red circle fading in",
+        "red circle fading out",
+        "blue square growing",
+        "blue square shrinking",
+    ]
 
 
 def test_bad_motions_write_nothing(tmp_path):

@@ -1,5 +1,6 @@
 """datasets.transforms: crop boxes of the original's test crops, clip-consistent random decisions,
 the virtual-resize crop matching resize-then-crop, normalisation."""
+
 import numpy as np
 import pytest
 import torch
@@ -74,9 +75,9 @@ def test_eval_transform_views_are_slices_of_the_resized_clip_crop_major():
     (rh, rw), plan = eval_crop_plan(40, 60, 32, 36, 10)
     resized = F.resize(clip, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
     for v, ((t, x0, h, w), flip) in enumerate(plan):
-        ref = resized[..., t:t + h, x0:x0 + w]
+        ref = resized[..., t : t + h, x0 : x0 + w]
         ref = F.horizontal_flip(ref) if flip else ref
-        assert torch.equal(out[v * 3:(v + 1) * 3], ref)
+        assert torch.equal(out[v * 3 : (v + 1) * 3], ref)
     # one crop = resize + centre crop; a frame already at scale_size is not resized
     clip2 = _clip(2, 36, 48)
     out1, _ = EvalTransform(32, 36, 1)(clip2)
@@ -117,8 +118,17 @@ def test_multiscale_crop_box_on_grid():
 def test_train_random_decisions_shared_by_all_frames():
     frame = _clip(1, 48, 64, seed=3)
     clip = frame.repeat(6, 1, 1, 1)
-    tf = TrainTransform(input_size=32, scale_size=40, flip_prob=0.5, grayscale_prob=0.5, color_jitter_prob=0.5,
-                        blur_prob=0.5, solarize_prob=0.5, randaug=(2, 9), randaug_per_frame=False)
+    tf = TrainTransform(
+        input_size=32,
+        scale_size=40,
+        flip_prob=0.5,
+        grayscale_prob=0.5,
+        color_jitter_prob=0.5,
+        blur_prob=0.5,
+        solarize_prob=0.5,
+        randaug=(2, 9),
+        randaug_per_frame=False,
+    )
     flips = []
     for seed in range(16):
         out, flipped = tf(clip, np.random.default_rng(seed))
@@ -130,8 +140,9 @@ def test_train_random_decisions_shared_by_all_frames():
 
 def test_randaug_per_frame_differs_between_frames():
     clip = _clip(1, 48, 64, seed=3).repeat(6, 1, 1, 1)
-    tf = TrainTransform(input_size=32, scale_size=40, flip_prob=0, grayscale_prob=0, randaug=(2, 9),
-                        randaug_per_frame=True)
+    tf = TrainTransform(
+        input_size=32, scale_size=40, flip_prob=0, grayscale_prob=0, randaug=(2, 9), randaug_per_frame=True
+    )
     out, _ = tf(clip, np.random.default_rng(0))
     assert not all(torch.equal(out[0], out[i]) for i in range(1, 6))
     state = torch.get_rng_state()
@@ -164,8 +175,9 @@ def test_virtual_resize_crop_matches_resize_then_crop():
         rh, rw = resized_shape(h, w, 64)
         t, x0, bh, bw = random_sized_crop_box(rh, rw, 48, rng)
         resized = F.resize(img, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
-        ref = F.resize(resized[..., t:t + bh, x0:x0 + bw], [48, 48], interpolation=InterpolationMode.BILINEAR,
-                       antialias=True)
+        ref = F.resize(
+            resized[..., t : t + bh, x0 : x0 + bw], [48, 48], interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
         assert (out.float() - ref.float()).abs().mean() < 2.0
 
 
@@ -214,8 +226,18 @@ def test_multiscale_crop_pairs_are_the_originals():
     """GroupMultiScaleCrop(224, [1, .875, .75, .66]), max_distort 1 on a 256 x 340 frame: sides
     int(256 * s) = 256, 224, 192, 168 (224 snapped to the input size), and every (w, h) pair of
     sides at most one scale step apart, non-square ones included (SPEC §2.7)."""
-    expected = {(256, 256), (224, 256), (256, 224), (224, 224), (192, 224), (224, 192),
-                (192, 192), (168, 192), (192, 168), (168, 168)}
+    expected = {
+        (256, 256),
+        (224, 256),
+        (256, 224),
+        (224, 224),
+        (192, 224),
+        (224, 192),
+        (192, 192),
+        (168, 192),
+        (192, 168),
+        (168, 168),
+    }
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(1000):
@@ -224,11 +246,22 @@ def test_multiscale_crop_pairs_are_the_originals():
     assert seen == expected
     # 240 x 320 (the 'something' frames): 240, 210, 180, 158 (none within 3 px of 224)
     seen = {(w, h) for _, _, h, w in (multiscale_crop_box(240, 320, 224, rng) for _ in range(1000))}
-    assert seen == {(240, 240), (210, 240), (240, 210), (210, 210), (180, 210), (210, 180),
-                    (180, 180), (158, 180), (180, 158), (158, 158)}
+    assert seen == {
+        (240, 240),
+        (210, 240),
+        (240, 210),
+        (210, 210),
+        (180, 210),
+        (210, 180),
+        (180, 180),
+        (158, 180),
+        (180, 158),
+        (158, 158),
+    }
     # positions: the 13 fixed offsets of the pair, all of them reachable
-    offsets = {(t, x) for t, x, h, w in (multiscale_crop_box(256, 340, 224, rng) for _ in range(3000))
-               if (w, h) == (192, 224)}
+    offsets = {
+        (t, x) for t, x, h, w in (multiscale_crop_box(256, 340, 224, rng) for _ in range(3000)) if (w, h) == (192, 224)
+    }
     ws, hs = (340 - 192) // 4, (256 - 224) // 4  # 37, 8
     grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
     assert offsets == {(y * hs, x * ws) for x, y in grid}
@@ -257,12 +290,19 @@ def test_fixed_size_multiscale_train_crop_is_drawn_on_the_fixed_frame():
         assert h % 2 == 0 and w % 2 == 0 and h // 2 in sizes and w // 2 in sizes
 
 
-@pytest.mark.parametrize("scale,message", [
-    ([240], "two positive integers"), ([240, 320, 3], "two positive integers"), ([240, "x"], "two positive"),
-    ([100, 320], "smaller than data.input_size 224"), (200, "smaller than data.input_size 224"),
-])
+@pytest.mark.parametrize(
+    "scale,message",
+    [
+        ([240], "two positive integers"),
+        ([240, 320, 3], "two positive integers"),
+        ([240, "x"], "two positive"),
+        ([100, 320], "smaller than data.input_size 224"),
+        (200, "smaller than data.input_size 224"),
+    ],
+)
 def test_scale_size_values_checked(scale, message):
     from utils.config import resolve
+
     with pytest.raises(UserError, match=message):
         resolve({"data": {"scale_size": scale}}, "cfg.yaml")
 
@@ -271,10 +311,23 @@ def test_scale_size_list_reaches_the_dataset(tmp_path):
     from datasets import build_dataset
     from datasets.synthetic import generate
     from utils.config import resolve, to_dotmap
+
     generate(tmp_path, classes=2, videos_per_class=1, val_videos_per_class=1, frames=4, size=48, fmt="frames")
-    cfg = to_dotmap(resolve({"data": {"num_segments": 2, "input_size": 32, "scale_size": [40, 60],
-                                      "val_root": str(tmp_path / "frames"), "val_list": str(tmp_path / "val.txt"),
-                                      "label_list": str(tmp_path / "labels.csv")}}, "t"))
+    cfg = to_dotmap(
+        resolve(
+            {
+                "data": {
+                    "num_segments": 2,
+                    "input_size": 32,
+                    "scale_size": [40, 60],
+                    "val_root": str(tmp_path / "frames"),
+                    "val_list": str(tmp_path / "val.txt"),
+                    "label_list": str(tmp_path / "labels.csv"),
+                }
+            },
+            "t",
+        )
+    )
     ds = build_dataset(cfg, "test")
     clip, _, _ = ds[0]
     assert tuple(clip.shape) == (2, 3, 32, 32)

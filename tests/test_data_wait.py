@@ -1,4 +1,5 @@
 """The data-bound alarm (utils.data_wait) and the remedy it names (datasets.builder.data_remedy)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def test_meter_fraction_line_row_and_alarm_once_per_epoch():
         m.update(0.35, 1.0)
     assert m.fraction == pytest.approx(0.2)
     text = m.alarm()
-    assert text == ("data-bound: waiting for data takes 20 % of each training step (0.200 of 1.000 s, more than "
-                    "logging.data_wait_alarm=0.1); remedy: raise data.workers")
+    assert text == (
+        "data-bound: waiting for data takes 20 % of each training step (0.200 of 1.000 s, more than "
+        "logging.data_wait_alarm=0.1); remedy: raise data.workers"
+    )
     assert m.alarm() is None  # once per epoch
     assert m.row() == {"data_wait_s": "0.2000", "step_s": "1.0000", "data_wait_frac": "0.2000"}
     m.reset()
@@ -48,10 +51,14 @@ def syn(tmp_path_factory) -> Path:
 
 def test_remedy_names_what_helps(syn, tmp_path):
     def ds(video, root=None, **data):
-        d = {"num_segments": 4, "input_size": 32, "label_list": str(syn / "labels.csv"),
-             "train_root": root or str(syn / ("videos" if video else "frames")),
-             "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
-             "modality": "video" if video else "RGB"}
+        d = {
+            "num_segments": 4,
+            "input_size": 32,
+            "label_list": str(syn / "labels.csv"),
+            "train_root": root or str(syn / ("videos" if video else "frames")),
+            "train_list": str(syn / ("train_video.txt" if video else "train.txt")),
+            "modality": "video" if video else "RGB",
+        }
         d.update(data)
         return build_dataset(to_dotmap(resolve({"data": d}, "t")), "train")
 

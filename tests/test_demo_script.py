@@ -1,5 +1,6 @@
 """scripts/run_demo.sh end to end with one short epoch: data generation (and regeneration when the
 demo's data arguments change), training, the multi-view test and the summary."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _demo(tmp_path: Path, data: Path, out: str, **env: str) -> str:
-    run_env = {**os.environ, "PYTHON": sys.executable, "DEMO_DATA": str(data), "DEMO_OUT": str(tmp_path / out),
-               "DEMO_OPTS": "solver.epochs=1 data.num_segments=2 data.workers=0", **env}
+    run_env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "DEMO_DATA": str(data),
+        "DEMO_OUT": str(tmp_path / out),
+        "DEMO_OPTS": "solver.epochs=1 data.num_segments=2 data.workers=0",
+        **env,
+    }
     mode = run_env.pop("DEMO_ARGS", "transf")
-    proc = subprocess.run(["bash", "scripts/run_demo.sh", mode], cwd=ROOT, env=run_env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", "scripts/run_demo.sh", mode], cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -30,8 +38,13 @@ def test_demo_script_trains_tests_and_regenerates_only_on_change(tmp_path):
     first = _demo(tmp_path, data, "run1")
     assert "[demo] generating the synthetic dataset" in first
     assert (data / "labels.csv").read_text().splitlines()[1:] == [
-        "0,red circle moving left", "1,red circle moving right", "2,blue square growing", "3,blue square shrinking",
-        "4,green triangle moving up", "5,green triangle moving down"]
+        "0,red circle moving left",
+        "1,red circle moving right",
+        "2,blue square growing",
+        "3,blue square shrinking",
+        "4,green triangle moving up",
+        "5,green triangle moving down",
+    ]
     assert len((data / "val.txt").read_text().splitlines()) == 6 * 16
     result = json.loads((tmp_path / "run1" / "transf" / "test_3x2" / "results.json").read_text())
     assert result["views"] == 6 and result["num_classes"] == 6 and 0.0 <= result["top1"] <= 100.0

@@ -1,6 +1,7 @@
 """test.py, test_zeroshot.py, scripts/run_test.sh and utils.summarize end to end on generated data
 with a tiny random model: one process and two processes (torchrun, gloo) give the same numbers on
 an odd number of videos; results.json holds what the docs say; bad inputs give one clear line."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ NUM_CLASSES = 7  # one validation video each: 7 videos, odd on purpose
 
 def load_script(name: str):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(f"text4vis_{name}_script", ROOT / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,14 +42,25 @@ def setup(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("evalscripts")
     data = base / "syn"
-    generate(data, classes=NUM_CLASSES, videos_per_class=1, val_videos_per_class=1, frames=8, size=64,
-             fmt="frames", seed=3)
-    cfg_d = {"seed": 0,
-             "data": {"dataset": "syn", "num_segments": 4, "batch_size": 2, "workers": 1,
-                      "val_root": str(data / "frames"), "val_list": str(data / "val.txt"),
-                      "label_list": str(data / "labels.csv"), "input_size": 112, "scale_size": 128},
-             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
-             "logging": {"print_freq": 1}}
+    generate(
+        data, classes=NUM_CLASSES, videos_per_class=1, val_videos_per_class=1, frames=8, size=64, fmt="frames", seed=3
+    )
+    cfg_d = {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 4,
+            "batch_size": 2,
+            "workers": 1,
+            "val_root": str(data / "frames"),
+            "val_list": str(data / "val.txt"),
+            "label_list": str(data / "labels.csv"),
+            "input_size": 112,
+            "scale_size": 128,
+        },
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
+        "logging": {"print_freq": 1},
+    }
     cfg_path = base / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
     torch.manual_seed(1)
@@ -69,14 +82,50 @@ def _env():
 
 def test_one_and_two_processes_agree(setup, capsys):
     out1 = setup["base"] / "one"
-    load_script("test").main(["--config", setup["cfg"], "--weights", setup["ckpt"], "--test_crops", "3",
-                              "--test_clips", "2", "--output", str(out1), "--save_predictions", "--metric", "map",
-                              "--device", "cpu"])
+    load_script("test").main(
+        [
+            "--config",
+            setup["cfg"],
+            "--weights",
+            setup["ckpt"],
+            "--test_crops",
+            "3",
+            "--test_clips",
+            "2",
+            "--output",
+            str(out1),
+            "--save_predictions",
+            "--metric",
+            "map",
+            "--device",
+            "cpu",
+        ]
+    )
     out2 = setup["base"] / "two"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_test.sh"), setup["cfg"], setup["ckpt"],
-                           "--test_crops", "3", "--test_clips", "2", "--output", str(out2), "--save_predictions",
-                           "--metric", "map", "--device", "cpu"],
-                          env=dict(_env(), NPROC="2"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "run_test.sh"),
+            setup["cfg"],
+            setup["ckpt"],
+            "--test_crops",
+            "3",
+            "--test_clips",
+            "2",
+            "--output",
+            str(out2),
+            "--save_predictions",
+            "--metric",
+            "map",
+            "--device",
+            "cpu",
+        ],
+        env=dict(_env(), NPROC="2"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r1 = json.loads((out1 / "results.json").read_text())
     r2 = json.loads((out2 / "results.json").read_text())
@@ -91,11 +140,13 @@ def test_one_and_two_processes_agree(setup, capsys):
     np.testing.assert_allclose(p1["scores"], p2["scores"], rtol=1e-4, atol=1e-6)
     # the reported numbers are those of the saved scores
     from utils.metrics import mean_average_precision, topk_correct
+
     assert topk_correct(p1["scores"], p1["labels"], (1,))[1] == r1["top1_correct"]
     assert mean_average_precision(p1["scores"], p1["labels"]) == pytest.approx(r1["mAP"])
 
     # the per-class files: the same counts from one and two processes, each video once
     import csv
+
     c1, c2 = np.load(out1 / "confusion.npz"), np.load(out2 / "confusion.npz")
     np.testing.assert_array_equal(c1["counts"], c2["counts"])
     assert c1["counts"].sum() == NUM_CLASSES and np.trace(c1["counts"]) == r1["top1_correct"]
@@ -112,6 +163,7 @@ def test_one_and_two_processes_agree(setup, capsys):
     # utils.summarize over the two runs
     from utils.summarize import main as summarize_main
     from utils.summarize import summarize
+
     s = summarize([out1 / "results.json", out2 / "results.json"])
     assert s["top1"]["mean"] == pytest.approx(r1["top1"]) and s["top1"]["std"] == pytest.approx(0.0, abs=1e-9)
     assert "num_videos" not in s and "seconds" not in s
@@ -121,27 +173,40 @@ def test_one_and_two_processes_agree(setup, capsys):
 
 def test_zeroshot_results(setup):
     out = setup["base"] / "zs"
-    load_script("test_zeroshot").main(["--config", setup["cfg"], "--weights", setup["ckpt"], "--output", str(out),
-                                       "--save_predictions", "--device", "cpu"])
+    load_script("test_zeroshot").main(
+        [
+            "--config",
+            setup["cfg"],
+            "--weights",
+            setup["ckpt"],
+            "--output",
+            str(out),
+            "--save_predictions",
+            "--device",
+            "cpu",
+        ]
+    )
     res = json.loads((out / "results.json").read_text())
     half = res["half_classes"]
     assert half["repeats"] == 10 and half["classes_per_split"] == NUM_CLASSES // 2
     for split in half["splits"]:
         np.random.seed(split["seed"])
-        assert split["classes"] == sorted(np.random.permutation(NUM_CLASSES)[:NUM_CLASSES // 2].tolist())
+        assert split["classes"] == sorted(np.random.permutation(NUM_CLASSES)[: NUM_CLASSES // 2].tolist())
         assert split["num_videos"] == NUM_CLASSES // 2  # one video per class
     top1 = [s["top1"] for s in half["splits"]]
     assert half["top1_mean"] == pytest.approx(np.mean(top1)) and half["top1_std"] == pytest.approx(np.std(top1))
     pred = np.load(out / "predictions.npz")
     assert res["full_classes"]["top1_correct"] == int((pred["scores"].argmax(1) == pred["labels"]).sum())
     from utils.summarize import load_results
+
     flat = load_results(out / "results.json")
     assert "half_classes.top1_mean" in flat and "full_classes.top1" in flat
 
 
 def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *args], env=_env(), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_missing_and_corrupt_weights_are_one_line(setup, tmp_path):
@@ -159,8 +224,9 @@ def test_other_architecture_names_differing_keys(setup, tmp_path):
     path = tmp_path / "meanp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(UserError) as err:
-        load_script("test_zeroshot").main(["--config", str(path), "--weights", setup["ckpt"],
-                                           "--output", str(tmp_path / "o")])
+        load_script("test_zeroshot").main(
+            ["--config", str(path), "--weights", setup["ckpt"], "--output", str(tmp_path / "o")]
+        )
     msg = str(err.value)
     assert "unexpected keys" in msg and "fusion_model." in msg and len(msg) < 2000
 
@@ -169,15 +235,30 @@ def test_original_layout_checkpoint_gives_the_same_results(setup, tmp_path):
     """The original's layout: {'epoch', 'model_state_dict' with 'module.' prefixes, no class
     embeddings (they come from the label CSV), 'optimizer_state_dict'}."""
     import torch
+
     ours = torch.load(setup["ckpt"], map_location="cpu", weights_only=True)["model"]
-    original = {"epoch": 29, "optimizer_state_dict": {},
-                "model_state_dict": {f"module.{k}": v for k, v in ours.items() if k != "class_embeddings"}}
+    original = {
+        "epoch": 29,
+        "optimizer_state_dict": {},
+        "model_state_dict": {f"module.{k}": v for k, v in ours.items() if k != "class_embeddings"},
+    }
     path = tmp_path / "original_layout.pt"
     torch.save(original, path)
     test_script = load_script("test")
     for name, weights in (("ours", setup["ckpt"]), ("orig", str(path))):
-        test_script.main(["--config", setup["cfg"], "--weights", weights, "--output", str(tmp_path / name),
-                          "--save_predictions", "--device", "cpu"])
+        test_script.main(
+            [
+                "--config",
+                setup["cfg"],
+                "--weights",
+                weights,
+                "--output",
+                str(tmp_path / name),
+                "--save_predictions",
+                "--device",
+                "cpu",
+            ]
+        )
     a, b = np.load(tmp_path / "ours" / "predictions.npz"), np.load(tmp_path / "orig" / "predictions.npz")
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-7)
 
@@ -198,8 +279,19 @@ def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
     state = torch.load(setup["ckpt"], map_location="cpu", weights_only=True)["model"]
     state["logit_scale"] = torch.tensor(0.0)
     ckpt = save_checkpoint({"model": state, "config": setup["cfg_dict"]}, tmp_path / "scale1.pt")
-    load_script("test").main(["--config", setup["cfg"], "--weights", str(ckpt), "--output", str(tmp_path / "o"),
-                              "--save_predictions", "--device", "cpu"])
+    load_script("test").main(
+        [
+            "--config",
+            setup["cfg"],
+            "--weights",
+            str(ckpt),
+            "--output",
+            str(tmp_path / "o"),
+            "--save_predictions",
+            "--device",
+            "cpu",
+        ]
+    )
     saved = np.load(tmp_path / "o" / "predictions.npz")
 
     cfg = to_dotmap(resolve(setup["cfg_dict"], "t"))
@@ -229,17 +321,38 @@ def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_pa
     (tmp_path / "split_b.txt").write_text("\n".join(lines[1::2]) + "\n")
     names = (data / "labels.csv").read_text().splitlines()[1:]
     keep = [3, 4, 5]
-    (tmp_path / "labels_c.csv").write_text("id,name\n" + "".join(
-        f"{i},{names[c].split(',', 1)[1]}\n" for i, c in enumerate(keep)))
-    (tmp_path / "split_c.txt").write_text("".join(
-        f"{line.rsplit(' ', 1)[0]} {keep.index(int(line.rsplit(' ', 1)[1]))}\n"
-        for line in lines if int(line.rsplit(" ", 1)[1]) in keep))
-    cfg_c = {**setup["cfg_dict"], "data": {**setup["cfg_dict"]["data"], "val_list": str(tmp_path / "split_c.txt"),
-                                           "label_list": str(tmp_path / "labels_c.csv")}}
+    (tmp_path / "labels_c.csv").write_text(
+        "id,name\n" + "".join(f"{i},{names[c].split(',', 1)[1]}\n" for i, c in enumerate(keep))
+    )
+    (tmp_path / "split_c.txt").write_text(
+        "".join(
+            f"{line.rsplit(' ', 1)[0]} {keep.index(int(line.rsplit(' ', 1)[1]))}\n"
+            for line in lines
+            if int(line.rsplit(" ", 1)[1]) in keep
+        )
+    )
+    cfg_c = {
+        **setup["cfg_dict"],
+        "data": {
+            **setup["cfg_dict"]["data"],
+            "val_list": str(tmp_path / "split_c.txt"),
+            "label_list": str(tmp_path / "labels_c.csv"),
+        },
+    }
     (tmp_path / "split_c.yaml").write_text(yaml.safe_dump(cfg_c))
     splits = [str(tmp_path / "split_a.txt"), str(tmp_path / "split_b.txt"), str(tmp_path / "split_c.yaml")]
-    args = ["--config", setup["cfg"], "--weights", setup["ckpt"], "--protocol", "all", "--splits", *splits,
-            "--device", "cpu"]
+    args = [
+        "--config",
+        setup["cfg"],
+        "--weights",
+        setup["ckpt"],
+        "--protocol",
+        "all",
+        "--splits",
+        *splits,
+        "--device",
+        "cpu",
+    ]
     zs = load_script("test_zeroshot")
     zs.main([*args, "--output", str(tmp_path / "one"), "--save_predictions"])
     res = json.loads((tmp_path / "one" / "results.json").read_text())
@@ -252,18 +365,42 @@ def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_pa
     correct = dict(zip(pred["video_ids"].tolist(), (pred["scores"].argmax(1) == pred["labels"]).tolist(), strict=True))
     for s, part in zip(per[:2], (lines[0::2], lines[1::2]), strict=True):
         assert s["top1"] == pytest.approx(100.0 * np.mean([correct[ln.split(" ")[0]] for ln in part]))
-    zs.main(["--config", str(tmp_path / "split_c.yaml"), "--weights", setup["ckpt"], "--protocol", "full",
-             "--output", str(tmp_path / "c"), "--device", "cpu"])
+    zs.main(
+        [
+            "--config",
+            str(tmp_path / "split_c.yaml"),
+            "--weights",
+            setup["ckpt"],
+            "--protocol",
+            "full",
+            "--output",
+            str(tmp_path / "c"),
+            "--device",
+            "cpu",
+        ]
+    )
     alone = json.loads((tmp_path / "c" / "results.json").read_text())["full_classes"]
     assert per[2]["top1"] == alone["top1"] and per[2]["top5"] == alone["top5"]
     top1 = [s["top1"] for s in per]
     assert res["splits"]["top1_mean"] == pytest.approx(np.mean(top1))
     assert res["splits"]["top1_std"] == pytest.approx(np.std(top1))
 
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_test_zeroshot.sh"), setup["cfg"], setup["ckpt"],
-                           *args[4:], "--output", str(tmp_path / "two")],
-                          env=dict(_env(), NPROC="2", PYTHON=sys.executable), cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "run_test_zeroshot.sh"),
+            setup["cfg"],
+            setup["ckpt"],
+            *args[4:],
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        env=dict(_env(), NPROC="2", PYTHON=sys.executable),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["world_size"] == 2
@@ -271,7 +408,16 @@ def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_pa
         assert (a["num_videos"], a["top1"], a["top5"]) == (b["num_videos"], b["top1"], b["top5"])
     assert two["full_classes"]["top1"] == res["full_classes"]["top1"]
 
-    no_splits = _cli("test_zeroshot.py", "--config", setup["cfg"], "--weights", setup["ckpt"], "--protocol", "splits",
-                     "--output", str(tmp_path / "x"))
+    no_splits = _cli(
+        "test_zeroshot.py",
+        "--config",
+        setup["cfg"],
+        "--weights",
+        setup["ckpt"],
+        "--protocol",
+        "splits",
+        "--output",
+        str(tmp_path / "x"),
+    )
     assert no_splits.returncode == 1 and "no official splits are known for data.dataset 'syn'" in no_splits.stderr
     assert "Traceback" not in no_splits.stderr

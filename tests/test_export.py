@@ -5,6 +5,7 @@ Transf, a meanP and a `network.tm: tsm` model; predict.py and test.py give the s
 checkpoint and its three exports; bad inputs are one clear error; `modules.convert --config` makes
 a file predict.py runs without a config.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,19 @@ NAMES = ["red circle moving left", "blue square growing", "green triangle rotati
 def _cfg(base: Path, **network) -> dict:
     labels = base / "labels.csv"
     labels.write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(NAMES)))
-    return {"seed": 0, "data": {"dataset": "syn", "num_segments": 4, "input_size": 112, "scale_size": 128,
-                                "batch_size": 4, "workers": 0, "label_list": str(labels)},
-            "network": {"arch": "tiny", "pretrained": "none", "text_cache": "", "classifier": "orthogonal", **network}}
+    return {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 4,
+            "input_size": 112,
+            "scale_size": 128,
+            "batch_size": 4,
+            "workers": 0,
+            "label_list": str(labels),
+        },
+        "network": {"arch": "tiny", "pretrained": "none", "text_cache": "", "classifier": "orthogonal", **network},
+    }
 
 
 def _checkpoint(base: Path, name: str, **network) -> Path:
@@ -49,13 +60,26 @@ def _checkpoint(base: Path, name: str, **network) -> Path:
     with torch.no_grad():  # every weight away from its initialisation, so a missed key would show
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    state = training_state(model=model, optimizer=None, scheduler=None, scaler=None, epoch=4, iteration=9,
-                           best_top1=50.0, rng=None, config=to_dict(cfg), class_names=NAMES)
+    state = training_state(
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        scaler=None,
+        epoch=4,
+        iteration=9,
+        best_top1=50.0,
+        rng=None,
+        config=to_dict(cfg),
+        class_names=NAMES,
+    )
     return save_checkpoint(state, base / f"{name}.pt")
 
 
-MODELS = {"transf": {"sim_header": "Transf"}, "meanp": {"sim_header": "meanP"},
-          "tsm": {"sim_header": "Transf", "tm": "tsm"}}
+MODELS = {
+    "transf": {"sim_header": "Transf"},
+    "meanp": {"sim_header": "meanP"},
+    "tsm": {"sim_header": "Transf", "tm": "tsm"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +156,7 @@ def test_exports_are_self_contained_and_load_everywhere(exported, tmp_path):
 def load_script(name: str):
     """Import a top-level script by path (`test` would otherwise be the standard library's package)."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(f"text4vis_{name}_script", ROOT / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -140,6 +165,7 @@ def load_script(name: str):
 
 def _predict(argv, capsys):
     import predict
+
     code = 0
     try:
         predict.main(argv)
@@ -151,6 +177,7 @@ def _predict(argv, capsys):
 
 def test_predict_same_top5_with_checkpoint_and_every_export(exported, tmp_path, capsys):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     folder = tmp_path / "clip"
     folder.mkdir()
@@ -158,8 +185,21 @@ def test_predict_same_top5_with_checkpoint_and_every_export(exported, tmp_path, 
         Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(folder / f"img_{i:05d}.jpg")
     answers = {}
     for kind in ("ckpt", "pt", "torchscript", "onnx"):
-        code, out, err = _predict(["--weights", str(exported["tsm"][kind]), "--json", "--test_crops", "3",
-                                   "--test_clips", "2", "--topk", "4", str(folder)], capsys)
+        code, out, err = _predict(
+            [
+                "--weights",
+                str(exported["tsm"][kind]),
+                "--json",
+                "--test_crops",
+                "3",
+                "--test_clips",
+                "2",
+                "--topk",
+                "4",
+                str(folder),
+            ],
+            capsys,
+        )
         assert code == 0, err
         preds = json.loads(out)["results"][0]["predictions"]
         answers[kind] = ([p["class"] for p in preds], [p["probability"] for p in preds])
@@ -175,13 +215,24 @@ def test_predict_same_top5_with_checkpoint_and_every_export(exported, tmp_path, 
 
 def test_test_py_on_onnx_export_equals_checkpoint(exported, tmp_path):
     from datasets.synthetic import generate
+
     data = tmp_path / "syn"
     generate(data, classes=4, videos_per_class=1, val_videos_per_class=2, frames=8, size=64, fmt="frames", seed=1)
     opts = ["--opts", f"data.val_root={data / 'frames'}", f"data.val_list={data / 'val.txt'}"]
     test_script = load_script("test")
     for kind in ("ckpt", "onnx"):
-        test_script.main(["--weights", str(exported["meanp"][kind]), "--output", str(tmp_path / kind),
-                          "--save_predictions", "--device", "cpu", *opts])
+        test_script.main(
+            [
+                "--weights",
+                str(exported["meanp"][kind]),
+                "--output",
+                str(tmp_path / kind),
+                "--save_predictions",
+                "--device",
+                "cpu",
+                *opts,
+            ]
+        )
     a, b = np.load(tmp_path / "ckpt" / "predictions.npz"), np.load(tmp_path / "onnx" / "predictions.npz")
     np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
     ra, rb = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("ckpt", "onnx"))
@@ -202,6 +253,7 @@ def test_untraceable_head_is_refused_and_nothing_is_written(tmp_path, monkeypatc
     pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
     ckpt = _checkpoint(tmp_path, "branchy", sim_header="meanP")
     import modules.builder
+
     real = modules.builder.build_head
     monkeypatch.setattr(modules.builder, "build_head", lambda *a, **k: _Branchy() if a[0] == "meanP" else real(*a, **k))
     # traced on a batch of 2, checked on batches of 1 and 3: the batch of 1 takes the other branch
@@ -223,11 +275,31 @@ def test_bad_export_requests(tmp_path, exported):
         export(ckpt, tmp_path / "model.x", "tflite")
     with pytest.raises(UserError, match="already a onnx export"):
         export(exported["transf"]["onnx"], tmp_path / "again.pt")
-    proc = subprocess.run([sys.executable, "-m", "app.export", "--weights", str(ckpt), "--out", str(tmp_path / "m.x"),
-                           "--format", "tflite"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.export",
+            "--weights",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "m.x"),
+            "--format",
+            "tflite",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "invalid choice: 'tflite'" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "app.export", "--weights", str(ckpt), "--out",
-                           str(tmp_path / "model.bin")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.export", "--weights", str(ckpt), "--out", str(tmp_path / "model.bin")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: cannot tell the export format")
     # an export run with a config whose input differs from it
@@ -254,11 +326,14 @@ def test_onnx_file_without_metadata_is_refused(tmp_path):
 def test_convert_with_config_is_self_contained(tmp_path, capsys):
     """modules.convert --config: predict.py needs no --config for its output, and says so."""
     from modules import convert
+
     _run = _predict
     base = tmp_path / "m"
     ckpt = torch.load(_checkpoint(base, "orig", sim_header="Transf"), weights_only=True)
-    original = {"epoch": 7, "model_state_dict": {f"module.{k}": v for k, v in ckpt["model"].items()
-                                                 if k != "class_embeddings"}}
+    original = {
+        "epoch": 7,
+        "model_state_dict": {f"module.{k}": v for k, v in ckpt["model"].items() if k != "class_embeddings"},
+    }
     torch.save(original, tmp_path / "original.pt")
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(ckpt["config"]))
@@ -271,16 +346,19 @@ def test_convert_with_config_is_self_contained(tmp_path, capsys):
     assert full["class_names"] == NAMES and full["epoch"] == 7 and "optimizer" not in full
     image = tmp_path / "x.png"
     from PIL import Image
+
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(image)
     code, out_full, _ = _run(["--weights", str(tmp_path / "full.pt"), "--json", str(image)], capsys)
     assert code == 0
-    code, out_bare, _ = _run(["--weights", str(tmp_path / "bare.pt"), "--config", str(cfg_path), "--json", str(image)],
-                             capsys)
+    code, out_bare, _ = _run(
+        ["--weights", str(tmp_path / "bare.pt"), "--config", str(cfg_path), "--json", str(image)], capsys
+    )
     assert code == 0
     full_preds, bare_preds = (json.loads(o)["results"][0]["predictions"] for o in (out_full, out_bare))
     assert [p["class"] for p in full_preds] == [p["class"] for p in bare_preds]
-    np.testing.assert_allclose([p["probability"] for p in full_preds], [p["probability"] for p in bare_preds],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [p["probability"] for p in full_preds], [p["probability"] for p in bare_preds], rtol=1e-4, atol=1e-6
+    )
     with pytest.raises(UserError, match="holds no config"):
         _run(["--weights", str(tmp_path / "bare.pt"), str(image)], capsys)
 

@@ -1,6 +1,7 @@
 """app.extract: embeddings equal `model.encode_video`; a run killed with SIGKILL and run again writes
 the same file, byte for byte, as an uninterrupted run; two processes (torchrun, gloo) write the same
 rows; inputs by path (folders, videos, images) with unreadable ones listed; app.lda reads the file."""
+
 from __future__ import annotations
 
 import os
@@ -32,13 +33,29 @@ def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("extract")
     data = base / "syn"
     generate(data, classes=4, videos_per_class=2, val_videos_per_class=3, frames=8, size=64, fmt="both", seed=2)
-    cfg_d = {"seed": 0,
-             "data": {"dataset": "syn", "num_segments": 4, "batch_size": 2, "workers": 0,
-                      "train_root": str(data / "frames"), "train_list": str(data / "train.txt"),
-                      "val_root": str(data / "frames"), "val_list": str(data / "val.txt"),
-                      "label_list": str(data / "labels.csv"), "input_size": 112, "scale_size": 128},
-             "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "",
-                         "classifier": "orthogonal"}}
+    cfg_d = {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 4,
+            "batch_size": 2,
+            "workers": 0,
+            "train_root": str(data / "frames"),
+            "train_list": str(data / "train.txt"),
+            "val_root": str(data / "frames"),
+            "val_list": str(data / "val.txt"),
+            "label_list": str(data / "labels.csv"),
+            "input_size": 112,
+            "scale_size": 128,
+        },
+        "network": {
+            "arch": "tiny",
+            "pretrained": "none",
+            "sim_header": "Transf",
+            "text_cache": "",
+            "classifier": "orthogonal",
+        },
+    }
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg_d))
     torch.manual_seed(0)
     names = read_label_csv(data / "labels.csv")
@@ -59,6 +76,7 @@ def _env():
 
 def _extract(*args: str) -> None:
     from app.extract import main
+
     main(list(args))
 
 
@@ -69,8 +87,20 @@ def test_embeddings_equal_encode_video(setup, capsys):
     from utils.config import resolve, to_dotmap
 
     out = setup["base"] / "val.npz"
-    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--chunk", "5", "--per_view",
-             "--per_frame", "--device", "cpu")
+    _extract(
+        "--weights",
+        setup["ckpt"],
+        "--split",
+        "val",
+        "--out",
+        str(out),
+        "--chunk",
+        "5",
+        "--per_view",
+        "--per_frame",
+        "--device",
+        "cpu",
+    )
     assert "wrote" in capsys.readouterr().out
     got = np.load(out, allow_pickle=False)
     ds = build_dataset(to_dotmap(resolve(setup["cfg"], "t")), "test")
@@ -87,28 +117,59 @@ def test_embeddings_equal_encode_video(setup, capsys):
     np.testing.assert_allclose(got["frame_embeddings"].reshape(-1, want.shape[1]), frames.numpy(), atol=1e-5)
     assert not Path(str(out) + ".parts").exists()
     import json
+
     meta = json.loads(str(got["meta"]))
     assert meta["format"] == "text4vis-embeddings" and meta["views"] == 1
 
 
 def test_multiview_is_the_mean_of_views(setup):
     out = setup["base"] / "val6.npz"
-    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--test_crops", "3", "--test_clips",
-             "2", "--per_view", "--device", "cpu")
+    _extract(
+        "--weights",
+        setup["ckpt"],
+        "--split",
+        "val",
+        "--out",
+        str(out),
+        "--test_crops",
+        "3",
+        "--test_clips",
+        "2",
+        "--per_view",
+        "--device",
+        "cpu",
+    )
     got = np.load(out)
     assert got["view_embeddings"].shape[1] == 6
     np.testing.assert_allclose(got["view_embeddings"].mean(axis=1), got["embeddings"], atol=1e-5)
     # test.py's fusion: the same embeddings it scores (predictions of test.py equal softmax of these)
     from app.weights import load_model
     from utils.similarity import class_probabilities
+
     classes = load_model(setup["ckpt"]).model.class_embeddings
     probs = class_probabilities(torch.from_numpy(got["embeddings"]), classes, 100.0)
     assert probs.shape == (12, 4)
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "app.extract", "--weights", "SETUP", "--split", "val", "--out", str(out),
-            "--chunk", "1", "--batch_size", "1", "--device", "cpu", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "app.extract",
+        "--weights",
+        "SETUP",
+        "--split",
+        "val",
+        "--out",
+        str(out),
+        "--chunk",
+        "1",
+        "--batch_size",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_killed_run_resumes_to_the_same_file(setup):
@@ -121,8 +182,9 @@ def test_killed_run_resumes_to_the_same_file(setup):
     proc = subprocess.run(cmd(whole), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     parts = Path(str(resumed) + ".parts")
-    run = subprocess.Popen(cmd(resumed), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        cmd(resumed), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and len(list(parts.glob("chunk-*.npz"))) < 4 and run.poll() is None:
         time.sleep(0.05)
@@ -143,10 +205,32 @@ def test_killed_run_resumes_to_the_same_file(setup):
 def test_two_processes_write_the_same_rows(setup):
     out1, out2 = setup["base"] / "one.npz", setup["base"] / "two.npz"
     _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out1), "--chunk", "2", "--device", "cpu")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "app.extract", "--weights", setup["ckpt"], "--split", "val", "--out", str(out2),
-                           "--chunk", "2", "--device", "cpu"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "app.extract",
+            "--weights",
+            setup["ckpt"],
+            "--split",
+            "val",
+            "--out",
+            str(out2),
+            "--chunk",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = np.load(out1), np.load(out2)
     assert a["ids"].tolist() == b["ids"].tolist() and a["labels"].tolist() == b["labels"].tolist()
@@ -156,6 +240,7 @@ def test_two_processes_write_the_same_rows(setup):
 
 def test_inputs_by_path_and_unreadable_ones(setup, tmp_path, capsys):
     from PIL import Image
+
     data = setup["data"]
     videos = sorted((data / "videos").rglob("*.mp4"))[:2]
     folder = tmp_path / "mixed"
@@ -188,6 +273,7 @@ def test_resume_with_other_settings_is_refused(setup, tmp_path):
     out = tmp_path / "e.npz"
     parts = Path(str(out) + ".parts")
     from app.extract import main
+
     parts.mkdir()
     (parts / "manifest.json").write_text('{"chunk": 99}')
     with pytest.raises(UserError, match="holds parts of a run with other settings.*chunk"):
@@ -200,6 +286,7 @@ def test_lda_fits_from_extracted_features(setup, capsys):
     out = setup["base"] / "train.npz"
     _extract("--weights", setup["ckpt"], "--split", "train", "--out", str(out), "--device", "cpu")
     from app.lda import main as lda_main
+
     lda_out = setup["base"] / "lda.pt"
     lda_main(["--features", str(out), "--out", str(lda_out)])
     directions = torch.load(lda_out, weights_only=True)

@@ -5,6 +5,7 @@ and loses nothing; kills at the worst moments lose nothing either; crafted pickl
 Each case is a row of a table; the CLI cases run as subprocesses (what a user sees), the others
 call the entry point's `main` and check the UserError that `run_cli` prints as that one line.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run(*args: str, cwd: Path = ROOT, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -68,22 +70,44 @@ def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("failures")
     data = base / "data"
     generate(data, classes=4, videos_per_class=2, val_videos_per_class=1, frames=6, size=64, fmt="frames", seed=0)
-    cfg = {"seed": 5,
-           "data": {"dataset": "syn", "num_segments": 2, "batch_size": 4, "workers": 0, "input_size": 112,
-                    "min_frames": 1, "train_root": str(data / "frames"), "val_root": str(data / "frames"),
-                    "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt"),
-                    "label_list": str(data / "labels.csv")},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "classifier": "orthogonal",
-                       "text_cache": ""},
-           "solver": {"epochs": 3, "lr": 1e-3, "lr_warmup_step": 0, "lr_step_every": 1},
-           "logging": {"print_freq": 1}}
+    cfg = {
+        "seed": 5,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 2,
+            "batch_size": 4,
+            "workers": 0,
+            "input_size": 112,
+            "min_frames": 1,
+            "train_root": str(data / "frames"),
+            "val_root": str(data / "frames"),
+            "train_list": str(data / "train.txt"),
+            "val_list": str(data / "val.txt"),
+            "label_list": str(data / "labels.csv"),
+        },
+        "network": {
+            "arch": "tiny",
+            "pretrained": "none",
+            "sim_header": "meanP",
+            "classifier": "orthogonal",
+            "text_cache": "",
+        },
+        "solver": {"epochs": 3, "lr": 1e-3, "lr_warmup_step": 0, "lr_step_every": 1},
+        "logging": {"print_freq": 1},
+    }
     cfg_path = base / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = base / "run"
     proc = run("train.py", "--config", str(cfg_path), "--output", str(run_dir), "--opts", "solver.epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"base": base, "data": data, "cfg": cfg, "cfg_path": str(cfg_path), "run": run_dir,
-            "ckpt": str(run_dir / "last_model.pt")}
+    return {
+        "base": base,
+        "data": data,
+        "cfg": cfg,
+        "cfg_path": str(cfg_path),
+        "run": run_dir,
+        "ckpt": str(run_dir / "last_model.pt"),
+    }
 
 
 def write_cfg(setup, name: str, **sections) -> str:
@@ -105,11 +129,17 @@ CONFIG_CASES = {
     "zero batch": ("", ["--config", "{cfg}", "--opts", "data.batch_size=0"], ["data.batch_size", ">= 1"]),
     "opts without =": ("", ["--config", "{cfg}", "--opts", "solver.epochs"], ["--opts", "key=value"]),
     "input size": ("", ["--config", "{cfg}", "--opts", "data.input_size=32"], ["data.input_size is 32", "112"]),
-    "label CSV missing": ("", ["--config", "{cfg}", "--opts", "data.label_list={base}/none.csv"],
-                          ["label CSV not found", "none.csv"]),
+    "label CSV missing": (
+        "",
+        ["--config", "{cfg}", "--opts", "data.label_list={base}/none.csv"],
+        ["label CSV not found", "none.csv"],
+    ),
     "train list missing": ("", ["--config", "{cfg}", "--opts", "data.train_list={base}/none.txt"], ["none.txt"]),
-    "train root not a folder": ("", ["--config", "{cfg}", "--opts", "data.train_root={base}/cfg.yaml"],
-                                ["data.train_root", "not a folder"]),
+    "train root not a folder": (
+        "",
+        ["--config", "{cfg}", "--opts", "data.train_root={base}/cfg.yaml"],
+        ["data.train_root", "not a folder"],
+    ),
 }
 
 
@@ -145,12 +175,21 @@ def test_data_file_errors_name_file_and_line(setup, tmp_path):
 
 def test_broken_frame_names_the_file(setup, tmp_path):
     import shutil
+
     frames = tmp_path / "frames"
     shutil.copytree(setup["data"] / "frames", frames)
     victim = sorted(frames.glob("*/*/img_00001.jpg"))[0]
     victim.write_bytes(b"\xff\xd8 not a jpeg")
-    proc = run("test.py", "--weights", setup["ckpt"], "--output", str(tmp_path / "o"),
-               "--opts", f"data.val_root={frames}", f"data.val_list={setup['data'] / 'train.txt'}")
+    proc = run(
+        "test.py",
+        "--weights",
+        setup["ckpt"],
+        "--output",
+        str(tmp_path / "o"),
+        "--opts",
+        f"data.val_root={frames}",
+        f"data.val_list={setup['data'] / 'train.txt'}",
+    )
     assert_one_clear_line(proc, victim.parent.name)
 
 
@@ -171,8 +210,9 @@ def test_weights_file_errors(setup, tmp_path):
         "norun": ["norun", "folder without model_best.pt or last_model.pt"],
     }
     for name, needles in cases.items():
-        proc = run("test.py", "--weights", str(tmp_path / name), "--config", setup["cfg_path"],
-                   "--output", str(tmp_path / "o"))
+        proc = run(
+            "test.py", "--weights", str(tmp_path / name), "--config", setup["cfg_path"], "--output", str(tmp_path / "o")
+        )
         assert_one_clear_line(proc, *needles)
 
 
@@ -197,13 +237,28 @@ def test_pickle_payloads_never_run(setup, tmp_path):
     video = str(next((setup["data"] / "frames").glob("*/*")))
     # as --weights of every evaluation entry point
     for script in ("test.py", "test_zeroshot.py"):
-        assert_one_clear_line(run(script, "--weights", str(evil), "--config", setup["cfg_path"],
-                                  "--output", str(tmp_path / "o")), "evil.pt", "Python objects")
-    assert_one_clear_line(run("predict.py", "--weights", str(evil), "--config", setup["cfg_path"], video),
-                          "evil.pt", "Python objects")
+        assert_one_clear_line(
+            run(script, "--weights", str(evil), "--config", setup["cfg_path"], "--output", str(tmp_path / "o")),
+            "evil.pt",
+            "Python objects",
+        )
+    assert_one_clear_line(
+        run("predict.py", "--weights", str(evil), "--config", setup["cfg_path"], video), "evil.pt", "Python objects"
+    )
     # as network.pretrained of train.py (and named in a config): refused, naming the flag
-    assert_one_clear_line(run("train.py", "--config", setup["cfg_path"], "--output", str(tmp_path / "t"),
-                              "--opts", f"network.pretrained={evil}"), "evil.pt", "--trust_pickle")
+    assert_one_clear_line(
+        run(
+            "train.py",
+            "--config",
+            setup["cfg_path"],
+            "--output",
+            str(tmp_path / "t"),
+            "--opts",
+            f"network.pretrained={evil}",
+        ),
+        "evil.pt",
+        "--trust_pickle",
+    )
     # a clean checkpoint whose stored config names the payload: evaluating it reads no other file
     ckpt = torch.load(setup["ckpt"], weights_only=True)
     ckpt["config"]["network"]["pretrained"] = str(evil)
@@ -212,8 +267,17 @@ def test_pickle_payloads_never_run(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists()
     # the explicit flag is the only way in, and it is honoured for that file only
-    proc = run("train.py", "--config", setup["cfg_path"], "--output", str(tmp_path / "t2"),
-               "--trust_pickle", str(tmp_path / "other.pt"), "--opts", f"network.pretrained={evil}")
+    proc = run(
+        "train.py",
+        "--config",
+        setup["cfg_path"],
+        "--output",
+        str(tmp_path / "t2"),
+        "--trust_pickle",
+        str(tmp_path / "other.pt"),
+        "--opts",
+        f"network.pretrained={evil}",
+    )
     assert_one_clear_line(proc, "--trust_pickle")
     assert not marker.exists()
 
@@ -228,6 +292,7 @@ def test_output_under_a_regular_file(setup, tmp_path):
 def test_disk_full_during_save_keeps_the_old_checkpoint(setup, tmp_path, monkeypatch):
     from utils import fileio
     from utils.checkpoint import save_checkpoint
+
     target = tmp_path / "last_model.pt"
     save_checkpoint({"v": torch.ones(2)}, target)
 
@@ -244,16 +309,19 @@ def test_disk_full_during_save_keeps_the_old_checkpoint(setup, tmp_path, monkeyp
 
 def test_resume_refuses_changed_settings_and_keeps_config(setup, tmp_path):
     import shutil
+
     run_dir = tmp_path / "run"
     shutil.copytree(setup["run"], run_dir)
     before = (run_dir / "config.yaml").read_text()
-    proc = run("train.py", "--config", setup["cfg_path"], "--output", str(run_dir),
-               "--opts", "resume=auto", "solver.lr=0.05")
+    proc = run(
+        "train.py", "--config", setup["cfg_path"], "--output", str(run_dir), "--opts", "resume=auto", "solver.lr=0.05"
+    )
     assert_one_clear_line(proc, "solver.lr: 0.001 -> 0.05", "pretrain=")
     assert (run_dir / "config.yaml").read_text() == before
     # more epochs is allowed, logged, and recorded
-    proc = run("train.py", "--config", setup["cfg_path"], "--output", str(run_dir),
-               "--opts", "resume=auto", "solver.epochs=2")
+    proc = run(
+        "train.py", "--config", setup["cfg_path"], "--output", str(run_dir), "--opts", "resume=auto", "solver.epochs=2"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resume: solver.epochs: 1 -> 2" in (run_dir / "log.txt").read_text()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["solver"]["epochs"] == 2
@@ -347,15 +415,29 @@ def _alive(pid: int) -> bool:
 def _long_training(setup, tmp_path, workers: int) -> list[str]:
     lines = (setup["data"] / "train.txt").read_text()
     (tmp_path / "long.txt").write_text(lines * 200)
-    return ["--config", setup["cfg_path"], "--output", str(tmp_path / "long"), "--opts",
-            f"data.train_list={tmp_path / 'long.txt'}", f"data.workers={workers}", "data.batch_size=1",
-            "solver.epochs=50"]
+    return [
+        "--config",
+        setup["cfg_path"],
+        "--output",
+        str(tmp_path / "long"),
+        "--opts",
+        f"data.train_list={tmp_path / 'long.txt'}",
+        f"data.workers={workers}",
+        "data.batch_size=1",
+        "solver.epochs=50",
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc (Linux)")
 def test_killed_dataloader_worker_names_the_likely_cause(setup, tmp_path):
-    proc = subprocess.Popen([sys.executable, "train.py", *_long_training(setup, tmp_path, 1)], cwd=ROOT,
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *_long_training(setup, tmp_path, 1)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not _children(proc.pid):
@@ -368,15 +450,28 @@ def test_killed_dataloader_worker_names_the_likely_cause(setup, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert_one_clear_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
-                          "DataLoader worker", "memory", "data.workers")
+    assert_one_clear_line(
+        subprocess.CompletedProcess(proc.args, proc.returncode, "", err), "DataLoader worker", "memory", "data.workers"
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc (Linux)")
 def test_ranks_stop_when_the_torchrun_agent_is_killed(setup, tmp_path):
-    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              "train.py", *_long_training(setup, tmp_path, 0)], cwd=ROOT, env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "train.py",
+            *_long_training(setup, tmp_path, 0),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ranks: list[int] = []
     try:
         deadline = time.time() + 120

@@ -1,4 +1,5 @@
 """Temporal fusion heads: shapes, values against reference computations, Transf init/params."""
+
 import math
 
 import pytest
@@ -47,10 +48,23 @@ def test_transf_parameter_names_match_original_layout():
     expected = {"frame_position_embeddings.weight"}
     for i in range(6):
         p = f"transformer.resblocks.{i}."
-        expected |= {p + s for s in ("attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
-                                     "attn.out_proj.bias", "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight",
-                                     "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
-                                     "ln_2.weight", "ln_2.bias")}
+        expected |= {
+            p + s
+            for s in (
+                "attn.in_proj_weight",
+                "attn.in_proj_bias",
+                "attn.out_proj.weight",
+                "attn.out_proj.bias",
+                "ln_1.weight",
+                "ln_1.bias",
+                "mlp.c_fc.weight",
+                "mlp.c_fc.bias",
+                "mlp.c_proj.weight",
+                "mlp.c_proj.bias",
+                "ln_2.weight",
+                "ln_2.bias",
+            )
+        }
     assert names == expected
     assert head.frame_position_embeddings.weight.shape == (77, 512)
     assert head.transformer.resblocks[0].attn.num_heads == 8
@@ -113,8 +127,22 @@ def _reference_transf(head: TransfHead, x: torch.Tensor) -> torch.Tensor:
     for blk in head.transformer.resblocks:
         y = nn.functional.layer_norm(h, (D,), blk.ln_1.weight, blk.ln_1.bias, 1e-12)
         a, _ = nn.functional.multi_head_attention_forward(
-            y, y, y, D, blk.attn.num_heads, blk.attn.in_proj_weight, blk.attn.in_proj_bias, None, None,
-            False, 0.0, blk.attn.out_proj.weight, blk.attn.out_proj.bias, training=False, need_weights=False)
+            y,
+            y,
+            y,
+            D,
+            blk.attn.num_heads,
+            blk.attn.in_proj_weight,
+            blk.attn.in_proj_bias,
+            None,
+            None,
+            False,
+            0.0,
+            blk.attn.out_proj.weight,
+            blk.attn.out_proj.bias,
+            training=False,
+            need_weights=False,
+        )
         h = h + a
         y = nn.functional.layer_norm(h, (D,), blk.ln_2.weight, blk.ln_2.bias, 1e-12)
         y = nn.functional.linear(y, blk.mlp.c_fc.weight, blk.mlp.c_fc.bias)

@@ -1,4 +1,5 @@
 """utils.metrics against scikit-learn and hand-computed values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,7 @@ def test_map_matches_sklearn_on_random_scores(seed):
     expected = 100 * average_precision_score(np.eye(c)[labels], scores, average="macro")
     assert mean_average_precision(scores, labels) == pytest.approx(expected, abs=1e-10)
     per_class = average_precision_per_class(scores, np.eye(c)[labels]).numpy()
-    np.testing.assert_allclose(per_class, average_precision_score(np.eye(c)[labels], scores, average=None),
-                               atol=1e-12)
+    np.testing.assert_allclose(per_class, average_precision_score(np.eye(c)[labels], scores, average=None), atol=1e-12)
 
 
 def test_map_hand_computed_and_zero_positive_class():

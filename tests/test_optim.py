@@ -1,4 +1,5 @@
 """Optimiser groups and the LR schedule against the original's formulas (SPEC §4.3, §4.4, §11.1)."""
+
 import math
 
 import pytest
@@ -34,8 +35,12 @@ def test_two_groups_as_original():
     assert [g["name"] for g in opt.param_groups] == ["visual", "head"]
     g0, g1 = opt.param_groups
     assert _names(m, g0) == ["logit_scale", "visual.0.bias", "visual.0.weight", "visual.1.bias", "visual.1.weight"]
-    assert _names(m, g1) == ["fusion_model.bias", "fusion_model.frame_position_embeddings.weight",
-                             "fusion_model.weight", "visual.control_point.weight"]
+    assert _names(m, g1) == [
+        "fusion_model.bias",
+        "fusion_model.frame_position_embeddings.weight",
+        "fusion_model.weight",
+        "visual.control_point.weight",
+    ]
     assert math.isclose(g0["lr"], 5e-6) and math.isclose(g1["lr"], 5e-5)
     assert g0["weight_decay"] == g1["weight_decay"] == 0.2
     assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8
@@ -103,8 +108,8 @@ def test_per_iteration_schedule_and_end_value():
     got = [g[1] for g in _lrs_by_iteration(sched, opt, 12)]
     expect = [2.0 * _original_cosine(k / 4, 3, 1) for k in range(12)]
     assert got == pytest.approx(expect, abs=1e-12)
-    assert got[4] == pytest.approx(2.0)           # end of warm-up
-    assert got[8] == pytest.approx(1.0)           # half-way through the cosine
+    assert got[4] == pytest.approx(2.0)  # end of warm-up
+    assert got[8] == pytest.approx(1.0)  # half-way through the cosine
     assert held_epoch(11, 4, 1) == 11 / 4
 
 
@@ -113,8 +118,16 @@ def test_multistep_with_warmup():
     assert multistep_milestones([5, 3], 7) == [3.0, 5.0]
     m = Toy()
     opt = build_optimizer(m, lr=1.0, clip_ratio=0.1, weight_decay=0.0)
-    sched = build_scheduler(opt, kind="multistep", epochs=6, warmup_epochs=1, iters_per_epoch=2,
-                            step_every=1, decay_step=[2, 4], decay_factor=0.1)
+    sched = build_scheduler(
+        opt,
+        kind="multistep",
+        epochs=6,
+        warmup_epochs=1,
+        iters_per_epoch=2,
+        step_every=1,
+        decay_step=[2, 4],
+        decay_factor=0.1,
+    )
     got = [g[1] for g in _lrs_by_iteration(sched, opt, 12)]
     assert got == pytest.approx([0.0, 0.5, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01])
 

@@ -6,6 +6,7 @@ videos' embeddings point at their classes' text embeddings (a linear probe), the
 checkpoint format with its config. The four classes used differ in colour and shape (the
 generated dataset's classes 0, 2, 4, 6), which such a probe separates.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,23 @@ KEEP = [0, 2, 4, 6]  # red circle moving left, blue square growing, green triang
 
 
 def _cfg_dict(root: Path, sub: Path, **network) -> dict:
-    return {"seed": 0,
-            "data": {"dataset": "syn", "num_segments": 4, "batch_size": 16, "workers": 0,
-                     "train_root": str(root / "frames"), "val_root": str(root / "frames"),
-                     "train_list": str(sub / "train.txt"), "val_list": str(sub / "val.txt"),
-                     "label_list": str(sub / "labels.csv"), "input_size": 112, "scale_size": 128},
-            "network": {"arch": "tiny", "pretrained": "none", "sim_header": "None", "text_cache": "", **network}}
+    return {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 4,
+            "batch_size": 16,
+            "workers": 0,
+            "train_root": str(root / "frames"),
+            "val_root": str(root / "frames"),
+            "train_list": str(sub / "train.txt"),
+            "val_list": str(sub / "val.txt"),
+            "label_list": str(sub / "labels.csv"),
+            "input_size": 112,
+            "scale_size": 128,
+        },
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "None", "text_cache": "", **network},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +65,9 @@ def demo(tmp_path_factory):
     (sub / "labels.csv").write_text("id,name\n" + "".join(f"{i},{names[c]}\n" for i, c in enumerate(KEEP)))
     for split in ("train", "val"):
         rows = [line.split() for line in (root / f"{split}.txt").read_text().splitlines()]
-        (sub / f"{split}.txt").write_text("".join(f"{p} {n} {KEEP.index(int(y))}\n" for p, n, y in rows
-                                                  if int(y) in KEEP))
+        (sub / f"{split}.txt").write_text(
+            "".join(f"{p} {n} {KEEP.index(int(y))}\n" for p, n, y in rows if int(y) in KEEP)
+        )
     cfg_d = _cfg_dict(root, sub)
     cfg = to_dotmap(resolve(cfg_d, "demo"))
     (base / "demo.yaml").write_text(yaml.safe_dump(cfg_d))
@@ -81,19 +94,31 @@ def demo(tmp_path_factory):
     val_rows = [line.split() for line in (sub / "val.txt").read_text().splitlines()]
     videos = []
     for rel, n, label in val_rows[::6]:
-        frames = [np.asarray(Image.open(root / "frames" / rel / f"img_{i:05d}.jpg").convert("RGB"))
-                  for i in range(1, int(n) + 1)]
+        frames = [
+            np.asarray(Image.open(root / "frames" / rel / f"img_{i:05d}.jpg").convert("RGB"))
+            for i in range(1, int(n) + 1)
+        ]
         path = base / "videos" / f"{rel.replace('/', '_')}.mp4"
         write_mp4(path, frames)
         videos.append((str(path), int(label)))
     folders = [(str(root / "frames" / rel), int(label)) for rel, _, label in val_rows]
-    return {"base": base, "cfg": str(base / "demo.yaml"), "ckpt": str(ckpt), "names": class_names,
-            "videos": videos, "folders": folders, "root": root, "sub": sub, "cfg_dict": cfg_d}
+    return {
+        "base": base,
+        "cfg": str(base / "demo.yaml"),
+        "ckpt": str(ckpt),
+        "names": class_names,
+        "videos": videos,
+        "folders": folders,
+        "root": root,
+        "sub": sub,
+        "cfg_dict": cfg_d,
+    }
 
 
 def load_script(name: str):
     """Import a top-level script by path (`test` would otherwise be the standard library's package)."""
     import importlib.util
+
     path = Path(__file__).resolve().parents[1] / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"text4vis_{name}_script", path)
     module = importlib.util.module_from_spec(spec)
@@ -137,14 +162,43 @@ def test_matches_test_py_predictions(demo, tmp_path, capsys):
     test_script = load_script("test")
     short = tmp_path / "val5.txt"
     short.write_text("".join((demo["sub"] / "val.txt").read_text().splitlines(keepends=True)[:5]))
-    test_script.main(["--config", demo["cfg"], "--weights", demo["ckpt"], "--output", str(tmp_path),
-                      "--save_predictions", "--test_crops", "3", "--test_clips", "2",
-                      "--opts", f"data.val_list={short}"])
+    test_script.main(
+        [
+            "--config",
+            demo["cfg"],
+            "--weights",
+            demo["ckpt"],
+            "--output",
+            str(tmp_path),
+            "--save_predictions",
+            "--test_crops",
+            "3",
+            "--test_clips",
+            "2",
+            "--opts",
+            f"data.val_list={short}",
+        ]
+    )
     saved = np.load(tmp_path / "predictions.npz")
     capsys.readouterr()
     folders = [p for p, _ in demo["folders"]][:5]
-    code, out, _ = _run(["--config", demo["cfg"], "--weights", demo["ckpt"], "--json", "--topk", "4",
-                         "--test_crops", "3", "--test_clips", "2", *folders], capsys)
+    code, out, _ = _run(
+        [
+            "--config",
+            demo["cfg"],
+            "--weights",
+            demo["ckpt"],
+            "--json",
+            "--topk",
+            "4",
+            "--test_crops",
+            "3",
+            "--test_clips",
+            "2",
+            *folders,
+        ],
+        capsys,
+    )
     assert code == 0
     for i, r in enumerate(json.loads(out)["results"]):
         probs = np.zeros(4)
@@ -201,6 +255,7 @@ def test_missing_weights(demo, capsys):
 def test_wrong_architecture_lists_keys(demo, tmp_path):
     cfg = dict(demo["cfg_dict"], network=dict(demo["cfg_dict"]["network"], sim_header="Transf"))
     import yaml
+
     path = tmp_path / "transf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(UserError) as err:
@@ -224,16 +279,17 @@ def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
     labels = tmp_path / "three.csv"
     labels.write_text("id,name\n0,a\n1,b\n2,c\n")
     with pytest.raises(UserError, match="cannot score the class names given.*rows were trained"):
-        predict.main(["--config", str(cfg_path), "--weights", str(ckpt), "--labels", str(labels),
-                      demo["videos"][0][0]])
+        predict.main(["--config", str(cfg_path), "--weights", str(ckpt), "--labels", str(labels), demo["videos"][0][0]])
 
 
 # ----------------------------------------------------------------------------- timelines, images, --opts
+
 
 @pytest.fixture(scope="module")
 def long_video(demo):
     """A 60 s mp4 (10 fps) of six 10 s segments, each one of the model's classes doing its motion."""
     from datasets.synthetic import class_list, render_video, write_mp4
+
     classes = class_list(8)
     rng = np.random.default_rng(5)
     order = [0, 1, 2, 3, 0, 1]  # labels of the 4-class model (KEEP[label] in the generated set)
@@ -247,8 +303,23 @@ def long_video(demo):
 
 def test_window_timeline_covers_a_60s_video(demo, long_video, tmp_path, capsys):
     path, order = long_video
-    code, out, err = _run(["--weights", demo["ckpt"], "--window", "4s", "--stride", "2s", "--topk", "3", "--json",
-                           "--out", str(tmp_path), path], capsys)
+    code, out, err = _run(
+        [
+            "--weights",
+            demo["ckpt"],
+            "--window",
+            "4s",
+            "--stride",
+            "2s",
+            "--topk",
+            "3",
+            "--json",
+            "--out",
+            str(tmp_path),
+            path,
+        ],
+        capsys,
+    )
     assert code == 0, err
     tl = json.loads(out)["results"][0]
     assert tl["num_frames"] == 600 and tl["fps"] == pytest.approx(10.0) and tl["duration_s"] == pytest.approx(60.0)
@@ -258,8 +329,9 @@ def test_window_timeline_covers_a_60s_video(demo, long_video, tmp_path, capsys):
     assert all(w["end_frame"] - w["start_frame"] == 40 and len(w["predictions"]) == 3 for w in wins)
     assert len(wins) == 29
     # windows inside one segment mostly name that segment's class
-    inside = [(w, order[w["start_frame"] // 100]) for w in wins
-              if w["start_frame"] // 100 == (w["end_frame"] - 1) // 100]
+    inside = [
+        (w, order[w["start_frame"] // 100]) for w in wins if w["start_frame"] // 100 == (w["end_frame"] - 1) // 100
+    ]
     right = sum(w["predictions"][0]["index"] == label for w, label in inside)
     assert right / len(inside) >= 0.6, (right, len(inside))
     files = {Path(f).name for f in tl["files"]}
@@ -276,13 +348,16 @@ def test_window_in_frames_text_output_and_bad_windows(demo, long_video, tmp_path
     code, out, err = _run(["--weights", demo["ckpt"], "--window", "100f", "--out", str(tmp_path), path], capsys)
     assert code == 0, err
     assert "6 windows of 10 s" in out and "50.00 -   60.00 s" in out
-    code, out, err = _run(["--weights", demo["ckpt"], "--window", "90s", "--out", str(tmp_path), path,
-                           demo["folders"][0][0]], capsys)
+    code, out, err = _run(
+        ["--weights", demo["ckpt"], "--window", "90s", "--out", str(tmp_path), path, demo["folders"][0][0]], capsys
+    )
     assert code == 1
     assert "--window 90s is 900 frames, longer than the input's 600 frames" in err and "Traceback" not in err
     assert "frame rate is unknown" in err  # the frame folder: seconds need --fps
-    code, out, err = _run(["--weights", demo["ckpt"], "--window", "4f", "--fps", "8", "--out", str(tmp_path),
-                           demo["folders"][0][0]], capsys)
+    code, out, err = _run(
+        ["--weights", demo["ckpt"], "--window", "4f", "--fps", "8", "--out", str(tmp_path), demo["folders"][0][0]],
+        capsys,
+    )
     assert code == 0 and "windows of 0.5 s" in out
     with pytest.raises(UserError, match="--window 'x': give seconds"):
         predict.main(["--weights", demo["ckpt"], "--window", "x", path])
@@ -292,6 +367,7 @@ def test_window_in_frames_text_output_and_bad_windows(demo, long_video, tmp_path
 
 def test_image_is_a_one_frame_clip(demo, tmp_path, capsys):
     from PIL import Image
+
     first = sorted(Path(demo["folders"][0][0]).glob("*.jpg"))[0]
     image = tmp_path / "still.png"
     Image.open(first).convert("RGB").save(image)

@@ -1,5 +1,6 @@
 """Every command shown in the README refers to files that exist and uses only options the tool
 accepts (a dry run through each tool's --help)."""
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,14 @@ COMMANDS = _commands()
 
 @cache
 def _help(target: tuple[str, ...]) -> str:
-    res = subprocess.run([sys.executable, *target, "--help"], cwd=ROOT, capture_output=True, text=True,
-                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+    res = subprocess.run(
+        [sys.executable, *target, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert res.returncode == 0, f"{' '.join(target)} --help failed:\n{res.stderr[-2000:]}"
     return res.stdout
 
@@ -63,13 +70,15 @@ def test_readme_command_is_real(cmd: list[str]) -> None:
         assert (ROOT / args[0]).is_file(), f"README runs a missing script: {args[0]}"
         return
     target = tuple(args[:2]) if args[0] == "-m" else (args[0],)
-    rest = args[len(target):]
+    rest = args[len(target) :]
     if target[0] != "-m":
         assert (ROOT / target[0]).is_file(), f"README runs a missing file: {target[0]}"
     helptext = _help(target)
     for word in rest:
         flag = word.split("=", 1)[0]
         if flag.startswith("--"):
-            assert re.search(re.escape(flag) + r"(?![\w-])", helptext), f"`{' '.join(cmd)}`: {flag} is not an option of {' '.join(target)}"
+            assert re.search(re.escape(flag) + r"(?![\w-])", helptext), (
+                f"`{' '.join(cmd)}`: {flag} is not an option of {' '.join(target)}"
+            )
         if word.startswith("configs/") and word.endswith(".yaml"):
             assert (ROOT / word).is_file(), f"README names a missing config: {word}"

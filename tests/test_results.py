@@ -1,5 +1,6 @@
 """app.results: the model-zoo table (Markdown and CSV) from results files and run folders, with
 multiply-adds counted by torch's FLOP counter and checked against a hand count for ViT-B/32."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,7 @@ def test_vit_b32_multiply_adds_match_the_hand_count():
 
 
 def test_model_cost_is_frames_times_the_frame_plus_the_head():
-    cfg = to_dotmap(resolve({"data": {"num_segments": 8}, "network": {"arch": "ViT-B/32", "sim_header": "meanP"}},
-                            "t"))
+    cfg = to_dotmap(resolve({"data": {"num_segments": 8}, "network": {"arch": "ViT-B/32", "sim_header": "meanP"}}, "t"))
     gmacs, params = model_cost(cfg)
     assert gmacs == pytest.approx(8 * vit_macs() / 1e9 + 512 * 2 / 1e9, rel=1e-9)  # + the 2 class logits
     visual = clip.create_clip("ViT-B/32", "none").visual
@@ -44,31 +44,58 @@ def test_model_cost_is_frames_times_the_frame_plus_the_head():
 
 @pytest.fixture()
 def runs(tmp_path):
-    cfg = {"data": {"dataset": "syn", "num_segments": 2, "input_size": 112},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "classifier": "orthogonal"}}
+    cfg = {
+        "data": {"dataset": "syn", "num_segments": 2, "input_size": 112},
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "classifier": "orthogonal"},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    test = {"config": str(tmp_path / "cfg.yaml"), "weights": str(tmp_path / "a" / "model_best.pt"), "dataset": "syn",
-            "arch": "tiny", "view_layout": "2x3x2", "views": 6, "top1": 97.91666666666667, "top5": 100.0,
-            "opts": []}
-    zs = {"config": str(tmp_path / "cfg.yaml"), "weights": "k400.pt", "dataset": "syn", "arch": "tiny",
-          "view_layout": "2x1x1", "views": 1, "protocols": ["full", "half", "splits"],
-          "full_classes": {"top1": 51.123456789}, "half_classes": {"top1_mean": 66.6, "top1_std": 3.3333333},
-          "splits": {"top1_mean": 49.5, "top1_std": 1.25}, "opts": []}
+    test = {
+        "config": str(tmp_path / "cfg.yaml"),
+        "weights": str(tmp_path / "a" / "model_best.pt"),
+        "dataset": "syn",
+        "arch": "tiny",
+        "view_layout": "2x3x2",
+        "views": 6,
+        "top1": 97.91666666666667,
+        "top5": 100.0,
+        "opts": [],
+    }
+    zs = {
+        "config": str(tmp_path / "cfg.yaml"),
+        "weights": "k400.pt",
+        "dataset": "syn",
+        "arch": "tiny",
+        "view_layout": "2x1x1",
+        "views": 1,
+        "protocols": ["full", "half", "splits"],
+        "full_classes": {"top1": 51.123456789},
+        "half_classes": {"top1_mean": 66.6, "top1_std": 3.3333333},
+        "splits": {"top1_mean": 49.5, "top1_std": 1.25},
+        "opts": [],
+    }
     for name, res in (("a/test_3x2", test), ("zs", zs)):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "results.json").write_text(json.dumps(res))
     run = tmp_path / "b"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (run / "metrics.csv").write_text("epoch,train_loss,val_top1,val_top5\n0,1.0,50.0,90.0\n1,0.5,75.5,99.0\n"
-                                     "2,0.4,,\n")
+    (run / "metrics.csv").write_text("epoch,train_loss,val_top1,val_top5\n0,1.0,50.0,90.0\n1,0.5,75.5,99.0\n2,0.4,,\n")
     return tmp_path, test, zs
 
 
 def test_table_rows_equal_the_results_files(runs, capsys):
     tmp_path, test, zs = runs
-    main([str(tmp_path / "a"), str(tmp_path / "zs" / "results.json"), str(tmp_path / "b"),
-          "--md", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")])
+    main(
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "zs" / "results.json"),
+            str(tmp_path / "b"),
+            "--md",
+            str(tmp_path / "t.md"),
+            "--csv",
+            str(tmp_path / "t.csv"),
+        ]
+    )
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert [r["run"] for r in rows] == ["a", "k400", "b"]
     assert float(rows[0]["top1"]) == test["top1"] and float(rows[0]["top5"]) == test["top5"]

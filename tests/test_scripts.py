@@ -1,6 +1,7 @@
 """The launch scripts under scripts/ as users start them: `sh scripts/X.sh` (dash on Debian and
 Ubuntu), `bash scripts/X.sh` and `scripts/X.sh`, from any folder, with relative config, weights
 and output paths."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,7 @@ def test_usage_under_every_shell(script, tmp_path):
 
 def test_demo_rejects_unknown_head_under_dash(tmp_path):
     for start in _starts("run_demo.sh"):
-        proc = subprocess.run([*start, "nohead"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run([*start, "nohead"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (start, proc.stderr)
         assert proc.stderr.strip().splitlines() == ["error: unknown run 'nohead' (transf, meanp, both or compare)"]
 
@@ -59,22 +59,40 @@ def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path):
     from datasets.synthetic import generate
 
     work = tmp_path / "work"
-    generate(work / "data", classes=3, videos_per_class=1, val_videos_per_class=1, frames=4, size=48,
-             fmt="frames", seed=0)
-    cfg = {"seed": 0,
-           "data": {"dataset": "syn", "num_segments": 2, "batch_size": 3, "workers": 0, "input_size": 112,
-                    "min_frames": 1,
-                    "train_root": "data/frames", "val_root": "data/frames", "train_list": "data/train.txt",
-                    "val_list": "data/val.txt", "label_list": "data/labels.csv"},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "text_cache": ""},
-           "solver": {"epochs": 1, "lr_warmup_step": 0}}
+    generate(
+        work / "data", classes=3, videos_per_class=1, val_videos_per_class=1, frames=4, size=48, fmt="frames", seed=0
+    )
+    cfg = {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 2,
+            "batch_size": 3,
+            "workers": 0,
+            "input_size": 112,
+            "min_frames": 1,
+            "train_root": "data/frames",
+            "val_root": "data/frames",
+            "train_list": "data/train.txt",
+            "val_list": "data/val.txt",
+            "label_list": "data/labels.csv",
+        },
+        "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "text_cache": ""},
+        "solver": {"epochs": 1, "lr_warmup_step": 0},
+    }
     (work / "cfgs").mkdir()
     (work / "cfgs" / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     env = _env(GPUS="1", NPROC="1")
 
     def sh(script: str, *args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([DASH, str(ROOT / "scripts" / script), *args], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [DASH, str(ROOT / "scripts" / script), *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc
 

@@ -1,4 +1,5 @@
 """app.timeline's window arithmetic and utils.cli's --opts splitting (pure functions, fast)."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,12 +48,15 @@ def test_window_longer_than_the_input():
         plan_windows(1800, 2700, 30, "clip.mp4", "90s")
 
 
-@pytest.mark.parametrize("argv,rest,opts", [
-    (["--opts", "a=1", "b=2", "video.mp4"], ["video.mp4"], ["a=1", "b=2"]),
-    (["v.mp4", "--opts", "a=1", "--topk", "3"], ["v.mp4", "--topk", "3"], ["a=1"]),
-    (["--opts=a=1", "x", "--opts", "b=2"], ["x"], ["a=1", "b=2"]),
-    (["--opts", "v.mp4"], ["v.mp4"], []),
-    (["a.mp4", "b=c.mp4"], ["a.mp4", "b=c.mp4"], []),
-])
+@pytest.mark.parametrize(
+    "argv,rest,opts",
+    [
+        (["--opts", "a=1", "b=2", "video.mp4"], ["video.mp4"], ["a=1", "b=2"]),
+        (["v.mp4", "--opts", "a=1", "--topk", "3"], ["v.mp4", "--topk", "3"], ["a=1"]),
+        (["--opts=a=1", "x", "--opts", "b=2"], ["x"], ["a=1", "b=2"]),
+        (["--opts", "v.mp4"], ["v.mp4"], []),
+        (["a.mp4", "b=c.mp4"], ["a.mp4", "b=c.mp4"], []),
+    ],
+)
 def test_opts_stop_at_the_first_word_without_equals(argv, rest, opts):
     assert split_opts(argv) == (rest, opts)

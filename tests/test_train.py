@@ -5,6 +5,7 @@ Slow (subprocesses of train.py / torchrun, still run in CI): 2-process DDP equal
 with the same global batch; 1 epoch + resume + 1 epoch is bit-identical to 2 epochs, also when the
 run is SIGKILLed during the second epoch; a rank that raises ends the whole job with its error.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,6 +31,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     from datasets.synthetic import generate
+
     d = tmp_path_factory.mktemp("syn")
     generate(d, classes=4, videos_per_class=2, val_videos_per_class=1, frames=8, size=64, fmt="frames", seed=0)
     lines = (d / "train.txt").read_text().splitlines()
@@ -40,13 +42,29 @@ def data(tmp_path_factory) -> Path:
 def make_config(tmp: Path, data: Path, name: str = "cfg.yaml", **solver) -> Path:
     cfg = {
         "seed": 7,
-        "data": {"dataset": "synthetic", "num_segments": 2, "batch_size": 4, "workers": 0,
-                 "train_root": str(data / "frames"), "val_root": str(data / "frames"),
-                 "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt"),
-                 "label_list": str(data / "labels.csv"), "input_size": 112, "min_frames": 1},
+        "data": {
+            "dataset": "synthetic",
+            "num_segments": 2,
+            "batch_size": 4,
+            "workers": 0,
+            "train_root": str(data / "frames"),
+            "val_root": str(data / "frames"),
+            "train_list": str(data / "train.txt"),
+            "val_list": str(data / "val.txt"),
+            "label_list": str(data / "labels.csv"),
+            "input_size": 112,
+            "min_frames": 1,
+        },
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
-        "solver": {"epochs": 2, "lr": 1.0e-3, "clip_ratio": 0.5, "lr_warmup_step": 0.5, "lr_step_every": 1,
-                   "weight_decay": 0.2, **solver},
+        "solver": {
+            "epochs": 2,
+            "lr": 1.0e-3,
+            "clip_ratio": 0.5,
+            "lr_warmup_step": 0.5,
+            "lr_step_every": 1,
+            "weight_decay": 0.2,
+            **solver,
+        },
         "logging": {"print_freq": 1, "eval_freq": 1},
     }
     path = tmp / name
@@ -56,42 +74,57 @@ def make_config(tmp: Path, data: Path, name: str = "cfg.yaml", **solver) -> Path
 
 def load_cfg(path: Path, *opts: str):
     from utils.config import load_config
+
     return load_config(path, list(opts))
 
 
 def fixed_batches(cfg, n: int) -> list:
     from datasets import build_dataset
+
     ds = build_dataset(cfg, "train")
     ds.set_epoch(0)
     items = [ds[i] for i in range(len(ds))]
     clips = torch.stack([c for c, _, _ in items])
     labels = torch.tensor([lab for _, lab, _ in items])
-    return [(clips[:n], labels[:n], None), (clips[n:2 * n], labels[n:2 * n], None)]
+    return [(clips[:n], labels[:n], None), (clips[n : 2 * n], labels[n : 2 * n], None)]
 
 
 def tiny_model(cfg):
     from modules.builder import build_model
+
     torch.manual_seed(0)
     return build_model(cfg, [f"class {i}" for i in range(4)])
 
 
 def constant_scheduler(opt, iters: int):
     from utils.optim import build_scheduler
-    return build_scheduler(opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=iters,
-                           step_every=1, decay_step=[100])
+
+    return build_scheduler(
+        opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=iters, step_every=1, decay_step=[100]
+    )
 
 
 def test_loss_decreases(tmp_path, data):
     from utils.optim import build_optimizer
+
     cfg = load_cfg(make_config(tmp_path, data))
     model = tiny_model(cfg)
     batch = fixed_batches(cfg, 4)[0]
     opt = build_optimizer(model, lr=1e-3, clip_ratio=1.0, weight_decay=0.0)
     losses: list[float] = []
     loader = [batch] * 6
-    train_one_epoch(model, loader, opt, constant_scheduler(opt, 6), torch.amp.GradScaler("cpu", enabled=False),
-                    epoch=0, device=torch.device("cpu"), num_frames=2, normalize=normalize,
-                    on_iteration=lambda step, loss, lrs: losses.append(loss))
+    train_one_epoch(
+        model,
+        loader,
+        opt,
+        constant_scheduler(opt, 6),
+        torch.amp.GradScaler("cpu", enabled=False),
+        epoch=0,
+        device=torch.device("cpu"),
+        num_frames=2,
+        normalize=normalize,
+        on_iteration=lambda step, loss, lrs: losses.append(loss),
+    )
     assert len(losses) == 6
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
 
@@ -106,10 +139,18 @@ def test_accumulation_equals_larger_batch(tmp_path, data):
     for loader, accum in (([big], 1), ([b1, b2], 2), ([b1, b2, big], 2)):
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        stats = train_one_epoch(model, loader, opt, constant_scheduler(opt, len(loader)),
-                                torch.amp.GradScaler("cpu", enabled=False), epoch=0,
-                                device=torch.device("cpu"), num_frames=2, normalize=normalize,
-                                accumulation=accum)
+        stats = train_one_epoch(
+            model,
+            loader,
+            opt,
+            constant_scheduler(opt, len(loader)),
+            torch.amp.GradScaler("cpu", enabled=False),
+            epoch=0,
+            device=torch.device("cpu"),
+            num_frames=2,
+            normalize=normalize,
+            accumulation=accum,
+        )
         results.append((model, stats))
     (m_big, s_big), (m_acc, s_acc), (m_tail, s_tail) = results
     assert s_big.steps == 1 and s_acc.steps == 1
@@ -133,18 +174,30 @@ def free_port() -> int:
 def train_cmd(cfg: Path, out: Path, *opts: str, extra: tuple[str, ...] = (), nproc: int = 0) -> list[str]:
     cmd = [sys.executable]
     if nproc:
-        cmd += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-                f"--master_port={free_port()}"]
+        cmd += [
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+        ]
     cmd += [str(ROOT / "train.py"), "--config", str(cfg), "--output", str(out), *extra]
     if opts:
         cmd += ["--opts", *opts]
     return cmd
 
 
-def run_train(cfg: Path, out: Path, *opts: str, extra: tuple[str, ...] = (), nproc: int = 0,
-              timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(train_cmd(cfg, out, *opts, extra=extra, nproc=nproc), cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+def run_train(
+    cfg: Path, out: Path, *opts: str, extra: tuple[str, ...] = (), nproc: int = 0, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        train_cmd(cfg, out, *opts, extra=extra, nproc=nproc),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -157,8 +210,13 @@ def weights(path: Path) -> dict:
 def test_ddp_two_processes_equal_one_process(tmp_path, data):
     """One optimiser step on a global batch of 4: 1 process x 4 clips == 2 gloo processes x 2 clips.
     eps = 1 makes AdamW's first step proportional to the gradient, so a wrong reduction shows."""
-    common = ("data.train_list=" + str(data / "train4.txt"), "solver.epochs=1", "solver.eps=1.0",
-              "solver.lr=0.1", "solver.lr_warmup_step=0")
+    common = (
+        "data.train_list=" + str(data / "train4.txt"),
+        "solver.epochs=1",
+        "solver.eps=1.0",
+        "solver.lr=0.1",
+        "solver.lr_warmup_step=0",
+    )
     cfg = make_config(tmp_path, data)
     run_train(cfg, tmp_path / "one", *common, "data.batch_size=4")
     proc = run_train(cfg, tmp_path / "two", *common, "data.batch_size=2", nproc=2)
@@ -205,8 +263,9 @@ def test_resume_is_bit_identical_also_after_sigkill(tmp_path, data):
 
     # killed with SIGKILL during the second epoch, then resumed: nothing else lost
     out = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(cfg, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(cfg, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -240,9 +299,13 @@ def test_failing_rank_ends_the_job(tmp_path, data):
     cfg = make_config(tmp_path, data)
     start = time.time()
     proc = subprocess.run(
-        train_cmd(cfg, tmp_path / "fail", f"data.train_list={tmp_path / 'broken.txt'}", "data.batch_size=2",
-                  nproc=2), cwd=ROOT, env={**ENV, "TEXT4VIS_DIST_TIMEOUT": "60"}, capture_output=True,
-        text=True, timeout=180)
+        train_cmd(cfg, tmp_path / "fail", f"data.train_list={tmp_path / 'broken.txt'}", "data.batch_size=2", nproc=2),
+        cwd=ROOT,
+        env={**ENV, "TEXT4VIS_DIST_TIMEOUT": "60"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     elapsed = time.time() - start
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
@@ -256,6 +319,7 @@ def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embe
     train.py: 1 epoch + resume + 1 epoch equals 2 epochs, and the saved class embeddings are the
     saved text tower's embeddings of the class prompts (what validation used)."""
     from app.weights import load_model
+
     cfg = make_config(tmp_path, data, loss_type="NCE")
     opts = ("network.fix_text=false",)
     proc = run_train(cfg, tmp_path / "ref", *opts)
@@ -277,8 +341,15 @@ def test_contrastive_ddp_two_processes_step_like_one_process(tmp_path, data):
     gathered batch with gradient through its own rows (SPEC §12), so DDP's average is the
     one-process gradient / 2; AdamW's first step (eps tiny, no decay) depends on the gradient's
     sign only, so both runs make the same update."""
-    common = ("data.train_list=" + str(data / "train4.txt"), "solver.epochs=1", "solver.eps=1.0e-20",
-              "solver.lr=0.01", "solver.lr_warmup_step=0", "solver.weight_decay=0.0", "network.fix_text=false")
+    common = (
+        "data.train_list=" + str(data / "train4.txt"),
+        "solver.epochs=1",
+        "solver.eps=1.0e-20",
+        "solver.lr=0.01",
+        "solver.lr_warmup_step=0",
+        "solver.weight_decay=0.0",
+        "network.fix_text=false",
+    )
     cfg = make_config(tmp_path, data, loss_type="NCE")
     run_train(cfg, tmp_path / "one", *common, "data.batch_size=4")
     proc = run_train(cfg, tmp_path / "two", *common, "data.batch_size=2", nproc=2)

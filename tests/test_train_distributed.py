@@ -1,4 +1,5 @@
 """utils.distributed: single-process defaults, SLURM parsing, and the helpers over 2 gloo processes."""
+
 import os
 import socket
 import subprocess
@@ -47,7 +48,8 @@ def test_slurm_environment(monkeypatch):
 @pytest.mark.slow
 def test_helpers_over_two_gloo_processes(tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import torch
         from utils import distributed as D
         info = D.init_distributed(device="cpu")
@@ -65,13 +67,26 @@ def test_helpers_over_two_gloo_processes(tmp_path):
         D.barrier()
         D.cleanup()
         print(f"rank{r}-ok", flush=True)
-    """))
+    """)
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={port}", str(script)], cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            str(script),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "rank0-ok" in proc.stdout and "rank1-ok" in proc.stdout

@@ -5,6 +5,7 @@ options reaching the optimiser and the engine (weight-decay groups, gradient cli
 best value surviving a resume. The engine is replaced by a recorder and validation by a script of
 accuracies where only train.py's own decisions are under test.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,9 +39,18 @@ SEED = 7
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     from datasets.synthetic import generate
+
     d = tmp_path_factory.mktemp("syn")
-    generate(d, classes=NUM_CLASSES, videos_per_class=TRAIN_VIDEOS // NUM_CLASSES, val_videos_per_class=1,
-             frames=8, size=64, fmt="frames", seed=0)
+    generate(
+        d,
+        classes=NUM_CLASSES,
+        videos_per_class=TRAIN_VIDEOS // NUM_CLASSES,
+        val_videos_per_class=1,
+        frames=8,
+        size=64,
+        fmt="frames",
+        seed=0,
+    )
     return d
 
 
@@ -48,10 +58,19 @@ def write_config(tmp: Path, data: Path, network: dict[str, Any] | None = None, *
     cfg = {
         "seed": SEED,
         "resume": "auto",  # the same command starts the run and continues it
-        "data": {"dataset": "synthetic", "num_segments": 2, "batch_size": 4, "workers": 0,
-                 "train_root": str(data / "frames"), "val_root": str(data / "frames"),
-                 "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt"),
-                 "label_list": str(data / "labels.csv"), "input_size": 112, "min_frames": 1},
+        "data": {
+            "dataset": "synthetic",
+            "num_segments": 2,
+            "batch_size": 4,
+            "workers": 0,
+            "train_root": str(data / "frames"),
+            "val_root": str(data / "frames"),
+            "train_list": str(data / "train.txt"),
+            "val_list": str(data / "val.txt"),
+            "label_list": str(data / "labels.csv"),
+            "input_size": 112,
+            "min_frames": 1,
+        },
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **(network or {})},
         "solver": {"epochs": 3, "lr": 1.0e-3, "clip_ratio": 0.5, "lr_warmup_step": 0, "weight_decay": 0.2, **solver},
         "logging": {"print_freq": 1, "eval_freq": 1},
@@ -68,19 +87,27 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 scaler: Any, **kw: Any) -> EpochStats:
+    def __call__(
+        self, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, **kw: Any
+    ) -> EpochStats:
         order = [int(i) for batch in loader for i in batch[2]]
         self.calls.append({"order": order, **kw})
-        return EpochStats(loss_sum=1.0, samples=len(order), steps=len(loader), seconds=0.1,
-                          lrs=[g["lr"] for g in optimizer.param_groups])
+        return EpochStats(
+            loss_sum=1.0,
+            samples=len(order),
+            steps=len(loader),
+            seconds=0.1,
+            lrs=[g["lr"] for g in optimizer.param_groups],
+        )
 
 
 def scripted_validation(monkeypatch, top1_per_epoch: dict[int, float], recorder: Recorder) -> None:
     """Validation reports `top1_per_epoch[epoch]` for the epoch the recorder saw last."""
+
     def validate(self, model):
         value = top1_per_epoch[recorder.calls[-1]["epoch"]]
         return {"top1": value, "top5": 100.0}
+
     monkeypatch.setattr(train.Validation, "__call__", validate)
 
 
@@ -128,16 +155,33 @@ def test_resume_keeps_the_best_checkpoint_of_an_earlier_invocation(tmp_path, dat
 
 @pytest.mark.parametrize("no_decay", [False, True])
 def test_build_optimisation_passes_every_solver_option(tmp_path, data, no_decay):
-    cfg = load_config(write_config(tmp_path, data, no_decay_norm_bias=no_decay, betas=[0.8, 0.95], eps=1e-6,
-                                   lr=2e-3, clip_ratio=0.1, weight_decay=0.3))
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            data,
+            no_decay_norm_bias=no_decay,
+            betas=[0.8, 0.95],
+            eps=1e-6,
+            lr=2e-3,
+            clip_ratio=0.1,
+            weight_decay=0.3,
+        )
+    )
     torch.manual_seed(0)
     model = build_model(cfg, [f"class {i}" for i in range(NUM_CLASSES)])
     optimizer, scheduler, scaler = train.build_optimisation(cfg, model, 5, "fp32", torch.device("cpu"))
-    expected = param_groups(model, lr=2e-3, clip_ratio=0.1, weight_decay=0.3, no_decay_norm_bias=no_decay,
-                            full_lr_names=clip.full_lr_param_names(model))
+    expected = param_groups(
+        model,
+        lr=2e-3,
+        clip_ratio=0.1,
+        weight_decay=0.3,
+        no_decay_norm_bias=no_decay,
+        full_lr_names=clip.full_lr_param_names(model),
+    )
     assert [g["name"] for g in optimizer.param_groups] == [g["name"] for g in expected]
-    assert [g["name"] for g in expected] == (["visual", "visual_no_decay", "head", "head_no_decay"] if no_decay
-                                             else ["visual", "head"])
+    assert [g["name"] for g in expected] == (
+        ["visual", "visual_no_decay", "head", "head_no_decay"] if no_decay else ["visual", "head"]
+    )
     for got, want in zip(optimizer.param_groups, expected, strict=True):
         assert [id(p) for p in got["params"]] == [id(p) for p in want["params"]], want["name"]
         assert (got["lr"], got["weight_decay"]) == pytest.approx((want["lr"], want["weight_decay"])), want["name"]
@@ -147,6 +191,7 @@ def test_build_optimisation_passes_every_solver_option(tmp_path, data, no_decay)
 
 def test_engine_clips_the_gradient_norm():
     """SGD with lr 1: the weight change is minus the (clipped) gradient, so its norm is the bound."""
+
     class Stub(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -168,13 +213,24 @@ def test_engine_clips_the_gradient_norm():
     def step(clip_grad_norm: float | None) -> torch.Tensor:
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        sched = build_scheduler(opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=1, step_every=1,
-                                decay_step=[100])
-        train_one_epoch(model, [(clips, labels, None)], opt, sched, torch.amp.GradScaler("cpu", enabled=False),
-                        epoch=0, device=torch.device("cpu"), num_frames=2, normalize=normalize,
-                        clip_grad_norm=clip_grad_norm)
-        return torch.cat([(p1 - p0).detach().flatten() for p0, p1 in zip(base.parameters(), model.parameters(),
-                                                                          strict=True)])
+        sched = build_scheduler(
+            opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=1, step_every=1, decay_step=[100]
+        )
+        train_one_epoch(
+            model,
+            [(clips, labels, None)],
+            opt,
+            sched,
+            torch.amp.GradScaler("cpu", enabled=False),
+            epoch=0,
+            device=torch.device("cpu"),
+            num_frames=2,
+            normalize=normalize,
+            clip_grad_norm=clip_grad_norm,
+        )
+        return torch.cat(
+            [(p1 - p0).detach().flatten() for p0, p1 in zip(base.parameters(), model.parameters(), strict=True)]
+        )
 
     torch.testing.assert_close(step(None), -grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(step(bound), -grad * (bound / float(grad.norm())), rtol=1e-4, atol=1e-7)
@@ -185,9 +241,22 @@ def torchrun_train(cfg: Path, out: Path, *extra: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", str(ROOT / "train.py"), "--config", str(cfg), "--output", str(out),
-           "--device", "cpu", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(ROOT / "train.py"),
+        "--config",
+        str(cfg),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -217,13 +286,26 @@ def test_data_wait_is_measured_logged_and_alarmed(tmp_path, data):
     """A long epoch read without workers: log lines carry the data wait, metrics.csv its columns,
     and with a tiny `logging.data_wait_alarm` the warning names a remedy."""
     import csv
+
     lines = (data / "train.txt").read_text()
     (tmp_path / "long.txt").write_text(lines * 3)  # 24 iterations of 1 clip: past the meter's warm-up
     cfg = write_config(tmp_path, data, epochs=1)
     out = tmp_path / "run"
-    train.main(["--config", str(cfg), "--output", str(out), "--device", "cpu", "--opts",
-                f"data.train_list={tmp_path / 'long.txt'}", "data.batch_size=1", "logging.print_freq=5",
-                "logging.data_wait_alarm=0.000001"])
+    train.main(
+        [
+            "--config",
+            str(cfg),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--opts",
+            f"data.train_list={tmp_path / 'long.txt'}",
+            "data.batch_size=1",
+            "logging.print_freq=5",
+            "logging.data_wait_alarm=0.000001",
+        ]
+    )
     log = (out / "log.txt").read_text()
     assert "data wait " in log and "per step" in log
     assert "data-bound: waiting for data takes" in log and "remedy: raise data.workers" in log
@@ -251,7 +333,18 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
     recorder = Recorder()
     monkeypatch.setattr(train, "train_one_epoch", recorder)
     cfg = write_config(tmp_path, data, epochs=1)
-    train.main(["--config", str(cfg), "--output", str(tmp_path / "run"), "--device", "cpu", "--opts",
-                "solver.compile=true", "resume=null"])
+    train.main(
+        [
+            "--config",
+            str(cfg),
+            "--output",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--opts",
+            "solver.compile=true",
+            "resume=null",
+        ]
+    )
     assert len(seen) == 1 and recorder.calls
     assert "solver.compile" in (tmp_path / "run" / "log.txt").read_text()

@@ -1,5 +1,6 @@
 """VideoCLIP (encode/logits against reference computations), build_model from configs, the
 docs/model.md snippet as written."""
+
 import math
 import re
 from pathlib import Path
@@ -100,9 +101,17 @@ def test_joint_st_bypasses_the_head():
 
 # ------------------------------------------------------------------------------------- builder
 def tiny_cfg(tmp_path, **network):
-    raw = {"seed": 7, "data": {"num_segments": 2, "input_size": 112, "label_list": "labels.csv"},
-           "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf",
-                       "text_cache": str(tmp_path / "cache"), **network}}
+    raw = {
+        "seed": 7,
+        "data": {"num_segments": 2, "input_size": 112, "label_list": "labels.csv"},
+        "network": {
+            "arch": "tiny",
+            "pretrained": "none",
+            "sim_header": "Transf",
+            "text_cache": str(tmp_path / "cache"),
+            **network,
+        },
+    }
     return to_dotmap(resolve(raw, "test"))
 
 
@@ -144,6 +153,7 @@ def test_build_model_caches_text_embeddings_for_real_weights(tmp_path, tiny_clip
     files = list((tmp_path / "cache").glob("text_feats_*.pt"))
     assert len(files) == 1
     from modules import classifier
+
     monkeypatch.setattr(classifier, "encode_class_names", lambda *a, **k: pytest.fail("cache not used"))
     second = builder.build_model(cfg, NAMES)
     assert torch.equal(first.class_embeddings, second.class_embeddings)
@@ -158,20 +168,24 @@ def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
     assert rnd.class_embeddings.shape == (4, d)
     again = builder.build_model(tiny_cfg(tmp_path, classifier="random", sim_header="meanP"), NAMES)
     assert torch.equal(rnd.class_embeddings, again.class_embeddings)  # seeded: same on every rank
-    orth = builder.build_model(tiny_cfg(tmp_path, classifier="orthogonal", sim_header="None",
-                                        fix_text=False, fix_video=True), NAMES)
+    orth = builder.build_model(
+        tiny_cfg(tmp_path, classifier="orthogonal", sim_header="None", fix_text=False, fix_video=True), NAMES
+    )
     torch.testing.assert_close(orth.class_embeddings @ orth.class_embeddings.T, torch.eye(4), atol=1e-5, rtol=0)
     assert isinstance(orth.class_embeddings, nn.Parameter)
     assert not any(p.requires_grad for p in orth.visual.parameters())
     assert orth.logit_scale.requires_grad
     emb = torch.randn(4, d)
     save_checkpoint(emb, tmp_path / "lda.pt")
-    lda = builder.build_model(tiny_cfg(tmp_path, classifier="lda", classifier_file=str(tmp_path / "lda.pt"),
-                                       sim_header="None"), NAMES)
+    lda = builder.build_model(
+        tiny_cfg(tmp_path, classifier="lda", classifier_file=str(tmp_path / "lda.pt"), sim_header="None"), NAMES
+    )
     assert torch.equal(lda.class_embeddings, emb)
     with pytest.raises(UserError, match=rf"lda\.pt.*\(4, {d}\).*\(5, {d}\)"):
-        builder.build_model(tiny_cfg(tmp_path, classifier="file", classifier_file=str(tmp_path / "lda.pt"),
-                                     sim_header="None"), NAMES + ["archery"])
+        builder.build_model(
+            tiny_cfg(tmp_path, classifier="file", classifier_file=str(tmp_path / "lda.pt"), sim_header="None"),
+            NAMES + ["archery"],
+        )
     with pytest.raises(UserError, match="n_emb"):
         builder.build_model(tiny_cfg(tmp_path, classifier="random", n_emb=d + 1, sim_header="None"), NAMES)
 
@@ -198,7 +212,10 @@ def test_docs_snippet_runs_as_written(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     cfg = load_config("configs/k400/k400_train_rgb_vitb-32-f8.yaml", ["network.pretrained=none"])
     assert (cfg.network.arch, cfg.network.sim_header, cfg.data.label_list) == (
-        "ViT-B/32", "Transf", "lists/kinetics_400_labels.csv")
+        "ViT-B/32",
+        "Transf",
+        "lists/kinetics_400_labels.csv",
+    )
     torch.manual_seed(0)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)

@@ -1,5 +1,6 @@
 """The zero-shot protocols of utils.zeroshot: half-class selections equal the original's algorithm,
 label re-indexing keeps classes without videos, and the report equals a direct computation."""
+
 from __future__ import annotations
 
 import warnings
@@ -31,7 +32,7 @@ def test_half_class_splits_equal_original_algorithm(num_classes):
     assert len(splits) == 10
     for s, got in enumerate(splits):
         np.random.seed(s)
-        np.testing.assert_array_equal(got, np.random.permutation(num_classes)[:num_classes // 2])
+        np.testing.assert_array_equal(got, np.random.permutation(num_classes)[: num_classes // 2])
 
 
 def test_restrict_keeps_class_without_video_and_reindexes():
@@ -54,7 +55,7 @@ def test_zero_shot_report_matches_direct_computation():
     top1, top5 = [], []
     for s in range(10):
         np.random.seed(s)
-        cls = np.sort(np.random.permutation(c)[:c // 2])
+        cls = np.sort(np.random.permutation(c)[: c // 2])
         keep = np.isin(out.labels.numpy(), cls)
         sc = class_scores(out.embeddings[keep], classes[cls]).numpy()
         lab = np.searchsorted(cls, out.labels.numpy()[keep])

@@ -13,6 +13,7 @@ exact integer, so nothing depends on the number of processes that produced the o
 * `per_video_rows`: one row per video (id, label, top-k names and probabilities, correct?).
 * `class_analysis`: all of the above that fits a JSON document.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -90,8 +91,15 @@ def most_confused_pairs(conf: np.ndarray, k: int = 20) -> list[dict[str, int | f
     counts = off[true, pred]
     order = np.lexsort((pred, true, -counts))[:k]
     support = conf.sum(axis=1)
-    return [{"true": int(true[i]), "predicted": int(pred[i]), "count": int(counts[i]),
-             "fraction": float(counts[i] / support[true[i]])} for i in order]
+    return [
+        {
+            "true": int(true[i]),
+            "predicted": int(pred[i]),
+            "count": int(counts[i]),
+            "fraction": float(counts[i] / support[true[i]]),
+        }
+        for i in order
+    ]
 
 
 def worst_classes(acc: np.ndarray, support: np.ndarray, k: int = 10) -> list[int]:
@@ -129,8 +137,9 @@ def confused_block(conf: np.ndarray, size: int = 30) -> list[int]:
     return chosen
 
 
-def per_video_rows(scores: ArrayLike, labels: ArrayLike, ids: Sequence[str], class_names: Sequence[str],
-                   k: int = 5) -> list[dict[str, Any]]:
+def per_video_rows(
+    scores: ArrayLike, labels: ArrayLike, ids: Sequence[str], class_names: Sequence[str], k: int = 5
+) -> list[dict[str, Any]]:
     """One dict per video: id, label, label_name, correct (top-1), in_topk, rank of the true class
     (1 = top-1), its probability, then pred{i}, pred{i}_prob for i = 1..k."""
     s, y = _np(scores, np.float64), _np(labels, np.int64)
@@ -142,9 +151,15 @@ def per_video_rows(scores: ArrayLike, labels: ArrayLike, ids: Sequence[str], cla
     rows = []
     for n in range(len(y)):
         rank = int(np.nonzero(top[n] == y[n])[0][0]) + 1
-        row: dict[str, Any] = {"id": ids[n], "label": int(y[n]), "label_name": class_names[int(y[n])],
-                               "correct": int(rank == 1), "in_topk": int(rank <= k), "label_rank": rank,
-                               "label_prob": float(s[n, y[n]])}
+        row: dict[str, Any] = {
+            "id": ids[n],
+            "label": int(y[n]),
+            "label_name": class_names[int(y[n])],
+            "correct": int(rank == 1),
+            "in_topk": int(rank <= k),
+            "label_rank": rank,
+            "label_prob": float(s[n, y[n]]),
+        }
         for i in range(k):
             row[f"pred{i + 1}"] = class_names[int(top[n, i])]
             row[f"pred{i + 1}_prob"] = float(s[n, top[n, i]])
@@ -152,8 +167,9 @@ def per_video_rows(scores: ArrayLike, labels: ArrayLike, ids: Sequence[str], cla
     return rows
 
 
-def class_analysis(scores: ArrayLike, labels: ArrayLike, class_names: Sequence[str], *, k: int = 5,
-                   pairs: int = 20, worst: int = 10) -> dict[str, Any]:
+def class_analysis(
+    scores: ArrayLike, labels: ArrayLike, class_names: Sequence[str], *, k: int = 5, pairs: int = 20, worst: int = 10
+) -> dict[str, Any]:
     """JSON-ready summary: the per-class table, mean class accuracy, the most confused pairs and the
     worst classes (names and numbers)."""
     s = _np(scores)
@@ -166,11 +182,21 @@ def class_analysis(scores: ArrayLike, labels: ArrayLike, class_names: Sequence[s
     def num(x: float) -> float | None:
         return None if np.isnan(x) else float(x)
 
-    classes = [{"index": i, "name": class_names[i], "support": int(table["support"][i]),
-                "top1_correct": int(table["top1_correct"][i]), "top1": num(table["top1"][i]),
-                f"top{kk}": num(table["topk"][i])} for i in range(s.shape[1])]
-    confused = [{**p, "true_name": class_names[int(p["true"])], "predicted_name": class_names[int(p["predicted"])]}
-                for p in most_confused_pairs(conf, pairs)]
+    classes = [
+        {
+            "index": i,
+            "name": class_names[i],
+            "support": int(table["support"][i]),
+            "top1_correct": int(table["top1_correct"][i]),
+            "top1": num(table["top1"][i]),
+            f"top{kk}": num(table["topk"][i]),
+        }
+        for i in range(s.shape[1])
+    ]
+    confused = [
+        {**p, "true_name": class_names[int(p["true"])], "predicted_name": class_names[int(p["predicted"])]}
+        for p in most_confused_pairs(conf, pairs)
+    ]
     return {
         "num_videos": int(len(_np(labels))),
         "num_classes": int(s.shape[1]),

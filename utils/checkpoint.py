@@ -21,6 +21,7 @@ RNG): the self-contained file of `python -m app.export --format pt` and `python 
 `save_checkpoint` writes through `utils.fileio.atomic_write`: a reader sees either the previous
 file or the new one, never a partial one.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"{what} {path} holds Python objects besides tensors; it was not loaded, since "
-                        f"unpickling them can run arbitrary code (our checkpoints never need it)") from None
+        raise UserError(
+            f"{what} {path} holds Python objects besides tensors; it was not loaded, since "
+            f"unpickling them can run arbitrary code (our checkpoints never need it)"
+        ) from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a broken file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot read {what} {path} ({_sniff(path)}): {first}") from None
@@ -108,10 +111,17 @@ def rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": py_gauss},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -122,8 +132,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `rng_state()` returned."""
     torch.set_rng_state(state["torch"].cpu())
     npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
-                         npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -133,10 +144,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- training state
-def training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any,
-                   scaler: Any, epoch: int, iteration: int, best_top1: float,
-                   rng: list[dict[str, Any]] | None, config: dict | None,
-                   class_names: list[str] | None = None) -> dict[str, Any]:
+def training_state(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    iteration: int,
+    best_top1: float,
+    rng: list[dict[str, Any]] | None,
+    config: dict | None,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
     """Everything `resume` needs, as a weights_only-safe dict (see module docstring)."""
     return {
         "version": FORMAT_VERSION,
@@ -153,8 +173,15 @@ def training_state(*, model: nn.Module, optimizer: torch.optim.Optimizer | None,
     }
 
 
-def export_state(*, model: nn.Module, config: dict, class_names: list[str], source: str,
-                 epoch: int | None = None, best_top1: float | None = None) -> dict[str, Any]:
+def export_state(
+    *,
+    model: nn.Module,
+    config: dict,
+    class_names: list[str],
+    source: str,
+    epoch: int | None = None,
+    best_top1: float | None = None,
+) -> dict[str, Any]:
     """Weights, resolved config, class names (rows of `class_embeddings`) and where they came from."""
     state: dict[str, Any] = {
         "version": FORMAT_VERSION,
@@ -170,21 +197,31 @@ def export_state(*, model: nn.Module, config: dict, class_names: list[str], sour
     return state
 
 
-def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module,
-                           optimizer: torch.optim.Optimizer | None, scheduler: Any, scaler: Any,
-                           rank: int = 0, path: str | Path = "checkpoint") -> dict[str, Any]:
+def restore_training_state(
+    ckpt: dict[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    scaler: Any,
+    rank: int = 0,
+    path: str | Path = "checkpoint",
+) -> dict[str, Any]:
     """Load model/optimizer/scheduler/scaler/RNG from a checkpoint made by `training_state`.
 
     Returns {"epoch", "iteration", "best_top1"}. The RNG state of `rank` is restored when the
     checkpoint holds one for it (same world size); otherwise the caller's seeding stands.
     """
     if "model" not in ckpt or "optimizer" not in ckpt:
-        raise UserError(f"{path}: not a training checkpoint of this project (keys: {sorted(ckpt)[:8]}); "
-                        f"use `pretrain:` to start from weights only")
+        raise UserError(
+            f"{path}: not a training checkpoint of this project (keys: {sorted(ckpt)[:8]}); "
+            f"use `pretrain:` to start from weights only"
+        )
     missing, unexpected = unwrap(model).load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
-        raise UserError(f"{path}: model weights do not match the config: missing {missing[:10]}, "
-                        f"unexpected {unexpected[:10]}")
+        raise UserError(
+            f"{path}: model weights do not match the config: missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
     if optimizer is not None and ckpt["optimizer"]:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt["scheduler"]:
@@ -194,12 +231,12 @@ def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module,
     rngs = ckpt.get("rng") or []
     if rank < len(rngs):
         set_rng_state(rngs[rank])
-    return {"epoch": int(ckpt["epoch"]), "iteration": int(ckpt["iteration"]),
-            "best_top1": float(ckpt["best_top1"])}
+    return {"epoch": int(ckpt["epoch"]), "iteration": int(ckpt["iteration"]), "best_top1": float(ckpt["best_top1"])}
 
 
-def find_resume(resume: str | None, output_dir: str | Path | None,
-                search_root: str | Path | None = None) -> Path | None:
+def find_resume(
+    resume: str | None, output_dir: str | Path | None, search_root: str | Path | None = None
+) -> Path | None:
     """Resolve `resume`: a path, or `auto` = `last_model.pt` in `output_dir` if present, else the
     newest `*/last_model.pt` under `search_root`. None when nothing is to be resumed."""
     if not resume:

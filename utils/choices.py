@@ -5,6 +5,7 @@ tuples; the builders that dispatch on a name (`modules.heads`, `clip.temporal`,
 `datasets.transforms`, `utils.precision`) import the same tuples, so a new option is added here
 and in its builder, nowhere else.
 """
+
 from __future__ import annotations
 
 PRECISIONS: tuple[str, ...] = ("amp", "fp16", "bf16", "fp32")

@@ -1,5 +1,6 @@
 """Command-line helpers shared by every entry point: the parser (`--debug` documented, defaults
 shown) and `--opts` parsing that leaves positional inputs alone."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def split_opts(argv: Sequence[str], flag: str = "--opts") -> tuple[list[str], li
             rest.extend(argv[i:])
             break
         if word.startswith(flag + "="):
-            opts.append(word[len(flag) + 1:])
+            opts.append(word[len(flag) + 1 :])
         elif word == flag:
             i += 1
             while i < len(argv) and "=" in argv[i] and not argv[i].startswith("-"):

@@ -5,6 +5,7 @@ the optimiser groups see the same model as without compiling. The class-embeddin
 loss stay eager (tiny). The first forward and backward compile (tens of seconds on a GPU for a
 ViT-B); `warm_up` measures that once so it can be reported.
 """
+
 from __future__ import annotations
 
 import time

@@ -14,6 +14,7 @@ tensors, so the gradient flows through the local rows only (as the original).
 Imports nothing above `utils/`: the model is called as `model(x)` -> logits (frozen classifier) or
 `model(x, texts=class_indices)` -> (video embeddings, text embeddings, exp(logit_scale)).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -47,8 +48,9 @@ def dual_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits * F.softmax(logits / DS_TEMPERATURE, dim=0) * logits.shape[0]
 
 
-def contrastive_loss(video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float,
-                     labels: torch.Tensor, kind: str = "NCE") -> torch.Tensor:
+def contrastive_loss(
+    video: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float, labels: torch.Tensor, kind: str = "NCE"
+) -> torch.Tensor:
     """The NCE / DS loss of this rank's videos (B, D), their texts (B, D) and labels (B,) over the
     global batch (see the module docstring); fp32."""
     if kind not in CONTRASTIVE_LOSSES:

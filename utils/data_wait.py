@@ -6,6 +6,7 @@ columns, and `alarm()` returns, once per epoch, a warning naming the remedy when
 exceeds `threshold` of the step time (after `warmup` iterations, while the workers start). The
 remedy text is composed where the data pipeline is known (`datasets.builder.data_remedy`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,22 +40,26 @@ class DataWaitMeter:
         if not self.steps:
             return "data wait: warming up"
         n = self.steps
-        return (f"data wait {self.wait_s / n:.3f} s of {self.step_s / n:.3f} s per step "
-                f"({100 * self.fraction:.0f} %)")
+        return f"data wait {self.wait_s / n:.3f} s of {self.step_s / n:.3f} s per step ({100 * self.fraction:.0f} %)"
 
     def row(self) -> dict[str, str]:
         n = max(self.steps, 1)
-        return {"data_wait_s": f"{self.wait_s / n:.4f}", "step_s": f"{self.step_s / n:.4f}",
-                "data_wait_frac": f"{self.fraction:.4f}"}
+        return {
+            "data_wait_s": f"{self.wait_s / n:.4f}",
+            "step_s": f"{self.step_s / n:.4f}",
+            "data_wait_frac": f"{self.fraction:.4f}",
+        }
 
     def alarm(self) -> str | None:
         """The warning text, the first time this epoch the wait share exceeds the threshold."""
         if self._warned or self.threshold <= 0 or not self.steps or self.fraction <= self.threshold:
             return None
         self._warned = True
-        return (f"data-bound: waiting for data takes {100 * self.fraction:.0f} % of each training step "
-                f"({self.wait_s / self.steps:.3f} of {self.step_s / self.steps:.3f} s, more than "
-                f"logging.data_wait_alarm={self.threshold:g}); {self.remedy}")
+        return (
+            f"data-bound: waiting for data takes {100 * self.fraction:.0f} % of each training step "
+            f"({self.wait_s / self.steps:.3f} of {self.step_s / self.steps:.3f} s, more than "
+            f"logging.data_wait_alarm={self.threshold:g}); {self.remedy}"
+        )
 
     def reset(self) -> None:
         """New epoch: the loader's workers start again, so the warm-up counts again."""

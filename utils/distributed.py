@@ -9,6 +9,7 @@ on GPU and gloo on CPU.
 The helpers below are safe to call in a single process (they become no-ops or identities), and
 they move tensors to the device the backend needs (CUDA for NCCL, CPU for gloo) and back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -118,8 +119,13 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> Di
         if use_cuda:
             kwargs["device_id"] = dev
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", init_method="env://", rank=rank,
-            world_size=world, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+            backend="nccl" if use_cuda else "gloo",
+            init_method="env://",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **kwargs,
+        )
     return DistInfo(rank, world, local, dev, distributed)
 
 
@@ -197,8 +203,8 @@ def all_gather_keep_local_grad(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
     gathered = all_gather_tensor(tensor.detach())
     sizes = all_gather_tensor(torch.tensor([tensor.shape[0]], device=tensor.device))
-    start = int(sizes[:get_rank()].sum())
-    return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0]:]])
+    start = int(sizes[: get_rank()].sum())
+    return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0] :]])
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -219,16 +225,18 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+def broadcast_tensor(
+    tensor: torch.Tensor | None, src: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Rank `src`'s tensor on every rank (other ranks may pass None: shape/dtype travel too)."""
     if get_rank() == src and tensor is None:
         raise ValueError("broadcast_tensor: the source rank must pass a tensor")
     if not is_dist():
         assert tensor is not None
         return tensor if device is None else tensor.to(device)
-    meta = broadcast_object((tuple(tensor.shape), tensor.dtype) if tensor is not None and get_rank() == src else None,
-                            src)
+    meta = broadcast_object(
+        (tuple(tensor.shape), tensor.dtype) if tensor is not None and get_rank() == src else None, src
+    )
     comm = _comm_device()
     if tensor is not None and get_rank() == src:
         buf = tensor.detach().to(comm).contiguous()

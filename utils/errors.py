@@ -5,6 +5,7 @@ points call `run_cli(main)` so that the user sees that message, not a traceback 
 ``TEXT4VIS_DEBUG=1`` shows the traceback too). Every entry point builds its parser with
 `cli_parser`, so `--debug` is in every `--help`, and so are the options' defaults.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,11 @@ def explain(err: BaseException) -> str | None:
     text = str(err)
     worker = re.search(r"DataLoader worker \(pids?:? ?([\d, ]+)\) (is killed by signal: \w+|exited unexpectedly)", text)
     if worker:
-        return (f"a DataLoader worker process died (pid {worker.group(1).strip()}: {worker.group(2)}); the usual "
-                f"cause is the system running out of memory (the kernel's OOM killer): lower data.workers or "
-                f"data.batch_size, or check `dmesg` for 'Out of memory'")
+        return (
+            f"a DataLoader worker process died (pid {worker.group(1).strip()}: {worker.group(2)}); the usual "
+            f"cause is the system running out of memory (the kernel's OOM killer): lower data.workers or "
+            f"data.batch_size, or check `dmesg` for 'Out of memory'"
+        )
     return None
 
 

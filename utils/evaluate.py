@@ -18,6 +18,7 @@ second pass over the data. train.py's validation, test.py, test_zeroshot.py and 
 through here. The engine imports nothing above `utils/`: the caller hands it the model, the
 loader and the normalisation of the data pipeline (`datasets.transforms.normalize`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,14 +64,23 @@ class EvalOutput:
 
     def scores(self, class_embeddings: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
         """Class probabilities (N, C) against (C, D) un-normalised class embeddings."""
-        return class_probabilities(self.embeddings if self.view_embeddings is None else self.view_embeddings,
-                                   class_embeddings, scale)
+        return class_probabilities(
+            self.embeddings if self.view_embeddings is None else self.view_embeddings, class_embeddings, scale
+        )
 
     def subset(self, mask: torch.Tensor) -> EvalOutput:
         """The videos selected by a boolean mask (N,), other fields unchanged."""
         ve = self.view_embeddings[mask] if self.view_embeddings is not None else None
-        return EvalOutput(self.embeddings[mask], self.labels[mask], self.indices[mask], self.seconds,
-                          self.fuse, ve, self.views, dict(self.extra))
+        return EvalOutput(
+            self.embeddings[mask],
+            self.labels[mask],
+            self.indices[mask],
+            self.seconds,
+            self.fuse,
+            ve,
+            self.views,
+            dict(self.extra),
+        )
 
 
 def autocast_context(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
@@ -84,43 +94,70 @@ def _max_over_ranks(value: float) -> float:
 
 
 @torch.no_grad()
-def encode_views(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num_frames: int,
-                 device: torch.device | str, normalize: Normalize, precision: str = "fp32",
-                 chunk: int | None = None) -> torch.Tensor:
+def encode_views(
+    model: torch.nn.Module,
+    clips: torch.Tensor,
+    *,
+    views: int,
+    num_frames: int,
+    device: torch.device | str,
+    normalize: Normalize,
+    precision: str = "fp32",
+    chunk: int | None = None,
+) -> torch.Tensor:
     """uint8 clips (B, V*T, 3, S, S) -> per-view un-normalised embeddings (B, V, D), float32.
 
     `normalize` turns uint8 frames into the model's input; `chunk` bounds the number of views per
     forward call (memory); None = all at once.
     """
-    return encode_views_frames(model, clips, views=views, num_frames=num_frames, device=device,
-                               normalize=normalize, precision=precision, chunk=chunk, frames=False)[0]
+    return encode_views_frames(
+        model,
+        clips,
+        views=views,
+        num_frames=num_frames,
+        device=device,
+        normalize=normalize,
+        precision=precision,
+        chunk=chunk,
+        frames=False,
+    )[0]
 
 
 @torch.no_grad()
-def encode_views_frames(model: torch.nn.Module, clips: torch.Tensor, *, views: int, num_frames: int,
-                        device: torch.device | str, normalize: Normalize, precision: str = "fp32",
-                        chunk: int | None = None, frames: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_views_frames(
+    model: torch.nn.Module,
+    clips: torch.Tensor,
+    *,
+    views: int,
+    num_frames: int,
+    device: torch.device | str,
+    normalize: Normalize,
+    precision: str = "fp32",
+    chunk: int | None = None,
+    frames: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`encode_views`, plus the per-frame embeddings the head fused, (B, V, T, D), when `frames`
     (the model's `encode_video_frames`; a ValueError for a model without them)."""
     net: Any = unwrap(model)  # a VideoCLIP (or an exported model, which has no per-frame output)
     b = clips.shape[0]
     if clips.shape[1] != views * num_frames:
-        raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = "
-                         f"{views} x {num_frames}")
+        raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = {views} x {num_frames}")
     x = clips.to(device, non_blocking=True).reshape(b * views, num_frames, *clips.shape[2:])
     step = chunk or x.shape[0]
     outs, frame_outs = [], []
     with autocast_context(device, precision):
         for s in range(0, x.shape[0], step):
             if not frames:
-                outs.append(net.encode_video(normalize(x[s:s + step])).float())
+                outs.append(net.encode_video(normalize(x[s : s + step])).float())
                 continue
             if not hasattr(net, "encode_video_frames"):
                 raise ValueError("this model gives no per-frame embeddings (an exported model)")
-            video, per_frame = net.encode_video_frames(normalize(x[s:s + step]))
+            video, per_frame = net.encode_video_frames(normalize(x[s : s + step]))
             if per_frame is None:
-                raise ValueError("this model gives no per-frame embeddings (network.joint_st fuses the frames "
-                                 "inside the visual encoder)")
+                raise ValueError(
+                    "this model gives no per-frame embeddings (network.joint_st fuses the frames "
+                    "inside the visual encoder)"
+                )
             outs.append(video.float())
             frame_outs.append(per_frame.float())
     emb = torch.cat(outs).reshape(b, views, -1)
@@ -133,11 +170,21 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
-            device: torch.device | str, normalize: Normalize, precision: str = "fp32",
-            fuse: str = "embeddings", chunk: int | None = None,
-            log: Callable[[str], None] | None = None, print_freq: int = 0,
-            prepare: Prepare | None = None) -> EvalOutput:
+def collect(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    views: int,
+    num_frames: int,
+    device: torch.device | str,
+    normalize: Normalize,
+    precision: str = "fp32",
+    fuse: str = "embeddings",
+    chunk: int | None = None,
+    log: Callable[[str], None] | None = None,
+    print_freq: int = 0,
+    prepare: Prepare | None = None,
+) -> EvalOutput:
     """Run the model over `loader` and return the fused per-video embeddings of all ranks.
 
     The model is put in eval mode for the pass and its previous mode restored. Every rank
@@ -162,8 +209,16 @@ def collect(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames:
     try:
         for i, batch in enumerate(loader):
             clips = prepare(batch[0]) if prepare is not None else batch[0]
-            per_view = encode_views(model, clips, views=views, num_frames=num_frames, device=device,
-                                    normalize=normalize, precision=precision, chunk=chunk)
+            per_view = encode_views(
+                model,
+                clips,
+                views=views,
+                num_frames=num_frames,
+                device=device,
+                normalize=normalize,
+                precision=precision,
+                chunk=chunk,
+            )
             local.add(per_view, batch[1], batch[2], keep_views=fuse == "scores")
             if log is not None and print_freq and (i + 1) % print_freq == 0:
                 _sync(device)
@@ -214,8 +269,9 @@ class _Local:
         keep = torch.ones_like(idx_sorted, dtype=torch.bool)
         keep[1:] = idx_sorted[1:] != idx_sorted[:-1]  # drop duplicates of a padding sampler
         order = order[keep]
-        return EvalOutput(emb[order], lab[order], idx[order], seconds, fuse,
-                          vemb[order] if vemb is not None else None, views)
+        return EvalOutput(
+            emb[order], lab[order], idx[order], seconds, fuse, vemb[order] if vemb is not None else None, views
+        )
 
 
 def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
@@ -224,23 +280,44 @@ def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
     return net.class_embeddings.detach().float().cpu()
 
 
-def evaluate(model: torch.nn.Module, loader: Iterable, *, views: int, num_frames: int,
-             device: torch.device | str, normalize: Normalize, precision: str = "fp32",
-             fuse: str = "embeddings", scale: float | None = 100.0, with_map: bool = False,
-             log: Callable[[str], None] | None = None, print_freq: int = 0,
-             prepare: Prepare | None = None) -> tuple[dict, EvalOutput]:
+def evaluate(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    views: int,
+    num_frames: int,
+    device: torch.device | str,
+    normalize: Normalize,
+    precision: str = "fp32",
+    fuse: str = "embeddings",
+    scale: float | None = 100.0,
+    with_map: bool = False,
+    log: Callable[[str], None] | None = None,
+    print_freq: int = 0,
+    prepare: Prepare | None = None,
+) -> tuple[dict, EvalOutput]:
     """One call for validation and test: collect, score against the model's classes, report.
 
     Returns (report, output): report has top1, top5 (percent), their exact counts,
     mean_class_accuracy, num_videos, views, seconds, seconds_per_video and mAP when asked.
     `scale` None uses the model's learned exp(logit_scale).
     """
-    out = collect(model, loader, views=views, num_frames=num_frames, device=device, normalize=normalize,
-                  precision=precision, fuse=fuse, log=log, print_freq=print_freq, prepare=prepare)
+    out = collect(
+        model,
+        loader,
+        views=views,
+        num_frames=num_frames,
+        device=device,
+        normalize=normalize,
+        precision=precision,
+        fuse=fuse,
+        log=log,
+        print_freq=print_freq,
+        prepare=prepare,
+    )
     scores = out.scores(class_embeddings_of(model), eval_scale(model, scale))
     report = classification_report(scores, out.labels, with_map=with_map)
-    report.update(views=views, seconds=out.seconds,
-                  seconds_per_video=out.seconds / len(out) if len(out) else 0.0)
+    report.update(views=views, seconds=out.seconds, seconds_per_video=out.seconds / len(out) if len(out) else 0.0)
     out.extra["scores"] = scores
     return report, out
 

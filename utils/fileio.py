@@ -1,6 +1,7 @@
 """The one atomic writer: every file a run leaves (checkpoints, caches, metrics, results) is
 written to a temporary file in the same folder, fsynced and renamed over the target, so a reader
 (or a resumed run after a kill) sees either the previous file or the new one, never half of one."""
+
 from __future__ import annotations
 
 import contextlib

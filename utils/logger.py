@@ -3,6 +3,7 @@
 
 Only rank 0 writes; other ranks get a logger that prints warnings and errors only.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,21 @@ def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGE
 class MetricsLog:
     """Per-epoch rows in `metrics.csv`, the PNG of curves, and TensorBoard scalars (rank 0 only)."""
 
-    FIELDS = ("epoch", "iteration", "train_loss", "lr", "lr_visual", "clips_per_s",
-              "epoch_time_s", "val_top1", "val_top5", "best_top1", "data_wait_s", "step_s", "data_wait_frac")
+    FIELDS = (
+        "epoch",
+        "iteration",
+        "train_loss",
+        "lr",
+        "lr_visual",
+        "clips_per_s",
+        "epoch_time_s",
+        "val_top1",
+        "val_top5",
+        "best_top1",
+        "data_wait_s",
+        "step_s",
+        "data_wait_frac",
+    )
 
     def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
         self.dir = Path(output_dir)
@@ -62,6 +76,7 @@ class MetricsLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self.tb = SummaryWriter(log_dir=str(self.dir / "tb"))
             except ImportError:
                 logging.getLogger(LOGGER_NAME).warning("logging.tensorboard is on but tensorboard is not installed")
@@ -94,6 +109,7 @@ class MetricsLog:
         """Redraw `curves.png`: train loss, LR and validation top-1 against epochs."""
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
@@ -108,8 +124,9 @@ class MetricsLog:
             return xs, ys
 
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        for ax, key, title in zip(axes, ("train_loss", "lr", "val_top1"),
-                                  ("train loss", "learning rate (head)", "val top-1 (%)"), strict=True):
+        for ax, key, title in zip(
+            axes, ("train_loss", "lr", "val_top1"), ("train loss", "learning rate (head)", "val top-1 (%)"), strict=True
+        ):
             xs, ys = series(key)
             ax.plot(xs, ys, marker="o")
             ax.set_title(title)

@@ -13,6 +13,7 @@ classes. Ties are broken by video order (a stable sort), where torchnet's unstab
 them unspecified; with continuous scores there are no ties and the value equals scikit-learn's
 `average_precision_score(one_hot, scores, average="macro")`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -31,8 +32,7 @@ def _as_tensor(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
 
 def _check(scores: torch.Tensor, labels: torch.Tensor) -> None:
     if scores.dim() != 2 or labels.dim() != 1 or scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"scores must be (N, C) and labels (N,), got {tuple(scores.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(f"scores must be (N, C) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
 
 
 def topk_correct(scores: ArrayLike, labels: ArrayLike, ks: Iterable[int] = (1, 5)) -> dict[int, int]:
@@ -45,7 +45,7 @@ def topk_correct(scores: ArrayLike, labels: ArrayLike, ks: Iterable[int] = (1, 5
     kmax = min(max(ks), s.shape[1])
     top = s.topk(kmax, dim=1).indices
     hit = top.eq(y[:, None])
-    return {k: int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks}
+    return {k: int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks}
 
 
 def topk_accuracy(scores: ArrayLike, labels: ArrayLike, ks: Iterable[int] = (1, 5)) -> dict[int, float]:

@@ -14,6 +14,7 @@ e = k + j/len, where j is the latest iteration <= i with j == 0 or (j + 1) % ste
 the original's first `step_every - 1` iterations of epoch 0 run at LR 0 and the rate changes
 every `step_every` iterations. `step_every=1` evaluates the formula at every iteration.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -36,12 +37,23 @@ def _is_slow(name: str, full_lr_names: Collection[str] = ()) -> bool:
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     leaf = name.split(".")[-1]
     lowered = name.lower()
-    return (param.ndim <= 1 or leaf == "logit_scale" or "embedding" in lowered
-            or leaf in ("class_embedding", "positional_embedding", "temporal_embedding"))
+    return (
+        param.ndim <= 1
+        or leaf == "logit_scale"
+        or "embedding" in lowered
+        or leaf in ("class_embedding", "positional_embedding", "temporal_embedding")
+    )
 
 
-def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay: float,
-                 no_decay_norm_bias: bool = False, full_lr_names: Collection[str] = ()) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    clip_ratio: float,
+    weight_decay: float,
+    no_decay_norm_bias: bool = False,
+    full_lr_names: Collection[str] = (),
+) -> list[dict]:
     """AdamW parameter groups as the original (see module docstring); each group has a `name`.
 
     `full_lr_names`: exact parameter names kept at the full LR although inside `visual`
@@ -61,28 +73,43 @@ def param_groups(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay
             params = buckets.get((kind, decay))
             if not params:
                 continue
-            groups.append({
-                "name": kind if decay else f"{kind}_no_decay",
-                "params": params,
-                "lr": lr * clip_ratio if kind == "visual" else lr,
-                "weight_decay": weight_decay if decay else 0.0,
-            })
+            groups.append(
+                {
+                    "name": kind if decay else f"{kind}_no_decay",
+                    "params": params,
+                    "lr": lr * clip_ratio if kind == "visual" else lr,
+                    "weight_decay": weight_decay if decay else 0.0,
+                }
+            )
     if not groups:
         raise UserError("no trainable parameters: check network.fix_video / fix_text")
     return groups
 
 
-def build_optimizer(model: nn.Module, *, lr: float, clip_ratio: float, weight_decay: float,
-                    betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                    no_decay_norm_bias: bool = False, full_lr_names: Collection[str] = (),
-                    device: torch.device | str = "cpu") -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    clip_ratio: float,
+    weight_decay: float,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    no_decay_norm_bias: bool = False,
+    full_lr_names: Collection[str] = (),
+    device: torch.device | str = "cpu",
+) -> torch.optim.AdamW:
     """AdamW over `param_groups(...)`; fused kernels on CUDA, foreach elsewhere."""
-    groups = param_groups(model, lr=lr, clip_ratio=clip_ratio, weight_decay=weight_decay,
-                          no_decay_norm_bias=no_decay_norm_bias, full_lr_names=full_lr_names)
+    groups = param_groups(
+        model,
+        lr=lr,
+        clip_ratio=clip_ratio,
+        weight_decay=weight_decay,
+        no_decay_norm_bias=no_decay_norm_bias,
+        full_lr_names=full_lr_names,
+    )
     kwargs = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
     beta1, beta2 = (float(b) for b in betas)
-    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps,
-                             weight_decay=weight_decay, **kwargs)
+    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, **kwargs)
 
 
 def warmup_factor(e: float, warmup: float) -> float | None:
@@ -128,15 +155,23 @@ def held_epoch(step: int, iters_per_epoch: int, step_every: int) -> float:
     return epoch + j / iters_per_epoch
 
 
-def lr_lambda(kind: str, *, epochs: int, warmup_epochs: float, iters_per_epoch: int,
-              step_every: int = 10, decay_step: int | Sequence[int] = 15,
-              decay_factor: float = 0.1) -> Callable[[int], float]:
+def lr_lambda(
+    kind: str,
+    *,
+    epochs: int,
+    warmup_epochs: float,
+    iters_per_epoch: int,
+    step_every: int = 10,
+    decay_step: int | Sequence[int] = 15,
+    decay_factor: float = 0.1,
+) -> Callable[[int], float]:
     """Factor of the base LR as a function of the global iteration index."""
     if iters_per_epoch < 1:
         raise UserError("the training set is empty (0 iterations per epoch)")
     if step_every < 1:
         raise UserError(f"solver.lr_step_every must be >= 1, got {step_every}")
     if kind == "cosine":
+
         def fn(step: int) -> float:
             return cosine_factor(held_epoch(step, iters_per_epoch, step_every), epochs, warmup_epochs)
     elif kind == "multistep":
@@ -150,15 +185,29 @@ def lr_lambda(kind: str, *, epochs: int, warmup_epochs: float, iters_per_epoch: 
     return fn
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, *, kind: str, epochs: int,
-                    warmup_epochs: float, iters_per_epoch: int, step_every: int = 10,
-                    decay_step: int | Sequence[int] = 15, decay_factor: float = 0.1) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    kind: str,
+    epochs: int,
+    warmup_epochs: float,
+    iters_per_epoch: int,
+    step_every: int = 10,
+    decay_step: int | Sequence[int] = 15,
+    decay_factor: float = 0.1,
+) -> LambdaLR:
     """LambdaLR over global iterations; call `scheduler.step()` after every loader iteration.
 
     After construction the optimiser holds the LR of iteration 0; after n calls to `step()` it
     holds the LR of iteration n.
     """
-    fn = lr_lambda(kind, epochs=epochs, warmup_epochs=warmup_epochs, iters_per_epoch=iters_per_epoch,
-                   step_every=step_every, decay_step=decay_step, decay_factor=decay_factor)
+    fn = lr_lambda(
+        kind,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        iters_per_epoch=iters_per_epoch,
+        step_every=step_every,
+        decay_step=decay_step,
+        decay_factor=decay_factor,
+    )
     return LambdaLR(optimizer, lr_lambda=fn)
-

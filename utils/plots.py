@@ -4,6 +4,7 @@ Each function takes plain arrays and names, draws one PNG and returns its path, 
 matplotlib is not installed (the numbers are always written by the callers as CSV / JSON too).
 Legibility at K400 scale (400 classes) comes first: a picture never names more classes than fit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ NAME_CHARS = 32
 def _pyplot() -> Any:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -57,13 +59,21 @@ def _matrix_panel(ax: Any, conf: np.ndarray, classes: list[int], names: Sequence
     for i in range(k):
         for j in range(k):
             if sub[i, j]:
-                ax.text(j, i, str(int(sub[i, j])), ha="center", va="center", fontsize=font,
-                        color="white" if frac[i, j] > 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(sub[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if frac[i, j] > 0.55 else "black",
+                )
     return im
 
 
-def plot_confusion(conf: np.ndarray, class_names: Sequence[str], path: str | Path,
-                   block: int = FULL_MATRIX) -> Path | None:
+def plot_confusion(
+    conf: np.ndarray, class_names: Sequence[str], path: str | Path, block: int = FULL_MATRIX
+) -> Path | None:
     """The confusion matrix: whole and named up to `block` classes; beyond, the `block` most
     confused classes named (pairs next to each other) beside the whole matrix as a picture with
     classes sorted by accuracy (worst first)."""
@@ -74,14 +84,24 @@ def plot_confusion(conf: np.ndarray, class_names: Sequence[str], path: str | Pat
     if c <= block:
         side = max(5.0, 0.32 * c + 3.0)
         fig, ax = plt.subplots(figsize=(side + 1.5, side))
-        im = _matrix_panel(ax, conf, list(range(c)), class_names,
-                           f"confusion matrix ({int(conf.sum())} videos, {c} classes; colour = row fraction)")
+        im = _matrix_panel(
+            ax,
+            conf,
+            list(range(c)),
+            class_names,
+            f"confusion matrix ({int(conf.sum())} videos, {c} classes; colour = row fraction)",
+        )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         return _save(fig, plt, path)
     classes = confused_block(conf, block)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(24, 12), gridspec_kw={"width_ratios": [1.2, 1]})
-    im = _matrix_panel(ax, conf, classes, class_names,
-                       f"the {len(classes)} most confused of {c} classes (colour = fraction of the true class)")
+    im = _matrix_panel(
+        ax,
+        conf,
+        classes,
+        class_names,
+        f"the {len(classes)} most confused of {c} classes (colour = fraction of the true class)",
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     support = conf.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -89,16 +109,16 @@ def plot_confusion(conf: np.ndarray, class_names: Sequence[str], path: str | Pat
     order = np.lexsort((np.arange(c), acc))
     frac = conf[np.ix_(order, order)] / np.maximum(support[order], 1)[:, None]
     ax2.imshow(np.sqrt(frac), cmap="magma_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax2.set_title(f"all {c} classes, sorted by top-1 accuracy (worst first); colour = sqrt(row fraction)",
-                  fontsize=10)
+    ax2.set_title(f"all {c} classes, sorted by top-1 accuracy (worst first); colour = sqrt(row fraction)", fontsize=10)
     ax2.set_xlabel("predicted class (rank by accuracy)")
     ax2.set_ylabel("true class (rank by accuracy)")
     fig.tight_layout()
     return _save(fig, plt, path, dpi=100)
 
 
-def plot_class_accuracy(acc: np.ndarray, support: np.ndarray, class_names: Sequence[str], path: str | Path,
-                        named: int = FULL_BARS) -> Path | None:
+def plot_class_accuracy(
+    acc: np.ndarray, support: np.ndarray, class_names: Sequence[str], path: str | Path, named: int = FULL_BARS
+) -> Path | None:
     """Per-class top-1 accuracy: every class named up to `named` classes (worst at the top); beyond,
     the `named` worst classes named beside the sorted accuracy of all classes."""
     plt = _pyplot()
@@ -112,8 +132,9 @@ def plot_class_accuracy(acc: np.ndarray, support: np.ndarray, class_names: Seque
     def bars(ax: Any, idx: np.ndarray, title: str) -> None:
         y = np.arange(len(idx))
         ax.barh(y, acc[idx], color=["#d62728" if a < 50 else "#1f77b4" for a in acc[idx]])
-        ax.set_yticks(y, [f"{_short(class_names[i])} (n={int(support[i])})" for i in idx],
-                      fontsize=8 if len(idx) <= 30 else 6)
+        ax.set_yticks(
+            y, [f"{_short(class_names[i])} (n={int(support[i])})" for i in idx], fontsize=8 if len(idx) <= 30 else 6
+        )
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
         ax.axvline(mean, color="gray", ls="--", lw=1)
@@ -122,8 +143,15 @@ def plot_class_accuracy(acc: np.ndarray, support: np.ndarray, class_names: Seque
         font = 8 if len(idx) <= 30 else 6
         for yy, i in zip(y, idx, strict=True):
             inside = acc[i] > 80  # the label at the end of the bar: inside in white, else after it
-            ax.text(acc[i] - 1 if inside else acc[i] + 1, yy, f"{acc[i]:.0f}%", va="center", fontsize=font,
-                    ha="right" if inside else "left", color="white" if inside else "black")
+            ax.text(
+                acc[i] - 1 if inside else acc[i] + 1,
+                yy,
+                f"{acc[i]:.0f}%",
+                va="center",
+                fontsize=font,
+                ha="right" if inside else "left",
+                color="white" if inside else "black",
+            )
 
     missing = c - len(present)
     note = f"; {missing} classes without videos" if missing else ""
@@ -148,9 +176,17 @@ def plot_class_accuracy(acc: np.ndarray, support: np.ndarray, class_names: Seque
     return _save(fig, plt, path)
 
 
-def plot_timeline(starts: Sequence[float], ends: Sequence[float], top_names: Sequence[str],
-                  top_probs: Sequence[float], path: str | Path, *, unit: str = "s", title: str = "",
-                  max_classes: int = 15) -> Path | None:
+def plot_timeline(
+    starts: Sequence[float],
+    ends: Sequence[float],
+    top_names: Sequence[str],
+    top_probs: Sequence[float],
+    path: str | Path,
+    *,
+    unit: str = "s",
+    title: str = "",
+    max_classes: int = 15,
+) -> Path | None:
     """Top-1 class over time: one row per class that is top-1 somewhere (at most `max_classes`, the
     others as 'other'), a bar per window shaded by its probability; below, the top-1 probability."""
     plt = _pyplot()
@@ -170,15 +206,27 @@ def plot_timeline(starts: Sequence[float], ends: Sequence[float], top_names: Seq
         rows.append("other")
     row_of = {n: rows.index(n if n in keep else "other") for n in counts}
     palette = list(mcolors.TABLEAU_COLORS.values())
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(12, 1.2 + 0.35 * len(rows) + 2.0), sharex=True,
-                                  gridspec_kw={"height_ratios": [max(1.0, 0.35 * len(rows)), 1.6]})
+    fig, (ax, ax2) = plt.subplots(
+        2,
+        1,
+        figsize=(12, 1.2 + 0.35 * len(rows) + 2.0),
+        sharex=True,
+        gridspec_kw={"height_ratios": [max(1.0, 0.35 * len(rows)), 1.6]},
+    )
     # a window is drawn from its start to the next window's start (overlaps: the later window wins)
     draw_ends = np.append(starts_a[1:], ends_a[-1]) if len(starts_a) else ends_a
     draw_ends = np.maximum(np.minimum(draw_ends, ends_a), starts_a)
     for s, e, name, p in zip(starts_a, draw_ends, top_names, top_probs, strict=True):
         r = row_of[name]
-        ax.barh(r, e - s, left=s, height=0.8, color=palette[r % len(palette)], alpha=0.25 + 0.75 * float(p),
-                edgecolor="none")
+        ax.barh(
+            r,
+            e - s,
+            left=s,
+            height=0.8,
+            color=palette[r % len(palette)],
+            alpha=0.25 + 0.75 * float(p),
+            edgecolor="none",
+        )
     ax.set_yticks(range(len(rows)), [_short(n, 40) for n in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_title(title or "top-1 class per window (shade = probability)", fontsize=10)

@@ -9,6 +9,7 @@ On CPU the default is fp32, and amp/fp16 fall back to fp32 (this machine's CPU w
 7-40x slower with low-precision autocast); bf16 on CPU is honoured when asked for explicitly.
 Model weights and optimiser state always stay fp32.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Cosine logits between video and class embeddings: the one place the classifier's arithmetic
 lives (the model's forward pass and the evaluation engine's scores both call it)."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ Every numeric metric present in all files is summarised (nested keys are dotted,
 timings, seeds) are left out. The std is the population std (ddof 0, as the half-classes
 protocol) unless `--ddof 1` is given.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from utils.cli import cli_parser
-from utils.config import flatten
+from utils.config_schema import flatten
 from utils.errors import UserError, run_cli
 
 METRIC_NAMES = ("top1", "top5", "mean_class_accuracy", "mAP", "top1_mean", "top5_mean")
@@ -34,8 +35,11 @@ def load_results(path: str | Path) -> dict[str, float]:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(tree, dict):
         raise UserError(f"{path}: expected a JSON object")
-    return {k: float(v) for k, v in flatten(tree).items()
-            if k.rsplit(".", 1)[-1] in METRIC_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in flatten(tree).items()
+        if k.rsplit(".", 1)[-1] in METRIC_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def summarize(paths: Sequence[str | Path], ddof: int = 0) -> dict[str, dict[str, float]]:
@@ -51,8 +55,12 @@ def summarize(paths: Sequence[str | Path], ddof: int = 0) -> dict[str, dict[str,
     out = {}
     for key in common:
         vals = np.array([r[key] for r in runs])
-        out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=ddof)), "n": len(vals),
-                    "values": vals.tolist()}
+        out[key] = {
+            "mean": float(vals.mean()),
+            "std": float(vals.std(ddof=ddof)),
+            "n": len(vals),
+            "values": vals.tolist(),
+        }
     return out
 
 

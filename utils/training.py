@@ -5,6 +5,7 @@ gradient clipping, mixed precision and the per-iteration LR schedule.
 Like the evaluation engine it takes plain objects (model, loader, optimiser, scheduler, scaler,
 a normalise function) and imports nothing above `utils/`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,29 +62,55 @@ class Progress:
     Log lines go through `tqdm.write`-safe logging while the bar is shown, so they never run into it.
     """
 
-    def __init__(self, total: int, *, epoch: int, epochs: int, world_size: int, print_freq: int,
-                 log: Callable[[str], None] | None, bar: bool, meter: DataWaitMeter | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        epoch: int,
+        epochs: int,
+        world_size: int,
+        print_freq: int,
+        log: Callable[[str], None] | None,
+        bar: bool,
+        meter: DataWaitMeter | None = None,
+    ) -> None:
         self.total, self.epoch, self.epochs = total, epoch, epochs
         self.world_size, self.print_freq, self.log, self.meter = world_size, print_freq, log, meter
         self.batch_time, self.data_time, self.losses = AverageMeter(), AverageMeter(), AverageMeter()
-        self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, mininterval=1.0,
-                        leave=False, file=sys.stderr, disable=None) if bar else None  # None: off when not a tty
+        self.bar = (
+            tqdm(
+                total=total,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                dynamic_ncols=True,
+                mininterval=1.0,
+                leave=False,
+                file=sys.stderr,
+                disable=None,
+            )
+            if bar
+            else None
+        )  # None: off when not a tty
 
     def update(self, i: int, loss: float, batch: int, lr: float) -> None:
         self.losses.update(loss, batch)
         if self.meter is not None:
             self.meter.update(self.data_time.val, self.batch_time.val)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{self.losses.avg:.4f}", lr=f"{lr:.2e}",
-                                 clips_s=f"{batch * self.world_size / max(self.batch_time.avg, 1e-9):.1f}",
-                                 refresh=False)
+            self.bar.set_postfix(
+                loss=f"{self.losses.avg:.4f}",
+                lr=f"{lr:.2e}",
+                clips_s=f"{batch * self.world_size / max(self.batch_time.avg, 1e-9):.1f}",
+                refresh=False,
+            )
             self.bar.update(1)
         if self.log is not None and self.print_freq and i % self.print_freq == 0:
             eta = self.batch_time.avg * ((self.epochs - self.epoch) * self.total - i - 1)
-            line = (f"Epoch: [{self.epoch}][{i}/{self.total}], lr: {lr:.2e}, eta: {_hms(eta)}\t"
-                    f"Time {self.batch_time.val:.3f} ({self.batch_time.avg:.3f})\t"
-                    f"Data {self.data_time.val:.3f} ({self.data_time.avg:.3f})\t"
-                    f"Loss {loss:.4f} ({self.losses.avg:.4f})")
+            line = (
+                f"Epoch: [{self.epoch}][{i}/{self.total}], lr: {lr:.2e}, eta: {_hms(eta)}\t"
+                f"Time {self.batch_time.val:.3f} ({self.batch_time.avg:.3f})\t"
+                f"Data {self.data_time.val:.3f} ({self.data_time.avg:.3f})\t"
+                f"Loss {loss:.4f} ({self.losses.avg:.4f})"
+            )
             alarm = None
             if self.meter is not None:
                 line += f"\t{self.meter.line()}"
@@ -101,14 +128,30 @@ class Progress:
             self.bar.close()
 
 
-def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: torch.amp.GradScaler, *, epoch: int, device: torch.device,
-                    num_frames: int, normalize: Normalize, precision: str = "fp32", accumulation: int = 1,
-                    clip_grad_norm: float | None = None, world_size: int = 1, print_freq: int = 10,
-                    epochs: int = 1, log: Callable[[str], None] | None = None, progress: bool = False,
-                    on_iteration: Callable[[int, float, list[float]], None] | None = None,
-                    objective: Objective = cross_entropy, prepare: Prepare | None = None,
-                    meter: DataWaitMeter | None = None) -> EpochStats:
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    *,
+    epoch: int,
+    device: torch.device,
+    num_frames: int,
+    normalize: Normalize,
+    precision: str = "fp32",
+    accumulation: int = 1,
+    clip_grad_norm: float | None = None,
+    world_size: int = 1,
+    print_freq: int = 10,
+    epochs: int = 1,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    on_iteration: Callable[[int, float, list[float]], None] | None = None,
+    objective: Objective = cross_entropy,
+    prepare: Prepare | None = None,
+    meter: DataWaitMeter | None = None,
+) -> EpochStats:
     """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `objective(model, x, y)`.
 
     Gradients of `accumulation` consecutive batches are summed before an optimiser step (DDP
@@ -124,8 +167,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     model.train()
     n = len(loader)  # type: ignore[arg-type]
     stats = EpochStats()
-    bar = Progress(n, epoch=epoch, epochs=epochs, world_size=world_size, print_freq=print_freq, log=log,
-                   bar=progress, meter=meter)
+    bar = Progress(
+        n, epoch=epoch, epochs=epochs, world_size=world_size, print_freq=print_freq, log=log, bar=progress, meter=meter
+    )
     optimizer.zero_grad(set_to_none=True)
     end = start = time.perf_counter()
     for i, batch in enumerate(loader):
@@ -135,8 +179,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         x = prepare(batch[0]) if prepare is not None else batch[0].to(device, non_blocking=True)
         x = normalize(x.reshape(x.shape[0], num_frames, 3, *x.shape[-2:]))
         y = torch.as_tensor(batch[1]).to(device, non_blocking=True).long().reshape(-1)
-        loss = _backward(model, objective, x, y, scaler, precision, device, window,
-                         sync=(i - window_start) == window - 1)
+        loss = _backward(
+            model, objective, x, y, scaler, precision, device, window, sync=(i - window_start) == window - 1
+        )
         if (i - window_start) == window - 1:
             _optimizer_step(model, optimizer, scaler, clip_grad_norm)
             stats.steps += 1
@@ -156,8 +201,17 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     return stats
 
 
-def _backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-              scaler: torch.amp.GradScaler, precision: str, device: torch.device, window: int, sync: bool) -> float:
+def _backward(
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scaler: torch.amp.GradScaler,
+    precision: str,
+    device: torch.device,
+    window: int,
+    sync: bool,
+) -> float:
     """Forward, objective and the backward pass of one batch; DDP all-reduces only when `sync`."""
     context = model.no_sync() if isinstance(model, DDP) and not sync else nullcontext()
     with context:
@@ -167,8 +221,9 @@ def _backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.
     return float(loss.detach())
 
 
-def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    clip_grad_norm: float | None) -> None:
+def _optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_grad_norm: float | None
+) -> None:
     if clip_grad_norm:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)

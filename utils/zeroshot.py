@@ -1,6 +1,7 @@
 """The zero-shot protocols of SPEC §5.3 over the engine's gathered output (no second pass over
 the data): full classes, and the half-classes protocol (10 random halves of the class set, mean ±
 population std). The selection reproduces the original's classes exactly."""
+
 from __future__ import annotations
 
 import warnings
@@ -26,8 +27,9 @@ def half_class_splits(num_classes: int, repeats: int = 10) -> list[np.ndarray]:
         np.random.set_state(state)
 
 
-def restrict_to_classes(out: EvalOutput, class_embeddings: torch.Tensor,
-                        classes: np.ndarray | list[int]) -> tuple[EvalOutput, torch.Tensor]:
+def restrict_to_classes(
+    out: EvalOutput, class_embeddings: torch.Tensor, classes: np.ndarray | list[int]
+) -> tuple[EvalOutput, torch.Tensor]:
     """Keep the videos of `classes`, re-index their labels to positions in the sorted selection
     and restrict the class embeddings to the same rows.
 
@@ -50,13 +52,16 @@ def too_few_classes_warning(num_classes: int) -> str | None:
     per_split = num_classes // 2
     if per_split >= 2:
         return None
-    return (f"half-classes protocol on {num_classes} classes: each split holds {per_split} class"
-            f"{'' if per_split == 1 else 'es'}, so its top-1 is 100 % (or undefined) whatever the model; the "
-            f"half-classes numbers mean nothing below 4 classes (the full-classes numbers stand)")
+    return (
+        f"half-classes protocol on {num_classes} classes: each split holds {per_split} class"
+        f"{'' if per_split == 1 else 'es'}, so its top-1 is 100 % (or undefined) whatever the model; the "
+        f"half-classes numbers mean nothing below 4 classes (the full-classes numbers stand)"
+    )
 
 
-def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: float = 100.0,
-                     repeats: int = 10) -> dict:
+def zero_shot_report(
+    out: EvalOutput, class_embeddings: torch.Tensor, *, scale: float = 100.0, repeats: int = 10
+) -> dict:
     """Full-classes top-1/top-5 and the half-classes protocol (mean ± population std). With fewer
     than 4 classes the half-classes result is meaningless: a UserWarning, and `half_classes.warning`."""
     warning = too_few_classes_warning(class_embeddings.shape[0])
@@ -67,10 +72,17 @@ def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: 
     for seed, classes in enumerate(half_class_splits(class_embeddings.shape[0], repeats)):
         sub, emb = restrict_to_classes(out, class_embeddings, classes)
         rep = classification_report(sub.scores(emb, scale), sub.labels)
-        splits.append({"seed": seed, "classes": sorted(int(c) for c in classes),
-                       "num_videos": rep["num_videos"], "top1": rep["top1"], "top5": rep["top5"],
-                       "mean_class_accuracy": rep["mean_class_accuracy"],
-                       "classes_without_videos": int(len(classes) - sub.labels.unique().numel())})
+        splits.append(
+            {
+                "seed": seed,
+                "classes": sorted(int(c) for c in classes),
+                "num_videos": rep["num_videos"],
+                "top1": rep["top1"],
+                "top5": rep["top5"],
+                "mean_class_accuracy": rep["mean_class_accuracy"],
+                "classes_without_videos": int(len(classes) - sub.labels.unique().numel()),
+            }
+        )
     top1 = np.array([s["top1"] for s in splits])
     top5 = np.array([s["top5"] for s in splits])
     return {
@@ -81,10 +93,10 @@ def zero_shot_report(out: EvalOutput, class_embeddings: torch.Tensor, *, scale: 
             "repeats": repeats,
             "classes_per_split": class_embeddings.shape[0] // 2,
             "selection": "np.random.seed(s); np.random.permutation(C)[:C // 2], s = 0..repeats-1",
-            "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=0)),
-            "top5_mean": float(top5.mean()), "top5_std": float(top5.std(ddof=0)),
+            "top1_mean": float(top1.mean()),
+            "top1_std": float(top1.std(ddof=0)),
+            "top5_mean": float(top5.mean()),
+            "top5_std": float(top5.std(ddof=0)),
             "splits": splits,
         },
     }
-
-

@@ -1,0 +1,198 @@
+"""The epoch loop of train.py: train one epoch, log its metrics row, validate through the shared
+evaluation engine, and save `model_best.pt` then `last_model.pt` (an order that makes a kill at any
+instant safe). Set-up (run folder, model, data, optimiser, resume) stays in train.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from datasets.device_transforms import ClipsToDevice
+from datasets.transforms import normalize
+from modules.video_model import VideoCLIP
+from utils.checkpoint import BEST, LAST, rng_state, save_checkpoint, training_state
+from utils.config import to_dict
+from utils.contrastive import Objective
+from utils.data_wait import DataWaitMeter
+from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier
+from utils.evaluate import evaluate
+from utils.logger import MetricsLog
+from utils.training import train_one_epoch
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Validation:
+    """Single-view validation through the shared engine (every video once, exact counts), and the
+    original's 'Testing Results' log line."""
+
+    loader: Iterable
+    num_frames: int
+    device: torch.device
+    scale: float | None
+    with_map: bool
+    print_freq: int
+    log: Log
+    prepare: ClipsToDevice | None = None
+
+    @property
+    def metric(self) -> str:
+        return "mAP" if self.with_map else "top1"
+
+    def __call__(self, model: VideoCLIP) -> dict:
+        model.refresh_class_embeddings()  # a trained text tower: its current class embeddings
+        report, _ = evaluate(
+            model,
+            self.loader,
+            views=1,
+            num_frames=self.num_frames,
+            device=self.device,
+            normalize=normalize,
+            precision="fp32",
+            scale=self.scale,
+            with_map=self.with_map,
+            log=self.log,
+            print_freq=self.print_freq,
+            prepare=self.prepare,
+        )
+        self.log(
+            f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"
+            + (f" mAP {report['mAP']:.3f}" if self.with_map else "")
+        )
+        return report
+
+
+@dataclass
+class RunState:
+    """Where training stands: the next epoch, loader iterations done, best validation value."""
+
+    epoch: int
+    iteration: int
+    best: float
+
+
+@dataclass
+class Session:
+    """The pieces of one training run, and the epoch loop over them."""
+
+    cfg: Any
+    dist: DistInfo
+    out: Path
+    log: Log
+    model: VideoCLIP
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    precision: str
+    class_names: list[str]
+    objective: Objective
+    prepare: ClipsToDevice
+    meter: DataWaitMeter
+
+    def fit(self, loader: Any, validate: Validation, start: RunState, end_epoch: int) -> dict:
+        cfg, dist = self.cfg, self.dist
+        ddp_model: nn.Module = self.model
+        if dist.distributed:
+            ddp_model = DDP(self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        metrics = MetricsLog(self.out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
+        on_iteration = None
+        if metrics.tb is not None:
+
+            def on_iteration(step: int, loss: float, lrs: list[float]) -> None:
+                metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]})
+
+        best, iteration, report = start.best, start.iteration, {}
+        for epoch in range(start.epoch, end_epoch):
+            loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
+            stats = train_one_epoch(
+                ddp_model,
+                loader,
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                epoch=epoch,
+                device=dist.device,
+                num_frames=cfg.data.num_segments,
+                normalize=normalize,
+                precision=self.precision,
+                accumulation=cfg.solver.grad_accumulation_steps,
+                clip_grad_norm=cfg.solver.clip_grad_norm,
+                world_size=dist.world_size,
+                print_freq=cfg.logging.print_freq,
+                epochs=cfg.solver.epochs,
+                log=validate.log,
+                progress=dist.rank == 0,
+                on_iteration=on_iteration,
+                objective=self.objective,
+                prepare=self.prepare,
+                meter=self.meter,
+            )
+            iteration += len(loader)
+            row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
+            row.update(self.meter.row())
+            self.meter.reset()
+            validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
+            is_best = False
+            if validate_now:
+                report = validate(self.model)
+                value = report[validate.metric]
+                is_best, best = value > best, max(best, value)
+                self.log(f"Testing: {value:.3f}/{best:.3f}")
+                row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
+            metrics.epoch(row)  # before the checkpoints: a kill in between re-runs this epoch, rewriting the row
+            if validate_now or epoch == end_epoch - 1:  # stopping early: keep what was trained
+                self.save(epoch, iteration, best, is_best)
+        metrics.close()
+        self.log(f"done: best {validate.metric} {best:.3f}; run folder {self.out}")
+        return {"output": str(self.out), "best": best, **report}
+
+    def save(self, epoch: int, iteration: int, best: float, is_best: bool) -> None:
+        """model_best.pt first, then last_model.pt (rank 0; the others wait). A kill during either
+        write leaves last_model.pt at the previous save, so resume re-runs this epoch and writes both
+        again: model_best.pt never misses the best epoch."""
+        rngs = all_gather_object(rng_state())
+        self.model.refresh_class_embeddings()  # saved with the text tower they come from
+        if self.dist.rank == 0:
+            state = training_state(
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                epoch=epoch,
+                iteration=iteration,
+                best_top1=best,
+                rng=rngs,
+                config=to_dict(self.cfg),
+                class_names=self.class_names,
+            )
+            if is_best:
+                self.log(f"Saving: {save_checkpoint(state, self.out / BEST)} (best)")
+            self.log(f"Saving: {save_checkpoint(state, self.out / LAST)}")
+        barrier()
+
+
+def epoch_row(
+    epoch: int, iteration: int, loss_sum: float, samples: int, seconds: float, lrs: list[float], log: Log
+) -> dict[str, Any]:
+    """The epoch's metrics.csv row from this rank's sums (loss averaged over every rank's samples)."""
+    totals = all_reduce_sum(torch.tensor([loss_sum, samples], dtype=torch.float64))
+    train_loss = float(totals[0]) / max(float(totals[1]), 1.0)
+    clips_s = float(totals[1]) / max(seconds, 1e-9)
+    log(f"Epoch {epoch} done: loss {train_loss:.4f}, {clips_s:.1f} clips/s, {seconds:.1f} s")
+    return {
+        "epoch": epoch,
+        "iteration": iteration,
+        "train_loss": f"{train_loss:.6f}",
+        "lr": f"{lrs[-1]:.6e}",
+        "lr_visual": f"{lrs[0]:.6e}",
+        "clips_per_s": f"{clips_s:.3f}",
+        "epoch_time_s": f"{seconds:.2f}",
+    }

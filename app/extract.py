@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from app.extract_parts import chunk_path, merge, prepare_parts
 from app.media import as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.builder import eval_transform
@@ -46,11 +47,10 @@ from utils.cli import parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
 from utils.evaluate import encode_views_frames
-from utils.fileio import remove_temporaries, write_npz
+from utils.fileio import write_npz
 
 FORMAT = "text4vis-embeddings"
 VERSION = 1
-MANIFEST = "manifest.json"
 
 
 class PathDataset(Dataset):
@@ -160,37 +160,6 @@ def signature(
     }
 
 
-def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) -> str | None:
-    """Rank 0: create (or check) the parts folder; returns an error message or None."""
-    if overwrite:
-        shutil.rmtree(parts, ignore_errors=True)
-    elif out.exists() and not parts.exists():
-        return f"{out} already exists (use --overwrite to replace it)"
-    manifest = parts / MANIFEST
-    if manifest.is_file():
-        try:
-            old = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != sig:
-            keys = sorted(k for k in set(sig) | set(old or {}) if (old or {}).get(k) != sig.get(k))
-            return (
-                f"{parts} holds parts of a run with other settings ({', '.join(keys)} differ): delete that "
-                f"folder or pass --overwrite to start again"
-            )
-        remove_temporaries(parts)
-        return None
-    parts.mkdir(parents=True, exist_ok=True)
-    from utils.fileio import atomic_write_text
-
-    atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
-    return None
-
-
-def chunk_path(parts: Path, c: int) -> Path:
-    return parts / f"chunk-{c:06d}.npz"
-
-
 @torch.no_grad()
 def run_chunk(
     model: torch.nn.Module,
@@ -254,27 +223,6 @@ def run_chunk(
 
 def _cat(parts: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros((0,), np.float32)
-
-
-def merge(parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """The chunks in order as one set of arrays (rows of failed inputs left out)."""
-    loaded = [dict(np.load(chunk_path(parts, c), allow_pickle=False)) for c in range(chunks)]
-    index = np.concatenate([p["index"] for p in loaded]) if loaded else np.zeros(0, np.int64)
-    if len(np.unique(index)) != len(index):
-        raise RuntimeError("an input appears in two chunks")  # cannot happen: chunks are disjoint
-    out: dict[str, Any] = {
-        "ids": as_numpy_ids([ids[i] for i in index.tolist()]),
-        "labels": np.concatenate([p["labels"] for p in loaded]),
-    }
-    for key in ("embeddings", "view_embeddings", "frame_embeddings"):
-        rows = [p[key] for p in loaded if key in p and p[key].size]
-        if key in loaded[0]:
-            out[key] = np.concatenate(rows) if rows else np.zeros((0,), np.float32)
-    failed = np.concatenate([p["failed_index"] for p in loaded])
-    out["failed_ids"] = as_numpy_ids([ids[i] for i in failed.tolist()])
-    out["failed_errors"] = as_numpy_ids([e for p in loaded for e in p["failed_errors"].tolist()])
-    out.update(extra)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -366,24 +314,30 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
                 flush=True,
             )
     barrier()
-    if not dist.is_main:
-        return
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "source": source,
-        "weights": str(wf.path),
-        "config": args.config or f"{wf.path} (stored config)",
-        "opts": list(args.opts),
-        "frames": frames,
-        "test_crops": crops,
-        "test_clips": clips,
-        "views": views,
-        "dense": dense,
-        "embeddings": "un-normalised model.encode_video, averaged over the views",
-        "labels": "index into class_names; -1 = unknown",
-    }
-    arrays = merge(parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))})
+    if dist.is_main:
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": source,
+            "weights": str(wf.path),
+            "config": args.config or f"{wf.path} (stored config)",
+            "opts": list(args.opts),
+            "frames": frames,
+            "test_crops": crops,
+            "test_clips": clips,
+            "views": views,
+            "dense": dense,
+            "embeddings": "un-normalised model.encode_video, averaged over the views",
+            "labels": "index into class_names; -1 = unknown",
+        }
+        write_merged(
+            out, parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))}
+        )
+
+
+def write_merged(out: Path, parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]) -> None:
+    """Rank 0, once every chunk is written: the merged file, then the parts folder removed."""
+    arrays = merge(parts, chunks, ids, extra)
     write_npz(out, arrays)
     shutil.rmtree(parts, ignore_errors=True)
     emb = arrays["embeddings"]

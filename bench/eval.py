@@ -30,7 +30,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,7 +164,7 @@ def loader_rate(loader, limit: int) -> float:
     return counted / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="ViT-B/32")
     p.add_argument("--frames", type=int, default=8)
@@ -179,37 +181,71 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=320, help="generated frame size (pixels)")
     p.add_argument("--input-size", type=int, default=None, help="crop size (default 224; 112 for tiny)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def bench_config(a: argparse.Namespace, root: Path, size: int, scale: int) -> Any:
+    """The resolved config of the model and test set measured (random weights, no text download)."""
+    data = {
+        "dataset": "bench",
+        "num_segments": a.frames,
+        "batch_size": a.batch,
+        "workers": a.workers,
+        "val_root": str(root / "frames"),
+        "val_list": str(root / "val.txt"),
+        "label_list": str(root / "labels.csv"),
+        "input_size": size,
+        "scale_size": scale,
+    }
+    network = {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""}
+    return to_dotmap(resolve({"seed": 0, "data": data, "network": network}, "bench/eval.py"))
+
+
+def alternating_rounds(
+    a: argparse.Namespace,
+    model: Any,
+    device: torch.device,
+    precision: str,
+    ours_loader: Callable[[int], Any],
+    orig_loader: Callable[[int], Any],
+) -> tuple[dict[str, list[float]], Any, torch.Tensor]:
+    """End-to-end seconds per round and side, in alternating rounds (original, ours, ours,
+    original, ...) so that a change of machine load hits both sides; each round runs the same first
+    `videos` videos. Also returns the last outputs of both sides for the agreement check."""
+    views = a.crops * a.clips
+    times: dict[str, list[float]] = {"original": [], "ours": []}
+    for r in range(a.rounds):
+        for side in ("original", "ours") if r % 2 == 0 else ("ours", "original"):
+            t = time.perf_counter()
+            if side == "original":
+                emb_o, _ = original_style_collect(
+                    model, orig_loader(a.videos), views=views, num_frames=a.frames, device=device
+                )
+            else:
+                out = collect(
+                    model,
+                    ours_loader(a.videos),
+                    views=views,
+                    num_frames=a.frames,
+                    device=device,
+                    normalize=normalize,
+                    precision=precision,
+                )
+            times[side].append(time.perf_counter() - t)
+    return times, out, emb_o
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     device = torch.device(
         "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
     )
     precision = resolve_precision(None if a.precision == "auto" else a.precision, device)
     n_data = max(a.videos, a.data_videos)
     root = ensure_data(Path(a.data), n_data, frames=32, size=a.size)
-    views = a.crops * a.clips
     size = a.input_size or (112 if a.arch.startswith("tiny") else 224)
     scale = 256 if size == 224 else size
-    cfg = to_dotmap(
-        resolve(
-            {
-                "seed": 0,
-                "data": {
-                    "dataset": "bench",
-                    "num_segments": a.frames,
-                    "batch_size": a.batch,
-                    "workers": a.workers,
-                    "val_root": str(root / "frames"),
-                    "val_list": str(root / "val.txt"),
-                    "label_list": str(root / "labels.csv"),
-                    "input_size": size,
-                    "scale_size": scale,
-                },
-                "network": {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""},
-            },
-            "bench/eval.py",
-        )
-    )
+    cfg = bench_config(a, root, size, scale)
     names = [line.split(",", 1)[1] for line in (root / "labels.csv").read_text().splitlines()[1:]]
     torch.manual_seed(0)
     model = build_model(cfg, names, device=device).eval()
@@ -224,15 +260,16 @@ def main(argv=None) -> None:
         str(root / "frames"), str(root / "val.txt"), a.frames, a.clips, a.crops, input_size=size, scale_size=scale
     )
 
-    def ours_loader(n):
-        ours_ds.records = ours_ds.records[:n]
+    all_records = list(ours_ds.records), list(orig_ds.records)
+
+    def ours_loader(n: int) -> Any:
+        ours_ds.records = all_records[0][:n]
         return build_loader(ours_ds, a.batch, a.workers, train=False)
 
-    def orig_loader(n):
-        orig_ds.records = orig_ds.records[:n]
+    def orig_loader(n: int) -> Any:
+        orig_ds.records = all_records[1][:n]
         return DataLoader(orig_ds, batch_size=a.batch, num_workers=a.workers, pin_memory=device.type == "cuda")
 
-    all_records = list(ours_ds.records), list(orig_ds.records)
     res: dict[str, float] = {}
     # data part alone
     res["data_original"] = loader_rate(orig_loader(a.data_videos), a.data_videos)
@@ -246,29 +283,7 @@ def main(argv=None) -> None:
     # end to end (a warm-up forward first so that neither side pays for lazy initialisation)
     with torch.no_grad():
         model.encode_video(torch.zeros(1, a.frames, 3, size, size, device=device))
-    # Alternating rounds (original, ours, ours, original, ...) so that a change of machine load hits
-    # both sides; each round runs the same first `videos` videos.
-    times: dict[str, list[float]] = {"original": [], "ours": []}
-    for r in range(a.rounds):
-        for side in ("original", "ours") if r % 2 == 0 else ("ours", "original"):
-            t = time.perf_counter()
-            if side == "original":
-                orig_ds.records = all_records[1]
-                emb_o, _ = original_style_collect(
-                    model, orig_loader(a.videos), views=views, num_frames=a.frames, device=device
-                )
-            else:
-                ours_ds.records = all_records[0]
-                out = collect(
-                    model,
-                    ours_loader(a.videos),
-                    views=views,
-                    num_frames=a.frames,
-                    device=device,
-                    normalize=normalize,
-                    precision=precision,
-                )
-            times[side].append(time.perf_counter() - t)
+    times, out, emb_o = alternating_rounds(a, model, device, precision, ours_loader, orig_loader)
     # median round: one round slowed down by another job on the machine does not decide the result
     res["e2e_original"] = a.videos / statistics.median(times["original"])
     res["e2e_ours"] = a.videos / statistics.median(times["ours"])

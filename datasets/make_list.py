@@ -177,8 +177,6 @@ def scan_tree(
                 f"({', '.join(VIDEO_EXTENSIONS)}) inside the class folders"
             )
         fmt = "frames" if dirs else "video"
-    warnings: list[str] = []
-    entries: list[Entry] = []
     if fmt == "video":
         if not videos:
             raise UserError(
@@ -186,17 +184,28 @@ def scan_tree(
                 or f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) inside the class folders"
             )
         for cls, name in videos:
-            rel = f"{cls}/{name}"
-            _check_no_whitespace(rel, root)
-            entries.append(Entry(cls, rel, None))
-        return "video", classes, entries, warnings
+            _check_no_whitespace(f"{cls}/{name}", root)
+        return "video", classes, [Entry(cls, f"{cls}/{name}", None) for cls, name in videos], []
     if not dirs:
         raise UserError(f"{root}: no frame folders inside the class folders")
+    entries, warnings = _frame_entries(root, dirs, image_tmpl, threads)
+    if not entries:
+        raise UserError(_one_level_too_high(root, dirs) or f"{root}: every frame folder is empty")
+    return "frames", classes, entries, warnings
+
+
+def _frame_entries(
+    root: Path, dirs: list[tuple[str, str]], image_tmpl: str | None, threads: int
+) -> tuple[list[Entry], list[str]]:
+    """Entries of the frame folders with their frame counts (counted in threads), and warnings for
+    empty folders (skipped) and frames not numbered 1..n."""
     pattern = template_regex(image_tmpl) if image_tmpl else None
     for cls, name in dirs:
         _check_no_whitespace(f"{cls}/{name}", root)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # map keeps the input order
         counts = list(pool.map(lambda d: count_frames(str(root / d[0] / d[1]), pattern), dirs))
+    warnings: list[str] = []
+    entries: list[Entry] = []
     not_numbered = 0
     for (cls, name), (n, contiguous) in zip(dirs, counts, strict=True):
         rel = f"{cls}/{name}"
@@ -211,9 +220,7 @@ def scan_tree(
         entries.append(Entry(cls, rel, n))
     if not_numbered > 5:
         warnings.append(f"... {not_numbered} folders in all have frames not numbered 1..n")
-    if not entries:
-        raise UserError(_one_level_too_high(root, dirs) or f"{root}: every frame folder is empty")
-    return "frames", classes, entries, warnings
+    return entries, warnings
 
 
 def normalize_name(name: str) -> str:

@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+from webdataset import ShardWriter
 
 from datasets.decoding import BadSampleError, FrameFolderReader
 from datasets.lists import VideoRecord, read_label_csv, read_list
 from datasets.shard_dataset import INDEX_KIND
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError, run_cli
+from utils.fileio import atomic_write_text
 
 
 def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | None) -> dict[str, bytes]:
@@ -60,6 +63,35 @@ def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | Non
     return out
 
 
+def shard_index(
+    name: str,
+    shards: dict[str, list[int]],
+    content: str,
+    root: str,
+    list_path: str,
+    records: list[VideoRecord],
+    skipped: list[str],
+) -> dict[str, Any]:
+    """The wids-style index (shard URLs, sample counts and keys) plus our section: the list's records,
+    content type, and the samples left out (their records stay, their keys do not)."""
+    ours: dict[str, Any] = {
+        "version": 1,
+        "content": content,
+        "cfr": bool(root) and (Path(root) / CFR_MARKER).is_file(),
+        "list": str(list_path),
+        "records": [[r.path, r.num_frames, r.label, r.line] for r in records],
+    }
+    if skipped:
+        ours["skipped"] = skipped
+    return {
+        "__kind__": INDEX_KIND,
+        "wids_version": 1,
+        "name": name,
+        "shardlist": [{"url": url, "nsamples": len(keys), "keys": keys} for url, keys in shards.items()],
+        "text4vis": ours,
+    }
+
+
 def write_shards(
     list_path: str,
     root: str,
@@ -77,8 +109,6 @@ def write_shards(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the shards and the index; returns the index as written."""
-    from webdataset import ShardWriter
-
     num_classes = len(read_label_csv(labels)) if labels else None
     records = read_list(list_path, num_classes)
     if root and not os.path.isdir(root):
@@ -92,8 +122,6 @@ def write_shards(
     order = np.random.default_rng(seed).permutation(len(records)) if shuffle else np.arange(len(records))
     shards: dict[str, list[int]] = {}
     skipped: list[str] = []
-    from tqdm import tqdm
-
     bar = tqdm(total=len(records), desc="shards", unit="video", disable=not progress or None, dynamic_ncols=True)
     with ShardWriter(f"{prefix}-%06d.tar", maxcount=maxcount, maxsize=maxsize, verbose=0) as sink:
         for pos in order.tolist():
@@ -116,24 +144,8 @@ def write_shards(
             shards.setdefault(Path(sink.fname).name, []).append(pos)
             bar.update(1)
     bar.close()
-    index = {
-        "__kind__": INDEX_KIND,
-        "wids_version": 1,
-        "name": prefix.name,
-        "shardlist": [{"url": name, "nsamples": len(keys), "keys": keys} for name, keys in shards.items()],
-        "text4vis": {
-            "version": 1,
-            "content": content,
-            "cfr": bool(root) and (Path(root) / CFR_MARKER).is_file(),
-            "list": str(list_path),
-            "records": [[r.path, r.num_frames, r.label, r.line] for r in records],
-        },
-    }
-    if skipped:  # records of left-out samples stay in the index (their lines), their keys do not
-        index["text4vis"] = {**index["text4vis"], "skipped": skipped}  # type: ignore[dict-item]
-    tmp = prefix.with_name(prefix.name + ".json.tmp")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, prefix.with_name(prefix.name + ".json"))
+    index = shard_index(prefix.name, shards, content, root, list_path, records, skipped)
+    atomic_write_text(prefix.with_name(prefix.name + ".json"), json.dumps(index))
     return index
 
 

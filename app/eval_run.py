@@ -4,8 +4,6 @@ process group, the model from any weights file, the test data, and the output fo
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import re
 from pathlib import Path
@@ -24,7 +22,7 @@ from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
 from utils.distributed import cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
-from utils.fileio import atomic_write, atomic_write_text
+from utils.fileio import atomic_write, atomic_write_text, write_csv
 from utils.logger import setup_logger
 from utils.precision import resolve_precision
 
@@ -230,9 +228,9 @@ class EvalRun:
         self.write_json("analysis.json", summary)
         kk = min(k, len(names))
         rows = [{key: ("" if v is None else v) for key, v in c.items()} for c in summary["per_class"]]
-        self.write_csv("per_class.csv", rows, ["index", "name", "support", "top1_correct", "top1", f"top{kk}"])
+        write_csv(self.output / "per_class.csv", rows, ["index", "name", "support", "top1_correct", "top1", f"top{kk}"])
         videos = analysis.per_video_rows(scores, out.labels, self.video_ids(out), names, k)
-        self.write_csv("per_video.csv", videos, list(videos[0]) if videos else ["id"])
+        write_csv(self.output / "per_video.csv", videos, list(videos[0]) if videos else ["id"])
         atomic_write(
             self.output / "confusion.npz",
             lambda fh: np.savez_compressed(
@@ -242,14 +240,6 @@ class EvalRun:
         plots.plot_confusion(conf, names, self.output / "confusion.png")
         plots.plot_class_accuracy(table["top1"], table["support"], names, self.output / "per_class_accuracy.png")
         return summary
-
-    def write_csv(self, name: str, rows: list[dict[str, Any]], fields: list[str]) -> Path:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        return atomic_write_text(self.output / name, text.getvalue())
 
     def close(self) -> None:
         cleanup()

@@ -6,7 +6,7 @@ instant safe). Set-up (run folder, model, data, optimiser, resume) stays in trai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from datasets.device_transforms import ClipsToDevice
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
+from utils.analysis import class_analysis
 from utils.checkpoint import BEST, LAST, rng_state, save_checkpoint, training_state
 from utils.config import to_dict
 from utils.contrastive import Objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier
-from utils.evaluate import evaluate
+from utils.evaluate import EvalOutput, evaluate
+from utils.fileio import write_csv
 from utils.logger import MetricsLog
 from utils.training import train_one_epoch
 
@@ -42,6 +44,7 @@ class Validation:
     print_freq: int
     log: Log
     prepare: ClipsToDevice | None = None
+    last: EvalOutput | None = field(default=None, init=False)  # the latest validation's per-video results
 
     @property
     def metric(self) -> str:
@@ -49,7 +52,7 @@ class Validation:
 
     def __call__(self, model: VideoCLIP) -> dict:
         model.refresh_class_embeddings()  # a trained text tower: its current class embeddings
-        report, _ = evaluate(
+        report, self.last = evaluate(
             model,
             self.loader,
             views=1,
@@ -146,6 +149,8 @@ class Session:
                 value = report[validate.metric]
                 is_best, best = value > best, max(best, value)
                 self.log(f"Testing: {value:.3f}/{best:.3f}")
+                if validate.last is not None and dist.rank == 0:
+                    self.write_per_class(epoch, validate.last, is_best)
                 row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
             metrics.epoch(row)  # before the checkpoints: a kill in between re-runs this epoch, rewriting the row
             if validate_now or epoch == end_epoch - 1:  # stopping early: keep what was trained
@@ -153,6 +158,21 @@ class Session:
         metrics.close()
         self.log(f"done: best {validate.metric} {best:.3f}; run folder {self.out}")
         return {"output": str(self.out), "best": best, **report}
+
+    def write_per_class(self, epoch: int, last: EvalOutput, is_best: bool) -> None:
+        """Per-class top-1 / top-5 of this validation in `val_per_class.csv` (and of the best one in
+        `best_val_per_class.csv`), written before the epoch's metrics row, and the worst classes logged."""
+        summary = class_analysis(last.extra["scores"], last.labels, self.class_names, k=5, worst=3)
+        k = min(5, len(self.class_names))
+        rows = [
+            {"epoch": epoch, **{key: ("" if v is None else v) for key, v in c.items()}} for c in summary["per_class"]
+        ]
+        fields = ["epoch", "index", "name", "support", "top1_correct", "top1", f"top{k}"]
+        write_csv(self.out / "val_per_class.csv", rows, fields)
+        if is_best:
+            write_csv(self.out / "best_val_per_class.csv", rows, fields)
+        worst = ", ".join(f"{c['name']} {c['top1']:.1f}" for c in summary["worst_classes"])
+        self.log(f"per class: mean {summary['mean_class_accuracy']:.3f}; worst {worst} (val_per_class.csv)")
 
     def save(self, epoch: int, iteration: int, best: float, is_best: bool) -> None:
         """model_best.pt first, then last_model.pt (rank 0; the others wait). A kill during either

@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+import app.fit
 import clip
 import train
 from datasets.transforms import normalize
@@ -122,7 +123,7 @@ def sampler_order(epoch: int) -> list[int]:
 
 def test_each_epoch_gets_its_own_order_and_solver_options_reach_the_engine(tmp_path, data, monkeypatch):
     recorder = Recorder()
-    monkeypatch.setattr(train, "train_one_epoch", recorder)
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
     scripted_validation(monkeypatch, {0: 10.0, 1: 20.0, 2: 30.0}, recorder)
     run_train(write_config(tmp_path, data, clip_grad_norm=0.5, grad_accumulation_steps=2), tmp_path / "run")
     assert [c["epoch"] for c in recorder.calls] == [0, 1, 2]
@@ -137,7 +138,7 @@ def test_resume_keeps_the_best_checkpoint_of_an_earlier_invocation(tmp_path, dat
     must stay epoch 0's and the best value 50 %, as in an uninterrupted run."""
     cfg, out = write_config(tmp_path, data), tmp_path / "run"
     recorder = Recorder()
-    monkeypatch.setattr(train, "train_one_epoch", recorder)
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
     scripted_validation(monkeypatch, {0: 50.0, 1: 25.0, 2: 40.0}, recorder)
     first = run_train(cfg, out, "--stop_after_epochs", "1")
     assert first["best"] == 50.0 and [c["epoch"] for c in recorder.calls] == [0]
@@ -285,8 +286,6 @@ def test_ddp_resume_continues_each_ranks_random_stream(tmp_path, data):
 def test_data_wait_is_measured_logged_and_alarmed(tmp_path, data):
     """A long epoch read without workers: log lines carry the data wait, metrics.csv its columns,
     and with a tiny `logging.data_wait_alarm` the warning names a remedy."""
-    import csv
-
     lines = (data / "train.txt").read_text()
     (tmp_path / "long.txt").write_text(lines * 3)  # 24 iterations of 1 clip: past the meter's warm-up
     cfg = write_config(tmp_path, data, epochs=1)
@@ -331,7 +330,7 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
     seen: list[Any] = []
     monkeypatch.setattr(train, "compile_model", lambda model: seen.append(model) or model)
     recorder = Recorder()
-    monkeypatch.setattr(train, "train_one_epoch", recorder)
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
     cfg = write_config(tmp_path, data, epochs=1)
     train.main(
         [
@@ -348,3 +347,22 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
     )
     assert len(seen) == 1 and recorder.calls
     assert "solver.compile" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_validation_writes_per_class_numbers_that_add_up_to_top1(tmp_path, data):
+    """Train-time validation writes val_per_class.csv (latest) and best_val_per_class.csv (best):
+    one row per class whose correct counts sum to the epoch's top-1 in metrics.csv."""
+    cfg = write_config(tmp_path, data, epochs=2)
+    out = tmp_path / "run"
+    train.main(["--config", str(cfg), "--output", str(out), "--device", "cpu"])
+    with open(out / "metrics.csv", newline="") as fh:
+        last = list(csv.DictReader(fh))[-1]
+    with open(out / "val_per_class.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    names = [line.split(",", 1)[1] for line in (data / "labels.csv").read_text().splitlines()[1:]]
+    assert [r["name"] for r in rows] == names and {r["epoch"] for r in rows} == {"1"}
+    correct, support = sum(int(r["top1_correct"]) for r in rows), sum(int(r["support"]) for r in rows)
+    assert support == NUM_CLASSES  # one validation video per class
+    assert 100.0 * correct / support == pytest.approx(float(last["val_top1"]), abs=1e-3)
+    assert (out / "best_val_per_class.csv").is_file()
+    assert "per class: mean " in (out / "log.txt").read_text()

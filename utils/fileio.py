@@ -5,11 +5,13 @@ written to a temporary file in the same folder, fsynced and renamed over the tar
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from utils.errors import UserError
 
@@ -79,6 +81,16 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """`atomic_write` of a UTF-8 text."""
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]], fields: list[str]) -> Path:
+    """Atomic CSV with a header (`fields`; other keys of a row are left out), floats as %.6f."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return atomic_write_text(path, text.getvalue())
 
 
 def remove_temporaries(folder: str | Path) -> int:

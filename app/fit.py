@@ -139,6 +139,12 @@ class Session:
                 meter=self.meter,
             )
             iteration += len(loader)
+            if cfg.solver.compile and epoch == start.epoch:
+                rest = (stats.seconds - stats.first_step_s) / max(len(loader) - 1, 1)
+                self.log(
+                    f"solver.compile: first step {stats.first_step_s:.1f} s (compilation included), "
+                    f"then {rest:.2f} s per step"
+                )
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
             row.update(self.meter.row())
             self.meter.reset()

@@ -346,7 +346,9 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
         ]
     )
     assert len(seen) == 1 and recorder.calls
-    assert "solver.compile" in (tmp_path / "run" / "log.txt").read_text()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "solver.compile: the visual encoder and head are compiled" in log
+    assert "solver.compile: first step 0.0 s (compilation included), then " in log  # the recorder's stats
 
 
 def test_validation_writes_per_class_numbers_that_add_up_to_top1(tmp_path, data):

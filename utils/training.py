@@ -36,6 +36,7 @@ class EpochStats:
     steps: int = 0
     seconds: float = 0.0
     lrs: list[float] = field(default_factory=list)
+    first_step_s: float = 0.0  # data wait included; with solver.compile, mostly compilation in the first epoch
 
     @property
     def loss(self) -> float:
@@ -192,6 +193,8 @@ def train_one_epoch(
         stats.loss_sum += loss * int(y.shape[0])
         stats.samples += int(y.shape[0])
         bar.batch_time.update(time.perf_counter() - end)
+        if i == 0:
+            stats.first_step_s = time.perf_counter() - start
         end = time.perf_counter()
         if on_iteration is not None:
             on_iteration(epoch * n + i, loss, stats.lrs)

@@ -22,6 +22,22 @@ from utils.errors import run_cli
 from utils.metrics import classification_report
 
 
+def log_analysis(run: EvalRun, summary: dict) -> None:
+    """The worst classes and most confused pairs in one line, and where the per-class files are."""
+    worst = ", ".join(f"{c['name']} {c['top1']:.1f}% (n={c['support']})" for c in summary["worst_classes"][:3])
+    pairs = ", ".join(
+        f"{p['true_name']} -> {p['predicted_name']} ({p['count']})" for p in summary["most_confused_pairs"][:3]
+    )
+    if summary["most_confused_pairs"]:
+        run.log.info(f"worst classes: {worst}; most confused: {pairs}")
+    else:
+        run.log.info("every video is classified right (no confused pair)")
+    run.log.info(
+        f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
+        f"confusion.npz, confusion.png, per_class_accuracy.png"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("test.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
@@ -70,22 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.save_predictions:
                 run.log.info(f"predictions: {run.save_predictions(out, scores)}")
             if not args.no_analysis and n:
-                summary = run.write_analysis(out, scores)
-                worst = ", ".join(
-                    f"{c['name']} {c['top1']:.1f}% (n={c['support']})" for c in summary["worst_classes"][:3]
-                )
-                pairs = ", ".join(
-                    f"{p['true_name']} -> {p['predicted_name']} ({p['count']})"
-                    for p in summary["most_confused_pairs"][:3]
-                )
-                if summary["most_confused_pairs"]:
-                    run.log.info(f"worst classes: {worst}; most confused: {pairs}")
-                else:
-                    run.log.info("every video is classified right (no confused pair)")
-                run.log.info(
-                    f"per-class analysis: {run.output}/ analysis.json, per_class.csv, per_video.csv, "
-                    f"confusion.npz, confusion.png, per_class_accuracy.png"
-                )
+                log_analysis(run, run.write_analysis(out, scores))
     finally:
         run.close()
 

@@ -49,7 +49,7 @@ from utils.choices import DEVICES, PRECISIONS
 from utils.cli import cli_parser
 from utils.compile import compile_model
 from utils.config import add_config_args, dump, load_config
-from utils.contrastive import make_objective
+from utils.contrastive import Objective, make_objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import (
     DistInfo,
@@ -214,11 +214,6 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     end_epoch = cfg.solver.epochs
     if args.stop_after_epochs is not None:
         end_epoch = min(end_epoch, start.epoch + max(args.stop_after_epochs, 0))
-    objective = make_objective(cfg.solver.loss_type, text_tower=model.has_text_tower)
-    log(
-        f"objective: {cfg.solver.loss_type}"
-        + (f", text tower {'frozen' if cfg.network.fix_text else 'trained'}" if model.has_text_tower else "")
-    )
     session = Session(
         cfg,
         dist,
@@ -230,7 +225,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         scaler,
         precision,
         class_names,
-        objective,
+        build_objective(cfg, model, log),
         clips_to_device(train_ds, dist.device),
         data_wait_meter(cfg, train_ds),
     )
@@ -241,6 +236,16 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
             f"--opts resume={out / LAST}"
         )
     return result
+
+
+def build_objective(cfg: Any, model: VideoCLIP, log: Log) -> Objective:
+    """The training loss of `solver.loss_type` (cross-entropy, or the contrastive NCE / DS)."""
+    objective = make_objective(cfg.solver.loss_type, text_tower=model.has_text_tower)
+    log(
+        f"objective: {cfg.solver.loss_type}"
+        + (f", text tower {'frozen' if cfg.network.fix_text else 'trained'}" if model.has_text_tower else "")
+    )
+    return objective
 
 
 def log_start(log: Log, cfg: Any, dist: DistInfo, precision: str, out: Path, changes: list[str]) -> None:

@@ -41,10 +41,17 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from datasets import build_dataset  # noqa: E402
+from datasets.device_transforms import BatchTransform, collate_raw  # noqa: E402
 from datasets.preprocess import DEFAULT_GOP, Settings, encode_video, preprocess  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
+from datasets.shard_dataset import ShardDataset  # noqa: E402
+from datasets.shards import write_shards  # noqa: E402
 from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
-from datasets.video_reader import available_decoders  # noqa: E402
+from datasets.video_reader import (
+    VideoReader,  # noqa: E402
+    available_decoders,  # noqa: E402
+)
 from utils.config import resolve, to_dotmap  # noqa: E402
 
 W, H, FPS, SECONDS, T = 340, 256, 30, 10, 8
@@ -102,8 +109,6 @@ def k400_like_clip(path: Path, seed: int) -> None:
 
 def make_data(root: Path, videos: int) -> dict[str, Any]:
     """Raw clips, pre-processed mp4s, frame folders, shards and their lists; timing of each step."""
-    from datasets.shards import write_shards
-
     raw = root / "raw" / "k400like"
     raw.mkdir(parents=True, exist_ok=True)
     for k in range(videos):
@@ -205,8 +210,6 @@ class Original:
 
 
 def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) -> Any:
-    from datasets import build_dataset
-
     d = {
         "num_segments": T,
         "input_size": 224,
@@ -238,8 +241,6 @@ def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) ->
 
 def items(ds: Any) -> Callable[[], int]:
     """A function that loads every item of `ds` once (shards: iterates) and returns the count."""
-    from datasets.shard_dataset import ShardDataset
-
     if isinstance(ds, ShardDataset):
         ds.configure(rank=0, world_size=1, batch_size=1, workers=0, train=ds.train)
         return lambda: sum(1 for _ in ds)
@@ -260,8 +261,6 @@ def clips_per_s(run: Callable[[], int], reps: int, sync: Callable[[], None] = la
 
 def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
     """Size and torchcodec train-sampling decode time of pre-processed files per GOP."""
-    from datasets.video_reader import VideoReader
-
     raws = sorted((root / "raw" / "k400like").glob("*.mp4"))
     out = root / "sweep"
     out.mkdir(exist_ok=True)
@@ -298,8 +297,6 @@ def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
 
 def cuda_rows(root: Path, reps: int) -> list[tuple[str, str, float]]:
     """NVDEC + GPU transforms on the pre-processed mp4s (clips/s, whole batches of 8)."""
-    from datasets.device_transforms import BatchTransform, collate_raw
-
     rows = []
     sync = torch.cuda.synchronize
     for decode in ("cpu", "cuda"):

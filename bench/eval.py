@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.lists import read_list  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
+from datasets.synthetic import generate  # noqa: E402
 from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
@@ -131,8 +132,6 @@ def original_style_collect(model, loader, *, views: int, num_frames: int, device
 # ----------------------------------------------------------------------------- helpers
 def ensure_data(folder: Path, videos: int, frames: int, size: int) -> Path:
     """Generate (once) a frame dataset with at least `videos` validation videos."""
-    from datasets.synthetic import generate
-
     stamp = folder / f"stamp_{videos}_{frames}_{size}"
     if not stamp.is_file():
         classes = min(8, videos)

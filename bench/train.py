@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.transforms import normalize  # noqa: E402
+from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
 from utils.precision import grad_scaler, resolve_precision  # noqa: E402
@@ -70,8 +71,6 @@ def make_original_like(model: nn.Module) -> int:
 
 
 def build(arch: str, frames: int, classes: int, device: torch.device) -> nn.Module:
-    from modules.builder import build_model
-
     cfg = to_dotmap(
         resolve(
             {

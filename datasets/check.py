@@ -24,6 +24,7 @@ from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, resolve_decoder
 from utils.cli import cli_parser
+from utils.config import add_config_args, load_config
 from utils.errors import UserError, run_cli
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -191,8 +192,6 @@ def check_split(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from utils.config import add_config_args, load_config
-
     parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
     add_config_args(parser)
     parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")

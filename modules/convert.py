@@ -37,8 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from datasets.lists import read_label_csv
+from modules.builder import build_model
+from utils.checkpoint import export_state, load_checkpoint, save_checkpoint, unwrap
 from utils.cli import cli_parser
+from utils.config import load_config, to_dict
 from utils.errors import UserError, run_cli
 
 CLASS_KEY = "class_embeddings"
@@ -225,11 +228,6 @@ def load_weights(
 
 def self_contained(ckpt: Any, config: str, opts: Sequence[str], source: str) -> dict[str, Any]:
     """Our self-contained format from converted weights and a config (class embeddings computed)."""
-    from datasets.lists import read_label_csv
-    from modules.builder import build_model
-    from utils.checkpoint import export_state
-    from utils.config import load_config, to_dict
-
     cfg = load_config(config, opts)
     if not cfg.data.label_list:
         raise UserError(f"{config}: data.label_list is not set; the class names are needed to embed them")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from utils.cli import DEBUG_HELP
+from utils.errors import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,24 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     debug = subprocess.run([*cmd, "--debug"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("message", "pids", "how"),
+    [
+        ("DataLoader worker (pid 123) is killed by signal: Killed. ", "123", "is killed by signal: Killed"),
+        ("DataLoader worker (pid(s) 16793) exited unexpectedly", "16793", "exited unexpectedly"),
+        ("DataLoader worker (pid(s) 12, 13) exited unexpectedly", "12, 13", "exited unexpectedly"),
+        ("DataLoader worker (pid 7) exited unexpectedly with exit code 1.", "7", "exited unexpectedly"),
+    ],
+)
+def test_every_wording_of_a_dead_worker_is_explained(message, pids, how):
+    """torch reports a killed DataLoader worker in several wordings depending on which thread sees it
+    first; each must become the one-line explanation (a CI run once met '(pid(s) N)' as a traceback)."""
+    line = explain(RuntimeError(message))
+    assert line is not None and f"(pid {pids}: {how})" in line
+    assert "memory" in line and "data.workers" in line
+
+
+def test_other_runtime_errors_are_not_explained():
+    assert explain(RuntimeError("CUDA out of memory")) is None

@@ -23,7 +23,11 @@ def explain(err: BaseException) -> str | None:
     """One line for a failure of the machine rather than of the input, whose message from the
     library does not say what to do (None: not one of those)."""
     text = str(err)
-    worker = re.search(r"DataLoader worker \(pids?:? ?([\d, ]+)\) (is killed by signal: \w+|exited unexpectedly)", text)
+    # torch words it three ways: "(pid 12) is killed by signal: Killed.", "(pid(s) 12, 13) exited
+    # unexpectedly" (the main process notices first) and "(pid 12) exited unexpectedly".
+    worker = re.search(
+        r"DataLoader worker \(pid(?:\(s\)|s)?:? ?([\d, ]+)\) (is killed by signal: \w+|exited unexpectedly)", text
+    )
     if worker:
         return (
             f"a DataLoader worker process died (pid {worker.group(1).strip()}: {worker.group(2)}); the usual "

@@ -19,7 +19,7 @@ from utils.config import dump, resume_differences, to_dict
 from utils.config_schema import RESUME_MAY_CHANGE
 from utils.distributed import DistInfo, broadcast_object
 from utils.errors import UserError
-from utils.fileio import make_folder, remove_temporaries
+from utils.fileio import atomic_write_text, make_folder, remove_temporaries
 
 
 def arch_folder(arch: str) -> str:
@@ -76,6 +76,6 @@ def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
 
 def record_config(cfg: Any, config_path: str, out: Path) -> None:
     """config.yaml (what runs) and a copy of the file the user gave, on rank 0."""
-    (out / "config.yaml").write_text(dump(cfg))
+    atomic_write_text(out / "config.yaml", dump(cfg))
     with contextlib.suppress(OSError, shutil.SameFileError):
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))

@@ -242,7 +242,7 @@ def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) ->
 def items(ds: Any) -> Callable[[], int]:
     """A function that loads every item of `ds` once (shards: iterates) and returns the count."""
     if isinstance(ds, ShardDataset):
-        ds.configure(rank=0, world_size=1, batch_size=1, workers=0, train=ds.train)
+        ds.configure(rank=0, world_size=1, batch_size=1, train=ds.train)
         return lambda: sum(1 for _ in ds)
     if isinstance(ds, Original):
         return lambda: sum(1 for i in range(len(ds.names)) if ds.load(i) is not None)

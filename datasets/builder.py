@@ -210,7 +210,7 @@ def build_loader(
     collate = collate_raw if getattr(dataset, "defer_transform", False) else None
     init = _WorkerInit(seed, rank) if workers > 0 else None
     if isinstance(dataset, ShardDataset):
-        dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, workers=workers, train=train)
+        dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, train=train)
         dataset.set_epoch(epoch)
         return ShardLoader(
             dataset,

@@ -24,7 +24,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from datasets.transforms import ClipParams, EvalTransform, TrainTransform, color_jitter, eval_crop_plan, gaussian_blur
+from datasets.transforms import ClipParams, EvalTransform, TrainTransform, eval_crop_plan
 from datasets.transforms import normalize as clip_normalize
 
 
@@ -94,32 +94,9 @@ class BatchTransform:
         assert isinstance(tf, TrainTransform)
         if len(frames) != len(params):
             raise ValueError(f"{len(frames)} clips but {len(params)} parameter sets")
-        size = [tf.input_size, tf.input_size]
-        crops = []
-        for clip, p in zip(frames, params, strict=True):
-            if p.randaug_seed is not None:
-                clip = tf.randaugment(clip, p.randaug_seed)
-            top, left, h, w = p.box
-            crops.append(
-                F.resized_crop(clip, top, left, h, w, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            )
-        x = torch.stack(crops)  # (B, N, 3, S, S)
-        flip = _where(params, lambda p: p.flip, x.device)
-        if flip.numel():
-            x[flip] = x[flip].flip(-1)
-        for i, p in enumerate(params):  # one random op order and factors per clip
-            if p.jitter:
-                x[i] = color_jitter(x[i], p.jitter)
-        gray = _where(params, lambda p: p.gray, x.device)
-        if gray.numel():
-            x[gray] = F.rgb_to_grayscale(x[gray], num_output_channels=3)
-        for i, p in enumerate(params):
-            if p.blur_sigma is not None:
-                x[i] = gaussian_blur(x[i], p.blur_sigma)
-        sol = _where(params, lambda p: p.solarize, x.device)
-        if sol.numel():
-            x[sol] = F.solarize(x[sol], threshold=128)
-        return x
+        # TrainTransform.apply is already device-agnostic: one code path, so the GPU result is the
+        # CPU result (flip, grayscale and solarize batched would save little next to the crops).
+        return torch.stack([tf.apply(clip, p) for clip, p in zip(frames, params, strict=True)])
 
     def _eval(self, frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         tf = self.transform
@@ -138,10 +115,6 @@ class BatchTransform:
             view = x[..., top : top + h, left : left + w]
             views.append(view.flip(-1) if flip else view)
         return torch.cat(views, dim=1)
-
-
-def _where(params: Sequence[ClipParams], pick: Any, device: torch.device) -> torch.Tensor:
-    return torch.tensor([i for i, p in enumerate(params) if pick(p)], dtype=torch.long, device=device)
 
 
 class ClipsToDevice:

@@ -20,6 +20,7 @@ Output order is deterministic: classes sorted, then videos sorted by name (code-
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import string
@@ -33,6 +34,7 @@ from typing import Literal
 from datasets.lists import read_label_csv
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
+from utils.fileio import atomic_write_text
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -281,11 +283,12 @@ def write_label_csv(names: Sequence[str], path: str | Path) -> None:
     """Header `id,name`, then `i,<name>` per class (csv quoting for names with commas)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["id", "name"])
-        for i, name in enumerate(names):
-            writer.writerow([i, name])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", "name"])
+    for i, name in enumerate(names):
+        writer.writerow([i, name])
+    atomic_write_text(path, text.getvalue())
 
 
 def default_labels_out(out: str | Path) -> Path:
@@ -324,7 +327,7 @@ def make_list(
         write_label_csv(names, written_csv)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(format_lines(entries, ids)) + "\n")
+    atomic_write_text(out, "\n".join(format_lines(entries, ids)) + "\n")
     return {
         "format": found_fmt,
         "videos": len(entries),

@@ -39,6 +39,7 @@ from typing import Any
 from datasets.make_list import VIDEO_EXTENSIONS, make_list
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError, run_cli
+from utils.fileio import atomic_write_text
 
 DEFAULT_GOP = 1  # all-intra: chosen by measurement, docs/data.md ("Pre-processing")
 
@@ -226,7 +227,7 @@ def check_settings(out_root: Path, s: Settings) -> None:
                 f"use the same options to resume, or another output folder"
             )
     out_root.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(asdict(s), indent=1) + "\n")
+    atomic_write_text(marker, json.dumps(asdict(s), indent=1) + "\n")
 
 
 def preprocess(
@@ -270,7 +271,7 @@ def preprocess(
     failures.sort()
     report = out_root / "preprocess_failures.txt"
     if failures:
-        report.write_text("".join(f"{p}: {e}\n" for p, e in failures))
+        atomic_write_text(report, "".join(f"{p}: {e}\n" for p, e in failures))
     elif report.exists():
         report.unlink()
     return {"done_before": done, "processed": len(todo) - len(failures), "failures": failures}

@@ -45,7 +45,6 @@ from utils.errors import UserError
 log = logging.getLogger(__name__)
 
 INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
-FRAME_EXTS = (".jpg", ".jpeg", ".png")
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
 
 
@@ -90,7 +89,7 @@ def read_shard_index(url: str, key: str = "data.train_shards") -> ShardIndex:
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{key}: cannot read the shard index {url}: {err}") from None
     ours = data.get("text4vis") if isinstance(data, dict) else None
-    if data.get("__kind__") != INDEX_KIND or not isinstance(ours, dict):
+    if not isinstance(ours, dict) or data.get("__kind__") != INDEX_KIND:
         raise UserError(f"{key}: {url} is not a shard index written by python -m datasets.shards")
     try:
         records = [
@@ -119,7 +118,7 @@ class ShardDataset(IterableDataset):
 
     `keys[i]` is the index-list position of `samples.records[i]`; samples of other positions (the
     `min_frames` filter) are skipped. `configure` (done by `build_loader`) sets the rank, world
-    size, batch size, worker count and train/eval split before iterating."""
+    size, batch size and train/eval split before iterating."""
 
     def __init__(self, index: ShardIndex, samples: VideoDataset, keys: list[int], *, shuffle_buffer: int = 128):
         self.index = index
@@ -129,20 +128,14 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.seed = samples.seed
         self.epoch = 0
-        self.rank, self.world_size, self.batch_size, self.workers, self.train = 0, 1, 1, 0, samples.mode == "train"
+        self.rank, self.world_size, self.batch_size, self.train = 0, 1, 1, samples.mode == "train"
         self.seek_mode = "approximate" if index.cfr else "exact"
         # positions (into self.records) of each shard, in the shard's order
         self.shard_positions = [[self.position[k] for k in ks if k in self.position] for ks in index.keys]
 
     # --------------------------------------------------------------------------- set-up
-    def configure(self, *, rank: int, world_size: int, batch_size: int, workers: int, train: bool) -> None:
-        self.rank, self.world_size, self.batch_size, self.workers, self.train = (
-            rank,
-            world_size,
-            max(1, batch_size),
-            workers,
-            train,
-        )
+    def configure(self, *, rank: int, world_size: int, batch_size: int, train: bool) -> None:
+        self.rank, self.world_size, self.batch_size, self.train = rank, world_size, max(1, batch_size), train
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -287,10 +280,10 @@ class ShardDataset(IterableDataset):
                 yield item
             pending = 0
 
-    def decode(self, pos: int, sample: dict, attempt: int = 0) -> tuple[Any, ...]:
+    def decode(self, pos: int, sample: dict) -> tuple[Any, ...]:
         """One raw shard sample → the item `VideoDataset` would give for record `pos`."""
         ds = self.samples
-        rng = ds.rng(pos, attempt)
+        rng = ds.rng(pos, 0)  # attempt 0: a shard sample is never replaced by another
         where = f"{sample.get('__url__', '?')}:{sample['__key__']}"
         if self.index.content == "video":
             field = next((k for k in sample if not k.startswith("__") and k not in ("json", "cls")), None)

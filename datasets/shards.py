@@ -119,6 +119,9 @@ def write_shards(
         raise UserError("--maxcount and --maxsize must be positive")
     prefix = Path(out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    # An index of an earlier run would vouch for shards this run is about to overwrite: remove it
+    # first; the new one is written (atomically) only once every shard is complete.
+    prefix.with_name(prefix.name + ".json").unlink(missing_ok=True)
     order = np.random.default_rng(seed).permutation(len(records)) if shuffle else np.arange(len(records))
     shards: dict[str, list[int]] = {}
     skipped: list[str] = []

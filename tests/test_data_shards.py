@@ -124,7 +124,7 @@ def test_deferred_transforms_from_shards(syn):
 
 def _plan_indices(ds: ShardDataset, rank: int, world: int, batch: int, workers: int) -> list[list[int]]:
     """Per worker: the record positions it will yield (in read order, before the shuffle buffer)."""
-    ds.configure(rank=rank, world_size=world, batch_size=batch, workers=workers, train=ds.train)
+    ds.configure(rank=rank, world_size=world, batch_size=batch, train=ds.train)
     out = []
     for w in range(max(1, workers)):
         plan = ds.plan(ds.worker_positions(w, max(1, workers)))

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -33,10 +32,11 @@ import torch
 from torch import nn
 
 from app.exported import EXTRA_HINT, FORMAT, INPUT, META_KEY, OUTPUTS, VERSION, ExportedModel, encode_array, read_export
-from app.weights import LoadedModel, load_model, open_weights
+from app.weights import LoadedModel, add_trust_arg, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.checkpoint import export_state, save_checkpoint
+from utils.cli import cli_parser
 from utils.config import to_dict
 from utils.errors import UserError, run_cli
 from utils.evaluate import eval_scale
@@ -209,6 +209,7 @@ def export(
     config: str | None = None,
     opts: Sequence[str] = (),
     tolerance: float = TOLERANCE,
+    trusted_pickles: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the export; returns what was written (format, path, classes, check result)."""
     kind = format_of(out, fmt)
@@ -217,7 +218,7 @@ def export(
     if wf.kind != "checkpoint":
         raise UserError(f"{wf.path} is already a {wf.kind} export: export from the checkpoint it was made from")
     cfg = wf.config(config, opts)
-    loaded = load_model(wf, cfg=cfg, device="cpu")
+    loaded = load_model(wf, cfg=cfg, device="cpu", trusted_pickles=trusted_pickles)
     model = loaded.model
     assert isinstance(model, VideoCLIP)
     if kind == "pt":
@@ -250,7 +251,7 @@ def export(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.export", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m app.export", __doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
     parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
     parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
@@ -264,8 +265,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=TOLERANCE,
         help=f"max |logit difference| from PyTorch accepted by the check (default {TOLERANCE:g})",
     )
+    add_trust_arg(parser)
     args = parser.parse_args(argv)
-    done = export(args.weights, args.out, args.format, config=args.config, opts=args.opts, tolerance=args.tolerance)
+    done = export(
+        args.weights,
+        args.out,
+        args.format,
+        config=args.config,
+        opts=args.opts,
+        tolerance=args.tolerance,
+        trusted_pickles=args.trust_pickle,
+    )
     size = os.path.getsize(done["path"]) / 2**20
     check = "" if done["format"] == "pt" else f"; logits match PyTorch within {done['max_abs_diff']:.2g}"
     print(

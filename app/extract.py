@@ -38,12 +38,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from app.extract_parts import chunk_path, merge, prepare_parts
 from app.media import as_numpy_ids, expand_inputs, load_input
-from app.weights import WeightsFile, input_normalize, load_model, open_weights
+from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model, open_weights
 from datasets.builder import eval_transform
 from datasets.lists import read_label_csv, read_list
 from datasets.video_dataset import VideoDataset
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
-from utils.cli import parse_with_opts
+from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
 from utils.evaluate import encode_views_frames
@@ -226,7 +226,7 @@ def _cat(parts: list[torch.Tensor]) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.extract", description=__doc__.split("\n\n")[0])
+    parser = cli_parser("python -m app.extract", __doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="*", help="video files, frame folders, images, or folders holding them")
     parser.add_argument("--weights", required=True, help="checkpoint, run folder or export (python -m app.export)")
     parser.add_argument("--out", required=True, help="output .npz file")
@@ -250,9 +250,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=512, help="inputs per resumable part (default 512)")
     parser.add_argument("--batch_size", type=int, default=None, help="clips per forward (default data.batch_size)")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default data.workers)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="precision of the forward pass")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT and any parts of an earlier run")
+    add_trust_arg(parser)
     args = parse_with_opts(parser, argv)
     if args.chunk < 1 or args.test_clips < 1:
         raise UserError("--chunk and --test_clips must be >= 1")
@@ -284,7 +285,7 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
     if problem:
         raise UserError(problem)
     with rank_zero_first():
-        loaded = load_model(wf, cfg=cfg, device=dist.device)
+        loaded = load_model(wf, cfg=cfg, device=dist.device, trusted_pickles=args.trust_pickle)
     class_names = read_label_csv(args.labels) if args.labels else loaded.class_names
     chunks = math.ceil(len(ids) / args.chunk)
     todo = [c for c in range(chunks) if c % dist.world_size == dist.rank and not chunk_path(parts, c).is_file()]

@@ -21,6 +21,7 @@ from dotmap import DotMap
 
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
+from datasets.device_transforms import clips_to_device
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
@@ -44,7 +45,13 @@ def extract_features(
     )
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
     out = collect(
-        model, loader, views=1, num_frames=cfg.data.num_segments, device=device, normalize=input_normalize(model)
+        model,
+        loader,
+        views=1,
+        num_frames=cfg.data.num_segments,
+        device=device,
+        normalize=input_normalize(model),
+        prepare=clips_to_device(dataset, device),
     )
     return out.embeddings, out.labels
 

@@ -109,7 +109,13 @@ def _own_pass(run: EvalRun, split: Split) -> tuple[EvalOutput, torch.Tensor]:
     model = run.model
     if names != run.class_names:
         with rank_zero_first():
-            model = load_model(run.weights, cfg=split.cfg, class_names=names, device=run.dist.device).model
+            model = load_model(
+                run.weights,
+                cfg=split.cfg,
+                class_names=names,
+                device=run.dist.device,
+                trusted_pickles=run.args.trust_pickle,
+            ).model
     return run.collect(split.cfg, model), class_embeddings_of(model)
 
 

@@ -29,6 +29,8 @@ ENTRY_POINTS = {
     "modules.convert": None,
     "modules.hf_text_embed": ("--seed", "0"),
     "app.lda": ("--device", "auto"),
+    "app.extract": ("--precision", "fp32"),
+    "app.export": None,
     "utils.config": None,
     "utils.summarize": None,
 }
@@ -61,6 +63,17 @@ def test_help_documents_debug_and_defaults(name, capsys):
         after = text[text.index(f" {flag} ") :]
         assert f"(default: {default})" in after[:400], after[:400]
     assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
+
+
+@pytest.mark.parametrize(
+    "name", ["train.py", "test.py", "test_zeroshot.py", "predict.py", "app.lda", "app.extract", "app.export"]
+)
+def test_every_model_loading_entry_point_offers_trust_pickle(name, capsys):
+    """--trust_pickle is the only way a pickled CLIP weights file loads: every tool that builds a model
+    from a config must take it (and pass it on: tests/test_failures.py)."""
+    with pytest.raises(SystemExit):
+        entry_main(name)(["--help"])
+    assert "--trust_pickle FILE" in capsys.readouterr().out
 
 
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path):

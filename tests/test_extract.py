@@ -292,3 +292,17 @@ def test_lda_fits_from_extracted_features(setup, capsys):
     directions = torch.load(lda_out, weights_only=True)
     assert directions.shape == (4, 256)
     assert "from 8 videos" in capsys.readouterr().out
+
+
+def test_lda_features_with_transforms_deferred_to_the_device(setup):
+    """`data.transform_device: cuda` defers the clip transform out of the loader; the LDA tool's own
+    pass must apply it (here on the CPU device): the same features as the plain pipeline."""
+    from app.lda import extract_features
+    from utils.config import resolve, to_dotmap
+
+    plain = to_dotmap(resolve(setup["cfg"], "t"))
+    deferred = to_dotmap(resolve(setup["cfg"], "t", ["data.transform_device=cuda"]))
+    emb, labels = extract_features(plain, setup["ckpt"])
+    emb_d, labels_d = extract_features(deferred, setup["ckpt"])
+    assert emb.shape == (8, 256) and torch.equal(labels_d, labels)
+    torch.testing.assert_close(emb_d, emb, rtol=0, atol=1e-5)

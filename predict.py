@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.media import infer_frame_template, load_input, open_media  # noqa: F401  (infer_frame_template: API)
+from app.media import load_input, open_media
 from app.timeline import Progress, parse_span, timeline_lines, window_timeline, write_timeline
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv

@@ -201,7 +201,7 @@ class EvalRun:
         return atomic_write_text(self.output / name, json.dumps(data, indent=2) + "\n")
 
     def save_predictions(self, out: EvalOutput, scores: torch.Tensor) -> Path:
-        ids = np.array([self.dataset.records[int(i)].path for i in out.indices])
+        ids = np.array(self.video_ids(out))
         return atomic_write(
             self.output / "predictions.npz",
             lambda fh: np.savez_compressed(

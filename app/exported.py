@@ -109,6 +109,7 @@ class ExportedModel(nn.Module):
     normalises inside, hence `takes_uint8`), `class_embeddings` (C, D), `logit_scale`, `forward`."""
 
     takes_uint8 = True
+    class_embeddings: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, kind: str, handle: Any, meta: dict[str, Any], class_embeddings: torch.Tensor):
         super().__init__()
@@ -127,9 +128,6 @@ class ExportedModel(nn.Module):
     @property
     def num_classes(self) -> int:
         return int(self.class_embeddings.shape[0])
-
-    def set_class_embeddings(self, emb: torch.Tensor) -> None:
-        self.class_embeddings = emb.detach().float().to(self.logit_scale.device)
 
     def run(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits at the export's scale, embeddings) of uint8 frames (B, T, 3, S, S)."""

@@ -37,11 +37,6 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"labels must lie in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}")
 
 
-def top1(scores: ArrayLike) -> np.ndarray:
-    """Index of the highest score of every row (the first one on ties, as torch's argmax)."""
-    return _np(scores).argmax(axis=1)
-
-
 def topk_indices(scores: ArrayLike, k: int) -> np.ndarray:
     """(N, k) class indices, highest score first; ties keep the lower index first."""
     s = _np(scores, np.float64)

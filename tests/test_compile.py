@@ -35,6 +35,7 @@ def test_compiled_logits_equal_eager(tmp_path):
     names = [n for n, _ in model.named_parameters()]
     compile_model(model)
     assert [n for n, _ in model.named_parameters()] == names  # checkpoints and optimiser groups unchanged
+    assert model.visual._compiled_call_impl is not None and model.fusion_model._compiled_call_impl is not None
     with torch.no_grad():
         compiled = model(x)
     assert torch.allclose(compiled, eager, atol=1e-5, rtol=0), (compiled - eager).abs().max()

@@ -100,11 +100,14 @@ def test_deferred_loader_gives_the_same_batches(syn, video):
         a = build_loader(cpu, 4, 0, train=split == "train", seed=5)
         b = build_loader(deferred, 4, 2, train=split == "train", seed=5)
         move = ClipsToDevice(deferred.transform, "cpu")
+        compared = 0
         for (ca, la, ia), (cb, lb, ib) in zip(a, b, strict=True):
+            compared += len(ia)
             assert isinstance(cb, RawClips) and isinstance(ca, torch.Tensor)
             assert torch.equal(ia, ib) and torch.equal(la, lb)  # flipped labels swapped in both
             assert torch.equal(move(cb), ca)
             assert torch.equal(ClipsToDevice(None, "cpu")(ca), ca)
+        assert compared == len(cpu) > 0
 
 
 def test_collate_raw_keeps_different_sizes_apart():

@@ -115,11 +115,14 @@ def test_deferred_transforms_from_shards(syn):
     files = build_dataset(cfg_for(syn, True, shards=False), "train")
     shards = build_dataset(cfg_for(syn, True, transform_device="cuda"), "train")
     move = ClipsToDevice(shards.transform, "cpu")
+    seen = []
     for raw, labels, idx in build_loader(shards, 4, 0, train=True, seed=5):
         assert isinstance(raw, RawClips)
         clips = move(raw)
         for c, lab, i in zip(clips, labels.tolist(), idx.tolist(), strict=True):
             assert torch.equal(c, files[i][0]) and lab == files[i][1]
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(len(files)))  # every training clip, once
 
 
 def _plan_indices(ds: ShardDataset, rank: int, world: int, batch: int, workers: int) -> list[list[int]]:

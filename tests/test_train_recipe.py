@@ -92,7 +92,7 @@ class Recorder:
         self, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, **kw: Any
     ) -> EpochStats:
         order = [int(i) for batch in loader for i in batch[2]]
-        self.calls.append({"order": order, **kw})
+        self.calls.append({"order": order, "model": model, **kw})
         return EpochStats(
             loss_sum=1.0,
             samples=len(order),
@@ -328,8 +328,8 @@ def test_deferred_transform_trains_the_same_model(tmp_path, data):
 
 def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
     seen: list[Any] = []
-    monkeypatch.setattr(train, "compile_model", lambda model: seen.append(model) or model)
     recorder = Recorder()
+    monkeypatch.setattr(train, "compile_model", lambda model: seen.append((model, len(recorder.calls))) or model)
     monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
     cfg = write_config(tmp_path, data, epochs=1)
     train.main(
@@ -346,6 +346,7 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
         ]
     )
     assert len(seen) == 1 and recorder.calls
+    assert seen[0][1] == 0 and recorder.calls[0]["model"] is seen[0][0]  # compiled before training, and trained
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "solver.compile: the visual encoder and head are compiled" in log
     assert "solver.compile: first step 0.0 s (compilation included), then " in log  # the recorder's stats
@@ -367,4 +368,12 @@ def test_validation_writes_per_class_numbers_that_add_up_to_top1(tmp_path, data)
     assert support == NUM_CLASSES  # one validation video per class
     assert 100.0 * correct / support == pytest.approx(float(last["val_top1"]), abs=1e-3)
     assert (out / "best_val_per_class.csv").is_file()
+    with open(out / "metrics.csv", newline="") as fh:
+        epochs = list(csv.DictReader(fh))
+    best = max(epochs, key=lambda r: (float(r["val_top1"]), -int(r["epoch"])))  # the first epoch of the best top-1
+    with open(out / "best_val_per_class.csv", newline="") as fh:
+        best_rows = list(csv.DictReader(fh))
+    assert {r["epoch"] for r in best_rows} == {best["epoch"]}
+    correct = sum(int(r["top1_correct"]) for r in best_rows)
+    assert 100.0 * correct / NUM_CLASSES == pytest.approx(float(best["val_top1"]), abs=1e-3)
     assert "per class: mean " in (out / "log.txt").read_text()

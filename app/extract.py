@@ -22,6 +22,7 @@ the same machine and process count. The parts folder is removed once the file is
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -39,9 +40,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from app.extract_parts import chunk_path, merge, prepare_parts
 from app.media import as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model, open_weights
-from datasets.builder import eval_transform
+from datasets.builder import build_dataset
 from datasets.lists import read_label_csv, read_list
-from datasets.video_dataset import VideoDataset
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
 from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
@@ -105,25 +105,14 @@ def build_inputs(
         if not list_path:
             raise UserError(f"--split {args.split}: data.{args.split}_list is not set in the config")
     records = read_list(list_path)
-    modality = "video" if records[0].num_frames is None else "RGB"
-    data = cfg.data
-    ds = VideoDataset(
-        records,
-        root=root,
-        modality=modality,
-        num_segments=int(data.num_segments),
-        mode="test",
-        transform=eval_transform(data, crops),
-        image_tmpl=data.image_tmpl,
-        index_bias=int(data.index_bias),
-        num_frames_from=data.num_frames_from,
-        decoder=data.decoder,
-        dense=dense,
-        test_clips=clips,
-        seed=int(cfg.seed),
-        on_bad_sample="error",
-        list_path=str(list_path),
-    )
+    inputs = copy.deepcopy(cfg)  # the test pipeline of build_dataset, on this list
+    data = inputs.data
+    data.val_list, data.val_root, data.format = str(list_path), root, "files"
+    data.modality = "video" if records[0].num_frames is None else "RGB"
+    data.label_list = ""  # labels index --labels (or the model's classes), not the config's CSV
+    data.on_bad_sample = "error"  # Guarded lists a failed input instead of replacing it
+    data.transform_device = "cpu"  # Guarded needs finished clips of one shape
+    ds = build_dataset(inputs, "test", test_crops=crops, test_clips=clips, dense=dense)
     return ds, [r.path for r in records], [r.label for r in records], f"list {list_path} (root {root or '.'})"
 
 

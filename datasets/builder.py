@@ -100,7 +100,7 @@ def build_dataset(
         num_frames_from=data.num_frames_from,
         decoder=data.decoder,
         decode_device=data.decode_device,
-        seek_mode=seek_mode_for(root),
+        seek_mode=("approximate" if index.cfr else "exact") if index is not None else seek_mode_for(root),
         defer_transform=data.transform_device == "cuda",
         dense=data.dense if dense is None else dense,
         random_shift=data.random_shift,
@@ -248,8 +248,7 @@ def data_remedy(dataset: Any, workers: int, procs_per_node: int = 1, cpus: int |
     if ds.modality == "video":
         if ds.decoder != "torchcodec":
             tips.append(f"decode with torchcodec (now {ds.decoder}; scripts/setup_env.sh installs FFmpeg's libraries)")
-        preprocessed = dataset.index.cfr if isinstance(dataset, ShardDataset) else ds.seek_mode == "approximate"
-        if not preprocessed:
+        if ds.seek_mode != "approximate":  # not from python -m datasets.preprocess (files or shards)
             tips.append(
                 "pre-process the videos once (python -m datasets.preprocess SRC OUT: all-intra H.264, "
                 "sampling decodes 8 frames instead of the whole clip; docs/data.md)"

@@ -129,7 +129,6 @@ class ShardDataset(IterableDataset):
         self.seed = samples.seed
         self.epoch = 0
         self.rank, self.world_size, self.batch_size, self.train = 0, 1, 1, samples.mode == "train"
-        self.seek_mode = "approximate" if index.cfr else "exact"
         # positions (into self.records) of each shard, in the shard's order
         self.shard_positions = [[self.position[k] for k in ks if k in self.position] for ks in index.keys]
 
@@ -290,7 +289,7 @@ class ShardDataset(IterableDataset):
             if field is None:
                 raise BadSampleError(f"sample {where} holds no video")
             reader = VideoReader(
-                sample[field], ds.decoder, device=ds.decode_device, seek_mode=self.seek_mode, name=f"{where}.{field}"
+                sample[field], ds.decoder, device=ds.decode_device, seek_mode=ds.seek_mode, name=f"{where}.{field}"
             )
             clip = reader.read(ds.frame_indices(reader.num_frames, rng))
         else:

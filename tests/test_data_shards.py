@@ -316,3 +316,24 @@ def test_same_top1_from_shards_as_from_files(syn, tmp_path):
     (a, out_a), (b, out_b) = reports
     assert torch.equal(out_a.indices, out_b.indices) and torch.allclose(out_a.embeddings, out_b.embeddings)
     assert a["top1"] == b["top1"] and a["num_videos"] == b["num_videos"] == 12
+
+
+def test_shards_of_preprocessed_videos_seek_like_the_preprocessed_files(syn, tmp_path):
+    """The index records that the videos came from `datasets.preprocess` (its marker file): their
+    shards then decode with torchcodec's approximate seek mode, as the files would, and the data-bound
+    remedy does not ask to pre-process them again."""
+    import shutil
+
+    from datasets.builder import data_remedy
+    from datasets.video_reader import CFR_MARKER
+
+    pre = tmp_path / "pre"
+    shutil.copytree(syn / "videos", pre)
+    (pre / CFR_MARKER).write_text("{}")
+    out = tmp_path / "s" / "pre_train"
+    write_shards(str(syn / "train_video.txt"), str(pre), str(out), labels=str(syn / "labels.csv"), progress=False)
+    cfr = build_dataset(cfg_for(syn, True, train_shards=str(out) + ".json"), "train")
+    plain = build_dataset(cfg_for(syn, True), "train")
+    assert cfr.samples.seek_mode == "approximate" and plain.samples.seek_mode == "exact"
+    assert "datasets.preprocess" not in data_remedy(cfr, workers=1, cpus=2)
+    assert "datasets.preprocess" in data_remedy(plain, workers=1, cpus=2)

@@ -439,10 +439,14 @@ def test_killed_dataloader_worker_names_the_likely_cause(setup, tmp_path):
         text=True,
     )
     try:
+        # Wait until training iterates (so the children are the DataLoader's workers, not a
+        # short-lived helper process of the start-up), then for a worker to be listed.
         deadline = time.time() + 120
+        log = tmp_path / "long" / "log.txt"
+        while time.time() < deadline and not (log.is_file() and "Epoch: [0]" in log.read_text()):
+            time.sleep(0.2)
         while time.time() < deadline and not _children(proc.pid):
             time.sleep(0.2)
-        time.sleep(1.0)
         workers = _children(proc.pid)
         assert workers, "no DataLoader worker appeared"
         os.kill(workers[0], signal.SIGKILL)

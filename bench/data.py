@@ -26,6 +26,7 @@ default GOP was chosen.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -131,7 +132,8 @@ def make_data(root: Path, videos: int) -> dict[str, Any]:
     (root / "frames.txt").write_text("".join(f"{n[:-4]} {SECONDS * FPS} 0\n" for n in names))
     (root / "labels.csv").write_text("id,name\n0,k400like\n")
     shards = root / "shards" / FOLDERS["pre"]
-    if not shards.with_suffix(".json").exists():
+    index = shards.with_suffix(".json")
+    if not index.exists() or len(json.loads(index.read_text())["text4vis"]["records"]) != videos:
         write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
     return info
 

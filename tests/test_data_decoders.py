@@ -169,6 +169,37 @@ def test_torchcodec_seek_modes(tmp_path, real_videos):
     assert not torch.equal(exact.read(idx), approx.read(idx))
 
 
+@pytest.mark.parametrize(
+    "opts",
+    [{"g": "1"}, {"g": "4", "bf": "0", "tune": "fastdecode"}, {"g": "5", "bf": "2"}],
+    ids=["intra", "gop4", "bframes"],
+)
+def test_pyav_seeking_on_constant_rate_files_gives_the_sequential_frames(tmp_path, opts):
+    # seek_mode approximate (pre-processed folders): PyAV seeks to each wanted frame's keyframe
+    path = write_video(tmp_path / "cfr.mp4", frames=60, options=opts)
+    with av.open(str(path)) as c:
+        seq = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for idx in (_indices(60), [0, 1, 2, 3], [59], [3, 4, 9, 10, 11, 30, 58, 59], [7, 7, 0, 33]):
+        got = VideoReader(path, "pyav", seek_mode="approximate").read(idx)
+        want = torch.from_numpy(np.stack([seq[i] for i in idx])).permute(0, 3, 1, 2)
+        assert torch.equal(got, want), (opts, idx)
+        uniq = sorted(set(idx))  # the frames came from seeking, not from the sequential fallback
+        seeking = video_reader._pyav_read_seeking(str(path), uniq)
+        assert seeking is not None and np.array_equal(seeking, np.stack([seq[i] for i in uniq]))
+
+
+def test_pyav_seeking_falls_back_to_sequential_decoding_off_the_rate_grid(tmp_path):
+    # a variable-frame-rate file wrongly marked constant: timestamps leave the grid and the reader
+    # decodes sequentially instead of returning other frames
+    pts = [int(1000 * (t / 25 if t < 20 else 0.8 + (t - 20) / 5)) for t in range(40)]
+    vfr = write_video(tmp_path / "vfr.mp4", pts=pts)
+    idx = _indices(40)
+    exact = VideoReader(vfr, "pyav", seek_mode="exact").read(idx)
+    assert torch.equal(VideoReader(vfr, "pyav", seek_mode="approximate").read(idx), exact)
+    with pytest.raises(BadSampleError, match="outside its 40 frames"):
+        VideoReader(vfr, "pyav", seek_mode="approximate").read([40])
+
+
 def test_builder_uses_approximate_only_on_preprocessed_folders(tmp_path):
     from datasets.builder import seek_mode_for
 

@@ -39,7 +39,7 @@ from typing import Any
 from datasets.make_list import VIDEO_EXTENSIONS, make_list
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError, run_cli
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, fsync_path
 
 DEFAULT_GOP = 1  # all-intra: chosen by measurement, docs/data.md ("Pre-processing")
 
@@ -170,6 +170,7 @@ def process_one(src: str, dst: str, settings: dict) -> tuple[str, str | None]:
             extract_frames(src, tmp, s)
         else:
             encode_video(src, tmp, s)
+        fsync_path(tmp)
         os.replace(tmp, dst)
         return src, None
     except Exception as err:  # any decoder/encoder failure: reported per file

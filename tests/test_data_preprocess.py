@@ -110,3 +110,25 @@ def test_frames_and_list(src, tmp_path, capsys):
     assert len(list((out / "jumping" / "v1").iterdir())) == 10  # 30 frames at 30 fps -> 10 fps
     assert (tmp_path / "frames.txt").read_text() == "jumping/v1 10 0\nrunning/v2 8 1\n"
     assert (tmp_path / "frames_labels.csv").read_text() == "id,name\n0,jumping\n1,running\n"
+
+
+@pytest.mark.parametrize("frames", [False, True], ids=["video", "frames"])
+def test_outputs_are_flushed_to_disk_before_the_rename(src, tmp_path, monkeypatch, frames):
+    import datasets.preprocess as pre
+    from utils import fileio
+
+    flushed: list[tuple[str, list[str]]] = []
+
+    def record(path):
+        p = Path(path)
+        assert p.name.startswith(".") and p.name.endswith(".tmp")  # still under its temporary name
+        flushed.append((p.name, sorted(f.name for f in p.iterdir()) if p.is_dir() else []))
+        fileio.fsync_path(path)
+
+    monkeypatch.setattr(pre, "fsync_path", record)
+    out = tmp_path / "out"
+    preprocess(src, out, Settings(short_side=32, frames=frames), workers=1, progress=False)
+    names = [".v1.tmp", ".v2.tmp"] if frames else [".v1.mp4.tmp", ".v2.mp4.tmp"]
+    assert sorted(n for n, _ in flushed) == names  # every finished output, not the failed one
+    if frames:
+        assert dict(flushed)[".v1.tmp"] == sorted(p.name for p in (out / "jumping" / "v1").iterdir())

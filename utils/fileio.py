@@ -78,6 +78,27 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a finished file, or every file of a finished folder, to disk before it is renamed
+    into place, so that after a power loss a renamed output is complete rather than empty (a kill
+    alone cannot leave it half-written: the rename already ensures that)."""
+    path = Path(path)
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+        if f.is_file():
+            _fsync(f)
+    if path.is_dir():
+        with contextlib.suppress(OSError):  # some file systems do not support fsync on directories
+            _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """`atomic_write` of a UTF-8 text."""
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -1,6 +1,6 @@
 """Data-pipeline throughput per CPU process on K400-like clips, against the original's pipeline.
 
-    python bench/data.py [--videos 8] [--reps 2] [--gop-sweep 1,4,8,16] [--device cuda]
+    python bench/data.py [--videos 8] [--reps 5] [--gop-sweep 1,4,8,16] [--device cuda]
 
 Generates `--videos` K400-like clips into `--data` (default .cache/bench_k400, kept between runs):
 10 s, 340x256, 30 fps, H.264 with x264's defaults (crf 23, preset medium, GOP 250, B-frames), a
@@ -328,7 +328,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=".cache/bench_k400", help="folder for the generated clips (kept)")
     p.add_argument("--videos", type=int, default=8, help="K400-like clips (10 s each)")
-    p.add_argument("--reps", type=int, default=3, help="rounds over all pipelines; each one's best is kept")
+    p.add_argument("--reps", type=int, default=5, help="rounds over all pipelines; each one's best is kept")
     p.add_argument("--gop-sweep", default="", help="comma-separated GOPs to compare (size vs decode time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: also NVDEC + GPU transforms")
     a = p.parse_args()

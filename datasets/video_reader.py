@@ -174,18 +174,29 @@ class VideoReader:
             self._dec = decord.VideoReader(self._source(), ctx=decord.cpu(0), num_threads=1)
             self._n = len(self._dec)
         else:
-            self._n = _pyav_count(self._source(), self.path)
+            self._dec, self._n = _pyav_open(self._source(), self.path)
 
     def _explain_with_pyav(self) -> None:
         """torchcodec's and decord's errors are terse: let PyAV say 'no video stream' / 'no frames'."""
         try:
-            n = _pyav_count(self._source(), self.path)
+            container, n = _pyav_open(self._source(), self.path)
+            if container is not None:
+                container.close()
         except BadSampleError:
             raise
         except Exception:
             return
         if n == 0:
             raise BadSampleError(f"video has no frames: {self.path}")
+
+    def _pyav_container(self) -> Any:
+        """The container `_open` left open (PyAV, read once), else a newly opened one."""
+        import av
+
+        if self.decoder == "pyav" and self._dec is not None:
+            container, self._dec = self._dec, None
+            return container
+        return av.open(self._source())
 
     @property
     def num_frames(self) -> int:
@@ -214,9 +225,11 @@ class VideoReader:
             try:
                 arr = None
                 if self.seek_mode == "approximate":
-                    arr = _pyav_read_seeking(self._source(), uniq)
+                    with self._pyav_container() as container:
+                        arr = _pyav_read_seeking(container, uniq)
                 if arr is None:
-                    arr = _pyav_read(self._source(), uniq, self.path)
+                    with self._pyav_container() as container:
+                        arr = _pyav_read(container, uniq, self.path)
             except BadSampleError:
                 raise
             except Exception as err:
@@ -224,73 +237,75 @@ class VideoReader:
         return to_clip(np.ascontiguousarray(arr), uniq, where)
 
 
-def _pyav_count(source: Any, name: str) -> int:
+def _pyav_open(source: Any, name: str) -> tuple[Any, int]:
+    """(open container, frame count). The count comes from the header when it has one; otherwise
+    the packets are counted, and the container, read to its end, is closed (None)."""
     import av
 
-    with av.open(source) as container:
+    container = av.open(source)
+    try:
         if not container.streams.video:
             raise BadSampleError(f"video has no frames (no video stream): {name}")
         stream = container.streams.video[0]
         if stream.frames:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size)
+            return container, int(stream.frames)
+        n = sum(1 for packet in container.demux(stream) if packet.size)
+    except BaseException:
+        container.close()
+        raise
+    container.close()
+    return None, n
 
 
-def _pyav_read(source: Any, wanted: list[int], name: str) -> np.ndarray:
+def _pyav_read(container: Any, wanted: list[int], name: str) -> np.ndarray:
     """Decode in order up to the last wanted frame (frame i = i-th decoded frame, as decord)."""
-    import av
-
     out: dict[int, np.ndarray] = {}
     targets = set(wanted)
     last = wanted[-1]
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1
-        for i, frame in enumerate(container.decode(stream)):
-            if i in targets:
-                out[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
+    stream = container.streams.video[0]
+    stream.thread_count = 1
+    for i, frame in enumerate(container.decode(stream)):
+        if i in targets:
+            out[i] = frame.to_ndarray(format="rgb24")
+        if i >= last:
+            break
     missing = [i for i in wanted if i not in out]
     if missing:
         raise BadSampleError(f"video is truncated: {name} decodes fewer frames than frame {missing[0]}")
     return np.stack([out[i] for i in wanted])
 
 
-def _pyav_read_seeking(source: Any, wanted: list[int]) -> np.ndarray | None:
+def _pyav_read_seeking(container: Any, wanted: list[int]) -> np.ndarray | None:
     """Constant-frame-rate files (`seek_mode: approximate`): for each wanted frame, seek to the
     keyframe at or before its timestamp (start + i / rate) and decode forward to it, instead of
     decoding everything before the last one (a pre-processed all-intra clip: ~12x fewer frames).
 
     Returns None when a timestamp does not fall on the constant-rate grid or a seek overshoots;
     the caller then decodes sequentially, which is right for any file."""
-    import av
-
     out: dict[int, np.ndarray] = {}
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate or stream.time_base is None:
-            return None
-        start = stream.start_time or 0
-        step = Fraction(1) / (Fraction(rate) * stream.time_base)  # ticks per frame
-        frames: Iterator[Any] | None = None
-        pos = -1  # index of the last decoded frame
-        for target in wanted:
-            if frames is None or target > pos + 1:
-                container.seek(start + math.floor(target * step), stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
-            for frame in frames:
-                if frame.pts is None:
-                    return None
-                exact = (frame.pts - start) / step
-                pos = round(exact)
-                if abs(exact - pos) > Fraction(1, 4) or pos > target:
-                    return None
-                if pos == target:
-                    out[target] = frame.to_ndarray(format="rgb24")
-                    break
-            if target not in out:
-                return None  # past the end: the sequential pass names the truncation
+    stream = container.streams.video[0]
+    stream.thread_count = 1
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate or stream.time_base is None:
+        return None
+    start = stream.start_time or 0
+    step = Fraction(1) / (Fraction(rate) * stream.time_base)  # ticks per frame
+    frames: Iterator[Any] | None = None
+    pos = -1  # index of the last decoded frame
+    for target in wanted:
+        if frames is None or target > pos + 1:
+            container.seek(start + math.floor(target * step), stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                return None
+            exact = (frame.pts - start) / step
+            pos = round(exact)
+            if abs(exact - pos) > Fraction(1, 4) or pos > target:
+                return None
+            if pos == target:
+                out[target] = frame.to_ndarray(format="rgb24")
+                break
+        if target not in out:
+            return None  # past the end: the sequential pass names the truncation
     return np.stack([out[i] for i in wanted])

@@ -180,11 +180,14 @@ def test_pyav_seeking_on_constant_rate_files_gives_the_sequential_frames(tmp_pat
     with av.open(str(path)) as c:
         seq = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     for idx in (_indices(60), [0, 1, 2, 3], [59], [3, 4, 9, 10, 11, 30, 58, 59], [7, 7, 0, 33]):
-        got = VideoReader(path, "pyav", seek_mode="approximate").read(idx)
+        reader = VideoReader(path, "pyav", seek_mode="approximate")
+        got = reader.read(idx)
         want = torch.from_numpy(np.stack([seq[i] for i in idx])).permute(0, 3, 1, 2)
         assert torch.equal(got, want), (opts, idx)
+        assert torch.equal(reader.read(idx), want)  # the container opened for counting is used once
         uniq = sorted(set(idx))  # the frames came from seeking, not from the sequential fallback
-        seeking = video_reader._pyav_read_seeking(str(path), uniq)
+        with av.open(str(path)) as c:
+            seeking = video_reader._pyav_read_seeking(c, uniq)
         assert seeking is not None and np.array_equal(seeking, np.stack([seq[i] for i in uniq]))
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.media import load_input, open_media
-from app.timeline import Progress, parse_span, timeline_lines, window_timeline, write_timeline
+from app.timeline import Progress, parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
@@ -36,7 +36,6 @@ from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
-from utils.similarity import class_probabilities
 
 DEFAULT_OUT = "exp/predict"
 
@@ -162,11 +161,7 @@ class Predictor:
             .mean(dim=1)
             .cpu()
         )
-        top = class_probabilities(emb, self.classes, self.scale)[0].topk(self.k)
-        preds = [
-            {"rank": r + 1, "index": int(i), "class": self.class_names[int(i)], "probability": float(p)}
-            for r, (p, i) in enumerate(zip(top.values, top.indices, strict=True))
-        ]
+        preds = top_predictions(emb, self.classes, self.scale, self.k, self.class_names)[0]
         return {"input": path, "predictions": preds}
 
     def timeline(self, path: str, stem: str) -> dict[str, Any]:

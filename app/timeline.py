@@ -87,6 +87,20 @@ def plan_windows(
     return [(s, s + window) for s in starts]
 
 
+def top_predictions(
+    emb: torch.Tensor, classes: torch.Tensor, scale: float, k: int, class_names: Sequence[str]
+) -> list[list[dict[str, Any]]]:
+    """Video embeddings (B, D) → each one's k most probable classes, most probable first."""
+    top = class_probabilities(emb, classes, scale).topk(k, dim=1)
+    return [
+        [
+            {"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
+            for r, (p, i) in enumerate(zip(values, indices, strict=True))
+        ]
+        for values, indices in zip(top.values, top.indices, strict=True)
+    ]
+
+
 def window_timeline(
     model: torch.nn.Module,
     media: Media,
@@ -129,9 +143,7 @@ def window_timeline(
             .mean(dim=1)
             .cpu()
         )
-        probs = class_probabilities(emb, classes, scale)
-        top = probs.topk(k, dim=1)
-        for (a, b), values, indices in zip(group, top.values, top.indices, strict=True):
+        for (a, b), preds in zip(group, top_predictions(emb, classes, scale, k, class_names), strict=True):
             rows.append(
                 {
                     "index": len(rows),
@@ -139,10 +151,7 @@ def window_timeline(
                     "end_frame": b,
                     "start_s": a / media.fps if media.fps else None,
                     "end_s": b / media.fps if media.fps else None,
-                    "predictions": [
-                        {"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
-                        for r, (p, i) in enumerate(zip(values, indices, strict=True))
-                    ],
+                    "predictions": preds,
                 }
             )
         if progress is not None:

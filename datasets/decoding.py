@@ -120,8 +120,7 @@ def decode_frame_bytes(datas: Sequence[bytes], names: Sequence[str], where: str)
     frames = []
     for data, name in zip(datas, names, strict=True):
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                frames.append(torch.from_numpy(np.array(im if im.mode == "RGB" else im.convert("RGB"))))
+            frames.append(torch.from_numpy(_pil_rgb(io.BytesIO(data))))
         except Exception as err:
             raise BadSampleError(f"cannot decode frame {name} of {where}: {err}") from None
     return _stack_same_size(frames, where)
@@ -149,14 +148,19 @@ def to_clip(hwc: np.ndarray | torch.Tensor, uniq: list[int], where: list[int]) -
     return clip.permute(0, 3, 1, 2)
 
 
+def _pil_rgb(source: str | io.BytesIO) -> np.ndarray:
+    """An image (path or bytes) → (H, W, 3) uint8 RGB; grayscale, palette and CMYK converted."""
+    with Image.open(source) as im:
+        return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+
+
 def decode_frame(path: str) -> np.ndarray:
     """One image file → (H, W, 3) uint8 RGB with PIL (grayscale, palette and CMYK files converted).
 
     PIL and torchvision.io.decode_jpeg give identical pixels at about the same speed here
     (libjpeg-turbo in both); torchvision's decoders are deprecated since 0.29."""
     try:
-        with Image.open(path) as im:
-            return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+        return _pil_rgb(path)
     except FileNotFoundError:
         raise BadSampleError(f"frame not found: {path}") from None
     except IsADirectoryError:

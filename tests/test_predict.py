@@ -150,7 +150,8 @@ def test_top1_correct_for_most_validation_videos(demo, capsys):
     for r in res:  # probabilities are a softmax over the 4 classes, sorted
         probs = [p["probability"] for p in r["predictions"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-        assert r["predictions"][0]["class"] == demo["names"][r["predictions"][0]["index"]]
+        assert [p["rank"] for p in r["predictions"]] == [1, 2]
+        assert all(p["class"] == demo["names"][p["index"]] for p in r["predictions"])
     # mp4s (re-encoded from the frames, so slightly different pixels) mostly agree with their folders
     pred = dict(zip(inputs, top1, strict=True))
     pairs = list(zip([v for v, _ in demo["videos"]], [p for p, _ in demo["folders"]][::6], strict=True))
@@ -327,6 +328,7 @@ def test_window_timeline_covers_a_60s_video(demo, long_video, tmp_path, capsys):
     assert wins[0]["start_frame"] == 0 and wins[-1]["end_frame"] == 600 and wins[-1]["end_s"] == pytest.approx(60.0)
     assert all(b["start_frame"] <= a["end_frame"] for a, b in zip(wins, wins[1:], strict=False))  # no gap
     assert all(w["end_frame"] - w["start_frame"] == 40 and len(w["predictions"]) == 3 for w in wins)
+    assert all([p["rank"] for p in w["predictions"]] == [1, 2, 3] for w in wins)
     assert len(wins) == 29
     # windows inside one segment mostly name that segment's class
     inside = [

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
+_META = re.compile(r"__[^/]*__($|/)")  # members webdataset's tar iterator skips (its `skip_meta`)
 
 
 @dataclass
@@ -219,13 +222,11 @@ class ShardDataset(IterableDataset):
     def _read(self, plan: list[tuple[int, set[int]]]) -> Iterator[tuple[int, dict]]:
         """(record position, raw sample) for the planned samples, reading each shard once per visit
         and closing it after the last wanted sample."""
-        from webdataset.tariterators import tarfile_samples
-
         for shard, wanted in plan:
             url = self.index.shards[shard]
             left = set(wanted)
             try:
-                for sample in tarfile_samples([{"url": url}]):
+                for sample in shard_samples(url, self._wants(url, left)):
                     key = _sample_key(sample["__key__"], url)
                     pos = self.position.get(key)
                     if pos in left:
@@ -233,6 +234,8 @@ class ShardDataset(IterableDataset):
                         yield pos, sample
                         if not left:
                             break
+            except tarfile.TarError as err:
+                raise BadSampleError(f"cannot read shard {url}: truncated or damaged tar ({err})") from None
             except (OSError, ValueError, EOFError) as err:
                 raise BadSampleError(f"cannot read shard {url}: {err}") from None
             except Exception as err:  # tarfile / gopen errors of many kinds
@@ -242,6 +245,10 @@ class ShardDataset(IterableDataset):
                     f"shard {url} lacks {len(left)} sample(s) its index lists (e.g. list "
                     f"line {self.records[min(left)].line}); rewrite the shards"
                 )
+
+    def _wants(self, url: str, left: set[int]) -> Callable[[str], bool]:
+        """Whether a sample key of shard `url` is one of the positions still to read."""
+        return lambda key: self.position.get(_sample_key(key, url)) in left
 
     def _decode_all(self, stream: Iterator[tuple[int, dict]]) -> Iterator[tuple[Any, ...]]:
         ds = self.samples
@@ -302,6 +309,45 @@ class ShardDataset(IterableDataset):
             clip = to_clip(hwc, uniq, where_idx)
         clip, label, params = ds.finish(clip, self.records[pos].label, rng)
         return (clip, label, pos, params) if ds.defer_transform else (clip, label, pos)
+
+
+def local_path(url: str) -> str | None:
+    """The file a shard URL names on this machine, or None (http, pipe:, other schemes)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return parsed.path
+    return url if not parsed.scheme and os.path.isfile(url) else None
+
+
+def shard_samples(url: str, wanted: Callable[[str], bool]) -> Iterator[dict[str, Any]]:
+    """webdataset's samples of one shard (`__key__`, `__url__`, a field per member).
+
+    Any URL streams through webdataset's `tarfile_samples`. A local file is read in random-access
+    mode instead: the tar headers are walked (a seek each), and only the members of samples whose
+    key `wanted` accepts are read, each with one read call. The stream reads members in 10 KB pieces
+    through Python, which cost ~2 ms per 2.4 MB sample here, and reads every sample of the shard;
+    webdataset's own `group_by_keys` builds the samples in both cases, so they are the same."""
+    from webdataset.tariterators import base_plus_ext, group_by_keys, meta_prefix, meta_suffix, tarfile_samples
+
+    path = local_path(url)
+    if path is None:
+        yield from (s for s in tarfile_samples([{"url": url}]) if wanted(s["__key__"]))
+        return
+
+    def members() -> Iterator[dict[str, Any]]:
+        with tarfile.open(path, "r:") as tar:
+            for m in tar:
+                name = m.name
+                top_meta = "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix)
+                if not m.isreg() or top_meta or _META.match(name):
+                    continue
+                key, _ = base_plus_ext(name)
+                if key is not None and wanted(key):
+                    f = tar.extractfile(m)
+                    assert f is not None  # a regular member
+                    yield {"fname": name, "data": f.read(), "__url__": url}
+
+    yield from group_by_keys(members())
 
 
 def _sample_key(key: str, url: str) -> int:

@@ -337,3 +337,64 @@ def test_shards_of_preprocessed_videos_seek_like_the_preprocessed_files(syn, tmp
     assert cfr.samples.seek_mode == "approximate" and plain.samples.seek_mode == "exact"
     assert "datasets.preprocess" not in data_remedy(cfr, workers=1, cpus=2)
     assert "datasets.preprocess" in data_remedy(plain, workers=1, cpus=2)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_local_shards_are_read_as_webdataset_streams_them(syn, tmp_path):
+    from webdataset.tariterators import tarfile_samples
+
+    from datasets.shard_dataset import local_path, shard_samples
+
+    odd = _tar(
+        tmp_path / "odd.tar",
+        [
+            ("__info__", b"meta"),
+            ("dir", None),
+            ("000001.mp4", b"video one"),
+            ("000001.JSON", b"{}"),
+            ("__x__/000009.cls", b"skipped meta folder"),
+            ("sub/000002.0.jpg", b"frame"),
+            ("sub/000002.1.jpg", b"frame 2"),
+            ("000003.cls", b"7"),
+        ],
+    )
+    shards = sorted((syn / "shards").glob("*.tar")) + [odd]
+    for shard in shards:
+        assert local_path(str(shard)) == str(shard) and local_path(f"file://{shard}") == str(shard)
+        streamed = list(tarfile_samples([{"url": str(shard)}]))
+        assert streamed and list(shard_samples(str(shard), lambda key: True)) == streamed
+        some = {s["__key__"] for s in streamed[::2]}
+        assert list(shard_samples(str(shard), some.__contains__)) == [s for s in streamed if s["__key__"] in some]
+        assert list(shard_samples(f"pipe:cat {shard}", some.__contains__)) == [
+            {**s, "__url__": f"pipe:cat {shard}"} for s in streamed if s["__key__"] in some
+        ]
+    assert [s["__key__"] for s in shard_samples(str(odd), lambda key: True)] == ["000001", "sub/000002", "000003"]
+    assert local_path("http://host/x.tar") is None and local_path(str(tmp_path / "missing.tar")) is None
+
+
+def test_a_truncated_local_shard_is_named(syn, tmp_path):
+    index = json.loads((syn / "shards" / "video_val.json").read_text())
+    first = syn / "shards" / index["shardlist"][0]["url"]
+    cut = tmp_path / "cut-000000.tar"
+    cut.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    index["shardlist"] = index["shardlist"][:1]
+    index["shardlist"][0]["url"] = str(cut)
+    (tmp_path / "cut.json").write_text(json.dumps(index))
+    ds = build_dataset(cfg_for(syn, video=True, val_shards=str(tmp_path / "cut.json")), "val")
+    with pytest.raises(BadSampleError, match=r"cannot read shard .*cut-000000\.tar: truncated or damaged tar"):
+        list(build_loader(ds, 4, 0, train=False))

@@ -282,6 +282,31 @@ def test_pickle_payloads_never_run(setup, tmp_path):
     assert not marker.exists()
 
 
+def test_extract_and_export_refuse_pickles_unless_the_flag_names_the_file(setup, tmp_path):
+    # a checkpoint without class embeddings (as the original's) is built from the config, whose
+    # network.pretrained is a pickled file: refused, unless --trust_pickle names it
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
+    ckpt = torch.load(setup["ckpt"], weights_only=True)
+    bare = tmp_path / "bare.pt"
+    torch.save({k: v for k, v in ckpt["model"].items() if k != "class_embeddings"}, bare)
+    video = str(next((setup["data"] / "frames").glob("*/*")))
+    tools = {
+        "app.extract": ["--out", str(tmp_path / "e.npz"), "--device", "cpu", video],
+        "app.export": ["--out", str(tmp_path / "m.pt")],
+    }
+    for tool, args in tools.items():
+        common = ["-m", tool, "--weights", str(bare), "--config", setup["cfg_path"], *args]
+        opts = ["--opts", f"network.pretrained={evil}"]
+        assert_one_clear_line(run(*common, *opts), "evil.pt", "--trust_pickle")
+        assert not marker.exists(), tool
+        # the flag reaches the model builder of each tool: the file is then unpickled (the payload runs)
+        run(*common, "--trust_pickle", str(evil), *opts)
+        assert marker.exists(), tool
+        marker.unlink()
+
+
 # ----------------------------------------------------------------------------- run folders and resume
 def test_output_under_a_regular_file(setup, tmp_path):
     (tmp_path / "afile").write_text("x")

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.media import load_input, open_media
+from app.media import add_view_args, load_input, open_media
 from app.timeline import Progress, parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
-from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
+from utils.choices import DEVICES, PRECISIONS
 from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--labels", default=None, help="class-name CSV (`id,name`); default: the model's classes")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per input (or per window)")
-    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
-    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
-    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+    add_view_args(parser)
     parser.add_argument(
         "--window",
         default=None,

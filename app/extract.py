@@ -38,11 +38,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from app.extract_parts import chunk_path, merge, prepare_parts
-from app.media import as_numpy_ids, expand_inputs, load_input
+from app.media import add_view_args, as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model, open_weights
 from datasets.builder import build_dataset
 from datasets.lists import read_label_csv, read_list
-from utils.choices import DEVICES, PRECISIONS, TEST_CROPS
+from utils.choices import DEVICES, PRECISIONS
 from utils.cli import cli_parser, parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
@@ -231,9 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="override config keys (stops at the first word without '=')",
     )
-    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
-    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
-    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+    add_view_args(parser)
     parser.add_argument("--per_view", action="store_true", help="also store view_embeddings (N, V, D)")
     parser.add_argument("--per_frame", action="store_true", help="also store frame_embeddings (N, V, T, D)")
     parser.add_argument("--chunk", type=int, default=512, help="inputs per resumable part (default 512)")

@@ -10,7 +10,7 @@ and to JPEG frame folders, and packs the pre-processed mp4s into tar shards (`da
 
 Each pipeline runs in this one process with one torch thread (clips/s per CPU process: a loader
 with W workers gives about W times that when W cores are free), over the same videos:
-- `original`: the original's way, written here: decord opened per video (one thread), frames read
+- `original` (bench/original.py): the original's way: decord opened per video (one thread), frames read
   one by one (`vr[i]`; frame folders: PIL per file), transforms per frame with PIL (bicubic
   resize, random-sized crop + bilinear resize, flip, grayscale; test: resize + 3 crops), CPU
   normalisation; on the unprocessed mp4s and on the frame folders;
@@ -26,10 +26,8 @@ default GOP was chosen.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -38,175 +36,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.k400_like import FOLDERS, FPS, SECONDS, H, T, W, make_data  # noqa: E402
+from bench.original import Original  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from datasets.device_transforms import BatchTransform, collate_raw  # noqa: E402
-from datasets.preprocess import DEFAULT_GOP, Settings, encode_video, preprocess  # noqa: E402
+from datasets.preprocess import DEFAULT_GOP, Settings, encode_video  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
 from datasets.shard_dataset import ShardDataset  # noqa: E402
-from datasets.shards import write_shards  # noqa: E402
-from datasets.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
 from datasets.video_reader import (
     VideoReader,  # noqa: E402
     available_decoders,  # noqa: E402
 )
 from utils.config import resolve, to_dotmap  # noqa: E402
-
-W, H, FPS, SECONDS, T = 340, 256, 30, 10, 8
-# one folder per setting: a changed default is redone, not mixed
-FOLDERS = {"pre": f"pre_gop{DEFAULT_GOP}", "frames": "frames_q95"}
-
-
-# ----------------------------------------------------------------------------- K400-like clips
-
-
-def k400_like_clip(path: Path, seed: int) -> None:
-    """A 10 s 340x256 30 fps clip: multi-scale texture panning, 4 moving discs, sensor noise; x264 defaults."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    ch, cw = H + 96, W + 160
-    canvas = np.zeros((ch, cw, 3), np.float32)
-    for cell, amp in ((64, 60), (16, 30), (4, 16), (2, 12)):
-        gh, gw = ch // cell + 2, cw // cell + 2
-        small = rng.normal(0, 1, (gh, gw, 3)).astype(np.float32)
-        size = (gw * cell, gh * cell)
-        up = np.stack(
-            [np.asarray(Image.fromarray(small[..., k]).resize(size, Image.Resampling.BICUBIC)) for k in range(3)], -1
-        )
-        canvas += amp * up[:ch, :cw]
-    canvas += rng.uniform(60, 190, 3)
-    discs = [
-        (
-            rng.uniform(0.2, 0.8),
-            rng.uniform(0.2, 0.8),
-            rng.uniform(8, 20),
-            rng.uniform(0.02, 0.08),
-            rng.uniform(0, 6),
-            rng.uniform(0, 255, 3),
-        )
-        for _ in range(4)
-    ]
-    yy, xx = np.mgrid[0:H, 0:W]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=FPS, options={"crf": "23", "preset": "medium", "threads": "1"})
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        for t in range(SECONDS * FPS):
-            fx, fy = int(80 + 70 * np.sin(t / 90.0)), int(48 + 40 * np.sin(t / 70.0))
-            fr = canvas[fy : fy + H, fx : fx + W].copy()
-            for bx, by, r, sp, ph, col in discs:
-                cx, cy = W * (bx + 0.25 * np.sin(sp * t + ph)), H * (by + 0.25 * np.cos(1.3 * sp * t + ph))
-                m = (xx - cx) ** 2 + (yy - cy) ** 2 < (r * (1 + 0.3 * np.sin(2 * sp * t))) ** 2
-                fr[m] = 0.6 * col + 0.4 * fr[m]
-            fr += rng.normal(0, 2.0, fr.shape)
-            for p in s.encode(av.VideoFrame.from_ndarray(np.clip(fr, 0, 255).astype(np.uint8), format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
-def make_data(root: Path, videos: int) -> dict[str, Any]:
-    """Raw clips, pre-processed mp4s, frame folders, shards and their lists; timing of each step."""
-    raw = root / "raw" / "k400like"
-    raw.mkdir(parents=True, exist_ok=True)
-    for k in range(videos):
-        path = raw / f"clip{k:03d}.mp4"
-        if not path.exists():
-            tmp = path.with_name(".tmp_" + path.name)
-            k400_like_clip(tmp, k)
-            os.replace(tmp, path)
-    names = [f"k400like/clip{k:03d}.mp4" for k in range(videos)]
-    info: dict[str, Any] = {"raw_bytes": sum((root / "raw" / n).stat().st_size for n in names)}
-    for kind, settings in (("pre", Settings()), ("frames", Settings(frames=True))):
-        out = root / FOLDERS[kind]
-        t0 = time.perf_counter()
-        res = preprocess(root / "raw", out, settings, workers=1, progress=False)
-        info[f"{kind}_seconds"] = time.perf_counter() - t0
-        info[f"{kind}_new"] = res["processed"]
-        files = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".mp4", ".jpg")]
-        info[f"{kind}_bytes"] = sum(p.stat().st_size for p in files)
-    (root / "video.txt").write_text("".join(f"{n} 0\n" for n in names))
-    (root / "frames.txt").write_text("".join(f"{n[:-4]} {SECONDS * FPS} 0\n" for n in names))
-    (root / "labels.csv").write_text("id,name\n0,k400like\n")
-    shards = root / "shards" / FOLDERS["pre"]
-    index = shards.with_suffix(".json")
-    if not index.exists() or len(json.loads(index.read_text())["text4vis"]["records"]) != videos:
-        write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
-    return info
-
-
-# ----------------------------------------------------------------------------- the original's pipeline
-
-
-class Original:
-    """The original's Video_dataset + group transforms: frame by frame with decord / PIL."""
-
-    def __init__(self, root: Path, names: list[str], video: bool, train: bool):
-        self.root, self.names, self.video, self.train = root, names, video, train
-        self.mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(CLIP_STD).view(3, 1, 1)
-
-    def load(self, i: int) -> torch.Tensor:
-        n = SECONDS * FPS
-        if self.train:
-            idx = sample_indices(n, T, mode="train", rng=np.random.default_rng(i))
-        else:
-            idx = sample_indices(n, T, mode="test", clips=4)
-        if self.video:
-            import decord
-
-            vr = decord.VideoReader(str(self.root / "raw" / self.names[i]), num_threads=1)
-            imgs = [Image.fromarray(vr[p].asnumpy()).convert("RGB") for p in idx]
-        else:
-            folder = self.root / FOLDERS["frames"] / self.names[i][:-4]
-            len(os.listdir(folder))  # the original counted the files of every folder it read
-            imgs = [Image.open(folder / f"img_{p + 1:05d}.jpg").convert("RGB") for p in idx]
-        imgs = self._train(imgs) if self.train else self._test3(imgs)
-        x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in imgs]).float() / 255.0
-        return (x - self.mean) / self.std
-
-    @staticmethod
-    def _scale(imgs: list[Image.Image], size: int) -> list[Image.Image]:
-        w, h = imgs[0].size
-        ow, oh = (size, int(size * h / w)) if w < h else (int(size * w / h), size)
-        return [im.resize((ow, oh), Image.Resampling.BICUBIC) for im in imgs]
-
-    def _train(self, imgs: list[Image.Image]) -> list[Image.Image]:
-        imgs = self._scale(imgs, 256)
-        w, h = imgs[0].size
-        for _ in range(10):
-            area = random.uniform(0.08, 1.0) * w * h
-            ar = random.uniform(3 / 4, 4 / 3)
-            cw, ch = int(round(math.sqrt(area * ar))), int(round(math.sqrt(area / ar)))
-            if random.random() < 0.5:
-                cw, ch = ch, cw
-            if cw <= w and ch <= h:
-                x, y = random.randint(0, w - cw), random.randint(0, h - ch)
-                imgs = [im.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.Resampling.BILINEAR) for im in imgs]
-                break
-        else:
-            imgs = self._scale(imgs, 224)
-            w, h = imgs[0].size
-            x, y = random.randint(0, w - 224), random.randint(0, h - 224)
-            imgs = [im.crop((x, y, x + 224, y + 224)) for im in imgs]
-        if random.random() < 0.5:
-            imgs = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in imgs]
-        if random.random() < 0.2:
-            imgs = [ImageOps.grayscale(im).convert("RGB") for im in imgs]
-        return imgs
-
-    def _test3(self, imgs: list[Image.Image]) -> list[Image.Image]:
-        imgs = self._scale(imgs, 256)
-        w, h = imgs[0].size
-        ws, hs = (w - 224) // 4, (h - 224) // 4
-        out = []
-        for x, y in ((0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 2 * hs)):
-            out += [im.crop((x, y, x + 224, y + 224)) for im in imgs]
-        return out
-
+from utils.errors import run_cli  # noqa: E402
 
 # ----------------------------------------------------------------------------- ours
 
@@ -405,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

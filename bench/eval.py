@@ -49,6 +49,7 @@ from datasets.synthetic import generate  # noqa: E402
 from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 from utils.evaluate import collect  # noqa: E402
 from utils.precision import resolve_precision  # noqa: E402
 
@@ -310,4 +311,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.transforms import normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
 from utils.precision import grad_scaler, resolve_precision  # noqa: E402
 from utils.training import train_one_epoch  # noqa: E402
@@ -70,12 +71,12 @@ def make_original_like(model: nn.Module) -> int:
     return len(blocks)
 
 
-def build(arch: str, frames: int, classes: int, device: torch.device) -> nn.Module:
+def build(arch: str, frames: int, size: int, classes: int, device: torch.device) -> nn.Module:
     cfg = to_dotmap(
         resolve(
             {
                 "seed": 0,
-                "data": {"num_segments": frames, "dataset": "bench"},
+                "data": {"num_segments": frames, "input_size": size, "dataset": "bench"},
                 "network": {"arch": arch, "pretrained": "none", "sim_header": "Transf", "classifier": "random"},
             },
             "bench",
@@ -146,8 +147,8 @@ def main() -> None:
         )
         for _ in range(args.steps)
     ]
-    ours = build(args.arch, args.frames, args.classes, device)
-    orig = build(args.arch, args.frames, args.classes, device)
+    ours = build(args.arch, args.frames, args.size, args.classes, device)
+    orig = build(args.arch, args.frames, args.size, args.classes, device)
     n_blocks = make_original_like(orig)
     print(
         f"{args.arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
@@ -181,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

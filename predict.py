@@ -32,7 +32,7 @@ from app.timeline import Progress, parse_span, timeline_lines, top_predictions, 
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.choices import DEVICES, PRECISIONS
-from utils.cli import cli_parser, parse_with_opts
+from utils.cli import add_config_args, cli_parser, parse_with_opts
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
@@ -43,20 +43,7 @@ DEFAULT_OUT = "exp/predict"
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("predict.py", __doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="video files, frame folders and/or images")
-    parser.add_argument(
-        "--config",
-        "--cfg",
-        dest="config",
-        default=None,
-        help="YAML config (default: the one stored in our checkpoint or export)",
-    )
-    parser.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys; takes the KEY=VALUE words that follow it (inputs may come after)",
-    )
+    add_config_args(parser, "YAML config (default: the one stored in our checkpoint or export)")
     parser.add_argument(
         "--weights",
         required=True,

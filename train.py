@@ -46,9 +46,9 @@ from utils.checkpoint import (
     unwrap,
 )
 from utils.choices import DEVICES, PRECISIONS
-from utils.cli import cli_parser
+from utils.cli import add_config_args, cli_parser
 from utils.compile import compile_model
-from utils.config import add_config_args, dump, load_config
+from utils.config import dump, load_config
 from utils.contrastive import Objective, make_objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import (
@@ -131,7 +131,7 @@ def build_optimisation(
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli_parser("train.py", (__doc__ or "").split("\n\n")[0])
-    add_config_args(p)
+    add_config_args(p, required=True)
     p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
     p.add_argument(
         "--log_time",

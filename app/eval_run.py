@@ -19,6 +19,7 @@ from datasets.device_transforms import clips_to_device
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
+from utils.cli import add_config_args
 from utils.distributed import cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
@@ -29,16 +30,7 @@ from utils.precision import resolve_precision
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by test.py and test_zeroshot.py."""
-    parser.add_argument(
-        "--config",
-        "--cfg",
-        dest="config",
-        default=None,
-        help="YAML config (default: the config stored in our checkpoints)",
-    )
-    parser.add_argument(
-        "--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --opts data.batch_size=4"
-    )
+    add_config_args(parser, "YAML config (default: the config stored in our checkpoints)")
     parser.add_argument(
         "--weights", required=True, help="checkpoint (ours, converted or the original's layout) or a run folder"
     )

@@ -36,7 +36,7 @@ from app.weights import LoadedModel, add_trust_arg, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.checkpoint import export_state, save_checkpoint
-from utils.cli import cli_parser
+from utils.cli import add_config_args, cli_parser
 from utils.config import to_dict
 from utils.errors import UserError, run_cli
 from utils.evaluate import eval_scale
@@ -255,10 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
     parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
     parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
-    parser.add_argument(
-        "--config", "--cfg", dest="config", default=None, help="YAML config (default: the one stored in the checkpoint)"
-    )
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    add_config_args(parser, "YAML config (default: the one stored in the checkpoint)")
     parser.add_argument(
         "--tolerance",
         type=float,

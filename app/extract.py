@@ -43,7 +43,7 @@ from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model,
 from datasets.builder import build_dataset
 from datasets.lists import read_label_csv, read_list
 from utils.choices import DEVICES, PRECISIONS
-from utils.cli import cli_parser, parse_with_opts
+from utils.cli import add_config_args, cli_parser, parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
 from utils.evaluate import encode_views_frames
@@ -223,14 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--root", default=None, help="folder the --list paths are relative to")
     parser.add_argument("--split", default=None, choices=("train", "val"), help="the config's train or val list")
     parser.add_argument("--labels", default=None, help="class-name CSV that the labels index (default: the model's)")
-    parser.add_argument("--config", "--cfg", dest="config", default=None, help="YAML config (default: the stored one)")
-    parser.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys (stops at the first word without '=')",
-    )
+    add_config_args(parser, "YAML config (default: the stored one)")
     add_view_args(parser)
     parser.add_argument("--per_view", action="store_true", help="also store view_embeddings (N, V, D)")
     parser.add_argument("--per_frame", action="store_true", help="also store frame_embeddings (N, V, T, D)")

@@ -25,7 +25,7 @@ from datasets.device_transforms import clips_to_device
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
-from utils.cli import cli_parser
+from utils.cli import add_config_args, cli_parser
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import collect
@@ -73,14 +73,7 @@ def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--config",
-        "--cfg",
-        dest="config",
-        default=None,
-        help="YAML config (default: the config stored in our checkpoint)",
-    )
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    add_config_args(parser, "YAML config (default: the config stored in our checkpoint)")
     parser.add_argument("--weights", default=None, help="checkpoint (ours or the original's layout)")
     parser.add_argument(
         "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"

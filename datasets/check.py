@@ -23,8 +23,8 @@ from tqdm import tqdm
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, resolve_decoder
-from utils.cli import cli_parser
-from utils.config import add_config_args, load_config
+from utils.cli import add_config_args, cli_parser
+from utils.config import load_config
 from utils.errors import UserError, run_cli
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -193,7 +193,7 @@ def check_split(
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
-    add_config_args(parser)
+    add_config_args(parser, required=True)
     parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")
     parser.add_argument("--full", action="store_true", help="decode every frame (slow)")
     parser.add_argument("--workers", type=int, default=8, help="threads scanning in parallel")

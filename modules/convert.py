@@ -40,7 +40,7 @@ from torch import nn
 from datasets.lists import read_label_csv
 from modules.builder import build_model
 from utils.checkpoint import export_state, load_checkpoint, save_checkpoint, unwrap
-from utils.cli import cli_parser
+from utils.cli import add_config_args, cli_parser
 from utils.config import load_config, to_dict
 from utils.errors import UserError, run_cli
 
@@ -247,15 +247,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
     parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
     parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
-    parser.add_argument(
-        "--config",
-        "--cfg",
-        dest="config",
-        default=None,
-        help="config the checkpoint was trained with: embeds it, the class names of its label CSV "
+    add_config_args(
+        parser,
+        "config the checkpoint was trained with: embeds it, the class names of its label CSV "
         "and their embeddings, so that predict.py / test.py need no other file",
     )
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     args = parser.parse_args(argv)
     ckpt = load_checkpoint(args.original)
     out = convert_original(ckpt, args.original)

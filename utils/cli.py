@@ -67,3 +67,20 @@ def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    config_help: str = "YAML config file",
+    *,
+    required: bool = False,
+) -> None:
+    """--config (alias --cfg) and --opts, declared alike by every entry point."""
+    parser.add_argument("--config", "--cfg", dest="config", required=required, default=None, help=config_help)
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys: the KEY=VALUE words that follow it, e.g. --opts data.batch_size=4",
+    )

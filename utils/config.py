@@ -13,7 +13,6 @@ Run `python -m utils.config CFG [--opts k=v ...]` to print the resolved config, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import difflib
@@ -283,17 +282,6 @@ def keys_markdown() -> str:
         valid = f" Valid: {_range_text(key)}." if key in RANGES else ""
         rows.append(f"| `{key}` | `{default}` | {spec.doc}{valid} |")
     return "\n".join(rows)
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "--cfg", dest="config", required=True, help="YAML config file")
-    parser.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. --opts solver.epochs=1 data.batch_size=4",
-    )
 
 
 def main(argv: Iterable[str] | None = None) -> None:

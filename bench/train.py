@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32] [--frames 8] [--batch 2]
         [--steps 3] [--rounds 2] [--device cpu|cuda] [--precision fp32|bf16|amp]
+        [--data DIR [--videos 16] [--workers 4] [--transform-device cpu|cuda]] [--peak-tflops T]
 
 Both sides run `utils.training.train_one_epoch` (AdamW, CE on cosine logits, the Transf head) on the same
 random clips and random weights (`pretrained: none`); only the visual encoder differs:
@@ -12,17 +13,27 @@ random clips and random weights (`pretrained: none`); only the visual encoder di
 * ours: no checkpointing (the default; `network.grad_checkpointing: true` is the memory option).
 
 The two are measured in alternating rounds so that a change of machine load hits both; the
-median clips/s per side is reported. On CUDA the peak memory and an estimate of model FLOPs
-utilisation are printed too.
+median clips/s per side is reported, with the visual encoder's model TFLOP/s (3x its forward
+matmul FLOPs) and, where the device's peak is known (H100/H200, A100, L40S, A10G, L4, or
+`--peak-tflops`), the model FLOPs utilisation. On CUDA the peak memory is printed too.
+
+With `--data DIR` the clips come from K400-like videos (bench/k400_like.py: 10 s, 340x256,
+generated once into DIR and pre-processed by `python -m datasets.preprocess`) through
+`build_dataset` + `build_loader` with `--workers`, as train.py reads them, and the share of the
+step spent waiting for data is reported (the meter of `logging.data_wait_alarm`; each round's
+first step, which waits for the workers to start, is left out).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,10 +41,14 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.k400_like import FOLDERS, make_data  # noqa: E402
+from datasets import build_dataset, build_loader  # noqa: E402
+from datasets.device_transforms import clips_to_device  # noqa: E402
 from datasets.transforms import normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
+from utils.data_wait import DataWaitMeter  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
 from utils.precision import grad_scaler, resolve_precision  # noqa: E402
 from utils.training import train_one_epoch  # noqa: E402
@@ -98,9 +113,64 @@ def vit_flops_per_clip(model: nn.Module, frames: int, size: int) -> float:
     return frames * (layers * per_layer + embed)
 
 
-def run_side(model: nn.Module, batches: list, device: torch.device, precision: str, frames: int) -> float:
+# dense bf16/fp16 tensor-core peaks (TFLOP/s) for MFU; --peak-tflops for other devices
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    """The device's peak for the MFU line: --peak-tflops, else the table for a known GPU."""
+    if given is not None or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+class FirstBatches:
+    """The first `steps` batches of a loader (a fresh pass each round: the workers restart)."""
+
+    def __init__(self, loader: Iterable, steps: int) -> None:
+        self.loader, self.steps = loader, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(iter(self.loader), self.steps)
+
+
+def loader_from_clips(args: argparse.Namespace) -> tuple[FirstBatches, Any]:
+    """K400-like clips (bench/k400_like.py, pre-processed by `python -m datasets.preprocess`) through
+    `build_dataset` + `build_loader`, as train.py reads them: (batches, prepare)."""
+    root = Path(args.data)
+    make_data(root, args.videos)
+    data = {
+        "num_segments": args.frames,
+        "input_size": args.size,
+        "label_list": str(root / "labels.csv"),
+        "modality": "video",
+        "train_root": str(root / FOLDERS["pre"]),
+        "train_list": str(root / "video.txt"),
+        "transform_device": args.transform_device,
+    }
+    ds = build_dataset(to_dotmap(resolve({"seed": 0, "data": data}, "bench")), "train")
+    loader = build_loader(ds, args.batch, args.workers, train=True, rank=0, world_size=1, seed=0, drop_last=True)
+    if len(loader) < args.steps:
+        raise UserError(f"--videos {args.videos} gives {len(loader)} batches of {args.batch}: fewer than --steps")
+    return FirstBatches(loader, args.steps), clips_to_device(ds, torch.device(args.device))
+
+
+def run_side(
+    model: nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    precision: str,
+    frames: int,
+    prepare: Any = None,
+    meter: DataWaitMeter | None = None,
+) -> float:
     opt = build_optimizer(model, lr=1e-5, clip_ratio=0.1, weight_decay=0.2, device=device)
-    sched = build_scheduler(opt, kind="cosine", epochs=1, warmup_epochs=0, iters_per_epoch=len(batches), step_every=1)
+    steps = len(batches)  # type: ignore[arg-type]
+    sched = build_scheduler(opt, kind="cosine", epochs=1, warmup_epochs=0, iters_per_epoch=steps, step_every=1)
     scaler = grad_scaler(precision, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -115,6 +185,8 @@ def run_side(model: nn.Module, batches: list, device: torch.device, precision: s
         num_frames=frames,
         normalize=normalize,
         precision=precision,
+        prepare=prepare,
+        meter=meter,
     )
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -132,6 +204,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default=None, help="fp32 (CPU default), bf16, amp")
     p.add_argument("--classes", type=int, default=400)
+    p.add_argument(
+        "--data",
+        default=None,
+        help="read K400-like pre-processed clips generated into this folder through the real loader "
+        "(and report the data wait); default: random clips held in memory",
+    )
+    p.add_argument("--videos", type=int, default=16, help="with --data: clips to generate (10 s each)")
+    p.add_argument("--workers", type=int, default=4, help="with --data: DataLoader workers")
+    p.add_argument("--transform-device", default="cpu", choices=("cpu", "cuda"), help="with --data")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU line (default: known GPUs)")
     args = p.parse_args()
     # The original's nested re-entrant checkpoints run their inner forward under no_grad, which makes
     # torch warn on every call; the recomputation in backward does get gradients (checked equal).
@@ -139,7 +221,7 @@ def main() -> None:
     device = torch.device(args.device)
     precision = resolve_precision(args.precision, device)
     g = torch.Generator().manual_seed(0)
-    batches = [
+    batches: Any = [
         (
             torch.randint(0, 256, (args.batch, args.frames, 3, args.size, args.size), dtype=torch.uint8, generator=g),
             torch.randint(0, args.classes, (args.batch,), generator=g),
@@ -147,6 +229,9 @@ def main() -> None:
         )
         for _ in range(args.steps)
     ]
+    prepare = None
+    if args.data:
+        batches, prepare = loader_from_clips(args)
     ours = build(args.arch, args.frames, args.size, args.classes, device)
     orig = build(args.arch, args.frames, args.size, args.classes, device)
     n_blocks = make_original_like(orig)
@@ -157,28 +242,40 @@ def main() -> None:
         flush=True,
     )
     # warm-up (allocator, kernels) on one step each
+    warm = FirstBatches(batches.loader, 1) if isinstance(batches, FirstBatches) else batches[:1]
     for m in (ours, orig):
-        run_side(m, batches[:1], device, precision, args.frames)
+        run_side(m, warm, device, precision, args.frames, prepare)
     results: dict[str, list[float]] = {"original-like": [], "ours": []}
+    waits: list[DataWaitMeter] = []
     peak: dict[str, float] = {}
     for r in range(args.rounds):
         for name, m in (("original-like", orig), ("ours", ours)):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            cps = run_side(m, batches, device, precision, args.frames)
+            meter = DataWaitMeter(threshold=0.0, warmup=1)  # the first step waits for the workers to start
+            cps = run_side(m, batches, device, precision, args.frames, prepare, meter)
             results[name].append(cps)
+            if name == "ours":
+                waits.append(meter)
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated() / 2**30
             print(f"round {r + 1} {name:14s} {cps:7.3f} clips/s", flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
+    top = peak_tflops(device, args.peak_tflops)
     print(f"\nclips/s (median of {args.rounds} rounds x {args.steps} steps):")
     for name in ("original-like", "ours"):
         extra = ""
         if device.type == "cuda":
-            flops = 3 * vit_flops_per_clip(ours, args.frames, args.size) * med[name]
-            extra = f"  peak mem {peak[name]:.2f} GiB  visual-encoder model TFLOP/s {flops / 1e12:.1f}"
+            extra += f"  peak mem {peak[name]:.2f} GiB"
+        tflops = 3 * vit_flops_per_clip(ours, args.frames, args.size) * med[name] / 1e12
+        extra += f"  visual-encoder model TFLOP/s {tflops:.3g}"
+        if top:
+            extra += f"  MFU {100 * tflops / top:.1f} % of {top:g}"
         print(f"  {name:14s} {med[name]:8.3f}{extra}")
     print(f"  speed-up       {med['ours'] / med['original-like']:8.2f}x")
+    source = f"{args.workers} workers, K400-like clips in {args.data}" if args.data else "random clips in memory"
+    share = statistics.median(w.fraction for w in waits)
+    print(f"data wait (ours, {source}, step 1 of each round left out): median {100 * share:.1f} % of the step time")
 
 
 if __name__ == "__main__":

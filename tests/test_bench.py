@@ -68,3 +68,23 @@ def test_train_bench_runs_both_sides_and_names_bad_sizes(tmp_path):
     bad = _run(*args, "--size", "96")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: data.input_size is 96 but network.arch 'tiny'")
+
+
+def test_train_bench_reads_clips_through_the_loader_and_reports_data_wait_and_mfu(tmp_path):
+    proc = _run(
+        *("bench/train.py", "--arch", "tiny", "--size", "112", "--frames", "2", "--batch", "1", "--steps", "2"),
+        *("--rounds", "1", "--classes", "5", "--data", str(tmp_path), "--videos", "2", "--workers", "1"),
+        *("--peak-tflops", "0.5"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "video.txt").read_text().count("\n") == 2  # the generated clips were read
+    tflops = float(re.search(r"ours\s+[\d.]+\s+visual-encoder model TFLOP/s ([\d.e+-]+)", proc.stdout).group(1))
+    mfu = float(re.search(r"ours\s+.*MFU ([\d.]+) % of 0.5", proc.stdout).group(1))
+    assert mfu == pytest.approx(100 * tflops / 0.5, rel=0.02, abs=0.06)  # both printed rounded
+    assert re.search(r"data wait \(ours, 1 workers, K400-like clips in .*\): median [\d.]+ % of the step", proc.stdout)
+    short = _run(
+        *("bench/train.py", "--arch", "tiny", "--size", "112", "--frames", "2", "--batch", "1", "--steps", "3"),
+        *("--data", str(tmp_path), "--videos", "2"),
+    )
+    assert short.returncode == 1 and "Traceback" not in short.stderr
+    assert short.stderr.strip().splitlines()[-1] == "error: --videos 2 gives 2 batches of 1: fewer than --steps"

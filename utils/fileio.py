@@ -67,14 +67,8 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some file systems do not support fsync on directories
-        pass
+    with contextlib.suppress(OSError):  # some file systems do not support fsync on directories
+        _fsync(path.parent)
     return path
 
 

@@ -66,8 +66,11 @@ def k400_like_clip(path: Path, seed: int) -> None:
             c.mux(p)
 
 
-def make_data(root: Path, videos: int) -> dict[str, Any]:
-    """Raw clips, pre-processed mp4s, frame folders, shards and their lists; timing of each step."""
+def make_data(root: Path, videos: int, *, workers: int = 1, frames_and_shards: bool = True) -> dict[str, Any]:
+    """Raw clips, pre-processed mp4s, frame folders, shards and their lists; timing of each step.
+
+    `workers`: pre-processing processes (1 for the per-process cost bench/data.py reports);
+    `frames_and_shards=False` makes only the pre-processed mp4s and the lists (bench/train.py)."""
     raw = root / "raw" / "k400like"
     raw.mkdir(parents=True, exist_ok=True)
     for k in range(videos):
@@ -78,10 +81,11 @@ def make_data(root: Path, videos: int) -> dict[str, Any]:
             os.replace(tmp, path)
     names = [f"k400like/clip{k:03d}.mp4" for k in range(videos)]
     info: dict[str, Any] = {"raw_bytes": sum((root / "raw" / n).stat().st_size for n in names)}
-    for kind, settings in (("pre", Settings()), ("frames", Settings(frames=True))):
+    kinds = [("pre", Settings()), ("frames", Settings(frames=True))][: 2 if frames_and_shards else 1]
+    for kind, settings in kinds:
         out = root / FOLDERS[kind]
         t0 = time.perf_counter()
-        res = preprocess(root / "raw", out, settings, workers=1, progress=False)
+        res = preprocess(root / "raw", out, settings, workers=workers, progress=False)
         info[f"{kind}_seconds"] = time.perf_counter() - t0
         info[f"{kind}_new"] = res["processed"]
         files = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".mp4", ".jpg")]
@@ -91,6 +95,7 @@ def make_data(root: Path, videos: int) -> dict[str, Any]:
     (root / "labels.csv").write_text("id,name\n0,k400like\n")
     shards = root / "shards" / FOLDERS["pre"]
     index = shards.with_suffix(".json")
-    if not index.exists() or len(json.loads(index.read_text())["text4vis"]["records"]) != videos:
+    stale = not index.exists() or len(json.loads(index.read_text())["text4vis"]["records"]) != videos
+    if frames_and_shards and stale:
         write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
     return info

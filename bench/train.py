@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import warnings
@@ -142,7 +143,7 @@ def loader_from_clips(args: argparse.Namespace) -> tuple[FirstBatches, Any]:
     """K400-like clips (bench/k400_like.py, pre-processed by `python -m datasets.preprocess`) through
     `build_dataset` + `build_loader`, as train.py reads them: (batches, prepare)."""
     root = Path(args.data)
-    make_data(root, args.videos)
+    make_data(root, args.videos, workers=os.cpu_count() or 1, frames_and_shards=False)
     data = {
         "num_segments": args.frames,
         "input_size": args.size,
@@ -155,7 +156,10 @@ def loader_from_clips(args: argparse.Namespace) -> tuple[FirstBatches, Any]:
     ds = build_dataset(to_dotmap(resolve({"seed": 0, "data": data}, "bench")), "train")
     loader = build_loader(ds, args.batch, args.workers, train=True, rank=0, world_size=1, seed=0, drop_last=True)
     if len(loader) < args.steps:
-        raise UserError(f"--videos {args.videos} gives {len(loader)} batches of {args.batch}: fewer than --steps")
+        raise UserError(
+            f"--videos {args.videos} gives {len(loader)} batches of {args.batch}: fewer than --steps "
+            f"(give at least --batch x --steps videos)"
+        )
     return FirstBatches(loader, args.steps), clips_to_device(ds, torch.device(args.device))
 
 

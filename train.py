@@ -291,6 +291,7 @@ def build_validation(cfg: Any, dist: DistInfo, log: Log) -> Validation:
         rank=dist.rank,
         world_size=dist.world_size,
         seed=cfg.seed,
+        reuse_memory=cfg.data.reuse_freed_memory,
     )
     return Validation(
         loader,
@@ -322,6 +323,7 @@ def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> tuple[A
         world_size=dist.world_size,
         seed=cfg.seed,
         drop_last=cfg.network.text_tower,
+        reuse_memory=cfg.data.reuse_freed_memory,
     )  # as train_nce.py: no short last batch
     log(
         f"train: {len(train_ds)} videos, {len(loader)} iterations per epoch; "

@@ -142,6 +142,7 @@ class EvalRun:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             seed=cfg.seed,
+            reuse_memory=cfg.data.reuse_freed_memory,
         )
         return dataset, loader
 

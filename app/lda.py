@@ -41,7 +41,14 @@ def extract_features(
     cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
     dataset = build_dataset(cfg, "test")
     loader = build_loader(
-        dataset, cfg.data.batch_size, cfg.data.workers, train=False, rank=0, world_size=1, seed=cfg.seed
+        dataset,
+        cfg.data.batch_size,
+        cfg.data.workers,
+        train=False,
+        rank=0,
+        world_size=1,
+        seed=cfg.seed,
+        reuse_memory=cfg.data.reuse_freed_memory,
     )
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
     out = collect(

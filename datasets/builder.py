@@ -18,6 +18,7 @@ from datasets.transforms import EvalTransform, TrainTransform, as_scale
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
+from utils.heap import reuse_freed_memory
 
 
 def read_class_names(data: Any) -> list[str]:
@@ -167,15 +168,18 @@ def seek_mode_for(root: str) -> str:
 class _WorkerInit:
     """Picklable worker_init_fn: one torch thread per worker (a second busy process made
     multi-threaded tensor ops 3-10x slower here); numpy/random seeded from (seed, epoch, rank, worker)
-    for any third-party code that uses them (our own draws use per-sample generators)."""
+    for any third-party code that uses them (our own draws use per-sample generators); with
+    `reuse_memory`, freed clip buffers stay in the worker's heap (`utils.heap`)."""
 
-    def __init__(self, seed: int, rank: int):
-        self.seed, self.rank = seed, rank
+    def __init__(self, seed: int, rank: int, reuse_memory: bool = True):
+        self.seed, self.rank, self.reuse_memory = seed, rank, reuse_memory
 
     def __call__(self, worker_id: int) -> None:
         import random
 
         torch.set_num_threads(1)
+        if self.reuse_memory:
+            reuse_freed_memory()
         info = torch.utils.data.get_worker_info()
         epoch = int(getattr(info.dataset, "epoch", 0)) if info is not None else 0
         ss = np.random.SeedSequence([self.seed & 0xFFFFFFFF, epoch, self.rank, worker_id])
@@ -196,19 +200,21 @@ def build_loader(
     epoch: int = 0,
     pin_memory: bool | None = None,
     drop_last: bool = False,
+    reuse_memory: bool = True,
 ) -> DataLoader:
     """Training: shuffled `TrainSampler` (its `set_epoch` also sets the dataset's epoch).
     Evaluation: `ShardSampler` (every index once over the ranks, no padding). Batches are
     `(clips uint8 (B, V*T, 3, S, S), labels (B,), indices (B,))`; with deferred transforms
     (`data.transform_device: cuda`) the clips are `RawClips`, which `datasets.device_transforms.
     ClipsToDevice` turns into that tensor on the GPU. Tar shards get a `ShardLoader`.
-    With `data.decode_device: cuda` the clips are decoded in this process (no workers)."""
+    With `data.decode_device: cuda` the clips are decoded in this process (no workers).
+    `reuse_memory` (`data.reuse_freed_memory`) applies `utils.heap.reuse_freed_memory` in the workers."""
     if getattr(dataset, "decode_device", "cpu") == "cuda":
         workers, pin_memory = 0, False  # NVDEC output is already on the GPU; CUDA does not cross fork()
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     collate = collate_raw if getattr(dataset, "defer_transform", False) else None
-    init = _WorkerInit(seed, rank) if workers > 0 else None
+    init = _WorkerInit(seed, rank, reuse_memory) if workers > 0 else None
     if isinstance(dataset, ShardDataset):
         dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, train=train)
         dataset.set_epoch(epoch)

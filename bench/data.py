@@ -99,6 +99,17 @@ def items(ds: Any) -> Callable[[int | None], int]:
     return lambda limit=None: sum(1 for i in range(min(count, limit or count)) if load(i) is not None)
 
 
+def block_rate(run: Callable[[int | None], int], seconds: float) -> float:
+    """Mean clips/s of whole passes of `run` repeated for at least `seconds`, after one untimed clip."""
+    run(1)
+    n, t0 = 0, time.perf_counter()
+    while True:
+        n += run(None)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return n / elapsed
+
+
 def clips_per_s(run: Callable[[], int], reps: int, sync: Callable[[], None] = lambda: None) -> float:
     best = math.inf
     for _ in range(reps):
@@ -177,6 +188,7 @@ def main() -> None:
     p.add_argument("--data", default=".cache/bench_k400", help="folder for the generated clips (kept)")
     p.add_argument("--videos", type=int, default=8, help="K400-like clips (10 s each)")
     p.add_argument("--reps", type=int, default=5, help="rounds over all pipelines; each one's best is kept")
+    p.add_argument("--block", type=float, default=0.5, help="seconds each pipeline runs per round (whole passes)")
     p.add_argument("--gop-sweep", default="", help="comma-separated GOPs to compare (size vs decode time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: also NVDEC + GPU transforms")
     a = p.parse_args()
@@ -230,14 +242,13 @@ def main() -> None:
         if "torchcodec" in decoders:  # data.transform_device: cuda leaves the CPU only the decoding
             label = "ours, mp4 pre-processed, torchcodec, transforms deferred to the GPU (CPU part)"
             runs.append((label, mode, items(our_dataset(root, "pre", "torchcodec", train, transform_device="cuda"))))
-    # Round-robin repetitions, best kept: load from other processes on the machine hits every
-    # pipeline alike. Each timed pass follows one untimed clip of the same pipeline, so it runs warm
-    # (caches, buffers), as in a loader worker that runs only that pipeline.
+    # Round-robin rounds, best kept: load from other processes on the machine hits every pipeline
+    # alike. Within a round each pipeline runs alone for --block seconds (its mean rate counts),
+    # warm, as in a loader worker that runs only that pipeline.
     best = [0.0] * len(runs)
     for rep in range(a.reps):
         for k, (label, mode, run) in enumerate(runs):
-            run(1)
-            best[k] = max(best[k], clips_per_s(lambda run=run: run(None), 1))
+            best[k] = max(best[k], block_rate(run, a.block))
             if rep == a.reps - 1:
                 print(f"{label:82s} {mode:9s} {best[k]:7.1f} clips/s", flush=True)
     rows: list[tuple[str, str, float]] = [(lab, m, v) for (lab, m, _), v in zip(runs, best, strict=True)]

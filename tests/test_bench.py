@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_data_bench_measures_every_pipeline(tmp_path):
-    proc = _run("bench/data.py", "--videos", "1", "--reps", "1", "--data", str(tmp_path))
+    proc = _run("bench/data.py", "--videos", "1", "--reps", "1", "--block", "0", "--data", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert re.search(r"pre-processing to mp4, .*: \d+\.\d+ s per clip per process; size", out)
@@ -44,6 +45,22 @@ def test_data_bench_measures_every_pipeline(tmp_path):
         # the speed-ups are against the original pipeline (the table rounds both numbers)
         assert train_x == pytest.approx(train / base[0], rel=0.05, abs=0.051), label
         assert test_x == pytest.approx(test / base[2], rel=0.05, abs=0.051), label
+
+
+def test_block_rate_warms_up_then_times_whole_passes_for_the_block() -> None:
+    from bench.data import block_rate
+
+    calls: list[int | None] = []
+
+    def run(limit: int | None) -> int:
+        calls.append(limit)
+        time.sleep(0.01)
+        return limit or 8
+
+    rate = block_rate(run, 0.05)
+    assert calls[0] == 1 and calls[1:] == [None] * (len(calls) - 1) and len(calls) >= 6
+    passes = len(calls) - 1
+    assert rate == pytest.approx(8 / 0.01, rel=0.3)  # clips per second of the timed passes
 
 
 def test_eval_bench_pipelines_agree(tmp_path):

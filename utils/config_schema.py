@@ -61,7 +61,7 @@ SCHEMA: dict[str, Any] = {
             True,
             bool,
             "Loader workers keep freed clip buffers in their heap (glibc mallopt: no fresh pages "
-            "per clip; 5-13 % more clips/s, docs/data.md) at the cost of up to 128 MB of freed memory each.",
+            "per clip; up to 20-30 % more clips/s, docs/data.md) at the cost of up to 128 MB of freed memory each.",
         ),
         "num_classes": _k(None, int, "Expected number of classes; checked against the label CSV when set."),
         "image_tmpl": _k("img_{:05d}.jpg", str, "Frame file name template, formatted with the frame index."),

@@ -3,8 +3,9 @@
 A worker allocates and frees the same few buffers for every clip (a decoded clip is 2 MB at
 340x256, 8 frames; a 3x4-view test clip 25 MB). glibc serves allocations above its mmap threshold
 with fresh `mmap` pages and returns freed heap above its trim threshold to the OS, so every clip
-pays again for zero-filled pages: about 600-1,500 page faults per clip, 5-13 % of a pre-processed
-clip's time here (docs/data.md, "Throughput"). Fixed thresholds above those sizes make the buffers
+pays again for zero-filled pages: about 600-1,500 page faults per clip; without them one process
+loads 20 % (training) to 30 % (3x4-view test) more pre-processed clips/s here (docs/data.md,
+"Throughput"). Fixed thresholds above those sizes make the buffers
 come back from the heap instead. It costs at most `trim_threshold` bytes of freed memory held per
 process. Not glibc (musl, macOS): nothing is changed.
 """

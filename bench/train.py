@@ -1,6 +1,6 @@
 """Training throughput: ours against a configuration matching the original, in the same run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32] [--frames 8] [--batch 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32[,ViT-B/16,...]] [--frames 8] [--batch 2]
         [--steps 3] [--rounds 2] [--device cpu|cuda] [--precision fp32|bf16|amp]
         [--data DIR [--videos 16] [--workers 4] [--transform-device cpu|cuda]] [--peak-tflops T]
 
@@ -33,6 +33,7 @@ import statistics
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,9 +198,90 @@ def run_side(
     return stats.samples / stats.seconds
 
 
+@dataclass
+class ArchResult:
+    """One architecture's medians (clips/s per side), model TFLOP/s, MFU, peak memory and data wait."""
+
+    arch: str
+    clips: dict[str, float]
+    tflops: dict[str, float]
+    mfu: dict[str, float | None]
+    peak_gib: dict[str, float]
+    data_wait: float
+    peak_tflops: float | None
+
+
+def measure(arch: str, args: argparse.Namespace, batches: Any, prepare: Any, precision: str) -> ArchResult:
+    """Both sides of one architecture in alternating rounds, after one warm-up step each."""
+    device = torch.device(args.device)
+    ours = build(arch, args.frames, args.size, args.classes, device)
+    orig = build(arch, args.frames, args.size, args.classes, device)
+    n_blocks = make_original_like(orig)
+    print(
+        f"{arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); original-like: {n_blocks} blocks "
+        f"checkpointed, attention and MLP nested",
+        flush=True,
+    )
+    warm = FirstBatches(batches.loader, 1) if isinstance(batches, FirstBatches) else batches[:1]
+    for m in (ours, orig):  # allocator, kernels
+        run_side(m, warm, device, precision, args.frames, prepare)
+    results: dict[str, list[float]] = {"original-like": [], "ours": []}
+    waits: list[float] = []
+    peak: dict[str, float] = {}
+    for r in range(args.rounds):
+        for name, m in (("original-like", orig), ("ours", ours)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            meter = DataWaitMeter(threshold=0.0, warmup=1)  # the first step waits for the workers to start
+            cps = run_side(m, batches, device, precision, args.frames, prepare, meter)
+            results[name].append(cps)
+            if name == "ours":
+                waits.append(meter.fraction)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated() / 2**30
+            print(f"round {r + 1} {name:14s} {cps:7.3f} clips/s", flush=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    flops = 3 * vit_flops_per_clip(ours, args.frames, args.size)
+    top = peak_tflops(device, args.peak_tflops)
+    tflops = {k: flops * v / 1e12 for k, v in med.items()}
+    mfu = {k: (100 * v / top if top else None) for k, v in tflops.items()}
+    return ArchResult(arch, med, tflops, mfu, peak, statistics.median(waits), top)
+
+
+def report(r: ArchResult, args: argparse.Namespace) -> None:
+    print(f"\n{r.arch} clips/s (median of {args.rounds} rounds x {args.steps} steps):")
+    for name in ("original-like", "ours"):
+        extra = f"  peak mem {r.peak_gib[name]:.2f} GiB" if name in r.peak_gib else ""
+        extra += f"  visual-encoder model TFLOP/s {r.tflops[name]:.3g}"
+        mfu = r.mfu[name]
+        if mfu is not None:
+            extra += f"  MFU {mfu:.1f} % of {r.peak_tflops:g}"
+        print(f"  {name:14s} {r.clips[name]:8.3f}{extra}")
+    print(f"  speed-up       {r.clips['ours'] / r.clips['original-like']:8.2f}x")
+    source = f"{args.workers} workers, K400-like clips in {args.data}" if args.data else "random clips in memory"
+    share = 100 * r.data_wait
+    print(f"data wait (ours, {source}, step 1 of each round left out): median {share:.1f} % of the step time")
+
+
+def summary(results: list[ArchResult]) -> None:
+    """One markdown row per architecture (ours), for docs/training.md."""
+    print("\n| arch | original-like clips/s | ours clips/s | speed-up | ours TFLOP/s | MFU | peak mem | data wait |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        mfu = r.mfu["ours"]
+        mem = r.peak_gib.get("ours")
+        print(
+            f"| {r.arch} | {r.clips['original-like']:.3f} | {r.clips['ours']:.3f} | "
+            f"{r.clips['ours'] / r.clips['original-like']:.2f}x | {r.tflops['ours']:.3g} | "
+            f"{'-' if mfu is None else f'{mfu:.1f} %'} | {'-' if mem is None else f'{mem:.2f} GiB'} | "
+            f"{100 * r.data_wait:.1f} % |"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="ViT-B/32")
+    p.add_argument("--arch", default="ViT-B/32", help="one or more, comma-separated: ViT-B/32,ViT-B/16,ViT-L/14")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--size", type=int, default=224)
@@ -236,50 +318,12 @@ def main() -> None:
     prepare = None
     if args.data:
         batches, prepare = loader_from_clips(args)
-    ours = build(args.arch, args.frames, args.size, args.classes, device)
-    orig = build(args.arch, args.frames, args.size, args.classes, device)
-    n_blocks = make_original_like(orig)
-    print(
-        f"{args.arch}, {args.frames} frames, batch {args.batch}, {args.size}px, {precision} on {device} "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); original-like: {n_blocks} blocks "
-        f"checkpointed, attention and MLP nested",
-        flush=True,
-    )
-    # warm-up (allocator, kernels) on one step each
-    warm = FirstBatches(batches.loader, 1) if isinstance(batches, FirstBatches) else batches[:1]
-    for m in (ours, orig):
-        run_side(m, warm, device, precision, args.frames, prepare)
-    results: dict[str, list[float]] = {"original-like": [], "ours": []}
-    waits: list[DataWaitMeter] = []
-    peak: dict[str, float] = {}
-    for r in range(args.rounds):
-        for name, m in (("original-like", orig), ("ours", ours)):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            meter = DataWaitMeter(threshold=0.0, warmup=1)  # the first step waits for the workers to start
-            cps = run_side(m, batches, device, precision, args.frames, prepare, meter)
-            results[name].append(cps)
-            if name == "ours":
-                waits.append(meter)
-            if device.type == "cuda":
-                peak[name] = torch.cuda.max_memory_allocated() / 2**30
-            print(f"round {r + 1} {name:14s} {cps:7.3f} clips/s", flush=True)
-    med = {k: statistics.median(v) for k, v in results.items()}
-    top = peak_tflops(device, args.peak_tflops)
-    print(f"\nclips/s (median of {args.rounds} rounds x {args.steps} steps):")
-    for name in ("original-like", "ours"):
-        extra = ""
-        if device.type == "cuda":
-            extra += f"  peak mem {peak[name]:.2f} GiB"
-        tflops = 3 * vit_flops_per_clip(ours, args.frames, args.size) * med[name] / 1e12
-        extra += f"  visual-encoder model TFLOP/s {tflops:.3g}"
-        if top:
-            extra += f"  MFU {100 * tflops / top:.1f} % of {top:g}"
-        print(f"  {name:14s} {med[name]:8.3f}{extra}")
-    print(f"  speed-up       {med['ours'] / med['original-like']:8.2f}x")
-    source = f"{args.workers} workers, K400-like clips in {args.data}" if args.data else "random clips in memory"
-    share = statistics.median(w.fraction for w in waits)
-    print(f"data wait (ours, {source}, step 1 of each round left out): median {100 * share:.1f} % of the step time")
+    results = []
+    for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
+        results.append(measure(arch, args, batches, prepare, precision))
+        report(results[-1], args)
+    if len(results) > 1:
+        summary(results)
 
 
 if __name__ == "__main__":

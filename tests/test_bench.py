@@ -59,7 +59,6 @@ def test_block_rate_warms_up_then_times_whole_passes_for_the_block() -> None:
 
     rate = block_rate(run, 0.05)
     assert calls[0] == 1 and calls[1:] == [None] * (len(calls) - 1) and len(calls) >= 6
-    passes = len(calls) - 1
     assert rate == pytest.approx(8 / 0.01, rel=0.3)  # clips per second of the timed passes
 
 
@@ -78,10 +77,13 @@ def test_eval_bench_pipelines_agree(tmp_path):
 
 
 def test_train_bench_runs_both_sides_and_names_bad_sizes(tmp_path):
-    args = ("bench/train.py", "--arch", "tiny", "--frames", "2", "--steps", "1", "--rounds", "1", "--classes", "5")
+    args = ("bench/train.py", "--arch", "tiny,tiny", "--frames", "2", "--steps", "1", "--rounds", "1", "--classes", "5")
     proc = _run(*args, "--size", "112")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"original-like\s+\d+\.\d+", proc.stdout) and re.search(r"speed-up\s+\d+\.\d+x", proc.stdout)
+    assert len(re.findall(r"^  original-like\s+\d+\.\d+", proc.stdout, re.M)) == 2
+    speedups = re.findall(r"speed-up\s+(\d+\.\d+)x", proc.stdout)
+    rows = re.findall(r"^\| tiny \| [\d.]+ \| [\d.]+ \| ([\d.]+)x \|", proc.stdout, re.M)
+    assert len(speedups) == 2 and rows == speedups  # one summary row per architecture, the same numbers
     bad = _run(*args, "--size", "96")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: data.input_size is 96 but network.arch 'tiny'")

@@ -29,18 +29,19 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from app.extract_parts import chunk_path, merge, prepare_parts
 from app.media import add_view_args, as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model, open_weights
-from datasets.builder import build_dataset
+from datasets.builder import WorkerInit, build_dataset
 from datasets.lists import read_label_csv, read_list
 from utils.choices import DEVICES, PRECISIONS
 from utils.cli import add_config_args, cli_parser, parse_with_opts
@@ -149,30 +150,76 @@ def signature(
     }
 
 
+class ChunkBatches(Sampler[list[int]]):
+    """The batches of every chunk in turn, none crossing a chunk's end: one loader (one start of
+    the workers) serves all of this process's chunks."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
+@dataclass
+class ChunkParts:
+    """What one chunk's batches add up to; `arrays` is the chunk's part file."""
+
+    ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    emb: list[torch.Tensor] = field(default_factory=list)
+    vemb: list[torch.Tensor] = field(default_factory=list)
+    femb: list[torch.Tensor] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def arrays(self, per_view: bool, per_frame: bool) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {
+            "index": np.array(self.ids, dtype=np.int64),
+            "labels": np.array(self.labels, dtype=np.int64),
+            "embeddings": _cat(self.emb),
+            "failed_index": np.array([i for i, _ in self.failed], np.int64),
+            "failed_errors": as_numpy_ids([e for _, e in self.failed]),
+        }
+        if per_view:
+            out["view_embeddings"] = _cat(self.vemb)
+        if per_frame:
+            out["frame_embeddings"] = _cat(self.femb)
+        return out
+
+
 @torch.no_grad()
-def run_chunk(
+def run_chunks(
     model: torch.nn.Module,
     data: Guarded,
-    indices: list[int],
+    chunks: list[tuple[int, list[int]]],
     args: argparse.Namespace,
     *,
     views: int,
     frames: int,
     device: torch.device,
     normalize: Any,
-) -> dict[str, np.ndarray]:
-    """Embeddings of the inputs `indices` (one chunk), failures listed apart."""
-    loader = DataLoader(Subset(data, indices), batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
-    ids: list[int] = []
-    labels: list[int] = []
-    emb: list[torch.Tensor] = []
-    vemb: list[torch.Tensor] = []
-    femb: list[torch.Tensor] = []
-    failed: list[tuple[int, str]] = []
-    for clips, label, index, ok, error in loader:
-        for i, good, err in zip(index.tolist(), ok.tolist(), error, strict=True):
-            if not good:
-                failed.append((i, err))
+    worker_init: Any = None,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(chunk, part arrays) of each `(chunk, input indices)` in turn, as soon as its last batch is
+    encoded; failed inputs are listed apart."""
+    bs = args.batch_size
+    plan = [(c, indices[s : s + bs]) for c, indices in chunks for s in range(0, len(indices), bs)]
+    loader = DataLoader(
+        data,
+        batch_sampler=ChunkBatches([batch for _, batch in plan]),
+        num_workers=args.workers,
+        worker_init_fn=worker_init,
+    )
+    parts, current = ChunkParts(), None
+    for (c, _), (clips, label, index, ok, error) in zip(plan, loader, strict=True):
+        if current is not None and c != current:
+            yield current, parts.arrays(args.per_view, args.per_frame)
+            parts = ChunkParts()
+        current = c
+        parts.failed += [(i, err) for i, good, err in zip(index.tolist(), ok.tolist(), error, strict=True) if not good]
         keep = ok.bool()
         if not keep.any():
             continue
@@ -189,25 +236,15 @@ def run_chunk(
             )
         except ValueError as err:
             raise UserError(f"--per_frame: {err}") from None
-        ids += index[keep].tolist()
-        labels += label[keep].tolist()
-        emb.append(per_view.mean(dim=1).cpu())
+        parts.ids += index[keep].tolist()
+        parts.labels += label[keep].tolist()
+        parts.emb.append(per_view.mean(dim=1).cpu())
         if args.per_view:
-            vemb.append(per_view.cpu())
+            parts.vemb.append(per_view.cpu())
         if per_frame is not None:
-            femb.append(per_frame.cpu())
-    out: dict[str, np.ndarray] = {
-        "index": np.array(ids, dtype=np.int64),
-        "labels": np.array(labels, dtype=np.int64),
-        "embeddings": _cat(emb),
-        "failed_index": np.array([i for i, _ in failed], np.int64),
-        "failed_errors": as_numpy_ids([e for _, e in failed]),
-    }
-    if args.per_view:
-        out["view_embeddings"] = _cat(vemb)
-    if args.per_frame:
-        out["frame_embeddings"] = _cat(femb)
-    return out
+            parts.femb.append(per_frame.cpu())
+    if current is not None:
+        yield current, parts.arrays(args.per_view, args.per_frame)
 
 
 def _cat(parts: list[torch.Tensor]) -> np.ndarray:
@@ -279,11 +316,20 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
         )
     normalize = input_normalize(loaded.model)
     start = time.perf_counter()
-    for k, c in enumerate(todo):
-        indices = list(range(c * args.chunk, min((c + 1) * args.chunk, len(ids))))
-        arrays = run_chunk(
-            loaded.model, data, indices, args, views=views, frames=frames, device=dist.device, normalize=normalize
-        )
+    chunk_inputs = [(c, list(range(c * args.chunk, min((c + 1) * args.chunk, len(ids))))) for c in todo]
+    init = WorkerInit(int(cfg.seed), dist.rank, bool(cfg.data.reuse_freed_memory)) if args.workers > 0 else None
+    written = run_chunks(
+        loaded.model,
+        data,
+        chunk_inputs,
+        args,
+        views=views,
+        frames=frames,
+        device=dist.device,
+        normalize=normalize,
+        worker_init=init,
+    )
+    for k, (c, arrays) in enumerate(written):
         write_npz(chunk_path(parts, c), arrays)
         if dist.is_main:
             rate = sum(min(args.chunk, len(ids) - t * args.chunk) for t in todo[: k + 1]) / (

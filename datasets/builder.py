@@ -165,7 +165,7 @@ def seek_mode_for(root: str) -> str:
     return "approximate" if root and os.path.isfile(os.path.join(root, CFR_MARKER)) else "exact"
 
 
-class _WorkerInit:
+class WorkerInit:
     """Picklable worker_init_fn: one torch thread per worker (a second busy process made
     multi-threaded tensor ops 3-10x slower here); numpy/random seeded from (seed, epoch, rank, worker)
     for any third-party code that uses them (our own draws use per-sample generators); with
@@ -214,7 +214,7 @@ def build_loader(
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     collate = collate_raw if getattr(dataset, "defer_transform", False) else None
-    init = _WorkerInit(seed, rank, reuse_memory) if workers > 0 else None
+    init = WorkerInit(seed, rank, reuse_memory) if workers > 0 else None
     if isinstance(dataset, ShardDataset):
         dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, train=train)
         dataset.set_epoch(epoch)

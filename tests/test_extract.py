@@ -306,3 +306,46 @@ def test_lda_features_with_transforms_deferred_to_the_device(setup):
     emb_d, labels_d = extract_features(deferred, setup["ckpt"])
     assert emb.shape == (8, 256) and torch.equal(labels_d, labels)
     torch.testing.assert_close(emb_d, emb, rtol=0, atol=1e-5)
+
+
+class _Numbered(torch.utils.data.Dataset):
+    """Item i: a clip filled with i, label i % 2; item 3 cannot be read."""
+
+    def __len__(self) -> int:
+        return 7
+
+    def __getitem__(self, index: int):
+        if index == 3:
+            raise UserError("cannot read input 3")
+        return torch.full((1, 3, 2, 2), index, dtype=torch.uint8), index % 2, index
+
+
+def test_one_loader_serves_every_chunk_and_no_batch_crosses_a_chunk(monkeypatch):
+    from types import SimpleNamespace
+
+    import app.extract as ex
+
+    made, seen = [], []
+
+    class CountingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *a, **k):
+            made.append(1)
+            super().__init__(*a, **k)
+
+    def encode(model, clips, **_):
+        seen.append(clips[:, 0, 0, 0, 0].tolist())
+        return clips.float().flatten(1)[:, :4].unsqueeze(1), None  # (B, 1 view, 4)
+
+    monkeypatch.setattr(ex, "DataLoader", CountingLoader)
+    monkeypatch.setattr(ex, "encode_views_frames", encode)
+    args = SimpleNamespace(batch_size=2, workers=1, per_view=False, per_frame=False, precision="fp32")
+    data = ex.Guarded(_Numbered(), [i % 2 for i in range(7)], (1, 3, 2, 2))
+    chunks = [(0, [0, 1, 2]), (1, [3, 4, 5]), (2, [6])]
+    out = list(ex.run_chunks(None, data, chunks, args, views=1, frames=1, device=torch.device("cpu"), normalize=None))
+    assert made == [1]
+    assert seen == [[0, 1], [2], [4], [5], [6]]  # batches of 2 that stop at each chunk's end; 3 failed
+    assert [c for c, _ in out] == [0, 1, 2]
+    parts = {c: a for c, a in out}
+    assert parts[1]["index"].tolist() == [4, 5] and parts[1]["failed_index"].tolist() == [3]
+    assert "cannot read input 3" in str(parts[1]["failed_errors"][0])
+    assert parts[0]["labels"].tolist() == [0, 1, 0] and parts[2]["embeddings"].tolist() == [[6.0] * 4]

@@ -1,6 +1,7 @@
 """Data-pipeline throughput per CPU process on K400-like clips, against the original's pipeline.
 
-    python bench/data.py [--videos 8] [--reps 5] [--gop-sweep 1,4,8,16] [--device cuda]
+    python bench/data.py [--videos 8] [--reps 5] [--block 0.5] [--gop-sweep 1,4,8,16] [--device cuda]
+                         [--no-loader]
 
 Generates `--videos` K400-like clips into `--data` (default .cache/bench_k400, kept between runs):
 10 s, 340x256, 30 fps, H.264 with x264's defaults (crf 23, preset medium, GOP 250, B-frames), a
@@ -17,7 +18,10 @@ with W workers gives about W times that when W cores are free), over the same vi
 - ours (`datasets.build_dataset`, uint8 out, normalised later on the device) for every decoder x
   input: frame folders, mp4 as is, mp4 after pre-processing, shards of the pre-processed mp4s.
 Train = 8 frames, random-sized crop 224; test = 8 frames x 3 crops x 4 clips. Speed-ups are against
-`original` on the unprocessed mp4s in the same mode. `--device cuda` adds NVDEC decoding and the
+`original` on the unprocessed mp4s in the same mode. Two more rows time the original's pipeline
+and ours on pre-processed mp4s through a DataLoader with one worker and batches of 8, as a
+training loop gets them (the default collate into shared memory included; against the original
+measured the same way). `--device cuda` adds NVDEC decoding and the
 GPU transforms (`datasets.device_transforms`) on the pre-processed mp4s. `--gop-sweep` prints
 the size and train-sampling decode time (torchcodec) of pre-processed files per GOP: how the
 default GOP was chosen.
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.k400_like import FOLDERS, FPS, SECONDS, H, T, W, make_data  # noqa: E402
 from bench.original import Original  # noqa: E402
 from datasets import build_dataset  # noqa: E402
+from datasets.builder import WorkerInit  # noqa: E402
 from datasets.device_transforms import BatchTransform, collate_raw  # noqa: E402
 from datasets.preprocess import DEFAULT_GOP, Settings, encode_video  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
@@ -54,6 +59,9 @@ from datasets.video_reader import (
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.heap import reuse_freed_memory  # noqa: E402
+
+ORIGINAL = "original (decord + PIL per frame), mp4 as is"  # the baseline of every speed-up
+LOADER = "DataLoader, 1 worker, batches of 8"
 
 # ----------------------------------------------------------------------------- ours
 
@@ -97,6 +105,40 @@ def items(ds: Any) -> Callable[[int | None], int]:
     load = ds.load if isinstance(ds, Original) else ds.__getitem__
     count = len(ds.names) if isinstance(ds, Original) else len(ds)
     return lambda limit=None: sum(1 for i in range(min(count, limit or count)) if load(i) is not None)
+
+
+class Repeated(torch.utils.data.Dataset):
+    """A pipeline's `count` clips, `repeat` times over, for a DataLoader."""
+
+    def __init__(self, load: Callable[[int], Any], count: int, repeat: int) -> None:
+        self.load, self.count, self.repeat = load, count, repeat
+
+    def __len__(self) -> int:
+        return self.count * self.repeat
+
+    def __getitem__(self, index: int) -> Any:
+        return self.load(index % self.count)
+
+
+def through_loader(ds: Any, batch: int, repeat: int) -> Callable[[int | None], int]:
+    """Like `items`, through a DataLoader with one persistent worker (batches of `batch`, the
+    default collate into shared memory), over the clips `repeat` times: what a training loop gets."""
+    if isinstance(ds, Original):
+        data = Repeated(ds.load, len(ds.names), repeat)
+        init = None
+    else:
+        data = Repeated(ds.__getitem__, len(ds), repeat)
+        init = WorkerInit(0, 0, reuse_memory=True)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch, num_workers=1, persistent_workers=True, worker_init_fn=init
+    )
+
+    def run(limit: int | None = None) -> int:
+        # Always a whole pass, even for the warm-up: a pass stopped early leaves prefetched batches
+        # that the worker finishes in the background and the next pass drains first.
+        return sum(len(out[0] if isinstance(out, (list, tuple)) else out) for out in loader)
+
+    return run
 
 
 def block_rate(run: Callable[[int | None], int], seconds: float) -> float:
@@ -191,6 +233,12 @@ def main() -> None:
     p.add_argument("--block", type=float, default=0.5, help="seconds each pipeline runs per round (whole passes)")
     p.add_argument("--gop-sweep", default="", help="comma-separated GOPs to compare (size vs decode time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: also NVDEC + GPU transforms")
+    p.add_argument(
+        "--no-loader",
+        dest="loader",
+        action="store_false",
+        help="leave out the two rows timed through a DataLoader worker",
+    )
     a = p.parse_args()
     torch.set_num_threads(1)
     heap = reuse_freed_memory()  # this process stands in for a loader worker (data.reuse_freed_memory)
@@ -225,7 +273,7 @@ def main() -> None:
     for train in (True, False):
         mode = "train" if train else "test 3x4"
         for video, label in (
-            (True, "original (decord + PIL per frame), mp4 as is"),
+            (True, ORIGINAL),
             (False, "original (PIL per frame), frames"),
         ):
             runs.append((label, mode, items(Original(root, names, video, train))))
@@ -242,6 +290,13 @@ def main() -> None:
         if "torchcodec" in decoders:  # data.transform_device: cuda leaves the CPU only the decoding
             label = "ours, mp4 pre-processed, torchcodec, transforms deferred to the GPU (CPU part)"
             runs.append((label, mode, items(our_dataset(root, "pre", "torchcodec", train, transform_device="cuda"))))
+        if a.loader and "torchcodec" in decoders:
+            prefix = f"{LOADER}: "
+            orig = Original(root, names, True, train)
+            runs.append((prefix + ORIGINAL, mode, through_loader(orig, 8, 2 if train else 1)))
+            ours = our_dataset(root, "pre", "torchcodec", train)
+            label = prefix + "ours, mp4 pre-processed, torchcodec"
+            runs.append((label, mode, through_loader(ours, 8, 16 if train else 4)))
     # Round-robin rounds, best kept: load from other processes on the machine hits every pipeline
     # alike. Within a round each pipeline runs alone for --block seconds (its mean rate counts),
     # warm, as in a loader worker that runs only that pipeline.
@@ -256,7 +311,13 @@ def main() -> None:
         for row in cuda_rows(root, a.reps):
             rows.append(row)
             print(f"{row[0]:82s} {row[1]:9s} {row[2]:7.1f} clips/s", flush=True)
-    base = {m: v for lab, m, v in rows if lab.startswith("original (decord")}
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, float]]) -> None:
+    """Markdown table; each row's speed-up is against the original's pipeline measured the same way
+    (in this process, or through a DataLoader)."""
+    base = {(lab.startswith(LOADER), m): v for lab, m, v in rows if lab.endswith(ORIGINAL)}
     print("\n| pipeline (one CPU process) | train clips/s | x original | test 3x4 clips/s | x original |")
     print("|---|---|---|---|---|")
     for label in dict.fromkeys(lab for lab, _, _ in rows):
@@ -264,7 +325,7 @@ def main() -> None:
         cells = []
         for m in ("train", "test 3x4"):
             v = vals.get(m)
-            cells += [f"{v:.1f}", f"{v / base[m]:.1f}x"] if v is not None else ["-", "-"]
+            cells += [f"{v:.1f}", f"{v / base[label.startswith(LOADER), m]:.1f}x"] if v is not None else ["-", "-"]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

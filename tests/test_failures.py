@@ -521,3 +521,33 @@ def test_ranks_stop_when_the_torchrun_agent_is_killed(setup, tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if agent.poll() is None:
             agent.kill()
+
+
+def test_a_worker_death_raised_inside_a_log_call_stops_the_run(tmp_path, capsys):
+    """torch's SIGCHLD handler raises where the main process happens to be; inside a log call,
+    logging would print a traceback and carry on. It must propagate (run_cli's one line), while
+    other errors of a handler keep logging's behaviour."""
+    import logging
+
+    from utils.errors import explain
+    from utils.logger import setup_logger
+
+    class Raising(logging.Formatter):
+        def __init__(self, err: Exception) -> None:
+            super().__init__()
+            self.err = err
+
+        def format(self, record: logging.LogRecord) -> str:
+            raise self.err
+
+    log = setup_logger(tmp_path)
+    death = RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")
+    assert explain(death) is not None
+    for handler in log.handlers:
+        handler.setFormatter(Raising(death))
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        log.info("Epoch: [0][4/1600]")
+    for handler in log.handlers:
+        handler.setFormatter(Raising(ValueError("a formatter bug")))
+    log.info("still running")  # printed as logging's own report, not raised
+    assert "--- Logging error ---" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import torch
 
 import train
 from app.eval_run import EvalRun
-from datasets import build_loader
 from datasets.synthetic import generate
 from tests.test_data_dataset import make_cfg
 from utils.distributed import DistInfo
@@ -24,24 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIG = 40 << 20  # above glibc's largest dynamic mmap threshold (32 MB): always fresh pages by default
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="mallopt is glibc's")
-
-
-def faults_of_one_buffer() -> int:
-    """Minor page faults of allocating, touching and freeing one BIG buffer."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    buf = bytearray(BIG)  # malloc'd and zero-filled: every page is touched
-    del buf
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-class FaultCounter(torch.utils.data.Dataset):
-    """Each item: the page faults of one clip-sized buffer in the worker that loads it."""
-
-    def __len__(self) -> int:
-        return 4
-
-    def __getitem__(self, index: int) -> int:
-        return faults_of_one_buffer()
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -65,9 +46,25 @@ def test_freed_buffers_are_reused_only_when_asked(reuse: bool) -> None:
 
 @pytest.mark.parametrize("reuse", [True, False])
 def test_loader_workers_reuse_freed_memory_per_flag(reuse: bool) -> None:
-    loader = build_loader(FaultCounter(), 1, 1, train=False, reuse_memory=reuse)
-    faults = [int(f) for batch in loader for f in batch][1:]  # the first item grows the heap
+    # A fresh process: the worker inherits its parent's malloc state, which a long pytest run can
+    # have changed.
+    code = (
+        "import resource, torch\n"
+        "from datasets import build_loader\n"
+        "class Faults(torch.utils.data.Dataset):\n"
+        "    def __len__(self):\n"
+        "        return 4\n"
+        "    def __getitem__(self, index):\n"
+        "        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        f"        bytearray({BIG})\n"
+        "        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        f"loader = build_loader(Faults(), 1, 1, train=False, reuse_memory={reuse})\n"
+        "print(*[int(f) for batch in loader for f in batch][1:])\n"  # the first item grows the heap
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    faults = [int(f) for f in out.stdout.split()]
     pages = BIG // resource.getpagesize()
+    assert len(faults) == 3
     assert max(faults) < pages // 20 if reuse else min(faults) > pages // 2
 
 

@@ -13,9 +13,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from utils.errors import explain
 from utils.fileio import WriteError, atomic_write, atomic_write_text, make_folder
 
 LOGGER_NAME = "Text4Vis"
+
+
+class _PassOnMachineFailures(logging.Handler):
+    """A handler that lets a failure `utils.errors.explain` names (a DataLoader worker died: torch's
+    SIGCHLD handler raises it wherever the main process is, also inside a log call) propagate, so
+    the run stops with that one line; logging itself would print a traceback and carry on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if err is not None and explain(err) is not None:
+            raise err
+        super().handleError(record)
+
+
+class _Console(_PassOnMachineFailures, logging.StreamHandler):
+    pass
+
+
+class _LogFile(_PassOnMachineFailures, logging.FileHandler):
+    pass
 
 
 def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGER_NAME) -> logging.Logger:
@@ -27,14 +48,14 @@ def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGE
         logger.removeHandler(handler)
         handler.close()
     fmt = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
-    console = logging.StreamHandler(sys.stdout)
+    console = _Console(sys.stdout)
     console.setFormatter(fmt if rank == 0 else logging.Formatter(f"[rank {rank}] %(levelname)s: %(message)s"))
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.addHandler(console)
     if rank == 0 and output_dir is not None:
         make_folder(output_dir, "output folder")
         try:
-            fh = logging.FileHandler(Path(output_dir) / "log.txt", mode="a")
+            fh = _LogFile(Path(output_dir) / "log.txt", mode="a")
         except OSError as err:
             raise WriteError(err.errno, f"cannot write {Path(output_dir) / 'log.txt'}: {err.strerror or err}") from None
         fh.setFormatter(fmt)

@@ -225,7 +225,7 @@ def cuda_rows(root: Path, reps: int) -> list[tuple[str, str, float]]:
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=".cache/bench_k400", help="folder for the generated clips (kept)")
     p.add_argument("--videos", type=int, default=8, help="K400-like clips (10 s each)")
@@ -239,15 +239,14 @@ def main() -> None:
         action="store_false",
         help="leave out the two rows timed through a DataLoader worker",
     )
-    a = p.parse_args()
-    torch.set_num_threads(1)
-    heap = reuse_freed_memory()  # this process stands in for a loader worker (data.reuse_freed_memory)
-    root = Path(a.data)
-    t0 = time.perf_counter()
-    info = make_data(root, a.videos)
+    return p.parse_args()
+
+
+def print_data(root: Path, videos: int, info: dict[str, Any], seconds: float, heap: bool) -> None:
+    """The generated clips, the machine, and what pre-processing them cost."""
     print(
-        f"data: {a.videos} K400-like clips ({SECONDS} s, {W}x{H}, {FPS} fps, x264 defaults) in {root}, "
-        f"{time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {os.cpu_count()} CPUs, one thread, "
+        f"data: {videos} K400-like clips ({SECONDS} s, {W}x{H}, {FPS} fps, x264 defaults) in {root}, "
+        f"{seconds:.1f} s; torch {torch.__version__}, {os.cpu_count()} CPUs, one thread, "
         f"freed memory {'kept for reuse' if heap else 'returned (not glibc)'} as in the loader's workers"
     )
     mb = info["raw_bytes"] / 1e6
@@ -264,49 +263,69 @@ def main() -> None:
             f"pre-processing to {what}: {cost}; size {info[f'{kind}_bytes'] / 1e6:.1f} MB vs {mb:.1f} MB "
             f"({info[f'{kind}_bytes'] / info['raw_bytes']:.2f}x)"
         )
-    if a.gop_sweep:
-        gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps)
 
-    names = [f"k400like/clip{k:03d}.mp4" for k in range(a.videos)]
+
+Run = tuple[str, str, Callable[[int | None], int]]  # (label, mode, loads clips)
+
+FORMAT_LABELS = {
+    "frames": "ours, frames",
+    "mp4": "ours, mp4 as is",
+    "pre": "ours, mp4 pre-processed",
+    "shards": "ours, shards of pre-processed mp4",
+}
+
+
+def build_runs(root: Path, videos: int, loader: bool) -> list[Run]:
+    """Every pipeline x input x mode, the original's first."""
+    names = [f"k400like/clip{k:03d}.mp4" for k in range(videos)]
     decoders = available_decoders()
-    runs: list[tuple[str, str, Callable[[int | None], int]]] = []
+    runs: list[Run] = []
     for train in (True, False):
         mode = "train" if train else "test 3x4"
-        for video, label in (
-            (True, ORIGINAL),
-            (False, "original (PIL per frame), frames"),
-        ):
-            runs.append((label, mode, items(Original(root, names, video, train))))
-        for fmt in ("frames", "mp4", "pre", "shards"):
+        runs.append((ORIGINAL, mode, items(Original(root, names, True, train))))
+        runs.append(("original (PIL per frame), frames", mode, items(Original(root, names, False, train))))
+        for fmt, label in FORMAT_LABELS.items():
             for dec in ["auto"] if fmt == "frames" else decoders:
-                label = {
-                    "frames": "ours, frames",
-                    "mp4": "ours, mp4 as is",
-                    "pre": "ours, mp4 pre-processed",
-                    "shards": "ours, shards of pre-processed mp4",
-                }[fmt]
-                label += "" if fmt == "frames" else f", {dec}"
-                runs.append((label, mode, items(our_dataset(root, fmt, dec, train))))
-        if "torchcodec" in decoders:  # data.transform_device: cuda leaves the CPU only the decoding
-            label = "ours, mp4 pre-processed, torchcodec, transforms deferred to the GPU (CPU part)"
-            runs.append((label, mode, items(our_dataset(root, "pre", "torchcodec", train, transform_device="cuda"))))
-        if a.loader and "torchcodec" in decoders:
-            prefix = f"{LOADER}: "
+                full = label if fmt == "frames" else f"{label}, {dec}"
+                runs.append((full, mode, items(our_dataset(root, fmt, dec, train))))
+        if "torchcodec" not in decoders:
+            continue
+        # data.transform_device: cuda leaves the CPU only the decoding
+        label = "ours, mp4 pre-processed, torchcodec, transforms deferred to the GPU (CPU part)"
+        runs.append((label, mode, items(our_dataset(root, "pre", "torchcodec", train, transform_device="cuda"))))
+        if loader:
             orig = Original(root, names, True, train)
-            runs.append((prefix + ORIGINAL, mode, through_loader(orig, 8, 2 if train else 1)))
+            runs.append((f"{LOADER}: {ORIGINAL}", mode, through_loader(orig, 8, 2 if train else 1)))
             ours = our_dataset(root, "pre", "torchcodec", train)
-            label = prefix + "ours, mp4 pre-processed, torchcodec"
+            label = f"{LOADER}: ours, mp4 pre-processed, torchcodec"
             runs.append((label, mode, through_loader(ours, 8, 16 if train else 4)))
-    # Round-robin rounds, best kept: load from other processes on the machine hits every pipeline
-    # alike. Within a round each pipeline runs alone for --block seconds (its mean rate counts),
-    # warm, as in a loader worker that runs only that pipeline.
+    return runs
+
+
+def time_rounds(runs: list[Run], reps: int, block: float) -> list[tuple[str, str, float]]:
+    """(label, mode, clips/s) of every run: the best of `reps` round-robin rounds, so load from
+    other processes hits every pipeline alike. Within a round each pipeline runs alone for `block`
+    seconds (its mean rate counts), warm, as in a loader worker that runs only that pipeline."""
     best = [0.0] * len(runs)
-    for rep in range(a.reps):
+    for rep in range(reps):
         for k, (label, mode, run) in enumerate(runs):
-            best[k] = max(best[k], block_rate(run, a.block))
-            if rep == a.reps - 1:
+            best[k] = max(best[k], block_rate(run, block))
+            if rep == reps - 1:
                 print(f"{label:82s} {mode:9s} {best[k]:7.1f} clips/s", flush=True)
-    rows: list[tuple[str, str, float]] = [(lab, m, v) for (lab, m, _), v in zip(runs, best, strict=True)]
+    return [(label, mode, v) for (label, mode, _), v in zip(runs, best, strict=True)]
+
+
+def main() -> None:
+    a = parse_args()
+    torch.set_num_threads(1)
+    heap = reuse_freed_memory()  # this process stands in for a loader worker (data.reuse_freed_memory)
+    root = Path(a.data)
+    t0 = time.perf_counter()
+    info = make_data(root, a.videos)
+    print_data(root, a.videos, info, time.perf_counter() - t0, heap)
+    if a.gop_sweep:
+        gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps)
+    rows = time_rounds(build_runs(root, a.videos, a.loader), a.reps, a.block)
     if a.device == "cuda":
         for row in cuda_rows(root, a.reps):
             rows.append(row)

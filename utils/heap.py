@@ -1,13 +1,14 @@
 """Keep freed memory in the process for reuse (glibc `mallopt`), for data-loader workers.
 
-A worker allocates and frees the same few buffers for every clip (a decoded clip is 2 MB at
-340x256, 8 frames; a 3x4-view test clip 25 MB). glibc serves allocations above its mmap threshold
-with fresh `mmap` pages and returns freed heap above its trim threshold to the OS, so every clip
-pays again for zero-filled pages: about 600-1,500 page faults per clip; without them one process
+A worker allocates and frees the same few buffers for every clip: 2 MB of decoded frames for a
+340x256 training clip, 8 MB decoded and 14 MB of crops for a 3x4-view test clip. glibc serves
+allocations above its mmap threshold with fresh `mmap` pages and returns freed heap above its trim
+threshold to the OS, so every clip paid again for zero-filled pages: about 600-1,500 page faults a
+clip. With fixed thresholds above those sizes the buffers come back from the heap, and one process
 loads 20 % (training) to 30 % (3x4-view test) more pre-processed clips/s here (docs/data.md,
-"Throughput"). Fixed thresholds above those sizes make the buffers
-come back from the heap instead. It costs at most `trim_threshold` bytes of freed memory held per
-process. Not glibc (musl, macOS): nothing is changed.
+"Throughput"). The cost: glibc keeps up to `trim_threshold` bytes of freed memory at the top of the
+heap before it returns them (by default, twice the largest buffer it had mmapped). Not glibc (musl,
+macOS): nothing is changed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 64 << 20  # above a 3x4-view test clip (25 MB) and its crops
+MMAP_THRESHOLD = 64 << 20  # above a 3x4-view test clip's buffers, with room for longer clips
 TRIM_THRESHOLD = 128 << 20
 
 

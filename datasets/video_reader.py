@@ -223,7 +223,6 @@ class VideoReader:
             # decord fails on some geometries (e.g. 48 px wide: a 4-channel frame); PyAV is exact.
         if arr is None:
             try:
-                arr = None
                 if self.seek_mode == "approximate":
                     with self._pyav_container() as container:
                         arr = _pyav_read_seeking(container, uniq)

@@ -1,5 +1,5 @@
 """utils.heap: freed buffers stay in the process (no fresh pages per clip), in loader workers only
-when data.reuse_freed_memory is on, and every loader the entry points build passes the key on."""
+when data.reuse_freed_memory is on, and train.py's and test.py's loaders pass the key on."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_loader_workers_reuse_freed_memory_per_flag(reuse: bool) -> None:
     assert max(faults) < pages // 20 if reuse else min(faults) > pages // 2
 
 
-def test_every_entry_point_passes_the_key_on(tmp_path: Path) -> None:
+def test_train_val_and_test_loaders_pass_the_key_on(tmp_path: Path) -> None:
     syn = tmp_path / "syn"
     generate(syn, classes=2, videos_per_class=2, val_videos_per_class=1, frames=8, size=32, fmt="frames", seed=3)
     dist = DistInfo(0, 1, 0, torch.device("cpu"), False)

@@ -44,6 +44,7 @@ from torch.utils.checkpoint import checkpoint
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.k400_like import FOLDERS, make_data  # noqa: E402
+from clip.archs import resolve_arch  # noqa: E402
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.device_transforms import clips_to_device  # noqa: E402
 from datasets.transforms import normalize  # noqa: E402
@@ -304,6 +305,11 @@ def main() -> None:
     # The original's nested re-entrant checkpoints run their inner forward under no_grad, which makes
     # torch warn on every call; the recomputation in backward does get gradients (checked equal).
     warnings.filterwarnings("ignore", message="None of the inputs have requires_grad")
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if not archs:
+        raise UserError(f"--arch {args.arch!r} names no architecture (e.g. ViT-B/32,ViT-B/16)")
+    for arch in archs:  # a misspelt name fails now, not after the others were measured
+        resolve_arch(arch)
     device = torch.device(args.device)
     precision = resolve_precision(args.precision, device)
     g = torch.Generator().manual_seed(0)
@@ -319,7 +325,7 @@ def main() -> None:
     if args.data:
         batches, prepare = loader_from_clips(args)
     results = []
-    for arch in [a.strip() for a in args.arch.split(",") if a.strip()]:
+    for arch in archs:
         results.append(measure(arch, args, batches, prepare, precision))
         report(results[-1], args)
     if len(results) > 1:

@@ -86,6 +86,9 @@ def test_train_bench_runs_both_sides_and_names_bad_sizes(tmp_path):
     speedups = re.findall(r"speed-up\s+(\d+\.\d+)x", proc.stdout)
     rows = re.findall(r"^\| tiny \| [\d.]+ \| [\d.]+ \| ([\d.]+)x \|", proc.stdout, re.M)
     assert len(speedups) == 2 and rows == speedups  # one summary row per architecture, the same numbers
+    misspelt = _run("bench/train.py", "--arch", "tiny,bogus", "--steps", "1", "--rounds", "1", "--size", "112")
+    assert misspelt.returncode == 1 and "round 1" not in misspelt.stdout  # checked before any measurement
+    assert misspelt.stderr.strip().splitlines()[-1].startswith("error: network.arch: unknown architecture 'bogus'")
     bad = _run(*args, "--size", "96")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: data.input_size is 96 but network.arch 'tiny'")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from utils.errors import UserError
 
@@ -28,37 +29,94 @@ class WriteError(UserError, OSError):
         return str(self.strerror) if self.strerror else super().__str__()
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing part of `path` (itself or a parent folder) when it is not a folder."""
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            return None if part.is_dir() or part == path else part
+    return None
+
+
+def write_cause(path: str | Path, err: OSError) -> str:
+    """Why writing `path` failed: the errno's meaning ("No space left on device", "Read-only file
+    system", "Permission denied"), or the file that stands where a folder is needed (Python's own
+    "File exists" or "Not a directory" names neither)."""
+    blocker = _file_in_the_way(Path(path))
+    if blocker is not None and err.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{blocker} is a file, not a folder"
+    return os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+
+
+def write_error(path: str | Path, err: OSError, what: str = "cannot write") -> WriteError:
+    """The one-line `WriteError` of an OSError while writing `path`: `<what> <path>: <cause>`."""
+    return WriteError(err.errno or errno.EIO, f"{what} {path}: {write_cause(path, err)}")
+
+
+class _Recorder:
+    """A file object that remembers the OSError of a failed write: torch.save reports a full disk
+    as RuntimeError('unexpected pos ...'), and the recorded error says what happened."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(fh)` on a temporary file, fsync it, rename it to `path`, fsync the folder.
-    Any OSError becomes a `WriteError` naming the file; the previous file is then unchanged."""
+    Any OSError (also one a library reports as another exception) becomes a `WriteError` naming
+    the file and the cause; the previous file is then unchanged and no temporary is left."""
     path = Path(path)
+    recorder: list[_Recorder] = []
     try:
-        return _atomic_write(path, write)
+        return _atomic_write(path, write, recorder)
     except WriteError:
         raise
-    except OSError as err:
-        kept = " (the previous version is unchanged)" if path.exists() else ""
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}{kept}") from None
+    except Exception as err:
+        cause = err if isinstance(err, OSError) else (recorder[0].error if recorder else None)
+        if cause is None:
+            raise
+        failure = write_error(path, cause)
+        if path.exists():
+            failure.strerror = f"{failure.strerror} (the previous version is unchanged)"
+        raise failure from None
 
 
 def make_folder(path: str | Path, what: str) -> Path:
-    """mkdir -p, with a clear error when the path or a parent is a file or not writable."""
+    """mkdir -p, with one clear line when the path or a parent is a file or not writable."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise WriteError(err.errno, f"{what} {path}: cannot create the folder: {err.strerror or err}") from None
+        raise WriteError(err.errno, f"{what} {path}: cannot create the folder: {write_cause(path, err)}") from None
     if not os.access(path, os.W_OK):
-        raise WriteError(13, f"{what} {path}: the folder is not writable")
+        code = errno.EROFS if _read_only(path) else errno.EACCES
+        raise WriteError(code, f"{what} {path}: cannot write in the folder: {os.strerror(code)}")
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+def _read_only(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    return False
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object], recorder: list[_Recorder]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            recorder.append(_Recorder(fh))
+            write(cast(BinaryIO, recorder[0]))
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions

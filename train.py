@@ -36,6 +36,7 @@ from app.weights import add_trust_arg
 from datasets import build_dataset, build_loader, write_fewshot_list
 from datasets.builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
+from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
 from modules.builder import build_model
 from modules.convert import load_weights
 from modules.video_model import VideoCLIP
@@ -148,6 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(p)
+    add_allow_pipe_arg(p)
     p.add_argument(
         "--stop_after_epochs",
         "--stop-after-epochs",
@@ -191,13 +193,13 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         load_weights(model, cfg.pretrain)
         log(f"pretrain: loaded weights from {cfg.pretrain}")
     model.to(dist.device)
-    validate = build_validation(cfg, dist, log)
+    validate = build_validation(cfg, dist, log, allowed_pipes(args))
     if cfg.solver.evaluate:
         if resume_ckpt is not None:
             unwrap(model).load_state_dict(resume_ckpt["model"], strict=True)
         return validate(model)
 
-    train_loader, train_ds = build_train_loader(cfg, dist, out, log)
+    train_loader, train_ds = build_train_loader(cfg, dist, out, log, allowed_pipes(args))
     if cfg.solver.compile:
         compile_model(model)
         log(
@@ -280,8 +282,8 @@ def restore(
     return RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"])
 
 
-def build_validation(cfg: Any, dist: DistInfo, log: Log) -> Validation:
-    val_ds = build_dataset(cfg, "val")
+def build_validation(cfg: Any, dist: DistInfo, log: Log, allow_pipe: frozenset[str] = frozenset()) -> Validation:
+    val_ds = build_dataset(cfg, "val", allow_pipe=allow_pipe)
     log(f"val: {len(val_ds)} videos; transforms: {getattr(val_ds, 'transform', '')}")
     loader = build_loader(
         val_ds,
@@ -311,9 +313,11 @@ def data_wait_meter(cfg: Any, dataset: Any) -> DataWaitMeter:
     return DataWaitMeter(cfg.logging.data_wait_alarm, remedy=data_remedy(dataset, cfg.data.workers, per_node))
 
 
-def build_train_loader(cfg: Any, dist: DistInfo, out: Path, log: Log) -> tuple[Any, Any]:
-    """(loader, dataset) of the training list."""
-    train_ds = build_dataset(cfg, "train")
+def build_train_loader(
+    cfg: Any, dist: DistInfo, out: Path, log: Log, allow_pipe: frozenset[str] = frozenset()
+) -> tuple[Any, Any]:
+    """(loader, dataset) of the training list (`allow_pipe`: the command line's --allow-pipe URLs)."""
+    train_ds = build_dataset(cfg, "train", allow_pipe=allow_pipe)
     loader = build_loader(
         train_ds,
         cfg.data.batch_size,

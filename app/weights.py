@@ -51,6 +51,8 @@ from utils.config import load_config, resolve, to_dotmap
 from utils.errors import UserError
 
 _log = logging.getLogger("Text4Vis")
+# `data` keys of a stored config that name what is read: never taken from a weights file
+DATA_SOURCES = ("train_list", "val_list", "train_root", "val_root", "train_shards", "val_shards")
 
 
 @dataclass
@@ -65,10 +67,16 @@ class WeightsFile:
     handle: Any = None  # the export's ScriptModule or onnxruntime session
 
     def stored_config(self, opts: Sequence[str] = ()) -> DotMap | None:
-        """The config saved in our checkpoints (with `opts` applied), else None."""
+        """The config saved in our checkpoints (with `opts` applied), else None. Its data sources
+        (`DATA_SOURCES`) are left unset: a weights file is data and never chooses what is read or
+        opened (a shard index URL may be a `pipe:` command); the user's `opts` or `--config` name them."""
         raw = self.content.get("config") if isinstance(self.content, dict) else None
         if not raw:
             return None
+        raw = copy.deepcopy(raw)
+        if isinstance(raw.get("data"), dict):
+            for key in DATA_SOURCES:
+                raw["data"].pop(key, None)
         return to_dotmap(resolve(raw, f"{self.path} (stored config)", opts))
 
     def config(self, config_path: str | None, opts: Sequence[str] = ()) -> DotMap:

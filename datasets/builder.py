@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -66,15 +67,17 @@ def build_dataset(
     test_clips: int = 1,
     dense: bool | None = None,
     seed: int | None = None,
+    allow_pipe: Collection[str] = (),
 ) -> VideoDataset | ShardDataset:
     """`train` (augmented, random offsets, min_frames filter, few-shot), `val` (train-time validation:
     1 crop, first frame of each segment, min_frames filter) or `test` (val list, all videos,
-    `test_crops` × `test_clips` views)."""
+    `test_crops` × `test_clips` views). `allow_pipe`: the `pipe:` shard index URLs the user's
+    command line gives with --allow-pipe (`datasets.shard_dataset.allowed_pipes`); no other is opened."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     data = cfg.data
     seed = cfg.seed if seed is None else seed
-    list_path, root, index = _source(data, split)
+    list_path, root, index = _source(data, split, allow_pipe)
     shards = index is not None
     num_classes = len(read_class_names(data)) if data.label_list else None
     all_records, keys = _kept_records(data, split, list_path, index, num_classes)
@@ -118,17 +121,27 @@ def build_dataset(
     return ds
 
 
-def _source(data: Any, split: str) -> tuple[str, str, ShardIndex | None]:
-    """(list path or shard index URL, root folder, shard index or None) of a split, checked."""
+_NAME_IT = (
+    ": name the data with --config CFG or --opts {key}=... (a checkpoint's stored config never supplies data sources)"
+)
+
+
+def _source(data: Any, split: str, allow_pipe: Collection[str] = ()) -> tuple[str, str, ShardIndex | None]:
+    """(list path or shard index URL, root folder, shard index or None) of a split, checked. An unset
+    source says how to name it: a checkpoint's stored config never names data (`app.weights`)."""
     train = split == "train"
     list_path, root = (data.train_list, data.train_root) if train else (data.val_list, data.val_root)
     index = None
     if data.format == "shards":
         key = "data.train_shards" if train else "data.val_shards"
-        index = read_shard_index(data.train_shards if train else data.val_shards, key)
+        url = data.train_shards if train else data.val_shards
+        if not url:
+            raise UserError(f"{key} is not set (data.format is shards){_NAME_IT.format(key=key)}")
+        index = read_shard_index(url, key, allow_pipe)
         list_path, root = index.url, ""
     elif not list_path:
-        raise UserError(f"{'data.train_list' if train else 'data.val_list'} is not set")
+        key = "data.train_list" if train else "data.val_list"
+        raise UserError(f"{key} is not set{_NAME_IT.format(key=key)}")
     if root and not os.path.isdir(root):
         raise UserError(f"{'data.train_root' if train else 'data.val_root'} is not a folder: {root}")
     return list_path, root, index

@@ -22,6 +22,7 @@ clip from a shard as from its file. Items are `(uint8 clip, label, index)` as `V
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ import os
 import random
 import re
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlparse
@@ -46,6 +47,7 @@ from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
+PIPE_FLAG = "--allow-pipe"
 INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
 _META = re.compile(r"__[^/]*__($|/)")  # members webdataset's tar iterator skips (its `skip_meta`)
@@ -68,9 +70,65 @@ class ShardIndex:
         return "video" if self.content == "video" else "RGB"
 
 
+def runs_a_command(url: str) -> bool:
+    """Whether webdataset would open `url` by running the command it holds (its `pipe:` opener,
+    also after the user's GOPEN_REWRITE rules). Other schemes run fixed programs (curl, gsutil,
+    ais) with the URL as one argument, no shell."""
+    from webdataset.gopen import gopen_pipe, gopen_schemes, rewrite_url
+
+    with contextlib.suppress(ValueError):  # webdataset's secure mode refuses to rewrite (and to open)
+        url = rewrite_url(url)
+    scheme = urlparse(url).scheme
+    return scheme == "pipe" or gopen_schemes.get(scheme) is gopen_pipe
+
+
+def add_allow_pipe_arg(parser: Any) -> None:
+    """--allow-pipe: the only way a `pipe:` URL (a shell command) is opened, and only when the
+    command line itself gives it (--opts KEY=pipe:...)."""
+    parser.add_argument(
+        PIPE_FLAG,
+        dest="allow_pipe",
+        action="store_true",
+        help="open pipe: URLs (webdataset runs them as shell commands) given on this command line "
+        "with --opts data.train_shards=/data.val_shards=; never those of a config file, a shard "
+        "index or a checkpoint",
+    )
+
+
+def allowed_pipes(args: Any) -> frozenset[str]:
+    """The `pipe:` URLs the user's command line gives in --opts, when it passes --allow-pipe."""
+    if not getattr(args, "allow_pipe", False):
+        return frozenset()
+    from utils.config import parse_opts
+
+    return frozenset(v for _, v in parse_opts(getattr(args, "opts", [])) if isinstance(v, str) and runs_a_command(v))
+
+
+def check_source(url: str, key: str, allowed: Collection[str] = ()) -> None:
+    """Refuse a shard index URL that would run a command unless the command line gave it with
+    --allow-pipe (`allowed`): a config file or a checkpoint is data and never starts a process."""
+    if runs_a_command(url) and url not in allowed:
+        raise UserError(
+            f"{key} is {url!r}, which would run a shell command (webdataset's pipe: opener): a URL "
+            f"from a config file or a checkpoint never starts a process; to run it, give it on the "
+            f"command line (--opts {key}=...) together with {PIPE_FLAG}"
+        )
+
+
 def _resolve(base: str, url: str) -> str:
-    if urlparse(url).scheme or url.startswith("/") or url.startswith("pipe:"):
+    if runs_a_command(url):
+        raise UserError(
+            f"{base}: shard URL {url!r} would run a shell command (webdataset's pipe: opener); a shard "
+            f"index never starts a process ({PIPE_FLAG} covers only a URL given on the command line): "
+            f"list the shards by path or http(s) URL"
+        )
+    if urlparse(url).scheme or url.startswith("/"):
         return url
+    if runs_a_command(base):
+        raise UserError(
+            f"{base}: shard URL {url!r} is relative, but an index read through a pipe: command has no "
+            f"folder to resolve it against: list the shards by absolute path or URL"
+        )
     if urlparse(base).scheme and not base.startswith("file:"):
         return urljoin(base, url)
     from pathlib import Path
@@ -78,10 +136,13 @@ def _resolve(base: str, url: str) -> str:
     return str(Path(base).resolve().parent / url)
 
 
-def read_shard_index(url: str, key: str = "data.train_shards") -> ShardIndex:
-    """Read an index (local path or any URL webdataset's `gopen` opens) and check it."""
+def read_shard_index(url: str, key: str = "data.train_shards", allowed: Collection[str] = ()) -> ShardIndex:
+    """Read an index (local path or any URL webdataset's `gopen` opens) and check it. A `pipe:` URL
+    is opened only when it is one of `allowed` (given on the command line with --allow-pipe); the
+    shard URLs in the index never may be."""
     if not url:
         raise UserError(f"{key} is not set (data.format is shards)")
+    check_source(url, key, allowed)
     from webdataset.gopen import gopen
 
     try:

@@ -16,6 +16,7 @@ from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
 from datasets.device_transforms import clips_to_device
+from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
@@ -70,6 +71,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
+    add_allow_pipe_arg(parser)
 
 
 def default_output(config: str, weights: Path, frames: int, crops: int, clips: int, dense: bool) -> Path:
@@ -133,7 +135,9 @@ class EvalRun:
     def test_data(self, cfg: Any) -> tuple[Any, Any]:
         """(dataset, loader) of `cfg`'s test list with this command's views, sharded over the ranks."""
         a = self.args
-        dataset = build_dataset(cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips, dense=self.dense)
+        dataset = build_dataset(
+            cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips, dense=self.dense, allow_pipe=allowed_pipes(a)
+        )
         loader = build_loader(
             dataset,
             cfg.data.batch_size,

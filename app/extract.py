@@ -104,7 +104,10 @@ def build_inputs(
         list_path = cfg.data.train_list if args.split == "train" else cfg.data.val_list
         root = cfg.data.train_root if args.split == "train" else cfg.data.val_root
         if not list_path:
-            raise UserError(f"--split {args.split}: data.{args.split}_list is not set in the config")
+            raise UserError(
+                f"--split {args.split}: data.{args.split}_list is not set: name it with --config CFG or --opts "
+                f"data.{args.split}_list=... (a checkpoint's stored config never supplies data sources)"
+            )
     records = read_list(list_path)
     inputs = copy.deepcopy(cfg)  # the test pipeline of build_dataset, on this list
     data = inputs.data

@@ -14,7 +14,7 @@ instead (any number of processes, resumable; rows with label -1 are left out). U
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from dotmap import DotMap
@@ -22,6 +22,7 @@ from dotmap import DotMap
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import clips_to_device
+from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.choices import DEVICES
@@ -33,13 +34,17 @@ from utils.evaluate import collect
 
 @torch.no_grad()
 def extract_features(
-    cfg: DotMap, weights: str, device: torch.device | str = "cpu", trusted_pickles: Sequence[str] = ()
+    cfg: DotMap,
+    weights: str,
+    device: torch.device | str = "cpu",
+    trusted_pickles: Sequence[str] = (),
+    allow_pipe: Collection[str] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Un-normalised video embeddings and labels of the training list (one centre view each)."""
     wf = open_weights(weights)  # a bad file fails before the data is read
     cfg = copy.deepcopy(cfg)
     cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
-    dataset = build_dataset(cfg, "test")
+    dataset = build_dataset(cfg, "test", allow_pipe=allow_pipe)
     loader = build_loader(
         dataset,
         cfg.data.batch_size,
@@ -89,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
+    add_allow_pipe_arg(parser)
     args = parser.parse_args(argv)
     shrink: float | str | None
     shrink = None if args.shrinkage == "none" else ("auto" if args.shrinkage == "auto" else float(args.shrinkage))
@@ -98,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         feats, labels = read_features(args.features)
     else:
         cfg = open_weights(args.weights).config(args.config, args.opts)
-        feats, labels = extract_features(cfg, args.weights, select_device(args.device), args.trust_pickle)
+        device = select_device(args.device)
+        feats, labels = extract_features(cfg, args.weights, device, args.trust_pickle, allowed_pipes(args))
     directions = fit_lda(feats, labels, shrinkage=shrink)
     save_checkpoint(directions, args.out)
     print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")

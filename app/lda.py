@@ -13,7 +13,9 @@ instead (any number of processes, resumable; rows with label -1 are left out). U
 
 from __future__ import annotations
 
+import argparse
 import copy
+import math
 from collections.abc import Collection, Sequence
 
 import torch
@@ -83,6 +85,19 @@ def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(emb[keep]).float(), torch.from_numpy(labels[keep]).long()
 
 
+def shrinkage_arg(text: str) -> float | str | None:
+    """--shrinkage: a number in [0, 1], 'auto' (Ledoit-Wolf) or 'none'; refused at parsing otherwise."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1], 'auto' or 'none'")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
     add_config_args(parser, "YAML config (default: the config stored in our checkpoint)")
@@ -91,13 +106,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"
     )
     parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
-    parser.add_argument("--shrinkage", default="0.1", help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'")
+    parser.add_argument(
+        "--shrinkage", default=0.1, type=shrinkage_arg, help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'"
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
     add_trust_arg(parser)
     add_allow_pipe_arg(parser)
     args = parser.parse_args(argv)
-    shrink: float | str | None
-    shrink = None if args.shrinkage == "none" else ("auto" if args.shrinkage == "auto" else float(args.shrinkage))
     if bool(args.weights) == bool(args.features):
         raise UserError("give --weights (features computed here) or --features (a file of python -m app.extract)")
     if args.features:
@@ -106,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg = open_weights(args.weights).config(args.config, args.opts)
         device = select_device(args.device)
         feats, labels = extract_features(cfg, args.weights, device, args.trust_pickle, allowed_pipes(args))
-    directions = fit_lda(feats, labels, shrinkage=shrink)
+    directions = fit_lda(feats, labels, shrinkage=args.shrinkage)
     save_checkpoint(directions, args.out)
     print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")
 

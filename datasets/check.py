@@ -6,7 +6,10 @@ configured template), none of them is an empty file or a JPEG cut short (file si
 end-of-image marker at the end of the file: a stat and a 32-byte read per frame, no decoding), and
 its first and last frame decode; or the video opens, has frames, and its first and last frame
 decode. `--full` decodes every frame. Progress goes to stderr (a bar on a terminal, a line every
-10 % or 30 s otherwise). Exit status 1 when anything is wrong.
+10 % or 30 s otherwise), and for videos the decoder used (and why a better one was skipped). A
+decoder that cannot run on this machine is one error naming the fix, not a bad-file report per
+video; a file the decoder cannot open is reported as damaged only when PyAV cannot read it either.
+Exit status 1 when anything is wrong.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tqdm import tqdm
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
-from datasets.video_reader import VideoReader, resolve_decoder
+from datasets.video_reader import VideoReader, decoder_choice, resolve_decoder
 from utils.cli import add_config_args, cli_parser
 from utils.config import load_config
 from utils.errors import UserError, run_cli
@@ -167,7 +170,9 @@ def check_split(
         )
         return len(records), problems
     reader = FrameFolderReader(data.image_tmpl, data.index_bias, data.num_frames_from)
-    decoder = resolve_decoder(data.decoder) if is_video else ""
+    decoder = resolve_decoder(data.decoder) if is_video else ""  # one line if it cannot run here
+    if is_video and progress:
+        print(f"check {split}: {decoder_choice(data.decoder)}", file=sys.stderr, flush=True)
 
     def one(rec: VideoRecord) -> list[str]:
         path = os.path.join(root, rec.path) if root else rec.path

@@ -11,6 +11,13 @@ Decoders (`data.decoder`), in the order `auto` prefers them:
 Frame i is the i-th decoded frame for all three. Any failure raises `BadSampleError` naming the
 file; no decoder silently substitutes another frame.
 
+Whether a decoder can run here is decided by a real decode of a tiny generated clip, once per
+process (`decoder_problem`): torchcodec imports fine on a machine without FFmpeg's shared
+libraries and fails only when it opens a video. `auto` logs one line naming the decoder it took
+and why each better one was skipped. A decoder that cannot run raises `DecoderUnavailableError`
+(the fix named), never a per-file error; a file that one decoder cannot open is tried with PyAV,
+so the message says whether the file or the decoder is at fault.
+
 Seek mode (torchcodec): `exact` scans the file's packet index when it is opened (always right);
 `approximate` trusts the header's frame rate and is right only for constant-frame-rate files. It
 saves 0.5-1 ms per clip (docs/data.md), so the builder uses it only on files written by
@@ -23,9 +30,13 @@ from torchvision's resize by up to 7 grey levels and was no faster on 720p files
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
+import logging
 import math
 import os
+import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -39,34 +50,115 @@ from utils.errors import UserError
 
 DECODERS = ("torchcodec", "decord", "pyav")
 CFR_MARKER = "text4vis_preprocess.json"  # written by datasets.preprocess into its output folder
-FFMPEG_HINT = (
-    "apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 "
-    "libavdevice59 (scripts/setup_env.sh does this as root)"
+FFMPEG_PACKAGES = "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59"
+FFMPEG_FIX = (
+    f"install FFmpeg's shared libraries: apt-get install -y {FFMPEG_PACKAGES} (Debian 12; "
+    f"scripts/setup_env.sh does this when run as root)"
 )
+PROBE_SIZE = (64, 48)  # (w, h) of the probe clip: small, even (yuv420p), not 48 wide (decord)
+PROBE_GREY = (60, 190)  # its two frames are flat grey at these levels
+_log = logging.getLogger("Text4Vis")
+
+
+class DecoderUnavailableError(UserError):
+    """The configured decoder cannot run on this machine (a missing library), as opposed to a bad
+    file: not a `BadSampleError`, so `data.on_bad_sample: skip` does not skip every video."""
+
+
+@functools.cache
+def _probe_clip() -> bytes:
+    """A two-frame H.264 mp4 (flat grey frames), written with PyAV into a temporary folder once
+    per process: what `decoder_problem` asks each decoder to decode."""
+    import av
+
+    w, h = PROBE_SIZE
+    with tempfile.TemporaryDirectory(prefix="text4vis-probe-") as tmp:
+        path = os.path.join(tmp, "probe.mp4")
+        with av.open(path, "w") as out:
+            stream = out.add_stream("libx264", rate=25, options={"threads": "1"})
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for level in PROBE_GREY:
+                frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), level, np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def _decode_probe(name: str, path: str) -> np.ndarray:
+    """Frame 1 of the probe clip at `path`, decoded by decoder `name`, as (H, W, C) uint8."""
+    if name == "torchcodec":
+        from torchcodec.decoders import VideoDecoder
+
+        return VideoDecoder(path, num_ffmpeg_threads=1).get_frame_at(1).data.permute(1, 2, 0).numpy()
+    if name == "decord":
+        import decord
+
+        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)[1].asnumpy()
+    import av
+
+    with av.open(path) as container:
+        frames = container.decode(video=0)
+        next(frames)
+        return next(frames).to_ndarray(format="rgb24")
 
 
 @functools.cache
 def decoder_problem(name: str) -> str | None:
-    """Why decoder `name` cannot run here, or None when it can (checked once per process)."""
+    """Why decoder `name` cannot run here, or None when it can.
+
+    Decided by a real decode (frame 1 of a tiny generated H.264 clip, checked against its known
+    grey level), once per process: importing torchcodec succeeds without FFmpeg's libraries, and
+    only opening a video shows they are missing."""
+    if name not in DECODERS:
+        return f"unknown decoder {name!r}"
+    module = {"torchcodec": "torchcodec", "decord": "decord", "pyav": "av"}[name]
+    if importlib.util.find_spec(module) is None:
+        return f"{name} is not installed (pip install {module})"
     try:
-        if name == "torchcodec":
-            from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the FFmpeg libraries)
-        elif name == "decord":
-            import decord  # noqa: F401
-        elif name == "pyav":
-            import av  # noqa: F401
-        else:
-            return f"unknown decoder {name!r}"
-    except ModuleNotFoundError:
-        return f"{name} is not installed"
-    except Exception as err:  # torchcodec raises RuntimeError when none of FFmpeg 4-8 loads
-        if name == "torchcodec":
-            return (
-                f"torchcodec does not load: FFmpeg's shared libraries are missing ({FFMPEG_HINT}) or this "
-                f"torchcodec was built for another torch ({_short(err)})"
-            )
-        return f"{name} cannot be imported: {_short(err)}"
+        data = _probe_clip()
+    except Exception as err:
+        return f"the test clip could not be written with PyAV ({_short(err)})"
+    try:
+        with tempfile.TemporaryDirectory(prefix="text4vis-probe-") as tmp:
+            path = os.path.join(tmp, "probe.mp4")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            frame = _decode_probe(name, path)
+    except Exception as err:
+        if name == "torchcodec" and "libtorchcodec" in str(err):
+            return _torchcodec_load_problem(str(err))
+        return f"{name} cannot decode a test clip: {_short(err)}"
+    w, h = PROBE_SIZE
+    if frame.shape != (h, w, 3) or abs(float(frame.mean()) - PROBE_GREY[1]) > 8:
+        return f"{name} decodes a test clip wrongly (frame of shape {tuple(frame.shape)}, mean {frame.mean():.0f})"
     return None
+
+
+def _torchcodec_load_problem(text: str) -> str:
+    """torchcodec's 'Could not load libtorchcodec' message (a page of tracebacks, one per FFmpeg
+    version it tried) → one line: each version's cause and the fix."""
+    causes: dict[str, str] = {}
+    version = ""
+    for line in text.splitlines():
+        found = re.match(r"\s*FFmpeg version (\d+):", line)
+        if found:
+            version = found.group(1)
+            continue
+        error = re.match(r"\w+(?:Error|Exception): (.*)", line)
+        if version and error and version not in causes:  # the first error of a version: its cause
+            causes[version] = error.group(1).strip()
+    missing = {v: c for v, c in causes.items() if "cannot open shared object file" in c}
+    if causes and len(missing) == len(causes):
+        libs = ", ".join(c.split(":", 1)[0] for c in missing.values())
+        why = f"FFmpeg's shared libraries are not installed (none of {libs} found)"
+    elif causes:
+        why = "libtorchcodec does not load: " + "; ".join(f"FFmpeg {v}: {c}" for v, c in causes.items())
+    else:
+        why = "libtorchcodec does not load: " + " ".join(text.split())
+    return f"torchcodec cannot run on this machine: {why}; to use it, {FFMPEG_FIX}"
 
 
 def available_decoders() -> list[str]:
@@ -74,8 +166,27 @@ def available_decoders() -> list[str]:
     return [d for d in DECODERS if decoder_problem(d) is None]
 
 
+def decoder_choice(name: str = "auto") -> str:
+    """One line: the decoder `data.decoder: name` uses here and why each better one was skipped."""
+    if name != "auto":
+        return f"video decoder: {name} (data.decoder)"
+    found = available_decoders()
+    chosen = found[0] if found else "none"
+    better = DECODERS[: DECODERS.index(chosen)] if found else DECODERS
+    return f"video decoder: {chosen} (data.decoder: auto)" + "".join(
+        f"; {d} skipped: {decoder_problem(d)}" for d in better
+    )
+
+
+@functools.cache
+def _log_choice(name: str) -> None:
+    """Say once per process which decoder `auto` took (a warning when a better one was skipped)."""
+    line = decoder_choice(name)
+    (_log.warning if "skipped" in line else _log.info)(line)
+
+
 def resolve_decoder(name: str = "auto", device: str = "cpu") -> str:
-    """`auto` → the best installed decoder (torchcodec, decord, PyAV); a named one must work here.
+    """`auto` → the best decoder that works here (torchcodec, decord, PyAV); a named one must work here.
 
     `device="cuda"` (NVDEC) needs torchcodec."""
     if name not in ("auto", *DECODERS):
@@ -87,18 +198,21 @@ def resolve_decoder(name: str = "auto", device: str = "cpu") -> str:
             raise UserError(f"data.decode_device: cuda decodes with torchcodec (NVDEC), not {name}")
         problem = decoder_problem("torchcodec")
         if problem:
-            raise UserError(f"data.decode_device: cuda needs torchcodec: {problem}")
+            raise DecoderUnavailableError(f"data.decode_device: cuda needs torchcodec: {problem}")
         if not torch.cuda.is_available():
             raise UserError("data.decode_device is cuda but no CUDA device is available")
         return "torchcodec"
     if name != "auto":
         problem = decoder_problem(name)
         if problem:
-            raise UserError(f"data.decoder is {name!r} but {problem}; use another decoder or auto")
+            raise DecoderUnavailableError(f"data.decoder is {name!r} but {problem}; or set data.decoder: auto")
         return name
     found = available_decoders()
     if not found:
-        raise UserError("no video decoder: install torchcodec (with FFmpeg's libraries), decord or av (PyAV)")
+        raise DecoderUnavailableError(
+            "no video decoder works on this machine: " + "; ".join(f"{d}: {decoder_problem(d)}" for d in DECODERS)
+        )
+    _log_choice(name)
     return found[0]
 
 
@@ -145,9 +259,16 @@ class VideoReader:
         except BadSampleError:
             raise
         except Exception as err:
+            if "libtorchcodec" in str(err):  # the library, not the file (FFmpeg removed since the probe)
+                raise DecoderUnavailableError(
+                    f"cannot open video {self.path}: {_torchcodec_load_problem(str(err))}"
+                ) from None
             if self.decoder != "pyav":
-                self._explain_with_pyav()
-            raise BadSampleError(f"cannot open video {self.path}: {_short(err)}") from None
+                self._explain_with_pyav(err)
+            raise BadSampleError(
+                f"cannot open video {self.path}: {_short(err)} (the file is damaged or not a video: "
+                f"{'PyAV cannot read it either' if self.decoder != 'pyav' else 'FFmpeg cannot read it'})"
+            ) from None
         if not self._n:
             raise BadSampleError(f"video has no frames: {self.path}")
 
@@ -176,18 +297,25 @@ class VideoReader:
         else:
             self._dec, self._n = _pyav_open(self._source(), self.path)
 
-    def _explain_with_pyav(self) -> None:
-        """torchcodec's and decord's errors are terse: let PyAV say 'no video stream' / 'no frames'."""
+    def _explain_with_pyav(self, err: Exception) -> None:
+        """torchcodec's and decord's errors are terse, and do not say whether the file or the
+        decoder is at fault: PyAV says 'no video stream' / 'no frames', or reads the file (then
+        the decoder is at fault, and the message names the one that works)."""
         try:
             container, n = _pyav_open(self._source(), self.path)
             if container is not None:
-                container.close()
+                with container:
+                    next(container.decode(video=0))
         except BadSampleError:
             raise
         except Exception:
             return
         if n == 0:
             raise BadSampleError(f"video has no frames: {self.path}")
+        raise BadSampleError(
+            f"cannot open video {self.path} with {self.decoder}: {_short(err)} (the file is readable: PyAV "
+            f"decodes it; set data.decoder: pyav)"
+        )
 
     def _pyav_container(self) -> Any:
         """The container `_open` left open (PyAV, read once), else a newly opened one."""

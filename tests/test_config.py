@@ -211,6 +211,19 @@ def test_readme_key_table_is_current() -> None:
         ("solver.eps=0", "'solver.eps' has value 0.0; it must be > 0"),
         ("solver.grad_accumulation_steps=0", "'solver.grad_accumulation_steps' has value 0; it must be >= 1"),
         ("logging.eval_freq=0", "'logging.eval_freq' has value 0; it must be >= 1"),
+        ("solver.lr=.inf", "'solver.lr' has value inf; it must be a finite number >= 0 and <= 1"),
+        ("solver.lr=.nan", "'solver.lr' has value nan; it must be a finite number >= 0 and <= 1"),
+        ("solver.lr=1e30", "'solver.lr' has value 1e+30; it must be >= 0 and <= 1"),
+        ("solver.weight_decay=-.inf", "'solver.weight_decay' has value -inf; it must be a finite number >= 0"),
+        ("solver.betas=[1.5,0.9]", "'solver.betas' has value [1.5, 0.9]; each element must be >= 0 and < 1"),
+        ("solver.betas=[0.9,1]", "'solver.betas' has value [0.9, 1]; each element must be >= 0 and < 1"),
+        ("solver.betas=[0.9,x]", "'solver.betas' has value [0.9, 'x']; each element must be a number >= 0 and < 1"),
+        ("solver.lr_decay_step=[5,0]", "'solver.lr_decay_step' has value [5, 0]; each element must be >= 1"),
+        ("solver.lr_decay_factor=2.0", "'solver.lr_decay_factor' has value 2.0; it must be > 0 and <= 1"),
+        ("solver.skip_nonfinite=-1", "'solver.skip_nonfinite' has value -1; it must be >= 0"),
+        ("data.shuffle_buffer=100001", "'data.shuffle_buffer' has value 100001; it must be >= 0 and <= 100000"),
+        ("logging.data_wait_alarm=1.5", "'logging.data_wait_alarm' has value 1.5; it must be >= 0 and <= 1"),
+        ("seed=-1", "'seed' has value -1; it must be >= 0 and <= 4294967295"),
     ],
 )
 def test_numeric_ranges_checked_at_load(tmp_path, opt, message):
@@ -222,10 +235,32 @@ def test_numeric_ranges_checked_at_load(tmp_path, opt, message):
 
 
 def test_every_range_names_a_numeric_key():
-    from utils.config_schema import RANGES
+    from utils.config_schema import EACH, RANGES
 
     for key in RANGES:
-        assert key in FLAT_SCHEMA and (int in FLAT_SCHEMA[key].types or float in FLAT_SCHEMA[key].types), key
+        types = FLAT_SCHEMA[key].types
+        assert key in FLAT_SCHEMA and (int in types or float in types or key in EACH), key
+
+
+def test_every_numeric_key_has_a_range_checked_before_anything_runs():
+    """Issue 20: every numeric key (and every list of numbers) has a documented range."""
+    from utils.config_schema import EACH, RANGES
+
+    numeric = {k for k, spec in FLAT_SCHEMA.items() if (int in spec.types or float in spec.types)}
+    numeric -= {"data.seg_length"}  # a choice of one value, (1,)
+    assert numeric - set(RANGES) == set()
+    lists_of_numbers = {k for k, spec in FLAT_SCHEMA.items() if list in spec.types and k != "network.templates"}
+    assert lists_of_numbers <= EACH <= set(RANGES)
+
+
+def test_two_betas_and_a_start_epoch_below_the_epochs(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  dataset: x\n")
+    with pytest.raises(UserError, match="'solver.betas' has value \\[0.9\\]; it must be two numbers"):
+        load_config(cfg, ["solver.betas=[0.9]"])
+    with pytest.raises(UserError, match="solver.start_epoch 3 must be below solver.epochs 3"):
+        load_config(cfg, ["solver.epochs=3", "solver.start_epoch=3"])
+    assert load_config(cfg, ["solver.betas=[0, 0.98]", "solver.lr=1"]).solver.betas == [0, 0.98]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from dotmap import DotMap
 from utils.choices import CONTRASTIVE_LOSSES
 from utils.cli import cli_parser
 from utils.config_schema import (
+    EACH,
     FLAT_SCHEMA,
     OPEN_ABOVE,
     POSITIVE,
@@ -61,19 +63,38 @@ def _closest(key: str) -> str:
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
-    lo, hi = RANGES.get(key, (None, None))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A numeric value (each element of a list key in EACH) finite and inside `RANGES[key]`."""
+    if key not in RANGES:
         return
+    each = key in EACH and isinstance(value, list)
+    for item in value if each else [value]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            if each:
+                raise UserError(
+                    f"{where}: key '{key}' has value {value!r}; each element must be a number {_range_text(key)}"
+                )
+            return
+        if not math.isfinite(item):
+            raise UserError(
+                f"{where}: key '{key}' has value {value!r}; {'each element' if each else 'it'} must be a finite "
+                f"number {_range_text(key)}"
+            )
+        if not _in_range(key, item):
+            subject = "each element" if each else "it"
+            raise UserError(f"{where}: key '{key}' has value {value!r}; {subject} must be {_range_text(key)}")
+
+
+def _in_range(key: str, value: float) -> bool:
+    lo, hi = RANGES[key]
     low_ok = lo is None or (value > lo if key in POSITIVE else value >= lo)
     high_ok = hi is None or (value < hi if key in OPEN_ABOVE else value <= hi)
-    if not (low_ok and high_ok):
-        raise UserError(f"{where}: key '{key}' has value {value!r}; it must be {_range_text(key)}")
+    return low_ok and high_ok
 
 
 def _range_text(key: str) -> str:
     lo, hi = RANGES[key]
     low = f"{'>' if key in POSITIVE else '>='} {lo:g}" if lo is not None else ""
-    high = f"{'<' if key in OPEN_ABOVE else '<='} {hi:g}" if hi is not None else ""
+    high = f"{'<' if key in OPEN_ABOVE else '<='} {hi}" if hi is not None else ""
     return " and ".join(p for p in (low, high) if p)
 
 
@@ -168,13 +189,14 @@ def _check_consistency(cfg: dict, where: str) -> None:
     _check_text_tower(cfg, where)
     if cfg["solver"]["grad_accumulation_steps"] < 1:
         raise UserError(f"{where}: solver.grad_accumulation_steps must be >= 1")
-    betas = cfg["solver"]["betas"]
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) for b in betas):
-        raise UserError(f"{where}: solver.betas must be two numbers, got {betas!r}")
-    if not 0 <= cfg["data"]["shuffle_buffer"] <= 100000:
-        raise UserError(f"{where}: data.shuffle_buffer must be 0-100000, got {cfg['data']['shuffle_buffer']}")
-    if not 0.0 <= cfg["logging"]["data_wait_alarm"] <= 1.0:
-        raise UserError(f"{where}: logging.data_wait_alarm must be 0-1, got {cfg['logging']['data_wait_alarm']}")
+    solver = cfg["solver"]
+    if len(solver["betas"]) != 2:
+        raise UserError(f"{where}: key 'solver.betas' has value {solver['betas']!r}; it must be two numbers")
+    if solver["start_epoch"] >= solver["epochs"]:
+        raise UserError(
+            f"{where}: solver.start_epoch {solver['start_epoch']} must be below solver.epochs {solver['epochs']} "
+            f"(nothing would train)"
+        )
     if cfg["data"]["format"] == "shards" and cfg["data"]["shot"]:
         raise UserError(f"{where}: data.shot (few-shot) needs data.format: files")
     data = cfg["data"]
@@ -274,12 +296,18 @@ def update_key_table(path: str | Path) -> None:
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
 
+def _valid_text(key: str, spec: Key) -> str:
+    """The README's range of a key: a float without an upper bound says `finite` too."""
+    finite = "finite, " if float in spec.types and RANGES[key][1] is None else ""
+    return finite + _range_text(key) + (" (a list: each element)" if key in EACH else "")
+
+
 def keys_markdown() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for key, spec in FLAT_SCHEMA.items():
         default = "null" if spec.default is None else yaml.safe_dump(spec.default, default_flow_style=True).strip()
         default = default.removesuffix("\n...").strip()
-        valid = f" Valid: {_range_text(key)}." if key in RANGES else ""
+        valid = f" Valid: {_valid_text(key, spec)}." if key in RANGES else ""
         rows.append(f"| `{key}` | `{default}` | {spec.doc}{valid} |")
     return "\n".join(rows)
 

@@ -135,7 +135,7 @@ SCHEMA: dict[str, Any] = {
             128,
             int,
             "`format: shards`: samples each loader worker shuffles among (besides the "
-            "per-epoch shard order); 0 keeps the shard order. Range 0-100000.",
+            "per-epoch shard order); 0 keeps the shard order.",
         ),
         "on_bad_sample": _k(
             "error",
@@ -257,10 +257,15 @@ SCHEMA: dict[str, Any] = {
             choices=("cosine", "multistep"),
         ),
         "epochs": _k(30, int, "Training epochs."),
-        "start_epoch": _k(0, int, "First epoch (a resumed run takes it from the checkpoint)."),
+        "start_epoch": _k(0, int, "First epoch, below `epochs` (a resumed run takes it from the checkpoint)."),
         "epoch_offset": _k(0, int, "Ignored; kept from the original configs."),
         "optim": _k("adamw", str, "Optimiser; the original's train.py always used AdamW.", choices=("adamw",)),
-        "lr": _k(5.0e-5, float, "Base LR of the new modules (fusion head)."),
+        "lr": _k(
+            5.0e-5,
+            float,
+            "Base LR of the new modules (fusion head). AdamW moves each weight by about the LR per step, "
+            "so above 1 no run trains.",
+        ),
         "clip_ratio": _k(0.1, float, "LR multiplier for the visual encoder and logit_scale."),
         "lr_warmup_step": _k(5, NUM, "Linear warm-up length in epochs."),
         "lr_decay_step": _k(15, (int, list), "`multistep`: epoch interval or list of milestones."),
@@ -268,7 +273,7 @@ SCHEMA: dict[str, Any] = {
         "lr_step_every": _k(10, int, "Iterations between LR updates (10 as the original; 1 = every iteration)."),
         "weight_decay": _k(0.2, float, "AdamW weight decay."),
         "no_decay_norm_bias": _k(False, bool, "Exclude biases, norms, embeddings and logit_scale from weight decay."),
-        "betas": _k([0.9, 0.999], list, "AdamW betas (the released models may have used [0.9, 0.98])."),
+        "betas": _k([0.9, 0.999], list, "AdamW betas, two numbers (the released models may have used [0.9, 0.98])."),
         "eps": _k(1.0e-8, float, "AdamW epsilon."),
         "momentum": _k(0.9, float, "Ignored (SGD was used only by the original's contrastive baseline)."),
         "loss_type": _k(
@@ -281,6 +286,13 @@ SCHEMA: dict[str, Any] = {
         "evaluate": _k(False, bool, "Validate once and exit."),
         "grad_accumulation_steps": _k(1, int, "Batches accumulated per optimiser step."),
         "clip_grad_norm": _k(None, float, "Clip the gradient norm to this value (off by default)."),
+        "skip_nonfinite": _k(
+            0,
+            int,
+            "Steps with a non-finite loss or gradient a run may skip in all (each logged and counted in "
+            "metrics.csv's `nonfinite_skipped`) before it stops; 0 stops at the first. With fp16 `amp` the "
+            "loss scaler's own skipped steps do not count.",
+        ),
         "compile": _k(
             False,
             bool,
@@ -296,7 +308,7 @@ SCHEMA: dict[str, Any] = {
             0.1,
             float,
             "Warn (naming the remedy) when waiting for data takes more than this "
-            "fraction of the training step time; 0 disables. Range 0-1.",
+            "fraction of the training step time; 0 disables.",
         ),
     },
 }
@@ -304,9 +316,12 @@ SCHEMA: dict[str, Any] = {
 RENAMED = {"data.video_backend": "data.decoder"}
 
 
-# Valid ranges of the numeric keys, checked at load: (lowest, highest), None = unbounded; a key
-# listed in OPEN_ABOVE must stay strictly below its highest value.
+# Valid ranges of every numeric key, checked at load before anything runs: (lowest, highest), None =
+# unbounded. Every float must also be finite. A key in OPEN_ABOVE must stay strictly below its
+# highest value, one in POSITIVE strictly above its lowest; for a key in EACH (a list) the range
+# holds for each element. `tests/test_config.py` checks that every numeric key is listed here.
 RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, 2**32 - 1),
     "data.num_segments": (1, None),
     "data.batch_size": (1, None),
     "data.workers": (0, None),
@@ -316,6 +331,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.scale_size": (1, None),
     "data.shot": (1, None),
     "data.min_frames": (0, None),
+    "data.shuffle_buffer": (0, 100000),
     "data.max_bad_samples": (0, None),
     "data.randaug.N": (0, None),
     "data.randaug.M": (0, 30),
@@ -326,24 +342,32 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.solarize_prob": (0, 1),
     "network.drop_out": (0, 1),
     "network.emb_dropout": (0, 1),
+    "network.drop": (0, 1),
     "network.n_emb": (1, None),
     "network.eval_logit_scale": (0, None),
     "solver.epochs": (1, None),
     "solver.start_epoch": (0, None),
-    "solver.lr": (0, None),
-    "solver.clip_ratio": (0, None),
+    "solver.epoch_offset": (0, None),
+    "solver.lr": (0, 1),
+    "solver.clip_ratio": (0, 10),
     "solver.lr_warmup_step": (0, None),
-    "solver.lr_decay_factor": (0, None),
+    "solver.lr_decay_step": (1, None),
+    "solver.lr_decay_factor": (0, 1),
     "solver.lr_step_every": (1, None),
     "solver.weight_decay": (0, None),
+    "solver.betas": (0, 1),
     "solver.eps": (0, None),
+    "solver.momentum": (0, 1),
     "solver.grad_accumulation_steps": (1, None),
     "solver.clip_grad_norm": (0, None),
+    "solver.skip_nonfinite": (0, None),
     "logging.print_freq": (0, None),
     "logging.eval_freq": (1, None),
+    "logging.data_wait_alarm": (0, 1),
 }
-OPEN_ABOVE = {"network.drop_out", "network.emb_dropout"}
+OPEN_ABOVE = {"network.drop_out", "network.emb_dropout", "network.drop", "solver.betas"}
 POSITIVE = {"network.eval_logit_scale", "solver.eps", "solver.clip_grad_norm", "solver.lr_decay_factor"}
+EACH = {"data.scale_size", "solver.lr_decay_step", "solver.betas"}
 
 # Keys a resumed run may change: they do not change what the checkpoint's training did (where the
 # data lies, logging, speed) or they extend it (solver.epochs). Any other difference is refused.
@@ -363,6 +387,7 @@ RESUME_MAY_CHANGE = frozenset(
         "logging.print_freq",
         "logging.eval_freq",
         "logging.tensorboard",
+        "solver.skip_nonfinite",
     }
 )
 

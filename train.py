@@ -180,9 +180,9 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(args.precision, dist.device)
     out, resume_path = prepare_run_folder(cfg, args, dist)
+    log = setup_logger(out, dist.rank).info  # first: a failure from here on ends log.txt (run_cli)
     resume_ckpt = load_checkpoint(resume_path) if resume_path else None
     changes = check_resume_config(resume_ckpt, cfg, resume_path) if resume_ckpt is not None else []
-    log = setup_logger(out, dist.rank).info
     log_start(log, cfg, dist, precision, out, changes)
     if dist.rank == 0:
         record_config(cfg, args.config, out)

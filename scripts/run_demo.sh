@@ -17,6 +17,11 @@
 [ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+case "${1:-}" in
+  -h|--help)  # the comment block at the top of this file, without its '# '
+    sed -n '2,/^# `sh/{/^# `sh/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"
+    exit 0 ;;
+esac
 cd "$ROOT"
 HEADS="${1:-transf}"
 [ "$HEADS" = "both" ] && HEADS="transf meanp"

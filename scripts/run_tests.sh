@@ -4,6 +4,16 @@
 [ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+case "${1:-}" in
+  -h|--help)
+    cat <<USAGE
+usage: $(basename "$0") [pytest arguments, e.g. tests/test_cli.py -q -m "not slow"]
+
+Set up .venv (scripts/setup_env.sh, idempotent) and run the test suite with pytest; the
+arguments go to pytest (\`.venv/bin/python -m pytest --help\` lists them).
+USAGE
+    exit 0 ;;
+esac
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"

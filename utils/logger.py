@@ -1,7 +1,9 @@
 """What a run leaves for people to read: `log.txt` (the original's lines), `metrics.csv`,
 `curves.png` (loss / LR / top-1, redrawn each epoch) and optional TensorBoard scalars.
 
-Only rank 0 writes; other ranks get a logger that prints warnings and errors only.
+Only rank 0 writes; other ranks get a logger that prints warnings and errors only, and writes
+its errors to the same `log.txt` when the folder is there (the line a failing rank stops with,
+`utils.errors.run_cli`, is then the log's last line even when rank 0 was stopped first).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utils.errors import explain
+from utils.errors import RUN_LOGGER, explain
 from utils.fileio import WriteError, atomic_write, atomic_write_text, make_folder
 
-LOGGER_NAME = "Text4Vis"
+LOGGER_NAME = RUN_LOGGER
 
 
 class _PassOnMachineFailures(logging.Handler):
@@ -40,7 +42,8 @@ class _LogFile(_PassOnMachineFailures, logging.FileHandler):
 
 
 def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGER_NAME) -> logging.Logger:
-    """The run's logger: stdout + `output_dir/log.txt` on rank 0, warnings only elsewhere."""
+    """The run's logger: stdout + `output_dir/log.txt` on rank 0; elsewhere warnings on the console
+    and errors in `log.txt`."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -60,6 +63,14 @@ def setup_logger(output_dir: str | Path | None, rank: int = 0, name: str = LOGGE
             raise WriteError(err.errno, f"cannot write {Path(output_dir) / 'log.txt'}: {err.strerror or err}") from None
         fh.setFormatter(fmt)
         logger.addHandler(fh)
+    elif output_dir is not None and Path(output_dir).is_dir():
+        try:
+            errors = _LogFile(Path(output_dir) / "log.txt", mode="a")
+        except OSError:  # rank 0 writes the log; this rank's errors still reach its console
+            return logger
+        errors.setFormatter(fmt)
+        errors.setLevel(logging.ERROR)
+        logger.addHandler(errors)
     return logger
 
 

@@ -1,0 +1,251 @@
+"""One clear line on every path users run: an error raised in a DataLoader worker, in any rank
+under torchrun (the shell scripts, through `utils.launch`) or in one process reaches the user as
+the same `error: ...` line, with a non-zero exit, no traceback, no torchrun failure block, and the
+line is the last line of the run's log.txt."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.decoding import BadSampleError
+from utils.errors import UserError, user_message, write_launcher_record
+from utils.launch import failure_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- DataLoader workers
+class NeedsTwoArgs(UserError):
+    """A UserError torch cannot rebuild from one message: it re-raises it as a RuntimeError."""
+
+    def __init__(self, what: str, where: str) -> None:
+        super().__init__(f"{what} in {where}")
+
+
+class Failing(Dataset):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 1:
+            raise self.error
+        return torch.zeros(1)
+
+
+def _raised_through_worker(error: Exception) -> BaseException:
+    loader = DataLoader(Failing(error), batch_size=1, num_workers=1)
+    with pytest.raises(Exception) as caught:  # noqa: B017 (the type is what the test looks at)
+        list(loader)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("error", "line", "kind"),
+    [
+        (
+            BadSampleError("cannot decode frame a/b.jpg (list l.txt, line 3)"),
+            "cannot decode frame a/b.jpg (list l.txt, line 3)",
+            BadSampleError,
+        ),
+        (NeedsTwoArgs("bad key 'x'", "c.yaml"), "bad key 'x' in c.yaml", RuntimeError),
+    ],
+)
+def test_a_worker_user_error_gives_back_its_line(error, line, kind):
+    err = _raised_through_worker(error)
+    assert type(err) is kind
+    assert "Original Traceback" in str(err)  # torch's wrapping: what the user saw before
+    assert user_message(err) == line
+
+
+def test_a_worker_bug_is_not_a_user_error():
+    err = _raised_through_worker(ValueError("index out of range"))
+    assert user_message(err) is None
+    assert user_message(RuntimeError("CUDA out of memory")) is None
+    assert user_message(UserError("list x.txt not found")) == "list x.txt not found"
+
+
+# ----------------------------------------------------------------------------- the launcher's choice
+def _failure(tmp_path: Path, rank: int, exitcode: int, record: tuple[str, bool, str] | None) -> ProcessFailure:
+    """torchrun's own ProcessFailure, reading the error file `run_cli` writes in rank `rank`."""
+    path = tmp_path / f"error_{rank}.json"
+    if record is not None:
+        message, user, trace = record
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RANK", str(rank))
+            write_launcher_record(str(path), message, user=user, trace=trace)
+    return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode, error_file=str(path))
+
+
+def test_launcher_prints_the_users_line_over_later_failures(tmp_path):
+    bug = ("RuntimeError: Connection closed by peer", False, "Traceback ...\nRuntimeError: closed\n")
+    failures = {1: _failure(tmp_path, 1, 1, ("bad frame x.jpg", True, "")), 0: _failure(tmp_path, 0, 1, bug)}
+    failures[0].error_file_data["text4vis"]["time"] -= 1  # rank 0's collective error came first
+    assert failure_report(failures) == ("", "error (rank 1): bad frame x.jpg", 1)
+    # every rank stopped by the same input: rank 0's line, as a single process prints it
+    same = {
+        1: _failure(tmp_path, 1, 1, ("bad key 'x'", True, "")),
+        0: _failure(tmp_path, 0, 1, ("bad key 'x'", True, "")),
+    }
+    same[0].error_file_data["text4vis"]["time"] += 1
+    assert failure_report(same)[1] == "error: bad key 'x'"
+
+
+def test_launcher_shows_a_bugs_traceback_and_names_signals(tmp_path):
+    bug = ("ValueError: boom", False, "Traceback (most recent call last):\nValueError: boom\n")
+    trace, line, code = failure_report({0: _failure(tmp_path, 0, 1, bug)})
+    assert trace.startswith("Traceback") and line == "error: ValueError: boom (rank 0 failed; traceback above)"
+    assert code == 1
+    trace, line, code = failure_report({1: _failure(tmp_path, 1, -9, None)})
+    assert trace == "" and code == 137
+    assert line.startswith("error: rank 1 (pid 101) was killed by SIGKILL") and "memory" in line
+    _, line, code = failure_report({2: _failure(tmp_path, 2, 3, None)})
+    assert code == 3 and line == "error: rank 2 (pid 102) exited with status 3 (its output above says why)"
+
+
+# ----------------------------------------------------------------------------- real runs
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable, **extra)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TEXT4VIS_DEBUG", "LOGLEVEL"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Generated frame folders, a config, a list whose line 2 is a sample with corrupt frames, and
+    a corrupt checkpoint."""
+    from datasets.synthetic import generate
+
+    base = tmp_path_factory.mktemp("one_line")
+    root = base / "data"
+    generate(root, classes=4, videos_per_class=2, val_videos_per_class=1, frames=6, size=48, fmt="frames", seed=0)
+    broken = root / "frames" / "broken"
+    broken.mkdir()
+    for src in sorted((root / "frames").glob("*/train_000"))[0].iterdir():
+        (broken / src.name).write_bytes(b"not a jpeg")
+    lines = (root / "train.txt").read_text().splitlines()
+    (base / "bad_train.txt").write_text("\n".join([lines[0], "broken 6 1", *lines[1:]]) + "\n")
+    (base / "bad.pt").write_bytes(os.urandom(4096))
+    cfg = {
+        "seed": 0,
+        "data": {
+            "dataset": "syn",
+            "num_segments": 2,
+            "batch_size": 2,
+            "workers": 0,
+            "input_size": 112,
+            "min_frames": 1,
+            "train_root": str(root / "frames"),
+            "val_root": str(root / "frames"),
+            "train_list": str(root / "train.txt"),
+            "val_list": str(root / "val.txt"),
+            "label_list": str(root / "labels.csv"),
+        },
+        "network": {
+            "arch": "tiny",
+            "pretrained": "none",
+            "sim_header": "meanP",
+            "classifier": "orthogonal",
+            "text_cache": "",
+        },
+        "solver": {"epochs": 1, "lr_warmup_step": 0},
+    }
+    (base / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return base
+
+
+# case -> (--opts, words the line must name, whether a run folder (log.txt) is left)
+CASES = {
+    "misspelt key": (["data.batch_sise=2"], ["data.batch_sise", "data.batch_size"], False),
+    "missing list": (["data.train_list={base}/none.txt"], ["none.txt"], True),
+    "bad sample": (
+        ["data.train_list={base}/bad_train.txt", "data.workers=2", "data.on_bad_sample=error"],
+        ["broken", "bad_train.txt, line 2", "data.on_bad_sample"],
+        True,
+    ),
+    "corrupt resume": (["resume={base}/bad.pt"], ["bad.pt"], True),
+}
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, needles: list[str]) -> str:
+    """Non-zero exit; stderr ends with the only `error` line, which names every needle; no
+    traceback and no torchrun failure block anywhere."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    for bad in ("Traceback", "ChildFailedError", "FAILED", "Root Cause", "exitcode"):
+        assert bad not in out, (bad, out[-3000:])
+    errors = [line for line in out.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, out[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+def assert_log_ends_with(run: Path, line: str, left: bool) -> None:
+    if not left:
+        assert not (run / "log.txt").exists()
+        return
+    last = (run / "log.txt").read_text().strip().splitlines()[-1]
+    message = line.split(": ", 1)[1]
+    assert last.endswith(message), (last, line)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpus", ["1", "2"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_run_train_sh_says_one_line(data, tmp_path, case, gpus):
+    opts, needles, left = CASES[case]
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "run_train.sh"), str(data / "cfg.yaml"), "--output", str(run), "--opts"]
+        + [o.format(base=data) for o in opts],
+        cwd=tmp_path,
+        env=_env(GPUS=gpus),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    line = assert_one_line(proc, needles)
+    assert_log_ends_with(run, line, left)
+
+
+@pytest.mark.slow
+def test_a_worker_error_in_one_process_is_one_line_and_ends_the_log(data, tmp_path):
+    opts, needles, _ = CASES["bad sample"]
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(data / "cfg.yaml"), "--output", str(run)]
+    cmd += ["--opts", *[o.format(base=data) for o in opts]]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=400)
+    line = assert_one_line(proc, needles)
+    assert line.startswith("error: cannot decode frame")
+    assert_log_ends_with(run, line, True)
+    debug = subprocess.run(cmd, cwd=tmp_path, env=_env(TEXT4VIS_DEBUG="1"), capture_output=True, text=True, timeout=400)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == line
+
+
+@pytest.mark.slow
+def test_run_test_sh_says_one_line_and_debug_shows_the_traceback(data, tmp_path):
+    script = str(ROOT / "scripts" / "run_test.sh")
+    args = [script, str(data / "cfg.yaml"), str(data / "bad.pt"), "--output", str(tmp_path / "out")]
+    proc = subprocess.run(["sh", *args], cwd=tmp_path, env=_env(NPROC="2"), capture_output=True, text=True, timeout=400)
+    line = assert_one_line(proc, ["bad.pt"])
+    assert line.startswith("error: ")  # both ranks failed alike: rank 0's line, as one process says it
+    debug = subprocess.run(
+        ["sh", *args, "--debug"], cwd=tmp_path, env=_env(NPROC="2"), capture_output=True, text=True, timeout=400
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == line

@@ -91,6 +91,7 @@ class MetricsLog:
         "data_wait_s",
         "step_s",
         "data_wait_frac",
+        "nonfinite_skipped",
     )
 
     def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:

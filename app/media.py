@@ -11,7 +11,6 @@ predict.py, `app.timeline` and `app.extract` use these.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from datasets.make_list import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, template_rege
 from datasets.sampling import sample_indices
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
-from utils.choices import TEST_CROPS
+from utils.cli import add_view_args  # noqa: F401 (declared in utils.cli so --help needs no torch)
 from utils.errors import UserError
 
 
@@ -81,13 +80,6 @@ def _decoder_error(path: str | Path, err: Exception) -> UserError:
     text = str(err).strip()
     detail = text.splitlines()[-1] if text else type(err).__name__
     return UserError(f"cannot read {path}: {detail}")
-
-
-def add_view_args(parser: argparse.ArgumentParser) -> None:
-    """--test_crops / --test_clips / --dense: the views `load_input` takes of one input, as test.py's."""
-    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
-    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
-    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
 
 
 def load_input(path: str | Path, cfg: Any, *, crops: int = 1, clips: int = 1, dense: bool = False) -> torch.Tensor:

@@ -28,7 +28,6 @@ embedded by *its* trained tower, so again no other file is read.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 from collections.abc import Callable, Sequence
@@ -40,13 +39,13 @@ import torch
 from dotmap import DotMap
 
 from app.exported import ExportedModel, decode_array, read_export, sniff_export
-from clip.weights import TRUST_FLAG
 from datasets.builder import read_class_names
 from datasets.transforms import normalize
 from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
 from modules.video_model import VideoCLIP
 from utils.checkpoint import BEST, LAST, load_checkpoint, unwrap
+from utils.cli import add_trust_arg  # noqa: F401 (declared in utils.cli so --help needs no torch)
 from utils.config import load_config, resolve, to_dotmap
 from utils.errors import UserError
 
@@ -122,20 +121,6 @@ class LoadedModel:
     cfg: DotMap
     class_names: list[str]
     weights: WeightsFile
-
-
-def add_trust_arg(parser: argparse.ArgumentParser) -> None:
-    """--trust_pickle FILE (repeatable): the only way a weights file is ever fully unpickled."""
-    parser.add_argument(
-        TRUST_FLAG,
-        dest="trust_pickle",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="allow this CLIP weights file (network.pretrained / network.arch) to be loaded with "
-        "torch.load(weights_only=False): it can run code, so only for files you trust; "
-        "may be repeated",
-    )
 
 
 def resolve_weights_path(weights: str | Path) -> Path:

@@ -30,6 +30,7 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
 from safetensors.torch import load_file as load_safetensors
 
+from utils.cli import TRUST_FLAG
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -199,9 +200,6 @@ def _is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
-
-
-TRUST_FLAG = "--trust_pickle"
 
 
 def is_trusted(path: Path, trusted_pickles: Collection[str | os.PathLike]) -> bool:

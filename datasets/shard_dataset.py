@@ -43,11 +43,11 @@ from datasets.decoding import BadSampleError, decode_frame_bytes, to_clip, uniqu
 from datasets.lists import VideoRecord
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
+from utils.cli import PIPE_FLAG, add_allow_pipe_arg  # noqa: F401 (declared in utils.cli so --help needs no torch)
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PIPE_FLAG = "--allow-pipe"
 INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
 _META = re.compile(r"__[^/]*__($|/)")  # members webdataset's tar iterator skips (its `skip_meta`)
@@ -80,19 +80,6 @@ def runs_a_command(url: str) -> bool:
         url = rewrite_url(url)
     scheme = urlparse(url).scheme
     return scheme == "pipe" or gopen_schemes.get(scheme) is gopen_pipe
-
-
-def add_allow_pipe_arg(parser: Any) -> None:
-    """--allow-pipe: the only way a `pipe:` URL (a shell command) is opened, and only when the
-    command line itself gives it (--opts KEY=pipe:...)."""
-    parser.add_argument(
-        PIPE_FLAG,
-        dest="allow_pipe",
-        action="store_true",
-        help="open pipe: URLs (webdataset runs them as shell commands) given on this command line "
-        "with --opts data.train_shards=/data.val_shards=; never those of a config file, a shard "
-        "index or a checkpoint",
-    )
 
 
 def allowed_pipes(args: Any) -> frozenset[str]:

@@ -1,11 +1,24 @@
 """Command-line helpers shared by every entry point: the parser (`--debug` documented, defaults
-shown) and `--opts` parsing that leaves positional inputs alone."""
+shown), `--opts` parsing that leaves positional inputs alone, the options several entry points
+declare alike, and `help_before_imports`.
+
+Nothing here imports more than the standard library and `utils.choices`: every entry point builds
+its parser from this module alone, so `--help` answers before torch or open_clip is imported
+(seconds; `python bench/cli_help.py` measures it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from utils.choices import TEST_CROPS
+
+# The only ways a pickled weights file is fully unpickled and a `pipe:` URL is opened (clip.weights,
+# datasets.shard_dataset name them in their refusals).
+TRUST_FLAG = "--trust_pickle"
+PIPE_FLAG = "--allow-pipe"
 
 
 def split_opts(argv: Sequence[str], flag: str = "--opts") -> tuple[list[str], list[str]]:
@@ -84,3 +97,58 @@ def add_config_args(
         metavar="KEY=VALUE",
         help="override config keys: the KEY=VALUE words that follow it, e.g. --opts data.batch_size=4",
     )
+
+
+def add_trust_arg(parser: argparse.ArgumentParser) -> None:
+    """--trust_pickle FILE (repeatable): the only way a weights file is ever fully unpickled."""
+    parser.add_argument(
+        TRUST_FLAG,
+        dest="trust_pickle",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="allow this CLIP weights file (network.pretrained / network.arch) to be loaded with "
+        "torch.load(weights_only=False): it can run code, so only for files you trust; "
+        "may be repeated",
+    )
+
+
+def add_allow_pipe_arg(parser: argparse.ArgumentParser) -> None:
+    """--allow-pipe: the only way a `pipe:` URL (a shell command) is opened, and only when the
+    command line itself gives it (--opts KEY=pipe:...)."""
+    parser.add_argument(
+        PIPE_FLAG,
+        dest="allow_pipe",
+        action="store_true",
+        help="open pipe: URLs (webdataset runs them as shell commands) given on this command line "
+        "with --opts data.train_shards=/data.val_shards=; never those of a config file, a shard "
+        "index or a checkpoint",
+    )
+
+
+def add_view_args(parser: argparse.ArgumentParser) -> None:
+    """--test_crops / --test_clips / --dense: the views `app.media.load_input` takes of one input,
+    as test.py's."""
+    parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
+    parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """`-h` or `--help` among the options (before a `--`)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word in ("-h", "--help"):
+            return True
+    return False
+
+
+def help_before_imports(module_name: str, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Print `--help` and exit now when the calling module runs as a program and is asked for it.
+
+    An entry point whose own code needs torch calls this between its light imports (this module)
+    and its heavy ones: `--help` then answers in a fraction of a second instead of after torch
+    and open_clip are imported. Imported as a module (tests, other code), it does nothing."""
+    if module_name == "__main__" and wants_help(sys.argv[1:]):
+        build_parser().parse_args(["--help"])

@@ -16,6 +16,49 @@ fewshot_train_list.txt (with `data.shot`).
 from __future__ import annotations
 
 import argparse
+
+from utils.choices import DEVICES, PRECISIONS
+from utils.cli import add_allow_pipe_arg, add_config_args, add_trust_arg, cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("train.py", (__doc__ or "").split("\n\n")[0])
+    add_config_args(p, required=True)
+    p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
+    p.add_argument(
+        "--log_time",
+        "--log-time",
+        dest="log_time",
+        default=None,
+        help="timestamp for the default run folder (scripts pass one)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)",
+    )
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(p)
+    add_allow_pipe_arg(p)
+    p.add_argument(
+        "--stop_after_epochs",
+        "--stop-after-epochs",
+        dest="stop_after_epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end this invocation after N epochs and save last_model.pt (the schedule "
+        "still spans solver.epochs); continue later with --opts resume=auto (job time limits)",
+    )
+    return p
+
+
+# --help answers here, before torch and open_clip are imported (seconds); the imports below come
+# after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import os
 import platform
 import random
@@ -32,11 +75,10 @@ from torch import nn
 import clip
 from app.fit import RunState, Session, Validation
 from app.run_folder import check_resume_config, prepare_run_folder, record_config
-from app.weights import add_trust_arg
 from datasets import build_dataset, build_loader, write_fewshot_list
 from datasets.builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
-from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
+from datasets.shard_dataset import allowed_pipes
 from modules.builder import build_model
 from modules.convert import load_weights
 from modules.video_model import VideoCLIP
@@ -46,8 +88,6 @@ from utils.checkpoint import (
     restore_training_state,
     unwrap,
 )
-from utils.choices import DEVICES, PRECISIONS
-from utils.cli import add_config_args, cli_parser
 from utils.compile import compile_model
 from utils.config import dump, load_config
 from utils.contrastive import Objective, make_objective
@@ -131,36 +171,7 @@ def build_optimisation(
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli_parser("train.py", (__doc__ or "").split("\n\n")[0])
-    add_config_args(p, required=True)
-    p.add_argument("--output", default=None, help="run folder (default exp/<dataset>/<arch>/<timestamp>)")
-    p.add_argument(
-        "--log_time",
-        "--log-time",
-        dest="log_time",
-        default=None,
-        help="timestamp for the default run folder (scripts pass one)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="amp (fp16 autocast + GradScaler, CUDA default), bf16, fp16 (= amp), fp32 (CPU default)",
-    )
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
-    add_trust_arg(p)
-    add_allow_pipe_arg(p)
-    p.add_argument(
-        "--stop_after_epochs",
-        "--stop-after-epochs",
-        dest="stop_after_epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="end this invocation after N epochs and save last_model.pt (the schedule "
-        "still spans solver.epochs); continue later with --opts resume=auto (job time limits)",
-    )
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.make_list import VIDEO_EXTENSIONS, make_list
-from datasets.video_reader import CFR_MARKER
+from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text, fsync_path
 
@@ -216,6 +216,8 @@ def plan(src_root: Path, out_root: Path, frames: bool) -> tuple[list[tuple[str, 
 
 def check_settings(out_root: Path, s: Settings) -> None:
     """Refuse to mix settings in one output folder (a resumed run must use the same ones)."""
+    from datasets.video_reader import CFR_MARKER  # here: the module imports torch, which --help does not need
+
     marker = out_root / CFR_MARKER
     if marker.is_file():
         try:
@@ -278,8 +280,8 @@ def preprocess(
     return {"done_before": done, "processed": len(todo) - len(failures), "failures": failures}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m datasets.preprocess", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("python -m datasets.preprocess", __doc__.split("\n\n")[0])
     p.add_argument("src", help="source tree SRC/<class>/<video file>")
     p.add_argument("out", help="output tree (same layout)")
     p.add_argument("--short-side", type=int, default=256, help="short side in pixels (256 or 320; never upscaled)")
@@ -296,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--labels", help="label CSV to number the classes by (else a CSV is written)")
     p.add_argument("--list", help="list file to write (default OUT.txt next to OUT)")
     p.add_argument("--space-names", action="store_true", help="written label CSV: '_' in folder names as spaces")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     s = Settings(
         short_side=a.short_side,
         fps=a.fps,

@@ -14,6 +14,24 @@ Exit status 1 when anything is wrong.
 
 from __future__ import annotations
 
+import argparse
+
+from utils.cli import add_config_args, cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
+    add_config_args(parser, required=True)
+    parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")
+    parser.add_argument("--full", action="store_true", help="decode every frame (slow)")
+    parser.add_argument("--workers", type=int, default=8, help="threads scanning in parallel")
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import math
 import os
 import sys
@@ -26,7 +44,6 @@ from tqdm import tqdm
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, decoder_choice, resolve_decoder
-from utils.cli import add_config_args, cli_parser
 from utils.config import load_config
 from utils.errors import UserError, run_cli
 
@@ -197,12 +214,7 @@ def check_split(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli_parser("python -m datasets.check", __doc__.split("\n\n")[0])
-    add_config_args(parser, required=True)
-    parser.add_argument("--split", choices=("train", "val", "all"), default="all", help="which list to check")
-    parser.add_argument("--full", action="store_true", help="decode every frame (slow)")
-    parser.add_argument("--workers", type=int, default=8, help="threads scanning in parallel")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     cfg = load_config(args.config, args.opts)
     splits = ("train", "val") if args.split == "all" else (args.split,)
     total_errors = 0

@@ -19,6 +19,34 @@
 
 from __future__ import annotations
 
+import argparse
+
+from utils.cli import add_config_args, add_trust_arg, cli_parser, help_before_imports
+
+FORMATS = ("pt", "torchscript", "onnx")
+TOLERANCE = 1e-3  # max |logit difference| (logits are 100 x cosine) accepted by the check after export
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m app.export", __doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
+    parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
+    parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
+    add_config_args(parser, "YAML config (default: the one stored in the checkpoint)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help=f"max |logit difference| from PyTorch accepted by the check (default {TOLERANCE:g})",
+    )
+    add_trust_arg(parser)
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import contextlib
 import io
 import json
@@ -32,17 +60,15 @@ import torch
 from torch import nn
 
 from app.exported import EXTRA_HINT, FORMAT, INPUT, META_KEY, OUTPUTS, VERSION, ExportedModel, encode_array, read_export
-from app.weights import LoadedModel, add_trust_arg, load_model, open_weights
+from app.weights import LoadedModel, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.checkpoint import export_state, save_checkpoint
-from utils.cli import add_config_args, cli_parser
 from utils.config import to_dict
 from utils.errors import UserError, run_cli
 from utils.evaluate import eval_scale
 from utils.fileio import atomic_write
 
-FORMATS = ("pt", "torchscript", "onnx")
 SUFFIXES = {
     ".pt": "pt",
     ".pth": "pt",
@@ -51,7 +77,6 @@ SUFFIXES = {
     ".jit": "torchscript",
     ".onnx": "onnx",
 }
-TOLERANCE = 1e-3  # max |logit difference| (logits are 100 x cosine) accepted by the check after export
 OPSET = 18
 
 
@@ -251,19 +276,7 @@ def export(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m app.export", __doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
-    parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
-    parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
-    add_config_args(parser, "YAML config (default: the one stored in the checkpoint)")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=TOLERANCE,
-        help=f"max |logit difference| from PyTorch accepted by the check (default {TOLERANCE:g})",
-    )
-    add_trust_arg(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     done = export(
         args.weights,
         args.out,

@@ -22,6 +22,38 @@ the same machine and process count. The parts folder is removed once the file is
 from __future__ import annotations
 
 import argparse
+
+from utils.choices import DEVICES, PRECISIONS
+from utils.cli import add_config_args, add_trust_arg, add_view_args, cli_parser, help_before_imports, parse_with_opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m app.extract", __doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="*", help="video files, frame folders, images, or folders holding them")
+    parser.add_argument("--weights", required=True, help="checkpoint, run folder or export (python -m app.export)")
+    parser.add_argument("--out", required=True, help="output .npz file")
+    parser.add_argument("--list", default=None, help="a list file (frames or video format) instead of paths")
+    parser.add_argument("--root", default=None, help="folder the --list paths are relative to")
+    parser.add_argument("--split", default=None, choices=("train", "val"), help="the config's train or val list")
+    parser.add_argument("--labels", default=None, help="class-name CSV that the labels index (default: the model's)")
+    add_config_args(parser, "YAML config (default: the stored one)")
+    add_view_args(parser)
+    parser.add_argument("--per_view", action="store_true", help="also store view_embeddings (N, V, D)")
+    parser.add_argument("--per_frame", action="store_true", help="also store frame_embeddings (N, V, T, D)")
+    parser.add_argument("--chunk", type=int, default=512, help="inputs per resumable part (default 512)")
+    parser.add_argument("--batch_size", type=int, default=None, help="clips per forward (default data.batch_size)")
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default data.workers)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="precision of the forward pass")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT and any parts of an earlier run")
+    add_trust_arg(parser)
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import copy
 import hashlib
 import json
@@ -39,12 +71,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from app.extract_parts import chunk_path, merge, prepare_parts
-from app.media import add_view_args, as_numpy_ids, expand_inputs, load_input
-from app.weights import WeightsFile, add_trust_arg, input_normalize, load_model, open_weights
+from app.media import as_numpy_ids, expand_inputs, load_input
+from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.builder import WorkerInit, build_dataset
 from datasets.lists import read_label_csv, read_list
-from utils.choices import DEVICES, PRECISIONS
-from utils.cli import add_config_args, cli_parser, parse_with_opts
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
 from utils.evaluate import encode_views_frames
@@ -255,26 +285,7 @@ def _cat(parts: list[torch.Tensor]) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m app.extract", __doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="*", help="video files, frame folders, images, or folders holding them")
-    parser.add_argument("--weights", required=True, help="checkpoint, run folder or export (python -m app.export)")
-    parser.add_argument("--out", required=True, help="output .npz file")
-    parser.add_argument("--list", default=None, help="a list file (frames or video format) instead of paths")
-    parser.add_argument("--root", default=None, help="folder the --list paths are relative to")
-    parser.add_argument("--split", default=None, choices=("train", "val"), help="the config's train or val list")
-    parser.add_argument("--labels", default=None, help="class-name CSV that the labels index (default: the model's)")
-    add_config_args(parser, "YAML config (default: the stored one)")
-    add_view_args(parser)
-    parser.add_argument("--per_view", action="store_true", help="also store view_embeddings (N, V, D)")
-    parser.add_argument("--per_frame", action="store_true", help="also store frame_embeddings (N, V, T, D)")
-    parser.add_argument("--chunk", type=int, default=512, help="inputs per resumable part (default 512)")
-    parser.add_argument("--batch_size", type=int, default=None, help="clips per forward (default data.batch_size)")
-    parser.add_argument("--workers", type=int, default=None, help="loader workers (default data.workers)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="precision of the forward pass")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when available")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT and any parts of an earlier run")
-    add_trust_arg(parser)
-    args = parse_with_opts(parser, argv)
+    args = parse_with_opts(build_parser(), argv)
     if args.chunk < 1 or args.test_clips < 1:
         raise UserError("--chunk and --test_clips must be >= 1")
     wf = open_weights(args.weights)

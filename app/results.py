@@ -20,6 +20,22 @@ The CSV holds the numbers of the results files unrounded; the Markdown rounds to
 from __future__ import annotations
 
 import argparse
+
+from utils.cli import cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("python -m app.results", (__doc__ or "").split("\n\n")[0])
+    p.add_argument("paths", nargs="+", help="results.json files, or folders searched for them (run folders)")
+    p.add_argument("--md", default=None, help="write the Markdown table here (it is printed either way)")
+    p.add_argument("--csv", default=None, help="write the rows as CSV (numbers unrounded)")
+    return p
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import csv
 import io
 import json
@@ -237,11 +253,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m app.results", description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("paths", nargs="+", help="results.json files, or folders searched for them (run folders)")
-    p.add_argument("--md", default=None, help="write the Markdown table here (it is printed either way)")
-    p.add_argument("--csv", default=None, help="write the rows as CSV (numbers unrounded)")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     rows = collect_rows(a.paths)
     table = markdown(rows)
     print(table, end="")

@@ -18,6 +18,36 @@ Upload the folder anywhere webdataset reads from (local path, http(s), `pipe:` c
 from __future__ import annotations
 
 import argparse
+
+from utils.cli import cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("python -m datasets.shards", __doc__.split("\n\n")[0])
+    p.add_argument("list", help="annotation list (frames or video format)")
+    p.add_argument("--root", default="", help="folder the list's paths are relative to")
+    p.add_argument("--out", required=True, help="DIR/NAME: writes DIR/NAME-000000.tar ... and DIR/NAME.json")
+    p.add_argument("--labels", help="label CSV: labels are checked against it")
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
+    p.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
+    p.add_argument("--no-shuffle", action="store_true", help="write in list order (default: seeded random order)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
+    p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
+    p.add_argument(
+        "--num-frames-from",
+        choices=("dir", "list"),
+        default="dir",
+        help="frames per folder: files in it (dir) or the list's count (list)",
+    )
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
+    return p
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import json
 import os
 from pathlib import Path
@@ -32,7 +62,7 @@ from datasets.lists import VideoRecord, read_label_csv, read_list
 from datasets.shard_dataset import INDEX_KIND
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError, run_cli
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, make_folder, write_error
 
 
 def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | None) -> dict[str, bytes]:
@@ -118,60 +148,57 @@ def write_shards(
     if maxcount < 1 or maxsize <= 0:
         raise UserError("--maxcount and --maxsize must be positive")
     prefix = Path(out)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    # An index of an earlier run would vouch for shards this run is about to overwrite: remove it
-    # first; the new one is written (atomically) only once every shard is complete.
-    prefix.with_name(prefix.name + ".json").unlink(missing_ok=True)
+    make_folder(prefix.parent, "--out")
     order = np.random.default_rng(seed).permutation(len(records)) if shuffle else np.arange(len(records))
     shards: dict[str, list[int]] = {}
     skipped: list[str] = []
     bar = tqdm(total=len(records), desc="shards", unit="video", disable=not progress or None, dynamic_ncols=True)
-    with ShardWriter(f"{prefix}-%06d.tar", maxcount=maxcount, maxsize=maxsize, verbose=0) as sink:
-        for pos in order.tolist():
-            rec = records[pos]
-            try:
-                files = sample_files(rec, root, frames)
-            except BadSampleError as err:
-                if not skip_bad:
-                    raise BadSampleError(f"{err} ({list_path}:{rec.line}; --skip-bad leaves it out)") from None
-                skipped.append(f"{list_path}:{rec.line}: {err}")
+    pattern = f"{prefix}-%06d.tar"
+    sink: ShardWriter | None = None
+    try:
+        # An index of an earlier run would vouch for shards this run is about to overwrite: remove it
+        # first; the new one is written (atomically) only once every shard is complete.
+        prefix.with_name(prefix.name + ".json").unlink(missing_ok=True)
+        with ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, verbose=0) as sink:
+            for pos in order.tolist():
+                rec = records[pos]
+                try:
+                    files = sample_files(rec, root, frames)
+                except BadSampleError as err:
+                    if not skip_bad:
+                        _remove_opened(pattern, sink)
+                        raise BadSampleError(f"{err} ({list_path}:{rec.line}; --skip-bad leaves it out)") from None
+                    skipped.append(f"{list_path}:{rec.line}: {err}")
+                    bar.update(1)
+                    continue
+                sample: dict[str, Any] = {
+                    "__key__": f"{pos:09d}",
+                    "cls": rec.label,
+                    "json": {"path": rec.path, "num_frames": rec.num_frames, "label": rec.label, "line": rec.line},
+                }
+                sample.update(files)
+                sink.write(sample)
+                shards.setdefault(Path(sink.fname).name, []).append(pos)
                 bar.update(1)
-                continue
-            sample: dict[str, Any] = {
-                "__key__": f"{pos:09d}",
-                "cls": rec.label,
-                "json": {"path": rec.path, "num_frames": rec.num_frames, "label": rec.label, "line": rec.line},
-            }
-            sample.update(files)
-            sink.write(sample)
-            shards.setdefault(Path(sink.fname).name, []).append(pos)
-            bar.update(1)
-    bar.close()
+    except OSError as err:  # a full disk, a read-only folder: no half-written shard is left
+        where = getattr(sink, "fname", None) or prefix.with_name(prefix.name + ".json")
+        _remove_opened(pattern, sink)
+        raise write_error(where, err) from None
+    finally:
+        bar.close()
     index = shard_index(prefix.name, shards, content, root, list_path, records, skipped)
     atomic_write_text(prefix.with_name(prefix.name + ".json"), json.dumps(index))
     return index
 
 
+def _remove_opened(pattern: str, sink: ShardWriter | None) -> None:
+    """Delete the shards this run opened (the writer numbers them 0 .. sink.shard - 1)."""
+    for i in range(getattr(sink, "shard", 0)):
+        Path(pattern % i).unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m datasets.shards", description=__doc__.split("\n\n")[0])
-    p.add_argument("list", help="annotation list (frames or video format)")
-    p.add_argument("--root", default="", help="folder the list's paths are relative to")
-    p.add_argument("--out", required=True, help="DIR/NAME: writes DIR/NAME-000000.tar ... and DIR/NAME.json")
-    p.add_argument("--labels", help="label CSV: labels are checked against it")
-    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
-    p.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
-    p.add_argument("--no-shuffle", action="store_true", help="write in list order (default: seeded random order)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
-    p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
-    p.add_argument(
-        "--num-frames-from",
-        choices=("dir", "list"),
-        default="dir",
-        help="frames per folder: files in it (dir) or the list's count (list)",
-    )
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     index = write_shards(
         a.list,
         a.root,

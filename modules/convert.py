@@ -28,6 +28,27 @@ the CLIP text encoder of `network.pretrained`), so predict.py and test.py need n
 
 from __future__ import annotations
 
+import argparse
+
+from utils.cli import add_config_args, cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
+    parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
+    parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
+    add_config_args(
+        parser,
+        "config the checkpoint was trained with: embeds it, the class names of its label CSV "
+        "and their embeddings, so that predict.py / test.py need no other file",
+    )
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +61,6 @@ from torch import nn
 from datasets.lists import read_label_csv
 from modules.builder import build_model
 from utils.checkpoint import export_state, load_checkpoint, save_checkpoint, unwrap
-from utils.cli import add_config_args, cli_parser
 from utils.config import load_config, to_dict
 from utils.errors import UserError, run_cli
 
@@ -244,15 +264,7 @@ def self_contained(ckpt: Any, config: str, opts: Sequence[str], source: str) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m modules.convert", "Convert an original Text4Vis checkpoint to our format.")
-    parser.add_argument("original", help="checkpoint of the original code (model_state_dict layout)")
-    parser.add_argument("out", help="output checkpoint ({'model': state_dict, ...})")
-    add_config_args(
-        parser,
-        "config the checkpoint was trained with: embeds it, the class names of its label CSV "
-        "and their embeddings, so that predict.py / test.py need no other file",
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     ckpt = load_checkpoint(args.original)
     out = convert_original(ckpt, args.original)
     if args.config:

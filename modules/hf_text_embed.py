@@ -12,13 +12,33 @@ file with `network.classifier: file` and `network.classifier_file: OUT`. Needs `
 
 from __future__ import annotations
 
+import argparse
+
+from utils.cli import cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m modules.hf_text_embed", __doc__.split("\n\n")[0])
+    parser.add_argument("--labels", required=True, help="label CSV (id,name)")
+    parser.add_argument("--model", required=True, help="Hugging Face model name or local folder")
+    parser.add_argument("--out", required=True, help="output (C, D) tensor file")
+    parser.add_argument("--dim", type=int, default=None, help="D, the video embedding width (512 for ViT-B)")
+    parser.add_argument("--template", default="{}", help="prompt template with one '{}' (default: the bare name)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the projection matrix")
+    parser.add_argument("--device", default="cpu", help="device of the text model")
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 from collections.abc import Sequence
 
 import torch
 
 from datasets.lists import read_label_csv
 from utils.checkpoint import save_checkpoint
-from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
 
 
@@ -73,15 +93,7 @@ def embed_texts(texts: Sequence[str], model_name: str, device: str = "cpu", batc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m modules.hf_text_embed", __doc__.split("\n\n")[0])
-    parser.add_argument("--labels", required=True, help="label CSV (id,name)")
-    parser.add_argument("--model", required=True, help="Hugging Face model name or local folder")
-    parser.add_argument("--out", required=True, help="output (C, D) tensor file")
-    parser.add_argument("--dim", type=int, default=None, help="D, the video embedding width (512 for ViT-B)")
-    parser.add_argument("--template", default="{}", help="prompt template with one '{}' (default: the bare name)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the projection matrix")
-    parser.add_argument("--device", default="cpu", help="device of the text model")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.template.count("{}") != 1:
         raise UserError(f"--template {args.template!r} must contain exactly one '{{}}'")
     names = read_label_csv(args.labels)

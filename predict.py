@@ -12,8 +12,10 @@ model's classifier is trainable (`network.fix_text: False`), whose rows come fro
 `--config` may be left out for checkpoints written by our train.py and for exports (`python -m
 app.export`: `.pt`, TorchScript `.ts` and ONNX `.onnx` files run directly; they hold their config).
 `--window W [--stride S]` (seconds `4s` or frames `64f`) scores windows along each input instead
-of the whole input and writes `<name>.timeline.json`, `.csv` and `.png` to `--out` (app/timeline.py).
-An input that cannot be read is reported and skipped; the exit status is 1 if any input failed.
+of the whole input and writes `<name>.timeline.json`, `.csv` and `.png` to `--out` (app/timeline.py;
+default: a folder of its own per model and settings under exp/predict/, docs/evaluation.md).
+An input that cannot be read is reported and skipped; at the end a line says which inputs failed
+and the exit status is 1 if any did.
 Runs on CPU when no GPU is present.
 """
 
@@ -28,14 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from app.media import add_view_args, load_input, open_media
-from app.timeline import Progress, parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
+from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
+from app.timeline import parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
+from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, PRECISIONS
 from utils.cli import add_config_args, cli_parser, parse_with_opts
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
+from utils.progress import failure_summary
 
 DEFAULT_OUT = "exp/predict"
 
@@ -64,7 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frame rate of frame folders (or to override a video's), for --window in seconds",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the timeline files (with --window)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"folder of the timeline files (with --window; default {DEFAULT_OUT}/<weights>_<views>_<window>_<hash>, "
+        "one per model and settings); files of the same name already there are refused unless --overwrite",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace timeline files already in --out")
     parser.add_argument(
         "--precision", default="fp32", choices=PRECISIONS, help="amp/fp16: float16 autocast on CUDA (fp32 on CPU)"
     )
@@ -87,6 +98,40 @@ def stems(paths: Sequence[str]) -> list[str]:
     return out
 
 
+TIMELINE_FILES = (".timeline.json", ".timeline.csv", ".timeline.png")
+
+
+def timeline_stems(inputs: Sequence[str], folder: Path, explicit: bool, overwrite: bool) -> list[str]:
+    """The file-name stem of each input's timeline in `folder`. In an explicit --out, files already
+    there are refused (UserError) unless `overwrite`; in the default folder (one per settings), the
+    timeline of the same input is replaced and another input of the same name gets `name_2`, ..."""
+    names = stems(inputs)
+    if explicit:
+        refuse_existing(folder, [n + ext for n in names for ext in TIMELINE_FILES], "--out", overwrite)
+        return names
+    taken: set[str] = set()
+    out = []
+    for path, base in zip(inputs, names, strict=True):
+        name, n = base, 1
+        while name in taken or _timeline_of_another(folder / f"{name}.timeline.json", path):
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _timeline_of_another(json_path: Path, path: str) -> bool:
+    """Whether `json_path` exists and holds the timeline of another input than `path`."""
+    if not json_path.exists():
+        return False
+    try:
+        other = json.loads(json_path.read_text())["input"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # unreadable: keep it
+    return Path(str(other)).resolve() != Path(path).resolve()
+
+
 def check_args(args: argparse.Namespace) -> None:
     if args.topk < 1 or args.test_clips < 1:
         raise UserError("--topk and --test_clips must be >= 1")
@@ -94,6 +139,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--fps must be > 0, got {args.fps:g}")
     if args.stride is not None and args.window is None:
         raise UserError("--stride needs --window")
+    if args.out is not None and args.window is None:
+        raise UserError("--out needs --window (only timelines are written to files)")
 
 
 def class_names_of(args: argparse.Namespace, weights: Any, cfg: Any) -> list[str]:
@@ -114,20 +161,47 @@ class Predictor:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.window = parse_span(args.window, "--window") if args.window is not None else None
+        self.stride = parse_span(args.stride, "--stride") if args.stride is not None else None
+        if args.out is not None:  # before anything is loaded
+            timeline_stems(args.inputs, Path(args.out), True, args.overwrite)
         weights = open_weights(args.weights)
         self.cfg = weights.config(args.config, args.opts)
         self.device = select_device(args.device)
         self.class_names = class_names_of(args, weights, self.cfg)
+        self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
+        self.k = min(args.topk, len(self.class_names))
+        self.out: Path | None = None
+        self.stems = stems(args.inputs)
+        if self.window is not None:
+            self.out = Path(args.out) if args.out is not None else self.default_out(weights.path)
+            self.stems = timeline_stems(args.inputs, self.out, args.out is not None, args.overwrite)
         self.model = load_model(
             weights, cfg=self.cfg, class_names=self.class_names, device=self.device, trusted_pickles=args.trust_pickle
         ).model
         self.classes = class_embeddings_of(self.model)
         self.scale = eval_scale(self.model, self.cfg.network.eval_logit_scale)
         self.normalize = input_normalize(self.model)
-        self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
-        self.k = min(args.topk, len(self.class_names))
-        self.window = parse_span(args.window, "--window") if args.window is not None else None
-        self.stride = parse_span(args.stride, "--stride") if args.stride is not None else None
+
+    def default_out(self, weights: Path) -> Path:
+        """exp/predict/<weights>_<views>_w<window>[-s<stride>]_<hash of everything that changes the
+        timeline> (app.outputs)."""
+        a = self.args
+        views = f"{int(self.cfg.data.num_segments)}x{a.test_crops}x{a.test_clips}" + ("_dense" if self.dense else "")
+        span = f"w{self.window}" + (f"-s{self.stride}" if self.stride is not None else "")
+        identity = {
+            "tool": "predict_timeline",
+            "config": config_identity(self.cfg),
+            "weights": file_identity(weights),
+            "class_names": self.class_names,
+            "views": views,
+            "window": str(self.window),
+            "stride": str(self.stride),
+            "fps": a.fps,
+            "topk": self.k,
+            "precision": a.precision,
+        }
+        return default_folder(DEFAULT_OUT, f"{weights_name(weights, (BEST, LAST))}_{views}_{span}", identity)
 
     def top_k(self, path: str) -> dict[str, Any]:
         """The whole input as one clip (test.py's views): its top-k classes."""
@@ -152,7 +226,7 @@ class Predictor:
     def timeline(self, path: str, stem: str) -> dict[str, Any]:
         """Top-k per window over a long input, written as JSON / CSV / PNG."""
         a = self.args
-        assert self.window is not None, "timeline() needs --window"
+        assert self.window is not None and self.out is not None, "timeline() needs --window"
         media = open_media(path, self.cfg, fps=a.fps)
         tl = window_timeline(
             self.model,
@@ -169,9 +243,9 @@ class Predictor:
             device=self.device,
             normalize=self.normalize,
             precision=a.precision,
-            progress=Progress(Path(path).name, sys.stderr),
+            progress_label=Path(path.rstrip("/")).name,
         )
-        tl["files"] = [str(f) for f in write_timeline(tl, Path(a.out), stem)]
+        tl["files"] = [str(f) for f in write_timeline(tl, self.out, stem)]
         return tl
 
 
@@ -193,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_args(args)
     predictor = Predictor(args)
     results: list[dict[str, Any]] = []
-    for path, stem in zip(args.inputs, stems(args.inputs), strict=True):
+    for path, stem in zip(args.inputs, predictor.stems, strict=True):
         try:
             result = predictor.timeline(path, stem) if predictor.window is not None else predictor.top_k(path)
         except UserError as err:
@@ -214,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 indent=2,
             )
         )
-    if any("error" in r for r in results):
+    failed = [(r["input"], r["error"]) for r in results if "error" in r]
+    if failed:
+        print(failure_summary(failed, len(results)), file=sys.stderr, flush=True)
         sys.exit(1)
 
 

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "confusion.png, per_class_accuracy.png)",
     )
     args = parser.parse_args(argv)
-    run = EvalRun(args)
+    run = EvalRun(args, "test", {"metric": args.metric})
     try:
         run.build()
         out = run.collect()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.eval_run import EvalRun, add_eval_args
 from app.zeroshot import PROTOCOLS, resolve_protocols, run_protocols
@@ -81,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
     args = parser.parse_args(argv)
     protocols = resolve_protocols(args.protocol)
-    run = EvalRun(args)
+    splits = [str(Path(s).resolve()) for s in args.splits] if args.splits else None
+    options = {"protocols": protocols, "splits": splits, "repeats": args.repeats}
+    run = EvalRun(args, "test_zeroshot", options, tag="zs-" + "-".join(protocols))
     try:
         run.build()
         with warnings.catch_warnings(record=True) as caught:  # into the run's log (log.txt) instead

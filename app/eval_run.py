@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from app.outputs import (
+    config_identity,
+    default_folder,
+    file_identity,
+    refuse_existing,
+    safe_name,
+    weights_name,
+)
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
@@ -62,8 +69,12 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
         help="view fusion: average embeddings (original) or average softmax scores",
     )
     parser.add_argument(
-        "--output", default=None, help="results folder (default exp/test/<config>/<run>_<weights>_<views>)"
+        "--output",
+        default=None,
+        help="results folder (default: exp/test/<config>/<weights>_<views>_<hash>, one per evaluation, "
+        "docs/evaluation.md); one that already holds results is refused unless --overwrite",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace the results an --output folder already holds")
     parser.add_argument(
         "--save_predictions",
         action="store_true",
@@ -74,44 +85,69 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     add_allow_pipe_arg(parser)
 
 
-def default_output(config: str, weights: Path, frames: int, crops: int, clips: int, dense: bool) -> Path:
-    """exp/test/<config>/<weights>_<T>x<crops>x<clips>; a run's model_best.pt / last_model.pt is named
-    with its run folder too, so the checkpoints of different runs never share a results folder."""
-    name = weights.stem
-    if weights.name in (BEST, LAST):
-        name = f"{weights.parent.name}_{name}"
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    tag = f"{frames}x{crops}x{clips}" + ("_dense" if dense else "")
-    return Path("exp") / "test" / Path(config).stem / f"{stem}_{tag}"
+RESULT_FILES = (
+    "results.json",
+    "predictions.npz",
+    "analysis.json",
+    "per_class.csv",
+    "per_video.csv",
+    "confusion.npz",
+    "confusion.png",
+    "per_class_accuracy.png",
+)
+
+
+def default_output(config: str, weights: Path, readable: str, identity: dict[str, Any]) -> Path:
+    """exp/test/<config>/<weights>_<readable>_<hash of `identity`> (app.outputs); a run's
+    model_best.pt / last_model.pt is named with its run folder too."""
+    name = weights_name(weights, (BEST, LAST))
+    return default_folder(Path("exp") / "test" / safe_name(Path(config).stem), f"{name}_{readable}", identity)
 
 
 class EvalRun:
     """Config, processes, model, data and output of one evaluation command."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(
+        self, args: argparse.Namespace, tool: str = "test", options: dict[str, Any] | None = None, tag: str = ""
+    ) -> None:
+        """`tool`, `options` (the command's own options that change the numbers) and the rest of the
+        evaluation name the default output folder; `tag` is added to its readable part."""
         if args.test_clips < 1:
             raise UserError(f"--test_clips must be >= 1, got {args.test_clips}")
+        if args.output:  # before anything is loaded
+            refuse_existing(args.output, RESULT_FILES, "--output", args.overwrite)
         self.args = args
         self.weights = open_weights(args.weights)  # fails before any process group or model exists
         self.cfg = self.weights.config(args.config, args.opts)
         self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
         self.frames = int(self.cfg.data.num_segments)
         self.views = args.test_crops * args.test_clips
-        self.dist = init_distributed(device=args.device)
-        self.precision = resolve_precision(args.precision, self.dist.device)  # amp/fp16 -> fp32 on CPU
+        views = f"{self.frames}x{args.test_crops}x{args.test_clips}" + ("_dense" if self.dense else "")
+        identity = {
+            "tool": tool,
+            "options": options or {},
+            "config": config_identity(self.cfg),
+            "weights": file_identity(self.weights.path),
+            "views": views,
+            "fuse": args.fuse,
+            "precision": args.precision,
+        }
         self.output = (
             Path(args.output)
             if args.output
             else default_output(
-                args.config or self.cfg.data.dataset,
-                self.weights.path,
-                self.frames,
-                args.test_crops,
-                args.test_clips,
-                self.dense,
+                args.config or self.cfg.data.dataset, self.weights.path, views + (f"_{tag}" if tag else ""), identity
             )
         )
+        self.dist = init_distributed(device=args.device)
+        self.precision = resolve_precision(args.precision, self.dist.device)  # amp/fp16 -> fp32 on CPU
+        earlier = [p for p in RESULT_FILES if (self.output / p).exists()]
+        if earlier and args.overwrite and self.dist.is_main:  # no earlier file stays beside the new results
+            for name in earlier:
+                (self.output / name).unlink(missing_ok=True)
         self.log = setup_logger(self.output, self.dist.rank)
+        if earlier and not args.output:
+            self.log.info(f"{self.output} holds the results of the same evaluation, run before: they are replaced")
 
     def build(self) -> None:
         cfg, a = self.cfg, self.args

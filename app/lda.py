@@ -21,6 +21,7 @@ from collections.abc import Collection, Sequence
 import torch
 from dotmap import DotMap
 
+from app.outputs import refuse_existing_file
 from app.weights import add_trust_arg, input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import clips_to_device
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"
     )
-    parser.add_argument("--out", required=True, help="output file, a (C, D) tensor")
+    parser.add_argument("--out", required=True, help="output file, a (C, D) tensor (refused if it exists)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument(
         "--shrinkage", default=0.1, type=shrinkage_arg, help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'"
     )
@@ -115,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.weights) == bool(args.features):
         raise UserError("give --weights (features computed here) or --features (a file of python -m app.extract)")
+    refuse_existing_file(args.out, "--out", args.overwrite)
     if args.features:
         feats, labels = read_features(args.features)
     else:

@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from utils import plots
 from utils.errors import UserError
 from utils.evaluate import encode_views
 from utils.fileio import atomic_write_text
+from utils.progress import Progress
 from utils.similarity import class_probabilities
 
 WINDOWS_PER_BATCH = 8
@@ -117,9 +117,10 @@ def window_timeline(
     device: torch.device,
     normalize: Callable[[torch.Tensor], torch.Tensor],
     precision: str = "fp32",
-    progress: Callable[[int, int], None] | None = None,
+    progress_label: str | None = None,
 ) -> dict[str, Any]:
-    """Per-window top-k of one input (a JSON-ready dict)."""
+    """Per-window top-k of one input (a JSON-ready dict); with `progress_label`, progress on stderr
+    (utils.progress)."""
     if media.kind == "image":
         raise UserError(f"{media.path}: an image has no timeline (leave --window out to classify it)")
     w = to_frames(window, media.fps, "--window", media.path)
@@ -130,6 +131,7 @@ def window_timeline(
     views = crops * clips
     k = min(topk, len(class_names))
     rows: list[dict[str, Any]] = []
+    progress = Progress(len(spans), progress_label or "", "window", enabled=progress_label is not None)
     for g in range(0, len(spans), WINDOWS_PER_BATCH):
         group = spans[g : g + WINDOWS_PER_BATCH]
         wanted = [uniform_window_indices(a, b - a, frames, clips) for a, b in group]
@@ -154,8 +156,8 @@ def window_timeline(
                     "predictions": preds,
                 }
             )
-        if progress is not None:
-            progress(len(rows), len(spans))
+        progress.update(len(group))
+    progress.close()
     fps = media.fps
     return {
         "input": media.path,
@@ -218,25 +220,3 @@ def write_timeline(tl: dict[str, Any], folder: Path, stem: str) -> list[Path]:
         title=f"{Path(tl['input']).name}: top-1 class per window of {tl['window']['given']} (shade = probability)",
     )
     return [json_path, csv_path] + ([png] if png else [])
-
-
-class Progress:
-    """Progress of a long input on stderr: a line at most every `every` seconds, and at the end."""
-
-    def __init__(self, name: str, stream: Any, every: float = 5.0):
-        self.name, self.stream, self.every = name, stream, every
-        self.start = self.last = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done < total and now - self.last < self.every:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate else 0.0
-        print(
-            f"[{self.name}] {done}/{total} windows ({100 * done / total:.0f} %), {rate:.1f} windows/s"
-            + (f", about {eta:.0f} s left" if done < total else ""),
-            file=self.stream,
-            flush=True,
-        )

@@ -220,6 +220,9 @@ def test_bad_inputs_reported_and_others_processed(demo, tmp_path, capsys):
     assert good in out and demo["folders"][0][0] in out and "1. " in out
     assert str(broken) in err and "missing.mp4" in err and "no image files" in err
     assert "Traceback" not in err
+    summary = err.rstrip().splitlines()[-1]  # the last line says which inputs failed
+    assert summary.startswith(f"3 of 5 inputs failed: {broken} (") and f", {tmp_path / 'missing.mp4'} (" in summary
+    assert summary.endswith(f", {empty_dir} (no image files (.jpg, .jpeg, .png, .bmp, .webp) in this folder)")
     code, out, _ = _run(["--config", demo["cfg"], "--weights", demo["ckpt"], "--json", *inputs], capsys)
     res = json.loads(out)["results"]
     assert [("error" in r) for r in res] == [True, False, True, True, False]
@@ -342,7 +345,7 @@ def test_window_timeline_covers_a_60s_video(demo, long_video, tmp_path, capsys):
     assert rows[0].startswith("window,start_frame,end_frame,start_s,end_s,top1,top1_prob") and len(rows) == 30
     assert json.loads((tmp_path / "long60.timeline.json").read_text())["windows"] == wins
     assert (tmp_path / "long60.timeline.png").stat().st_size > 5000
-    assert "29/29 windows (100 %)" in err  # progress on stderr
+    assert "long60.mp4: 8/29 windows (28 %)" in err and "long60.mp4: 29/29 windows in" in err  # progress on stderr
 
 
 def test_window_in_frames_text_output_and_bad_windows(demo, long_video, tmp_path, capsys):
@@ -351,13 +354,25 @@ def test_window_in_frames_text_output_and_bad_windows(demo, long_video, tmp_path
     assert code == 0, err
     assert "6 windows of 10 s" in out and "50.00 -   60.00 s" in out
     code, out, err = _run(
-        ["--weights", demo["ckpt"], "--window", "90s", "--out", str(tmp_path), path, demo["folders"][0][0]], capsys
+        ["--weights", demo["ckpt"], "--window", "90s", "--out", str(tmp_path / "b"), path, demo["folders"][0][0]],
+        capsys,
     )
     assert code == 1
     assert "--window 90s is 900 frames, longer than the input's 600 frames" in err and "Traceback" not in err
     assert "frame rate is unknown" in err  # the frame folder: seconds need --fps
+    assert err.rstrip().splitlines()[-1].startswith(f"2 of 2 inputs failed: {path} (--window 90s is 900 frames")
     code, out, err = _run(
-        ["--weights", demo["ckpt"], "--window", "4f", "--fps", "8", "--out", str(tmp_path), demo["folders"][0][0]],
+        [
+            "--weights",
+            demo["ckpt"],
+            "--window",
+            "4f",
+            "--fps",
+            "8",
+            "--out",
+            str(tmp_path / "c"),
+            demo["folders"][0][0],
+        ],
         capsys,
     )
     assert code == 0 and "windows of 0.5 s" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from utils.progress import Progress, duration, rate_text, track
+from utils.progress import Progress, duration, failure_summary, rate_text, track
 
 
 class Clock:
@@ -94,3 +94,21 @@ def test_disabled_shows_nothing_and_terminal_draws_a_bar():
 def test_formats():
     assert [duration(s) for s in (0.4, 59, 61, 3599, 7500)] == ["0 s", "59 s", "1 min 1 s", "59 min 59 s", "2 h 05 min"]
     assert rate_text(2.0, "video") == "2.0 videos/s" and rate_text(0.25, "window") == "4.0 s/window"
+
+
+def test_failure_summary_names_the_first_failures_and_counts_the_rest():
+    failed = [
+        ("a.mp4", "a.mp4: cannot open video (moov atom not found)\nmore detail"),
+        ("b.mp4", "no frames"),
+        ("dir/", "x" * 200),
+        ("d.mp4", "bad"),
+    ]
+    line = failure_summary(failed, 6)
+    assert line == (
+        "4 of 6 inputs failed: a.mp4 (cannot open video (moov atom not found)), b.mp4 (no frames), "
+        f"dir/ ({'x' * 159}…), and 1 more"
+    )
+    assert (
+        failure_summary(failed[:1], 1, what="videos")
+        == "1 of 1 videos failed: a.mp4 (cannot open video (moov atom not found))"
+    )

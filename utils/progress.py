@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
@@ -148,3 +148,17 @@ def track(items: Iterable[T], progress: Progress, size: Callable[[T], int] = lam
     for item in items:
         yield item
         progress.update(size(item))
+
+
+def failure_summary(failed: Sequence[tuple[str, str]], total: int, what: str = "inputs", shown: int = 3) -> str:
+    """`4 of 6 inputs failed: a.mp4 (reason), ...` in one line: the first `shown` with the first line
+    of their reason (cut at 160 characters), then how many more."""
+
+    def reason(name: str, text: str) -> str:
+        first = (text.strip().splitlines() or [""])[0]
+        first = first.removeprefix(f"{name}: ")  # the name is already in front
+        return first if len(first) <= 160 else first[:159] + "…"
+
+    listed = ", ".join(f"{name} ({reason(name, err)})" for name, err in failed[:shown])
+    more = f", and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"{len(failed)} of {total} {what} failed: {listed}{more}"

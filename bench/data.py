@@ -1,7 +1,7 @@
 """Data-pipeline throughput per CPU process on K400-like clips, against the original's pipeline.
 
     python bench/data.py [--videos 8] [--reps 5] [--block 0.5] [--gop-sweep 1,4,8,16] [--device cuda]
-                         [--no-loader]
+                         [--no-loader] [--decoder all|auto|torchcodec,decord,pyav]
 
 Generates `--videos` K400-like clips into `--data` (default .cache/bench_k400, kept between runs):
 10 s, 340x256, 30 fps, H.264 with x264's defaults (crf 23, preset medium, GOP 250, B-frames), a
@@ -15,15 +15,18 @@ with W workers gives about W times that when W cores are free), over the same vi
   one by one (`vr[i]`; frame folders: PIL per file), transforms per frame with PIL (bicubic
   resize, random-sized crop + bilinear resize, flip, grayscale; test: resize + 3 crops), CPU
   normalisation; on the unprocessed mp4s and on the frame folders;
-- ours (`datasets.build_dataset`, uint8 out, normalised later on the device) for every decoder x
-  input: frame folders, mp4 as is, mp4 after pre-processing, shards of the pre-processed mp4s.
+- ours (`datasets.build_dataset`, uint8 out, normalised later on the device) for every decoder of
+  `--decoder` (default: all three) x input: frame folders, mp4 as is, mp4 after pre-processing,
+  shards of the pre-processed mp4s. A decoder that cannot run here (torchcodec without FFmpeg's
+  shared libraries) is left out with one line saying why; the rows that use one decoder (the
+  DataLoader rows, deferred transforms, the GOP sweep) use the first one left.
 Train = 8 frames, random-sized crop 224; test = 8 frames x 3 crops x 4 clips. Speed-ups are against
 `original` on the unprocessed mp4s in the same mode. Two more rows time the original's pipeline
 and ours on pre-processed mp4s through a DataLoader with one worker and batches of 8, as a
 training loop gets them (the default collate into shared memory included; against the original
 measured the same way). `--device cuda` adds NVDEC decoding and the
 GPU transforms (`datasets.device_transforms`) on the pre-processed mp4s. `--gop-sweep` prints
-the size and train-sampling decode time (torchcodec) of pre-processed files per GOP: how the
+the size and train-sampling decode time (first decoder) of pre-processed files per GOP: how the
 default GOP was chosen.
 """
 
@@ -44,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.k400_like import FOLDERS, FPS, SECONDS, H, T, W, make_data  # noqa: E402
+from bench.k400_like import FOLDERS, FPS, SECONDS, H, T, W, make_data, runnable_decoders  # noqa: E402
 from bench.original import Original  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from datasets.builder import WorkerInit  # noqa: E402
@@ -52,10 +55,7 @@ from datasets.device_transforms import BatchTransform, collate_raw  # noqa: E402
 from datasets.preprocess import DEFAULT_GOP, Settings, encode_video  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
 from datasets.shard_dataset import ShardDataset  # noqa: E402
-from datasets.video_reader import (
-    VideoReader,  # noqa: E402
-    available_decoders,  # noqa: E402
-)
+from datasets.video_reader import VideoReader  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.heap import reuse_freed_memory  # noqa: E402
@@ -162,13 +162,14 @@ def clips_per_s(run: Callable[[], int], reps: int, sync: Callable[[], None] = la
     return 1.0 / best
 
 
-def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
-    """Size and torchcodec train-sampling decode time of pre-processed files per GOP."""
+def gop_sweep(root: Path, gops: list[int], reps: int, decoder: str) -> None:
+    """Size and train-sampling decode time (with `decoder`) of pre-processed files per GOP."""
     raws = sorted((root / "raw" / "k400like").glob("*.mp4"))
     out = root / "sweep"
     out.mkdir(exist_ok=True)
     raw_bytes = sum(p.stat().st_size for p in raws)
-    print("\n| GOP | B-frames | fastdecode | size vs input | decode 8 train frames (ms) | decode 3x4-view test (ms) |")
+    print(f"\nGOP sweep, decoded with {decoder}:")
+    print("| GOP | B-frames | fastdecode | size vs input | decode 8 train frames (ms) | decode 3x4-view test (ms) |")
     print("|---|---|---|---|---|---|")
     variants = [(250, 3, False, "input (x264 defaults)")] + [(g, 0, True, "") for g in gops] + [(16, 3, False, "")]
     for gop, bf, fast, note in variants:
@@ -186,7 +187,7 @@ def gop_sweep(root: Path, gops: list[int], reps: int) -> None:
             for _ in range(reps):
                 t0 = time.perf_counter()
                 for k, p in enumerate(files):
-                    r = VideoReader(p, "torchcodec")
+                    r = VideoReader(p, decoder)
                     idx = sample_indices(r.num_frames, T, mode=mode, clips=4, rng=np.random.default_rng(k))
                     r.read(idx)
                 best = min(best, (time.perf_counter() - t0) / len(files))
@@ -234,6 +235,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gop-sweep", default="", help="comma-separated GOPs to compare (size vs decode time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: also NVDEC + GPU transforms")
     p.add_argument(
+        "--decoder",
+        default="all",
+        help="video decoders to measure: all, auto or a comma-separated list (torchcodec,decord,pyav); "
+        "one that cannot run here is left out with the reason",
+    )
+    p.add_argument(
         "--no-loader",
         dest="loader",
         action="store_false",
@@ -275,10 +282,10 @@ FORMAT_LABELS = {
 }
 
 
-def build_runs(root: Path, videos: int, loader: bool) -> list[Run]:
-    """Every pipeline x input x mode, the original's first."""
+def build_runs(root: Path, videos: int, loader: bool, decoders: list[str]) -> list[Run]:
+    """Every pipeline x input x mode, the original's first; `decoders` (runnable, at least one)."""
     names = [f"k400like/clip{k:03d}.mp4" for k in range(videos)]
-    decoders = available_decoders()
+    first = decoders[0]
     runs: list[Run] = []
     for train in (True, False):
         mode = "train" if train else "test 3x4"
@@ -288,16 +295,14 @@ def build_runs(root: Path, videos: int, loader: bool) -> list[Run]:
             for dec in ["auto"] if fmt == "frames" else decoders:
                 full = label if fmt == "frames" else f"{label}, {dec}"
                 runs.append((full, mode, items(our_dataset(root, fmt, dec, train))))
-        if "torchcodec" not in decoders:
-            continue
         # data.transform_device: cuda leaves the CPU only the decoding
-        label = "ours, mp4 pre-processed, torchcodec, transforms deferred to the GPU (CPU part)"
-        runs.append((label, mode, items(our_dataset(root, "pre", "torchcodec", train, transform_device="cuda"))))
+        label = f"ours, mp4 pre-processed, {first}, transforms deferred to the GPU (CPU part)"
+        runs.append((label, mode, items(our_dataset(root, "pre", first, train, transform_device="cuda"))))
         if loader:
             orig = Original(root, names, True, train)
             runs.append((f"{LOADER}: {ORIGINAL}", mode, through_loader(orig, 8, 2 if train else 1)))
-            ours = our_dataset(root, "pre", "torchcodec", train)
-            label = f"{LOADER}: ours, mp4 pre-processed, torchcodec"
+            ours = our_dataset(root, "pre", first, train)
+            label = f"{LOADER}: ours, mp4 pre-processed, {first}"
             runs.append((label, mode, through_loader(ours, 8, 16 if train else 4)))
     return runs
 
@@ -320,13 +325,16 @@ def main() -> None:
     torch.set_num_threads(1)
     heap = reuse_freed_memory()  # this process stands in for a loader worker (data.reuse_freed_memory)
     root = Path(a.data)
+    decoders = runnable_decoders(a.decoder)
     t0 = time.perf_counter()
     info = make_data(root, a.videos)
     print_data(root, a.videos, info, time.perf_counter() - t0, heap)
     if a.gop_sweep:
-        gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps)
-    rows = time_rounds(build_runs(root, a.videos, a.loader), a.reps, a.block)
-    if a.device == "cuda":
+        gop_sweep(root, [int(g) for g in a.gop_sweep.split(",")], a.reps, decoders[0])
+    rows = time_rounds(build_runs(root, a.videos, a.loader, decoders), a.reps, a.block)
+    if a.device == "cuda" and "torchcodec" not in decoders:
+        print("left out the --device cuda rows: they decode with torchcodec (NVDEC), which is not measured here")
+    elif a.device == "cuda":
         for row in cuda_rows(root, a.reps):
             rows.append(row)
             print(f"{row[0]:82s} {row[1]:9s} {row[2]:7.1f} clips/s", flush=True)

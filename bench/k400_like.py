@@ -15,6 +15,8 @@ from PIL import Image
 
 from datasets.preprocess import DEFAULT_GOP, Settings, preprocess
 from datasets.shards import write_shards
+from datasets.video_reader import DECODERS, decoder_problem, resolve_decoder
+from utils.errors import UserError
 
 W, H, FPS, SECONDS, T = 340, 256, 30, 10, 8
 # one folder per setting: a changed default is redone, not mixed
@@ -99,3 +101,23 @@ def make_data(root: Path, videos: int, *, workers: int = 1, frames_and_shards: b
     if frames_and_shards and stale:
         write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
     return info
+
+
+def runnable_decoders(spec: str) -> list[str]:
+    """The decoders `--decoder` names (`all`, `auto` or a comma-separated list) that can run here,
+    in that order; a line is printed for each one left out, with the reason (a benchmark goes on
+    with the others). None left is an error."""
+    names = list(DECODERS) if spec == "all" else [d.strip() for d in spec.split(",") if d.strip()]
+    unknown = [d for d in names if d not in (*DECODERS, "auto")]
+    if unknown or not names:
+        raise UserError(f"--decoder {spec!r}: use all, auto or a comma-separated list of {', '.join(DECODERS)}")
+    kept = []
+    for name in names:
+        problem = None if name == "auto" else decoder_problem(name)
+        if problem:
+            print(f"left out decoder {name}: {problem}", flush=True)
+        else:
+            kept.append(resolve_decoder(name))
+    if not kept:
+        raise UserError(f"--decoder {spec!r}: none of these decoders can run on this machine (reasons above)")
+    return list(dict.fromkeys(kept))

@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/train.py [--arch ViT-B/32[,ViT-B/16,...]] [--frames 8] [--batch 2]
         [--steps 3] [--rounds 2] [--device cpu|cuda] [--precision fp32|bf16|amp]
-        [--data DIR [--videos 16] [--workers 4] [--transform-device cpu|cuda]] [--peak-tflops T]
+        [--data DIR [--videos 16] [--workers 4] [--transform-device cpu|cuda] [--decoder auto]] [--peak-tflops T]
 
 Both sides run `utils.training.train_one_epoch` (AdamW, CE on cosine logits, the Transf head) on the same
 random clips and random weights (`pretrained: none`); only the visual encoder differs:
@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.k400_like import FOLDERS, make_data  # noqa: E402
+from bench.k400_like import FOLDERS, make_data, runnable_decoders  # noqa: E402
 from clip.archs import resolve_arch  # noqa: E402
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.device_transforms import clips_to_device  # noqa: E402
@@ -154,6 +154,7 @@ def loader_from_clips(args: argparse.Namespace) -> tuple[FirstBatches, Any]:
         "train_root": str(root / FOLDERS["pre"]),
         "train_list": str(root / "video.txt"),
         "transform_device": args.transform_device,
+        "decoder": runnable_decoders(args.decoder)[0],
     }
     ds = build_dataset(to_dotmap(resolve({"seed": 0, "data": data}, "bench")), "train")
     loader = build_loader(ds, args.batch, args.workers, train=True, rank=0, world_size=1, seed=0, drop_last=True)
@@ -300,6 +301,12 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=16, help="with --data: clips to generate (10 s each)")
     p.add_argument("--workers", type=int, default=4, help="with --data: DataLoader workers")
     p.add_argument("--transform-device", default="cpu", choices=("cpu", "cuda"), help="with --data")
+    p.add_argument(
+        "--decoder",
+        default="auto",
+        help="with --data: video decoder, or a comma-separated list whose first one that runs here is used "
+        "(the others left out with the reason)",
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the MFU line (default: known GPUs)")
     args = p.parse_args()
     # The original's nested re-entrant checkpoints run their inner forward under no_grad, which makes

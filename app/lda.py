@@ -47,6 +47,7 @@ def extract_features(
     wf = open_weights(weights)  # a bad file fails before the data is read
     cfg = copy.deepcopy(cfg)
     cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
+    cfg.data.val_shards = cfg.data.train_shards  # data.format: shards
     dataset = build_dataset(cfg, "test", allow_pipe=allow_pipe)
     loader = build_loader(
         dataset,

@@ -14,12 +14,15 @@ pairs), `per_class.csv`, `per_video.csv`, `confusion.npz`, `confusion.png` and
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from app.eval_run import EvalRun, add_eval_args
-from utils.cli import cli_parser
+from utils.cli import add_eval_args, cli_parser
 from utils.errors import run_cli
-from utils.metrics import classification_report
+
+if TYPE_CHECKING:
+    from app.eval_run import EvalRun
 
 
 def log_analysis(run: EvalRun, summary: dict) -> None:
@@ -38,7 +41,7 @@ def log_analysis(run: EvalRun, summary: dict) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("test.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
     parser.add_argument(
@@ -53,7 +56,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="skip the per-class files (analysis.json, per_class.csv, per_video.csv, confusion.npz, "
         "confusion.png, per_class_accuracy.png)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # torch and open_clip: seconds to import, so only once the command line is known to be good
+    from app.eval_run import EvalRun
+    from utils.metrics import classification_report
+
     run = EvalRun(args, "test", {"metric": args.metric})
     try:
         run.build()

@@ -20,13 +20,13 @@ One report, `<output>/results.json`, holds every number, the templates and the v
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from app.eval_run import EvalRun, add_eval_args
-from app.zeroshot import PROTOCOLS, resolve_protocols, run_protocols
-from utils.cli import cli_parser
+from utils.choices import ZEROSHOT_PROTOCOLS
+from utils.cli import add_eval_args, cli_parser
 from utils.errors import run_cli
 
 
@@ -61,14 +61,14 @@ def log_report(log: Callable[[str], None], report: dict, num_classes: int) -> No
     log(f"templates: {report['templates']}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("test_zeroshot.py", __doc__.split("\n\n")[0])
     add_eval_args(parser)
     parser.add_argument(
         "--protocol",
         nargs="+",
         default=["full", "half"],
-        choices=[*PROTOCOLS, "all"],
+        choices=[*ZEROSHOT_PROTOCOLS, "all"],
         help="zero-shot protocols to report",
     )
     parser.add_argument(
@@ -80,16 +80,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         "list and label CSV); default: the shipped splits of data.dataset",
     )
     parser.add_argument("--repeats", type=int, default=10, help="half-classes repetitions (seeds 0..N-1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # torch and open_clip: seconds to import, so only once the command line is known to be good
+    from app.eval_run import EvalRun
+    from app.zeroshot import default_split_specs, resolve_protocols, resolve_splits, run_protocols
+
     protocols = resolve_protocols(args.protocol)
     splits = [str(Path(s).resolve()) for s in args.splits] if args.splits else None
     options = {"protocols": protocols, "splits": splits, "repeats": args.repeats}
     run = EvalRun(args, "test_zeroshot", options, tag="zs-" + "-".join(protocols))
     try:
+        split_specs = args.splits
+        if "splits" in protocols:  # refused now, before the model and data, not after the other protocols
+            split_specs = args.splits or default_split_specs(str(run.cfg.data.dataset))
+            resolve_splits(split_specs, run.cfg, list(args.opts))
         run.build()
         with warnings.catch_warnings(record=True) as caught:  # into the run's log (log.txt) instead
             warnings.simplefilter("always")
-            report, main_out = run_protocols(run, protocols, args.splits, args.repeats)
+            report, main_out = run_protocols(run, protocols, split_specs, args.repeats)
         if run.dist.is_main:
             path = run.write_json("results.json", {**run.header(), **report})
             log_report(run.log.info, report, len(run.class_names))

@@ -19,71 +19,19 @@ from app.outputs import (
     safe_name,
     weights_name,
 )
-from app.weights import add_trust_arg, input_normalize, load_model, open_weights
+from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
 from datasets.device_transforms import clips_to_device
-from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
+from datasets.shard_dataset import allowed_pipes
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
-from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
-from utils.cli import add_config_args
 from utils.distributed import cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
 from utils.fileio import atomic_write, atomic_write_text, write_csv
 from utils.logger import setup_logger
 from utils.precision import resolve_precision
-
-
-def add_eval_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by test.py and test_zeroshot.py."""
-    add_config_args(parser, "YAML config (default: the config stored in our checkpoints)")
-    parser.add_argument(
-        "--weights", required=True, help="checkpoint (ours, converted or the original's layout) or a run folder"
-    )
-    parser.add_argument(
-        "--test_crops",
-        type=int,
-        default=1,
-        choices=TEST_CROPS,
-        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips",
-    )
-    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips per video")
-    parser.add_argument(
-        "--dense",
-        action="store_true",
-        default=None,
-        help="dense sampling (128-frame windows) instead of uniform segments",
-    )
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="fp32 as the original's test; amp/fp16 = float16 autocast on CUDA",
-    )
-    parser.add_argument(
-        "--fuse",
-        default="embeddings",
-        choices=FUSIONS,
-        help="view fusion: average embeddings (original) or average softmax scores",
-    )
-    parser.add_argument(
-        "--output",
-        default=None,
-        help="results folder (default: exp/test/<config>/<weights>_<views>_<hash>, one per evaluation, "
-        "docs/evaluation.md); one that already holds results is refused unless --overwrite",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace the results an --output folder already holds")
-    parser.add_argument(
-        "--save_predictions",
-        action="store_true",
-        help="also write predictions.npz (probabilities, labels, video ids, class names)",
-    )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
-    add_trust_arg(parser)
-    add_allow_pipe_arg(parser)
-
 
 RESULT_FILES = (
     "results.json",

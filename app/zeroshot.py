@@ -29,6 +29,7 @@ from app.weights import load_model
 from datasets.builder import read_class_names
 from datasets.lists import read_list
 from modules.classifier import resolve_templates
+from utils.choices import ZEROSHOT_PROTOCOLS
 from utils.config import load_config
 from utils.distributed import rank_zero_first
 from utils.errors import UserError
@@ -36,7 +37,7 @@ from utils.evaluate import EvalOutput, class_embeddings_of
 from utils.metrics import classification_report
 from utils.zeroshot import zero_shot_report
 
-PROTOCOLS = ("full", "half", "splits")
+PROTOCOLS = ZEROSHOT_PROTOCOLS
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPLITS = {
     "ucf101": [f"lists/ucf101/val_rgb_split_{i}.txt" for i in (1, 2, 3)],

@@ -17,3 +17,4 @@ TEMPORAL_MODULES: tuple[bool | str, ...] = (False, "tsm", "tokenshift", "tokent1
 CLASSIFIERS: tuple[str, ...] = ("text", "random", "orthogonal", "lda", "file")
 LOSS_TYPES: tuple[str, ...] = ("CE", "NCE", "DS")
 CONTRASTIVE_LOSSES: tuple[str, ...] = ("NCE", "DS")
+ZEROSHOT_PROTOCOLS: tuple[str, ...] = ("full", "half", "splits")

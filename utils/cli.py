@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from utils.choices import TEST_CROPS
+from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
 
 # The only ways a pickled weights file is fully unpickled and a `pipe:` URL is opened (clip.weights,
 # datasets.shard_dataset name them in their refusals).
@@ -132,6 +132,55 @@ def add_view_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS, help="spatial crops (as test.py)")
     parser.add_argument("--test_clips", type=int, default=1, help="temporal clips (as test.py)")
     parser.add_argument("--dense", action="store_true", default=None, help="dense sampling (as test.py)")
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by test.py and test_zeroshot.py (app.eval_run.EvalRun reads them)."""
+    add_config_args(parser, "YAML config (default: the config stored in our checkpoints)")
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint (ours, converted or the original's layout) or a run folder"
+    )
+    parser.add_argument(
+        "--test_crops",
+        type=int,
+        default=1,
+        choices=TEST_CROPS,
+        help="spatial crops per clip: 1 centre, 3 left/right/centre, 5 corners+centre, 10 = 5 + flips",
+    )
+    parser.add_argument("--test_clips", type=int, default=1, help="temporal clips per video")
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        default=None,
+        help="dense sampling (128-frame windows) instead of uniform segments",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 as the original's test; amp/fp16 = float16 autocast on CUDA",
+    )
+    parser.add_argument(
+        "--fuse",
+        default="embeddings",
+        choices=FUSIONS,
+        help="view fusion: average embeddings (original) or average softmax scores",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results folder (default: exp/test/<config>/<weights>_<views>_<hash>, one per evaluation, "
+        "docs/evaluation.md); one that already holds results is refused unless --overwrite",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the results an --output folder already holds")
+    parser.add_argument(
+        "--save_predictions",
+        action="store_true",
+        help="also write predictions.npz (probabilities, labels, video ids, class names)",
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(parser)
+    add_allow_pipe_arg(parser)
 
 
 def wants_help(argv: Sequence[str]) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.media import as_numpy_ids
-from utils.fileio import atomic_write_text, remove_temporaries
+from utils.fileio import atomic_write_text, make_folder, remove_temporaries
 
 MANIFEST = "manifest.json"
 
@@ -38,7 +38,7 @@ def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) 
             )
         remove_temporaries(parts)
         return None
-    parts.mkdir(parents=True, exist_ok=True)
+    make_folder(parts, "--out")  # a read-only folder, a file in the way: one line
 
     atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
     return None

@@ -22,25 +22,9 @@ Runs on CPU when no GPU is present.
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from app.media import add_view_args, load_input, open_media
-from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
-from app.timeline import parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
-from app.weights import add_trust_arg, input_normalize, load_model, open_weights
-from datasets.lists import read_label_csv
-from utils.checkpoint import BEST, LAST
 from utils.choices import DEVICES, PRECISIONS
-from utils.cli import add_config_args, cli_parser, parse_with_opts
-from utils.distributed import select_device
-from utils.errors import UserError, run_cli
-from utils.evaluate import class_embeddings_of, encode_views, eval_scale
-from utils.progress import failure_summary
+from utils.cli import add_config_args, add_trust_arg, add_view_args, cli_parser, help_before_imports, parse_with_opts
 
 DEFAULT_OUT = "exp/predict"
 
@@ -83,6 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_arg(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     return parser
+
+
+# --help answers here, before torch and open_clip are imported (seconds); the imports below come
+# after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.media import load_input, open_media
+from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
+from app.timeline import parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
+from app.weights import input_normalize, load_model, open_weights
+from datasets.lists import read_label_csv
+from utils.checkpoint import BEST, LAST
+from utils.distributed import select_device
+from utils.errors import UserError, run_cli
+from utils.evaluate import class_embeddings_of, encode_views, eval_scale
+from utils.progress import failure_summary
 
 
 def stems(paths: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.media import as_numpy_ids
-from utils.fileio import atomic_write_text, make_folder, remove_temporaries
+from utils.fileio import WriteError, atomic_write_text, make_folder, remove_temporaries
 
 MANIFEST = "manifest.json"
 
@@ -38,9 +38,11 @@ def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) 
             )
         remove_temporaries(parts)
         return None
-    make_folder(parts, "--out")  # a read-only folder, a file in the way: one line
-
-    atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
+    try:  # a read-only folder, a full disk, a file in the way: the message every rank raises
+        make_folder(parts, "--out")
+        atomic_write_text(manifest, json.dumps(sig, indent=2) + "\n")
+    except WriteError as err:
+        return str(err)
     return None
 
 

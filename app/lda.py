@@ -14,22 +14,60 @@ instead (any number of processes, resumable; rows with label -1 are left out). U
 from __future__ import annotations
 
 import argparse
-import copy
 import math
+
+from utils.choices import DEVICES
+from utils.cli import add_allow_pipe_arg, add_config_args, add_trust_arg, cli_parser, help_before_imports
+
+
+def shrinkage_arg(text: str) -> float | str | None:
+    """--shrinkage: a number in [0, 1], 'auto' (Ledoit-Wolf) or 'none'; refused at parsing otherwise."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1], 'auto' or 'none'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
+    add_config_args(parser, "YAML config (default: the config stored in our checkpoint)")
+    parser.add_argument("--weights", default=None, help="checkpoint (ours or the original's layout)")
+    parser.add_argument(
+        "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"
+    )
+    parser.add_argument("--out", required=True, help="output file, a (C, D) tensor (refused if it exists)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument(
+        "--shrinkage", default=0.1, type=shrinkage_arg, help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'"
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
+    add_trust_arg(parser)
+    add_allow_pipe_arg(parser)
+    return parser
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
+import copy
 from collections.abc import Collection, Sequence
 
 import torch
 from dotmap import DotMap
 
 from app.outputs import refuse_existing_file
-from app.weights import add_trust_arg, input_normalize, load_model, open_weights
+from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import clips_to_device
-from datasets.shard_dataset import add_allow_pipe_arg, allowed_pipes
+from datasets.shard_dataset import allowed_pipes
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
-from utils.choices import DEVICES
-from utils.cli import add_config_args, cli_parser
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import collect
@@ -87,35 +125,8 @@ def read_features(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(emb[keep]).float(), torch.from_numpy(labels[keep]).long()
 
 
-def shrinkage_arg(text: str) -> float | str | None:
-    """--shrinkage: a number in [0, 1], 'auto' (Ledoit-Wolf) or 'none'; refused at parsing otherwise."""
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1], 'auto' or 'none'")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = cli_parser("python -m app.lda", __doc__.split("\n\n")[0])
-    add_config_args(parser, "YAML config (default: the config stored in our checkpoint)")
-    parser.add_argument("--weights", default=None, help="checkpoint (ours or the original's layout)")
-    parser.add_argument(
-        "--features", default=None, help="embeddings file of python -m app.extract (instead of --weights)"
-    )
-    parser.add_argument("--out", required=True, help="output file, a (C, D) tensor (refused if it exists)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument(
-        "--shrinkage", default=0.1, type=shrinkage_arg, help="LDA shrinkage: a number in [0, 1], 'auto' or 'none'"
-    )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if present, else CPU")
-    add_trust_arg(parser)
-    add_allow_pipe_arg(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if bool(args.weights) == bool(args.features):
         raise UserError("give --weights (features computed here) or --features (a file of python -m app.extract)")
     refuse_existing_file(args.out, "--out", args.overwrite)

@@ -26,7 +26,7 @@ from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barri
 from utils.evaluate import EvalOutput, evaluate
 from utils.fileio import write_csv
 from utils.logger import MetricsLog
-from utils.training import train_one_epoch
+from utils.training import NonFiniteError, train_one_epoch
 
 Log = Callable[[str], None]
 
@@ -75,11 +75,13 @@ class Validation:
 
 @dataclass
 class RunState:
-    """Where training stands: the next epoch, loader iterations done, best validation value."""
+    """Where training stands: the next epoch, loader iterations done, best validation value, and
+    the optimiser steps skipped so far for a non-finite loss or gradient (`solver.skip_nonfinite`)."""
 
     epoch: int
     iteration: int
     best: float
+    skipped: int = 0
 
 
 @dataclass
@@ -112,32 +114,44 @@ class Session:
             def on_iteration(step: int, loss: float, lrs: list[float]) -> None:
                 metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]})
 
-        best, iteration, report = start.best, start.iteration, {}
+        best, iteration, report, skipped = start.best, start.iteration, {}, start.skipped
+        saved = start.epoch - 1 if (self.out / LAST).is_file() else None  # the epoch last_model.pt holds
+        step_s = None
         for epoch in range(start.epoch, end_epoch):
             loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
-            stats = train_one_epoch(
-                ddp_model,
-                loader,
-                self.optimizer,
-                self.scheduler,
-                self.scaler,
-                epoch=epoch,
-                device=dist.device,
-                num_frames=cfg.data.num_segments,
-                normalize=normalize,
-                precision=self.precision,
-                accumulation=cfg.solver.grad_accumulation_steps,
-                clip_grad_norm=cfg.solver.clip_grad_norm,
-                world_size=dist.world_size,
-                print_freq=cfg.logging.print_freq,
-                epochs=cfg.solver.epochs,
-                log=validate.log,
-                progress=dist.rank == 0,
-                on_iteration=on_iteration,
-                objective=self.objective,
-                prepare=self.prepare,
-                meter=self.meter,
-            )
+            try:
+                stats = train_one_epoch(
+                    ddp_model,
+                    loader,
+                    self.optimizer,
+                    self.scheduler,
+                    self.scaler,
+                    epoch=epoch,
+                    device=dist.device,
+                    num_frames=cfg.data.num_segments,
+                    normalize=normalize,
+                    precision=self.precision,
+                    accumulation=cfg.solver.grad_accumulation_steps,
+                    clip_grad_norm=cfg.solver.clip_grad_norm,
+                    world_size=dist.world_size,
+                    print_freq=cfg.logging.print_freq,
+                    epochs=cfg.solver.epochs,
+                    log=validate.log,
+                    progress=dist.rank == 0,
+                    on_iteration=on_iteration,
+                    objective=self.objective,
+                    prepare=self.prepare,
+                    meter=self.meter,
+                    skip_nonfinite=cfg.solver.skip_nonfinite,
+                    skipped_before=skipped,
+                    prior_step_s=step_s,
+                )
+            except NonFiniteError as err:
+                metrics.close()
+                kept = f"{self.out / LAST} (epoch {saved})" if saved is not None else "no checkpoint yet"
+                raise NonFiniteError(f"{err}; kept: {kept} and every finished epoch's metrics.csv row") from None
+            step_s = stats.step_s or step_s
+            skipped += stats.nonfinite_skipped
             iteration += len(loader)
             if cfg.solver.compile and epoch == start.epoch:
                 rest = (stats.seconds - stats.first_step_s) / max(len(loader) - 1, 1)
@@ -146,7 +160,7 @@ class Session:
                     f"then {rest:.2f} s per step"
                 )
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
-            row.update(self.meter.row())
+            row.update(self.meter.row(), nonfinite_skipped=stats.nonfinite_skipped)
             self.meter.reset()
             validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
             is_best = False
@@ -160,7 +174,8 @@ class Session:
                 row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
             metrics.epoch(row)  # before the checkpoints: a kill in between re-runs this epoch, rewriting the row
             if validate_now or epoch == end_epoch - 1:  # stopping early: keep what was trained
-                self.save(epoch, iteration, best, is_best)
+                self.save(epoch, iteration, best, is_best, skipped)
+                saved = epoch
         metrics.close()
         self.log(f"done: best {validate.metric} {best:.3f}; run folder {self.out}")
         return {"output": str(self.out), "best": best, **report}
@@ -180,7 +195,7 @@ class Session:
         worst = ", ".join(f"{c['name']} {c['top1']:.1f}" for c in summary["worst_classes"])
         self.log(f"per class: mean {summary['mean_class_accuracy']:.3f}; worst {worst} (val_per_class.csv)")
 
-    def save(self, epoch: int, iteration: int, best: float, is_best: bool) -> None:
+    def save(self, epoch: int, iteration: int, best: float, is_best: bool, skipped: int = 0) -> None:
         """model_best.pt first, then last_model.pt (rank 0; the others wait). A kill during either
         write leaves last_model.pt at the previous save, so resume re-runs this epoch and writes both
         again: model_best.pt never misses the best epoch."""
@@ -199,6 +214,7 @@ class Session:
                 config=to_dict(self.cfg),
                 class_names=self.class_names,
             )
+            state["nonfinite_skipped"] = int(skipped)  # solver.skip_nonfinite counts over the whole run
             if is_best:
                 self.log(f"Saving: {save_checkpoint(state, self.out / BEST)} (best)")
             self.log(f"Saving: {save_checkpoint(state, self.out / LAST)}")

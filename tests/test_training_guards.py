@@ -4,11 +4,19 @@ resume rules, and the signals of the training loop (the ETA, the `--stop_after_e
 
 from __future__ import annotations
 
+import copy
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+
+from datasets.transforms import normalize
+from utils.optim import build_scheduler
+from utils.training import NonFiniteError, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,3 +47,144 @@ def test_lda_shrinkage_values():
 
     assert shrinkage_arg("0") == 0.0 and shrinkage_arg("1") == 1.0 and shrinkage_arg("0.25") == 0.25
     assert shrinkage_arg("auto") == "auto" and shrinkage_arg("none") is None
+
+
+# ----------------------------------------------------------------------------- non-finite steps
+class Stub(nn.Module):
+    """A linear classifier over the clips' mean colour: tiny, deterministic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.mean(dim=(1, 3, 4)))
+
+
+def batches(n: int, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randint(0, 256, (2, 2, 3, 8, 8), dtype=torch.uint8, generator=g),
+            torch.tensor([i % 4, (i + 1) % 4]),
+            None,
+        )
+        for i in range(n)
+    ]
+
+
+def poisoned(at: set[int], value: float = math.nan, grad: bool = False):
+    """Cross-entropy, except on the calls in `at`: a loss of `value`, or (grad) a finite loss whose
+    gradient is infinite (d sqrt(u)/du at u = 0)."""
+    calls = {"n": 0}
+
+    def objective(model, x, y):
+        call = calls["n"]
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(model(x), y)
+        if call in at:
+            if grad:
+                w = model.lin.weight.sum()
+                return loss + torch.sqrt(w - w.detach())
+            return loss * value
+        return loss
+
+    return objective
+
+
+def constant_lr(opt, iters: int):
+    return build_scheduler(
+        opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=iters, step_every=1, decay_step=[100]
+    )
+
+
+def run_epoch(model, loader, objective, scaler=None, **kw):
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    return train_one_epoch(
+        model,
+        loader,
+        opt,
+        constant_lr(opt, len(loader)),
+        scaler or torch.amp.GradScaler("cpu", enabled=False),
+        epoch=kw.pop("epoch", 0),
+        device=torch.device("cpu"),
+        num_frames=2,
+        normalize=normalize,
+        objective=objective,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_loss_stops_before_the_step_and_names_where_and_why(value):
+    torch.manual_seed(0)
+    model, data = Stub(), batches(4)
+    reference = copy.deepcopy(model)
+    run_epoch(reference, data[:2], poisoned(set()))  # the two good steps before the bad one
+    with pytest.raises(NonFiniteError) as err:
+        run_epoch(model, data, poisoned({2}, value))
+    msg = str(err.value)
+    assert f"non-finite training at epoch 0, iteration 2 of 4: loss {value}" in msg
+    assert "likely cause: a learning rate too high (the LR is 0.5 here; lower solver.lr)" in msg
+    assert "stopped (solver.skip_nonfinite is 0)" in msg and "\n" not in msg
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)  # the bad step changed nothing
+
+
+def test_an_infinite_gradient_with_a_finite_loss_stops_too():
+    torch.manual_seed(0)
+    with pytest.raises(NonFiniteError, match=r"iteration 1 of 3: gradient norm inf; likely cause"):
+        run_epoch(Stub(), batches(3), poisoned({1}, grad=True))
+
+
+def test_skip_nonfinite_skips_logs_and_counts_up_to_its_budget():
+    """With solver.skip_nonfinite 2, two bad steps are skipped (the weights end as if those batches
+    were not there: SGD at a constant LR) and the third stops the run, counting earlier epochs'."""
+    torch.manual_seed(0)
+    model, data = Stub(), batches(5)
+    reference = copy.deepcopy(model)
+    run_epoch(reference, [data[0], data[2], data[4]], poisoned(set()))
+    lines: list[str] = []
+    stats = run_epoch(model, data, poisoned({1, 3}), skip_nonfinite=2, log=lines.append, print_freq=0)
+    assert stats.nonfinite_skipped == 2 and stats.steps == 3
+    assert stats.samples == 6 and stats.loss == pytest.approx(stats.loss_sum / 6)  # the skipped clips left out
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert lines == [
+        "non-finite step skipped at epoch 0, iteration 1 of 5: loss nan (skip 1 of at most solver.skip_nonfinite=2)",
+        "non-finite step skipped at epoch 0, iteration 3 of 5: loss nan (skip 2 of at most solver.skip_nonfinite=2)",
+    ]
+    with pytest.raises(NonFiniteError, match=r"epoch 1, iteration 3 of 5: loss nan.*more than solver.skip_nonfinite=2"):
+        run_epoch(Stub(), data, poisoned({1, 3}), skip_nonfinite=2, skipped_before=1, epoch=1)
+
+
+def test_a_bad_loss_inside_an_accumulation_window_skips_the_whole_window():
+    torch.manual_seed(0)
+    model, data = Stub(), batches(4)
+    reference = copy.deepcopy(model)
+    run_epoch(reference, data[2:], poisoned(set()), accumulation=2)
+    stats = run_epoch(model, data, poisoned({0}), accumulation=2, skip_nonfinite=1)
+    assert stats.nonfinite_skipped == 1 and stats.steps == 1
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_the_fp16_scaler_skips_overflows_itself_and_a_collapsed_scale_stops():
+    """An enabled GradScaler skips a step whose gradient overflows (not counted against
+    solver.skip_nonfinite: no double count); gradients that overflow at every scale stop the run."""
+    torch.manual_seed(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    stats = run_epoch(Stub(), batches(3), poisoned({1}, grad=True), scaler=scaler)
+    assert stats.nonfinite_skipped == 0 and stats.steps == 3 and scaler.get_scale() == 512.0
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**-13)
+    with pytest.raises(NonFiniteError, match=r"iteration 1 of 3: fp16 loss scale 3.05e-05: the gradients overflow"):
+        run_epoch(Stub(), batches(3), poisoned({0, 1, 2}, grad=True), scaler=scaler)
+
+
+def test_non_finite_weights_are_named_as_the_cause():
+    torch.manual_seed(0)
+    model = Stub()
+    with torch.no_grad():
+        model.lin.weight[0, 0] = math.nan
+    with pytest.raises(NonFiniteError, match="likely cause: the weights are non-finite"):
+        run_epoch(model, batches(2), poisoned(set()))

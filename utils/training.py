@@ -1,6 +1,7 @@
 """The training engine: one epoch of an objective (cross-entropy on the model's logits by default,
 or a contrastive loss from `utils.contrastive`), with gradient accumulation, DDP `no_sync`,
-gradient clipping, mixed precision and the per-iteration LR schedule.
+gradient clipping, mixed precision, the per-iteration LR schedule, and the guard against
+non-finite steps (`NonFiniteError`, or a skipped step within `skip_nonfinite`).
 
 Like the evaluation engine it takes plain objects (model, loader, optimiser, scheduler, scaler,
 a normalise function) and imports nothing above `utils/`.
@@ -8,6 +9,7 @@ a normalise function) and imports nothing above `utils/`.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -23,10 +25,20 @@ from tqdm import tqdm
 
 from utils.contrastive import Objective, cross_entropy
 from utils.data_wait import DataWaitMeter
+from utils.distributed import all_reduce_sum
+from utils.errors import UserError
 from utils.precision import autocast
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 Prepare = Callable[[Any], torch.Tensor]
+
+# With fp16 `amp` the GradScaler halves its scale at each overflow; below this (from 65536, 30
+# overflows in a row) the gradients are non-finite at any scale, which scaling cannot fix.
+MIN_LOSS_SCALE = 2.0**-14
+
+
+class NonFiniteError(UserError):
+    """A non-finite loss or gradient stopped training (one line: where, the value, the likely cause)."""
 
 
 @dataclass
@@ -37,6 +49,8 @@ class EpochStats:
     seconds: float = 0.0
     lrs: list[float] = field(default_factory=list)
     first_step_s: float = 0.0  # data wait included; with solver.compile, mostly compilation in the first epoch
+    step_s: float | None = None  # mean time of the iterations after the first (None: only one)
+    nonfinite_skipped: int = 0  # optimiser steps skipped for a non-finite loss or gradient
 
     @property
     def loss(self) -> float:
@@ -74,10 +88,13 @@ class Progress:
         log: Callable[[str], None] | None,
         bar: bool,
         meter: DataWaitMeter | None = None,
+        prior_step_s: float | None = None,
     ) -> None:
         self.total, self.epoch, self.epochs = total, epoch, epochs
         self.world_size, self.print_freq, self.log, self.meter = world_size, print_freq, log, meter
         self.batch_time, self.data_time, self.losses = AverageMeter(), AverageMeter(), AverageMeter()
+        self.steady = AverageMeter()  # iterations after the first: the first also starts the loader
+        self.prior_step_s = prior_step_s
         self.bar = (
             tqdm(
                 total=total,
@@ -92,8 +109,20 @@ class Progress:
             else None
         )  # None: off when not a tty
 
+    def eta(self, i: int) -> str:
+        """Time left for the training iterations of the remaining epochs after iteration i, at the
+        steady rate: the mean of this epoch's iterations after its first (whose time includes
+        starting the loader's workers), or before that the rate of the previous epoch."""
+        step_s = self.steady.avg if self.steady.count else self.prior_step_s
+        if step_s is None:
+            return "measuring"
+        return _hms(step_s * ((self.epochs - self.epoch) * self.total - i - 1))
+
     def update(self, i: int, loss: float, batch: int, lr: float) -> None:
-        self.losses.update(loss, batch)
+        if math.isfinite(loss):
+            self.losses.update(loss, batch)
+        if i > 0:
+            self.steady.update(self.batch_time.val)
         if self.meter is not None:
             self.meter.update(self.data_time.val, self.batch_time.val)
         if self.bar is not None:
@@ -105,9 +134,8 @@ class Progress:
             )
             self.bar.update(1)
         if self.log is not None and self.print_freq and i % self.print_freq == 0:
-            eta = self.batch_time.avg * ((self.epochs - self.epoch) * self.total - i - 1)
             line = (
-                f"Epoch: [{self.epoch}][{i}/{self.total}], lr: {lr:.2e}, eta: {_hms(eta)}\t"
+                f"Epoch: [{self.epoch}][{i}/{self.total}], lr: {lr:.2e}, eta: {self.eta(i)}\t"
                 f"Time {self.batch_time.val:.3f} ({self.batch_time.avg:.3f})\t"
                 f"Data {self.data_time.val:.3f} ({self.data_time.avg:.3f})\t"
                 f"Loss {loss:.4f} ({self.losses.avg:.4f})"
@@ -152,6 +180,10 @@ def train_one_epoch(
     objective: Objective = cross_entropy,
     prepare: Prepare | None = None,
     meter: DataWaitMeter | None = None,
+    skip_nonfinite: int = 0,
+    skipped_before: int = 0,
+    prior_step_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> EpochStats:
     """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `objective(model, x, y)`.
 
@@ -164,17 +196,33 @@ def train_one_epoch(
     `prepare(clips)` moves a batch to the device first (and applies a deferred transform there:
     `datasets.device_transforms.ClipsToDevice`). `meter` measures the data wait per iteration and
     adds it to the log line, with a warning when the loader is the bottleneck (`utils.data_wait`).
+
+    A non-finite loss (on any rank) or gradient stops the epoch with `NonFiniteError` before the
+    optimiser steps, unless fewer than `skip_nonfinite` steps of the run (`skipped_before` of them
+    in earlier epochs) were skipped: then the step is skipped (gradients dropped, logged, counted
+    in `EpochStats.nonfinite_skipped`). With an enabled GradScaler (fp16) an overflowing gradient is
+    the scaler's to skip and is not counted; a scale that collapses below `MIN_LOSS_SCALE` stops.
+    `prior_step_s` (the previous epoch's `step_s`) gives the first log line's ETA; `clock` times it.
     """
     model.train()
     n = len(loader)  # type: ignore[arg-type]
     stats = EpochStats()
     bar = Progress(
-        n, epoch=epoch, epochs=epochs, world_size=world_size, print_freq=print_freq, log=log, bar=progress, meter=meter
+        n,
+        epoch=epoch,
+        epochs=epochs,
+        world_size=world_size,
+        print_freq=print_freq,
+        log=log,
+        bar=progress,
+        meter=meter,
+        prior_step_s=prior_step_s,
     )
     optimizer.zero_grad(set_to_none=True)
-    end = start = time.perf_counter()
+    bad_loss: float | None = None  # a non-finite loss of this rank in the current accumulation window
+    end = start = clock()
     for i, batch in enumerate(loader):
-        bar.data_time.update(time.perf_counter() - end)
+        bar.data_time.update(clock() - end)
         window_start = (i // accumulation) * accumulation
         window = min(accumulation, n - window_start)
         x = prepare(batch[0]) if prepare is not None else batch[0].to(device, non_blocking=True)
@@ -183,24 +231,44 @@ def train_one_epoch(
         loss = _backward(
             model, objective, x, y, scaler, precision, device, window, sync=(i - window_start) == window - 1
         )
+        if not math.isfinite(loss) and bad_loss is None:
+            bad_loss = loss
         if (i - window_start) == window - 1:
-            _optimizer_step(model, optimizer, scaler, clip_grad_norm)
-            stats.steps += 1
+            where = f"epoch {epoch}, iteration {i} of {n}"
+            try:
+                fault = _optimizer_step(model, optimizer, scaler, clip_grad_norm, bad_loss, world_size > 1)
+            except _ScaleCollapse as err:
+                fault = f"fp16 loss scale {err.args[0]:.3g}: the gradients overflow at every scale"
+                raise NonFiniteError(_stop_line(where, fault, model, precision, optimizer, None)) from None
+            bad_loss = None
+            if fault is None:
+                stats.steps += 1
+            else:
+                if skipped_before + stats.nonfinite_skipped >= skip_nonfinite:
+                    raise NonFiniteError(_stop_line(where, fault, model, precision, optimizer, skip_nonfinite))
+                stats.nonfinite_skipped += 1
+                if log is not None:
+                    log(
+                        f"non-finite step skipped at {where}: {fault} (skip {skipped_before + stats.nonfinite_skipped}"
+                        f" of at most solver.skip_nonfinite={skip_nonfinite})"
+                    )
         stats.lrs = [g["lr"] for g in optimizer.param_groups]
         with warnings.catch_warnings():  # an accumulation window may begin before optimizer.step()
             warnings.simplefilter("ignore", UserWarning)
             scheduler.step()
-        stats.loss_sum += loss * int(y.shape[0])
-        stats.samples += int(y.shape[0])
-        bar.batch_time.update(time.perf_counter() - end)
+        if math.isfinite(loss):  # train_loss and clips/s count the clips that trained
+            stats.loss_sum += loss * int(y.shape[0])
+            stats.samples += int(y.shape[0])
+        bar.batch_time.update(clock() - end)
         if i == 0:
-            stats.first_step_s = time.perf_counter() - start
-        end = time.perf_counter()
+            stats.first_step_s = clock() - start
+        end = clock()
         if on_iteration is not None:
             on_iteration(epoch * n + i, loss, stats.lrs)
         bar.update(i, loss, int(y.shape[0]), stats.lrs[-1])
     bar.close()
-    stats.seconds = time.perf_counter() - start
+    stats.seconds = clock() - start
+    stats.step_s = bar.steady.avg if bar.steady.count else None
     return stats
 
 
@@ -225,14 +293,61 @@ def _backward(
 
 
 def _optimizer_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_grad_norm: float | None
-) -> None:
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    clip_grad_norm: float | None,
+    bad_loss: float | None,
+    distributed: bool,
+) -> str | None:
+    """Step the optimiser, or drop the gradients and name the fault (None: stepped).
+
+    The ranks agree on a non-finite loss (one all-reduce of a flag per step), so they all skip or
+    all stop; gradients are the same on every rank after DDP's all-reduce, so their check agrees
+    without one. With an enabled scaler an overflowing gradient is left to the scaler."""
+    flag = torch.tensor([0.0 if bad_loss is None else 1.0])
+    if distributed:
+        flag = all_reduce_sum(flag)
+    if float(flag[0]) > 0:
+        optimizer.zero_grad(set_to_none=True)
+        return f"loss {bad_loss}" if bad_loss is not None else "a non-finite loss on another rank"
+    norm = None
     if clip_grad_norm:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    elif not scaler.is_enabled():
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else None
+    if norm is not None and not scaler.is_enabled() and not bool(torch.isfinite(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return f"gradient norm {float(norm)}"
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    if scaler.is_enabled() and scaler.get_scale() < MIN_LOSS_SCALE:
+        raise _ScaleCollapse(scaler.get_scale())
+    return None
+
+
+class _ScaleCollapse(Exception):
+    """The fp16 loss scale fell below MIN_LOSS_SCALE: not a step to skip, a stop."""
+
+
+def _stop_line(
+    where: str, fault: str, model: nn.Module, precision: str, optimizer: torch.optim.Optimizer, budget: int | None
+) -> str:
+    """The one line that stops training: where, the value, the likely cause, what to do."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        cause = "the weights are non-finite (an earlier step diverged, or the pretrain/resume checkpoint holds NaN/inf)"
+    elif precision == "amp":
+        cause = "fp16 overflow (try --precision bf16 or fp32) or a learning rate too high (lower solver.lr)"
+    else:
+        lr = max(g["lr"] for g in optimizer.param_groups)
+        cause = f"a learning rate too high (the LR is {lr:.3g} here; lower solver.lr) or extreme input values"
+    if budget is None:
+        return f"non-finite training at {where}: {fault}; likely cause: {cause}; stopped"
+    allowed = f"more than solver.skip_nonfinite={budget} such steps" if budget else "solver.skip_nonfinite is 0"
+    return f"non-finite training at {where}: {fault}; likely cause: {cause}; stopped ({allowed})"
 
 
 def _hms(seconds: float) -> str:

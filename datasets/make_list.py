@@ -12,7 +12,9 @@ formats (SPEC §2.1) themselves. This tool does it from the usual layout::
 With `--labels`, class folders are mapped to the CSV's row ids: an exact name match first, then a
 match that ignores case and treats `_` as a space (so `air_drumming/` finds `air drumming`); a
 folder that matches no class is an error. Without `--labels`, classes are numbered in sorted
-folder-name order and a label CSV is written next to the list (`--labels-out` to choose where).
+folder-name order and a label CSV is written next to the list: `<list>_labels.csv`, the list's
+whole name less a `.txt` (`--labels-out` to choose where). That CSV is refused if it exists and was
+written for another list (a hidden `.<csv name>.source` next to it records which).
 Every class folder counts, even an empty one, so the numbering depends on the folder names only.
 Output order is deterministic: classes sorted, then videos sorted by name (code-point order).
 """
@@ -25,7 +27,7 @@ import os
 import re
 import string
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Literal
 from datasets.lists import read_label_csv
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
-from utils.fileio import atomic_write_text
+from utils.fileio import atomic_write_text, make_folder
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ogv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -282,7 +284,7 @@ def format_lines(entries: Iterable[Entry], ids: dict[str, int]) -> list[str]:
 def write_label_csv(names: Sequence[str], path: str | Path) -> None:
     """Header `id,name`, then `i,<name>` per class (csv quoting for names with commas)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "label CSV folder")
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["id", "name"])
@@ -292,9 +294,38 @@ def write_label_csv(names: Sequence[str], path: str | Path) -> None:
 
 
 def default_labels_out(out: str | Path) -> Path:
-    """`lists/mine/train.txt` -> `lists/mine/train_labels.csv`."""
+    """`lists/mine/train.txt` -> `lists/mine/train_labels.csv`; any other name is kept whole
+    (`pp/x.a` -> `pp/x.a_labels.csv`), so two lists never share a label CSV."""
     out = Path(out)
-    return out.with_name(out.stem + "_labels.csv")
+    return out.with_name((out.stem if out.suffix == ".txt" else out.name) + "_labels.csv")
+
+
+def source_record(path: str | Path) -> Path:
+    """The hidden file next to a derived output that names what it was written from."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.source")
+
+
+def claim_derived(path: str | Path, source: str | Path, flag: str) -> None:
+    """Refuse to replace `path`, an output whose name was derived from `source`, when it exists
+    and was not written from `source` (by another source, or by hand: no record); a rerun from
+    the same source may replace it. `flag` names the option that chooses another name."""
+    path = Path(path)
+    if not path.exists():
+        return
+    want = str(Path(source).resolve())
+    try:
+        recorded = source_record(path).read_text().strip()
+    except OSError:
+        recorded = ""
+    if recorded != want:
+        was = f"was written from {recorded}" if recorded else "was not written by this tool"
+        raise UserError(f"{path} exists and {was}, not from {source}: name another file with {flag}, or remove it")
+
+
+def record_source(path: str | Path, source: str | Path) -> None:
+    """Note next to `path` that it was written from `source` (see `claim_derived`)."""
+    atomic_write_text(source_record(path), str(Path(source).resolve()) + "\n")
 
 
 def make_list(
@@ -306,8 +337,15 @@ def make_list(
     labels_out: str | Path | None = None,
     space_names: bool = False,
     threads: int = 8,
+    class_names: Mapping[str, str] | None = None,
+    source: str | Path | None = None,
 ) -> dict:
-    """Scan, map classes, write the list (and the label CSV without `labels`); returns a summary."""
+    """Scan, map classes, write the list (and the label CSV without `labels`); returns a summary.
+
+    `class_names`: the class name of a folder where it is not the folder's name (datasets.preprocess
+    writes `air drumming/` as `air_drumming/`). A label CSV named after the list (no `labels_out`)
+    is refused if it exists and was written for another list (or, with `source`, from another
+    source folder)."""
     found_fmt, classes, entries, warnings = scan_tree(root, fmt, image_tmpl, threads)
     used = {e.class_name for e in entries}
     empty = [c for c in classes if c not in used]
@@ -321,13 +359,22 @@ def make_list(
         if missing:
             warnings.append(f"{missing} of the {len(class_names)} classes of {labels} have no videos under {root}")
     else:
-        names = [c.replace("_", " ") if space_names else c for c in classes]
+        real = [(class_names or {}).get(c, c) for c in classes]
+        names = [c.replace("_", " ") if space_names else c for c in real]
         ids = {c: i for i, c in enumerate(classes)}
         written_csv = Path(labels_out) if labels_out else default_labels_out(out)
-        write_label_csv(names, written_csv)
+    derived_from = source if source is not None else out
+    if written_csv is not None and not labels_out:
+        claim_derived(written_csv, derived_from, "--labels-out")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"list folder {out.parent}: cannot create the folder: {out.parent} is a file, not a folder")
+    make_folder(out.parent, "list folder")
     atomic_write_text(out, "\n".join(format_lines(entries, ids)) + "\n")
+    if written_csv is not None:
+        write_label_csv(names, written_csv)
+        if not labels_out:
+            record_source(written_csv, derived_from)
     return {
         "format": found_fmt,
         "videos": len(entries),

@@ -1,7 +1,7 @@
 """Re-encode a folder tree of videos for fast random access, or extract JPEG frames
 (`python -m datasets.preprocess`).
 
-    python -m datasets.preprocess SRC OUT [--short-side 256] [--fps 0] [--gop 4] [--crf 23]
+    python -m datasets.preprocess SRC OUT [--short-side 256] [--fps 0] [--gop 1] [--crf 23]
                                   [--frames] [--workers N] [--labels CSV] [--list FILE]
 
 SRC holds one folder per class with video files (K400's layout); OUT gets the same tree:
@@ -13,9 +13,18 @@ SRC holds one folder per class with video files (K400's layout); OUT gets the sa
   have a constant frame rate, so torchcodec may seek by timestamp (`approximate`, cheaper).
 - `--frames`: JPEG frame folders `OUT/<class>/<video>/img_00001.jpg ...` (`--image-tmpl`,
   `--quality`) at the same short side and frame rate.
-Then the list (and, without `--labels`, a label CSV) is written with `datasets.make_list` for OUT.
+Then the list (and, without `--labels`, a label CSV) is written with `datasets.make_list` for OUT:
+by default `OUT.txt` and `OUT_labels.csv` next to OUT, with OUT's whole name (`pp/x.a` ->
+`pp/x.a.txt`, `pp/x.a_labels.csv`). Such a file that exists and was written from another OUT (or
+by hand) is refused before any work; a rerun for the same OUT replaces it (a hidden
+`.<name>.source` next to each records the OUT).
 
-Work is spread over `--workers` processes (one FFmpeg thread each) with a progress bar. It is
+Names with whitespace (Kinetics' `air drumming/`), which the list format cannot hold, are written
+with `_` instead (`air_drumming/`), said once in the summary; the label CSV keeps the class names
+of SRC's folders. Two sources that would get one output name are refused.
+
+Work is spread over `--workers` processes (one FFmpeg thread each). Progress: a bar on a terminal,
+otherwise (a log, nohup, CI) a line at every 10 % and every 30 s with the rate and the time left. It is
 resumable: every output is written under a temporary name and renamed when complete, so a re-run
 skips finished videos and redoes interrupted ones. A video that cannot be decoded is reported
 with its path (and listed in OUT/preprocess_failures.txt); the others are still processed, and the
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,10 +46,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from datasets.make_list import VIDEO_EXTENSIONS, make_list
+from datasets.make_list import VIDEO_EXTENSIONS, claim_derived, default_labels_out, make_list, record_source
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
-from utils.fileio import atomic_write_text, fsync_path
+from utils.fileio import atomic_write_text, fsync_path, make_folder
+from utils.progress import Progress
 
 DEFAULT_GOP = 1  # all-intra: chosen by measurement, docs/data.md ("Pre-processing")
 
@@ -186,22 +197,48 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def plan(src_root: Path, out_root: Path, frames: bool) -> tuple[list[tuple[str, str]], int]:
-    """(src, dst) pairs still to do, and the number already done."""
+def list_safe(name: str) -> str:
+    """A file or folder name the list format can hold: every whitespace character becomes `_`."""
+    return re.sub(r"\s", "_", name)
+
+
+@dataclass
+class Plan:
+    """What `plan` found: (src, dst) pairs still to do, the number already done, the class name of
+    each output class folder, and the sources whose output name differs (whitespace)."""
+
+    todo: list[tuple[str, str]]
+    done: int
+    class_names: dict[str, str]
+    renamed: list[tuple[str, str]]
+
+
+def plan(src_root: Path, out_root: Path, frames: bool) -> Plan:
+    """The work: SRC/<class>/<video> -> OUT/<class>/<video stem>(.mp4), names made list-safe.
+
+    Two sources that would get the same output name (`a b.mp4` and `a_b.mp4`) are refused."""
     if not src_root.is_dir():
         raise UserError(f"source folder not found: {src_root}")
     todo, done = [], 0
+    class_names: dict[str, str] = {}
+    renamed: list[tuple[str, str]] = []
+    taken: dict[Path, str] = {}
     for cls in sorted(e.name for e in os.scandir(src_root) if e.is_dir() and not e.name.startswith(".")):
         for item in sorted(os.scandir(src_root / cls), key=lambda e: e.name):
             if item.name.startswith(".") or not item.name.lower().endswith(VIDEO_EXTENSIONS):
                 continue
-            if any(c.isspace() for c in cls + item.name):
-                raise UserError(
-                    f"{item.path}: the path contains whitespace, which the list format cannot hold; "
-                    f"rename it (e.g. spaces to '_')"
-                )
             stem = os.path.splitext(item.name)[0]
-            dst = out_root / cls / (stem if frames else stem + ".mp4")
+            rel = f"{list_safe(cls)}/{list_safe(stem)}" + ("" if frames else ".mp4")
+            dst = out_root / rel
+            if dst in taken:
+                raise UserError(
+                    f"{item.path} and {taken[dst]} would both be written to {dst} (whitespace becomes '_'); "
+                    f"rename one of them"
+                )
+            taken[dst] = item.path
+            class_names[list_safe(cls)] = cls
+            if rel != f"{cls}/{stem}" + ("" if frames else ".mp4"):
+                renamed.append((f"{cls}/{item.name}", rel))
             if dst.exists():
                 done += 1
             else:
@@ -211,7 +248,7 @@ def plan(src_root: Path, out_root: Path, frames: bool) -> tuple[list[tuple[str, 
             f"{src_root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in class folders "
             f"(expected SRC/<class>/<video>)"
         )
-    return todo, done
+    return Plan(todo, done, class_names, renamed)
 
 
 def check_settings(out_root: Path, s: Settings) -> None:
@@ -229,32 +266,28 @@ def check_settings(out_root: Path, s: Settings) -> None:
                 f"{out_root} was written with other settings ({marker}: {old}); "
                 f"use the same options to resume, or another output folder"
             )
-    out_root.mkdir(parents=True, exist_ok=True)
+    make_folder(out_root, "output folder")
     atomic_write_text(marker, json.dumps(asdict(s), indent=1) + "\n")
 
 
 def preprocess(
     src: str | Path, out: str | Path, s: Settings, *, workers: int = 0, progress: bool = True
 ) -> dict[str, Any]:
-    """Process every video of SRC into OUT; returns counts and the failures (src, message)."""
+    """Process every video of SRC into OUT; returns counts, the failures (src, message), the class
+    name of each output class folder and the renamed sources (see `Plan`).
+
+    Progress (`utils.progress`): a bar on a terminal, otherwise a line at every 10 % and every 30 s
+    with the rate and the time left, counted from the first finished video."""
     src_root, out_root = Path(src), Path(out)
     if s.short_side < 16 or s.gop < 1 or s.fps < 0 or not 0 <= s.crf <= 51 or not 1 <= s.quality <= 100:
         raise UserError("--short-side >= 16, --gop >= 1, --fps >= 0, --crf 0-51, --quality 1-100")
-    todo, done = plan(src_root, out_root, s.frames)
+    work = plan(src_root, out_root, s.frames)
+    todo, done = work.todo, work.done
     check_settings(out_root, s)
-    for d in {os.path.dirname(dst) for _, dst in todo}:
-        os.makedirs(d, exist_ok=True)
+    for d in sorted({os.path.dirname(dst) for _, dst in todo}):
+        make_folder(d, "output folder")
     failures: list[tuple[str, str]] = []
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=len(todo) + done,
-        initial=done,
-        unit="video",
-        desc="preprocess",
-        dynamic_ncols=True,
-        disable=not progress or None,
-    )
+    bar = Progress(len(todo), "preprocess", "video", enabled=progress)
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         results: Iterator[tuple[str, str | None]] = (process_one(a, b, asdict(s)) for a, b in todo)
@@ -277,7 +310,13 @@ def preprocess(
         atomic_write_text(report, "".join(f"{p}: {e}\n" for p, e in failures))
     elif report.exists():
         report.unlink()
-    return {"done_before": done, "processed": len(todo) - len(failures), "failures": failures}
+    return {
+        "done_before": done,
+        "processed": len(todo) - len(failures),
+        "failures": failures,
+        "class_names": work.class_names,
+        "renamed": work.renamed,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file names with --frames (first index 1)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
     p.add_argument("--labels", help="label CSV to number the classes by (else a CSV is written)")
-    p.add_argument("--list", help="list file to write (default OUT.txt next to OUT)")
+    p.add_argument("--list", help="list file to write (default: OUT's whole name + .txt, next to OUT)")
     p.add_argument("--space-names", action="store_true", help="written label CSV: '_' in folder names as spaces")
     return p
 
@@ -315,20 +354,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         quality=a.quality,
         image_tmpl=a.image_tmpl,
     )
-    result = preprocess(a.src, a.out, s, workers=a.workers)
+    out = Path(a.out)
+    list_path = Path(a.list) if a.list else out.with_name(out.name + ".txt")  # pp/x.a -> pp/x.a.txt
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out}: cannot create the folder: {out} is a file, not a folder")
+    if not a.list:  # names derived from OUT: refused early if another source wrote them
+        claim_derived(list_path, out, "--list")
+    if not a.labels:
+        claim_derived(default_labels_out(list_path), out, "--list")
+    result = preprocess(a.src, out, s, workers=a.workers)
     for path, err in result["failures"]:
         print(f"error: {path}: {err}", file=sys.stderr)
-    out = Path(a.out)
     summary = make_list(
         out,
-        a.list or out.with_suffix(".txt"),
+        list_path,
         a.labels,
         "frames" if s.frames else "video",
         s.image_tmpl if s.frames else None,
         space_names=a.space_names,
+        class_names=result["class_names"],
+        source=out,
     )
+    if not a.list:
+        record_source(list_path, out)
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
+    renamed = result["renamed"]
+    if renamed:
+        first, written = renamed[0]
+        print(
+            f"{len(renamed)} source name(s) hold whitespace, which lists cannot: written with '_' "
+            f"(e.g. '{first}' -> '{written}')"
+            + ("; the label CSV keeps the class names" if summary["labels_csv"] else "")
+        )
     print(
         f"{result['processed']} processed, {result['done_before']} already done, {len(result['failures'])} failed; "
         f"list {summary['list']}" + (f", labels {summary['labels_csv']}" if summary["labels_csv"] else "")

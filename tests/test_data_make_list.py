@@ -235,3 +235,44 @@ def test_empty_frame_folders_are_not_taken_for_a_level_too_high(tmp_path):
     (tmp_path / "r" / "cls" / "vid" / "notes.txt").write_text("no frames")
     with pytest.raises(UserError, match="every frame folder is empty"):
         make_list(tmp_path / "r", tmp_path / "out.txt")
+
+
+def test_derived_label_csv_keeps_the_whole_list_name_and_is_not_taken_from_another_list(tmp_path):
+    root = tmp_path / "frames"
+    _make_frames_tree(root, FRAMES_TREE)
+    lists = tmp_path / "lists"
+    assert make_list(root, lists / "x.a")["labels_csv"] == str(lists / "x.a_labels.csv")
+    assert make_list(root, lists / "x.b")["labels_csv"] == str(lists / "x.b_labels.csv")
+    assert make_list(root, lists / "train.txt")["labels_csv"] == str(lists / "train_labels.csv")
+    make_list(root, lists / "x.a")  # the same list again: its own CSV may be replaced
+    before = (lists / "x.a_labels.csv").read_text()
+    with pytest.raises(UserError) as err:  # x.a.txt would also name its CSV x.a_labels.csv
+        make_list(root, lists / "x.a.txt")
+    assert str(err.value) == (
+        f"{lists / 'x.a_labels.csv'} exists and was written from {lists / 'x.a'}, not from {lists / 'x.a.txt'}: "
+        f"name another file with --labels-out, or remove it"
+    )
+    assert not (lists / "x.a.txt").exists() and (lists / "x.a_labels.csv").read_text() == before
+    (lists / "mine_labels.csv").write_text("id,name\n0,by hand\n")
+    with pytest.raises(UserError, match="mine_labels.csv exists and was not written by this tool"):
+        make_list(root, lists / "mine.txt")
+    make_list(root, lists / "mine.txt", labels_out=lists / "mine_labels.csv")  # named explicitly: replaced
+    assert read_label_csv(lists / "mine_labels.csv") == sorted(FRAMES_TREE)
+
+
+def test_class_names_of_renamed_folders_go_to_the_written_csv(tmp_path):
+    root = tmp_path / "frames"
+    _make_frames_tree(root, {"air_drumming": {"a": 2}, "zumba": {"b": 2}})
+    make_list(root, tmp_path / "l.txt", class_names={"air_drumming": "air drumming"})
+    assert read_label_csv(tmp_path / "l_labels.csv") == ["air drumming", "zumba"]
+
+
+def test_list_under_a_regular_file_is_one_line(tmp_path):
+    root = tmp_path / "frames"
+    _make_frames_tree(root, FRAMES_TREE)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError) as err:
+        make_list(root, tmp_path / "afile" / "l.txt", labels_out=tmp_path / "l.csv")
+    assert str(err.value) == (
+        f"list folder {tmp_path / 'afile'}: cannot create the folder: {tmp_path / 'afile'} is a file, not a folder"
+    )

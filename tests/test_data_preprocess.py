@@ -4,6 +4,7 @@ list, resuming, failures reported per file."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import av
@@ -132,3 +133,77 @@ def test_outputs_are_flushed_to_disk_before_the_rename(src, tmp_path, monkeypatc
     assert sorted(n for n, _ in flushed) == names  # every finished output, not the failed one
     if frames:
         assert dict(flushed)[".v1.tmp"] == sorted(p.name for p in (out / "jumping" / "v1").iterdir())
+
+
+def test_whitespace_in_source_names_gives_list_safe_outputs_and_real_class_names(tmp_path, capsys):
+    src = tmp_path / "k400"
+    _video(src / "air drumming" / "my clip.mp4", 64, 48, frames=6)
+    _video(src / "air drumming" / "b.mp4", 64, 48, frames=6)
+    _video(src / "zumba" / "z.mp4", 64, 48, frames=6)
+    out = tmp_path / "pp"
+    main([str(src), str(out), "--short-side", "32", "--workers", "1"])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.mp4")) == [
+        "air_drumming/b.mp4",
+        "air_drumming/my_clip.mp4",
+        "zumba/z.mp4",
+    ]
+    assert (tmp_path / "pp.txt").read_text() == "air_drumming/b.mp4 0\nair_drumming/my_clip.mp4 0\nzumba/z.mp4 1\n"
+    assert (tmp_path / "pp_labels.csv").read_text() == "id,name\n0,air drumming\n1,zumba\n"
+    said = [line for line in capsys.readouterr().out.splitlines() if "hold whitespace" in line]
+    assert said == [
+        "2 source name(s) hold whitespace, which lists cannot: written with '_' (e.g. 'air drumming/b.mp4' -> "
+        "'air_drumming/b.mp4'); the label CSV keeps the class names"
+    ]
+    # a rerun (the same OUT) finds everything done and rewrites its own list
+    main([str(src), str(out), "--short-side", "32", "--workers", "1"])
+    assert "0 processed, 3 already done, 0 failed" in capsys.readouterr().out
+    _video(src / "zumba" / "z y.mp4", 64, 48, frames=6)
+    _video(src / "zumba" / "z_y.mp4", 64, 48, frames=6)
+    with pytest.raises(UserError, match=r"z_y.mp4 and .*z y.mp4 would both be written to .*zumba/z_y.mp4"):
+        preprocess(src, out, Settings(short_side=32), workers=1, progress=False)
+
+
+def test_derived_outputs_keep_the_whole_name_and_are_never_taken_from_another_source(src, tmp_path, capsys):
+    (src / "running" / "broken.mp4").unlink()
+    pp = tmp_path / "pp"
+    main([str(src), str(pp / "x.a"), "--short-side", "32", "--workers", "1"])
+    main([str(src), str(pp / "x.b"), "--short-side", "32", "--workers", "1", "--fps", "10"])
+    assert (pp / "x.a.txt").read_text() == "jumping/v1.mp4 0\nrunning/v2.mp4 1\n"
+    assert (pp / "x.b.txt").is_file() and (pp / "x.a_labels.csv").is_file() and (pp / "x.b_labels.csv").is_file()
+    assert not (pp / "x.txt").exists() and not (pp / "x_labels.csv").exists()
+    main([str(src), str(pp / "x.a"), "--short-side", "32", "--workers", "1"])  # a rerun of the same source
+    # a list of that name written by hand (or from another OUT): refused before any work
+    (pp / "x.c.txt").write_text("mine 0\n")
+    with pytest.raises(UserError) as err:
+        main([str(src), str(pp / "x.c"), "--short-side", "32", "--workers", "1"])
+    assert str(err.value) == (
+        f"{pp / 'x.c.txt'} exists and was not written by this tool, not from {pp / 'x.c'}: name another file "
+        f"with --list, or remove it"
+    )
+    assert not (pp / "x.c").exists() and (pp / "x.c.txt").read_text() == "mine 0\n"
+    (pp / "x.b.txt").rename(pp / "other.txt")  # x.b_labels.csv stays, recorded as written from x.b
+    (pp / ".x.b_labels.csv.source").write_text(str((pp / "x.a").resolve()) + "\n")
+    with pytest.raises(UserError, match=rf"x.b_labels.csv exists and was written from {pp / 'x.a'}, not from"):
+        main([str(src), str(pp / "x.b"), "--short-side", "32", "--workers", "1", "--fps", "10"])
+
+
+def test_output_under_a_regular_file_is_one_line(src, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError) as err:
+        main([str(src), str(tmp_path / "afile" / "out"), "--workers", "1"])
+    assert str(err.value) == f"output folder {tmp_path / 'afile' / 'out'}: cannot create the folder: " + (
+        f"{tmp_path / 'afile'} is a file, not a folder"
+    )
+    with pytest.raises(UserError, match=f"output folder {tmp_path / 'afile'}: cannot create the folder: .* is a file"):
+        main([str(src), str(tmp_path / "afile"), "--workers", "1"])
+
+
+def test_progress_is_a_plain_line_with_rate_and_time_left_when_not_on_a_terminal(tmp_path, capsys):
+    src = tmp_path / "src"
+    for k in range(4):
+        _video(src / "c" / f"v{k}.mp4", 64, 48, frames=4)
+    preprocess(src, tmp_path / "out", Settings(short_side=32), workers=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "preprocess: 1/4 videos (25 %)"  # no rate from one video: start-up is not in it
+    assert re.fullmatch(r"preprocess: 2/4 videos \(50 %\), [\d.]+ (videos/s|s/video), about \d+ s left", lines[1])
+    assert re.fullmatch(r"preprocess: 4/4 videos in \d+ s \(.* after the first\)", lines[-1])

@@ -33,7 +33,7 @@ def _file_in_the_way(path: Path) -> Path | None:
     """The nearest existing part of `path` (itself or a parent folder) when it is not a folder."""
     for part in (path, *path.parents):
         if part.exists() or part.is_symlink():
-            return None if part.is_dir() or part == path else part
+            return None if part.is_dir() else part
     return None
 
 

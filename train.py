@@ -74,7 +74,7 @@ from torch import nn
 
 import clip
 from app.fit import RunState, Session, Validation
-from app.run_folder import check_resume_config, prepare_run_folder, record_config
+from app.run_folder import check_resume_config, end_epoch, prepare_run_folder, record_config, run_is_complete
 from datasets import build_dataset, build_loader, write_fewshot_list
 from datasets.builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     """The recipe: run folder, model, data, optimiser, resume, then train / validate / save."""
+    end_epoch(0, cfg.solver.epochs, args.stop_after_epochs)  # a bad --stop_after_epochs is refused first
     seed_everything(cfg.seed + dist.rank)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -194,6 +195,14 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     log = setup_logger(out, dist.rank).info  # first: a failure from here on ends log.txt (run_cli)
     resume_ckpt = load_checkpoint(resume_path) if resume_path else None
     changes = check_resume_config(resume_ckpt, cfg, resume_path) if resume_ckpt is not None else []
+    if resume_ckpt is not None and not cfg.solver.evaluate and run_is_complete(resume_ckpt, cfg, resume_path):
+        if dist.rank == 0:  # printed, not logged: log.txt, config.yaml and the checkpoints stay as they are
+            print(
+                f"resume: {resume_path} has trained all {cfg.solver.epochs} epochs of solver.epochs: the run is "
+                f"complete; nothing was trained or rewritten (raise solver.epochs to train on)",
+                flush=True,
+            )
+        return {"output": str(out), "best": float(resume_ckpt["best_top1"]), "complete": True}
     log_start(log, cfg, dist, precision, out, changes)
     if dist.rank == 0:
         record_config(cfg, args.config, out)
@@ -224,9 +233,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         del resume_ckpt
     elif cfg.resume == "auto":
         log("resume: auto found no checkpoint; starting from scratch")
-    end_epoch = cfg.solver.epochs
-    if args.stop_after_epochs is not None:
-        end_epoch = min(end_epoch, start.epoch + max(args.stop_after_epochs, 0))
+    last = end_epoch(start.epoch, cfg.solver.epochs, args.stop_after_epochs)
     session = Session(
         cfg,
         dist,
@@ -242,11 +249,11 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
         clips_to_device(train_ds, dist.device),
         data_wait_meter(cfg, train_ds),
     )
-    result = session.fit(train_loader, validate, start, end_epoch)
-    if end_epoch < cfg.solver.epochs:
+    result = session.fit(train_loader, validate, start, last)
+    if last < cfg.solver.epochs:
         log(
-            f"stopped after epoch {end_epoch - 1} of {cfg.solver.epochs}: continue with the same command and "
-            f"--opts resume={out / LAST}"
+            f"stopped after {last} of {cfg.solver.epochs} epochs ({last - start.epoch} in this run, "
+            f"--stop_after_epochs): continue with the same command and --opts resume={out / LAST}"
         )
     return result
 
@@ -290,7 +297,7 @@ def restore(
         ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rank=rank, path=path
     )
     log(f"resumed from {path}: epoch {meta['epoch']} done, best {meta['best_top1']:.3f}")
-    return RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"])
+    return RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"], int(ckpt.get("nonfinite_skipped", 0)))
 
 
 def build_validation(cfg: Any, dist: DistInfo, log: Log, allow_pipe: frozenset[str] = frozenset()) -> Validation:

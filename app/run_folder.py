@@ -79,3 +79,29 @@ def record_config(cfg: Any, config_path: str, out: Path) -> None:
     atomic_write_text(out / "config.yaml", dump(cfg))
     with contextlib.suppress(OSError, shutil.SameFileError):
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))
+
+
+def run_is_complete(ckpt: Any, cfg: Any, path: Path | None) -> bool:
+    """Whether a resumed run has nothing left to train: True when its checkpoint has trained exactly
+    solver.epochs (then train.py says so and rewrites nothing, not even config.yaml). A checkpoint
+    that has trained more is refused: a resumed run cannot take epochs back, and config.yaml would
+    record a run that never happened."""
+    if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "epoch" not in ckpt:
+        return False  # not a training checkpoint: restore_training_state says so
+    done = int(ckpt["epoch"]) + 1
+    if done > cfg.solver.epochs:
+        raise UserError(
+            f"resume: {path} has trained {done} epochs, more than solver.epochs={cfg.solver.epochs}; a resumed run "
+            f"cannot take epochs back: resume with solver.epochs >= {done}, or start a new run from its weights "
+            f"with --opts pretrain={path}"
+        )
+    return done == cfg.solver.epochs
+
+
+def end_epoch(start_epoch: int, epochs: int, stop_after_epochs: int | None) -> int:
+    """The epoch this invocation stops before: solver.epochs, or earlier with --stop_after_epochs N."""
+    if stop_after_epochs is None:
+        return epochs
+    if stop_after_epochs < 1:
+        raise UserError(f"--stop_after_epochs must be >= 1, got {stop_after_epochs}")
+    return min(epochs, start_epoch + stop_after_epochs)

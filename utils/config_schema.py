@@ -310,6 +310,12 @@ SCHEMA: dict[str, Any] = {
             "Warn (naming the remedy) when waiting for data takes more than this "
             "fraction of the training step time; 0 disables.",
         ),
+        "report": _k(
+            True,
+            bool,
+            "Write report.html (python -m app.report: one offline page of the run) into the run or results "
+            "folder at the end of train.py, test.py and test_zeroshot.py; a failure is one warning line.",
+        ),
     },
 }
 
@@ -387,6 +393,7 @@ RESUME_MAY_CHANGE = frozenset(
         "logging.print_freq",
         "logging.eval_freq",
         "logging.tensorboard",
+        "logging.report",
         "solver.skip_nonfinite",
     }
 )

@@ -28,7 +28,6 @@ from datasets.make_list import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, template_rege
 from datasets.sampling import sample_indices
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
-from utils.cli import add_view_args  # noqa: F401 (declared in utils.cli so --help needs no torch)
 from utils.errors import UserError
 
 

@@ -45,7 +45,6 @@ from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
 from modules.video_model import VideoCLIP
 from utils.checkpoint import BEST, LAST, load_checkpoint, unwrap
-from utils.cli import add_trust_arg  # noqa: F401 (declared in utils.cli so --help needs no torch)
 from utils.config import load_config, resolve, to_dotmap
 from utils.errors import UserError
 

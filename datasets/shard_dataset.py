@@ -43,7 +43,7 @@ from datasets.decoding import BadSampleError, decode_frame_bytes, to_clip, uniqu
 from datasets.lists import VideoRecord
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
-from utils.cli import PIPE_FLAG, add_allow_pipe_arg  # noqa: F401 (declared in utils.cli so --help needs no torch)
+from utils.cli import PIPE_FLAG
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)

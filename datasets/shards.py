@@ -18,6 +18,36 @@ Upload the folder anywhere webdataset reads from (local path, http(s), `pipe:` c
 from __future__ import annotations
 
 import argparse
+
+from utils.cli import cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("python -m datasets.shards", __doc__.split("\n\n")[0])
+    p.add_argument("list", help="annotation list (frames or video format)")
+    p.add_argument("--root", default="", help="folder the list's paths are relative to")
+    p.add_argument("--out", required=True, help="DIR/NAME: writes DIR/NAME-000000.tar ... and DIR/NAME.json")
+    p.add_argument("--labels", help="label CSV: labels are checked against it")
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
+    p.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
+    p.add_argument("--no-shuffle", action="store_true", help="write in list order (default: seeded random order)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
+    p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
+    p.add_argument(
+        "--num-frames-from",
+        choices=("dir", "list"),
+        default="dir",
+        help="frames per folder: files in it (dir) or the list's count (list)",
+    )
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
+    return p
+
+
+# --help answers here, before torch is imported (seconds); the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import json
 import os
 from pathlib import Path
@@ -168,25 +198,7 @@ def _remove_opened(pattern: str, sink: ShardWriter | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m datasets.shards", description=__doc__.split("\n\n")[0])
-    p.add_argument("list", help="annotation list (frames or video format)")
-    p.add_argument("--root", default="", help="folder the list's paths are relative to")
-    p.add_argument("--out", required=True, help="DIR/NAME: writes DIR/NAME-000000.tar ... and DIR/NAME.json")
-    p.add_argument("--labels", help="label CSV: labels are checked against it")
-    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
-    p.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
-    p.add_argument("--no-shuffle", action="store_true", help="write in list order (default: seeded random order)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-tmpl", default="img_{:05d}.jpg", help="frame file template (frames lists)")
-    p.add_argument("--index-bias", type=int, default=1, help="index of the first frame file")
-    p.add_argument(
-        "--num-frames-from",
-        choices=("dir", "list"),
-        default="dir",
-        help="frames per folder: files in it (dir) or the list's count (list)",
-    )
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable samples out and list them")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     index = write_shards(
         a.list,
         a.root,

@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 run.log.info(f"predictions: {run.save_predictions(out, scores)}")
             if not args.no_analysis and n:
                 log_analysis(run, run.write_analysis(out, scores))
+            from app.report import after_run
+
+            after_run(run.output, "test.py", run.cfg.logging.report)
     finally:
         run.close()
 

@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.save_predictions and main_out is not None:
                 scores = main_out.scores(run.class_embeddings(), run.scale())
                 run.log.info(f"predictions: {run.save_predictions(main_out, scores)}")
+            from app.report import after_run
+
+            after_run(run.output, "test_zeroshot.py", run.cfg.logging.report)
     finally:
         run.close()
 

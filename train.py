@@ -255,6 +255,10 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
             f"stopped after {last} of {cfg.solver.epochs} epochs ({last - start.epoch} in this run, "
             f"--stop_after_epochs): continue with the same command and --opts resume={out / LAST}"
         )
+    if dist.rank == 0:
+        from app.report import after_run  # here, not at the top: train.py --help stays fast
+
+        after_run(out, "train.py", cfg.logging.report)
     return result
 
 

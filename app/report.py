@@ -15,8 +15,9 @@ failure there is one warning line, never a failed run. docs/report.md describes 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from app.report_sections import (
 )
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text
+from utils.logger import LOGGER_NAME
 
 REPORT = "report.html"
 
@@ -109,17 +111,20 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None, com
     return atomic_write_text(target, build(runs, command))
 
 
-def after_run(folder: str | Path, script: str, enabled: bool, warn: Callable[[str], None]) -> Path | None:
+def after_run(folder: str | Path, script: str, enabled: bool) -> Path | None:
     """End of train.py / test.py / test_zeroshot.py (rank 0): record the invocation in
-    run_info.json, then write `<folder>/report.html` when `enabled` (logging.report). Never raises:
-    a failure is one warning line, the run's results stand."""
+    run_info.json, then write `<folder>/report.html` when `enabled` (logging.report), each said in
+    the run's log. Never raises: a failure is one warning line, the run's results stand."""
+    log = logging.getLogger(LOGGER_NAME)
     try:
         record_invocation(Path(folder), script)
         if not enabled:
             return None
-        return write_report([folder], command=f"python -m app.report {folder}")
+        path = write_report([folder], command=f"python -m app.report {folder}")
+        log.info(f"report: {path} (one offline page: open it in a browser)")
+        return path
     except Exception as err:  # noqa: BLE001 -- the report must never fail the run that made the results
-        warn(f"report: not written ({type(err).__name__}: {err}); retry with python -m app.report {folder}")
+        log.warning(f"report: not written ({type(err).__name__}: {err}); retry with python -m app.report {folder}")
         return None
 
 

@@ -5,6 +5,7 @@ comparison of several runs."""
 from __future__ import annotations
 
 import re
+import shlex
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ def training_facts(t: Training, classes: int | None) -> str:
     )
     best, last = t.folder / "model_best.pt", t.folder / "last_model.pt"
     ckpts = ", ".join(code(str(p)) + f" ({file_size(p)})" for p in (best, last) if p.is_file())
-    reproduce = f"python train.py --config {t.folder / 'config.yaml'} --output NEW_FOLDER"
+    reproduce = shlex.join(["python", "train.py", "--config", str(t.folder / "config.yaml"), "--output", "NEW_FOLDER"])
     pairs = [
         (
             "config",
@@ -156,20 +157,18 @@ def eval_facts(ev: Evaluation) -> str:
     )
     weights = Path(str(r.get("weights", "")))
     script = "test_zeroshot.py" if ev.kind == "zero-shot" else "test.py"
-    argv = [f"python {script}"]
+    argv = ["python", script]
     if r.get("config") and " (stored config)" not in str(r["config"]):
-        argv.append(f"--config {r['config']}")
-    argv += [
-        f"--weights {r.get('weights')}",
-        f"--test_crops {r.get('test_crops')}",
-        f"--test_clips {r.get('test_clips')}",
-    ]
+        argv += ["--config", str(r["config"])]
+    for k in ("weights", "test_crops", "test_clips"):
+        if r.get(k) is not None:
+            argv += [f"--{k}", str(r[k])]
     if r.get("fuse") not in (None, "embeddings"):
-        argv.append(f"--fuse {r['fuse']}")
+        argv += ["--fuse", str(r["fuse"])]
     if ev.kind == "zero-shot" and r.get("protocols"):
-        argv.append("--protocol " + " ".join(r["protocols"]))
+        argv += ["--protocol", *map(str, r["protocols"])]
     if r.get("opts"):
-        argv.append("--opts " + " ".join(map(str, r["opts"])))
+        argv += ["--opts", *map(str, r["opts"])]
     pairs = [
         ("config", code(str(r.get("config", DASH)))),
         ("checkpoint", code(str(weights)) + (f" ({file_size(weights)})" if weights.is_file() else "")),
@@ -185,7 +184,7 @@ def eval_facts(ev: Evaluation) -> str:
         ),
         *invocations(ev.run_info),
         *log_times(ev.log, bool(ev.run_info)),
-        ("reproduce", code(" ".join(argv)) if not ev.run_info else ""),
+        ("reproduce", code(shlex.join(argv)) if not ev.run_info else ""),
     ]
     return dl(pairs)
 
@@ -441,13 +440,15 @@ def confusion_section(conf: np.ndarray, names: list[str]) -> str:
             f"the {len(order)} classes of the most confused pairs (of {c}; the full matrix is in confusion.npz), "
             "each next to what it is confused with"
         )
-    chart = confusion_chart(conf, names, order, title=f"confusion matrix, {what}", label_names=c <= NAMES_UP_TO)
+    chart = confusion_chart(
+        conf, names, order, title=f"confusion matrix, {what}", label_names=len(order) <= NAMES_UP_TO
+    )
     note = "Counts are written in the cells" if len(order) <= 30 else "Hover a cell for its count"
     return "<h4>Confusion matrix</h4>" + figure(
         chart,
         f"Rows: true class, columns: top-1 prediction; {what}. Shade: share of the true class's videos "
         f"(key below); green outline: the diagonal. {note}"
-        + ("" if c <= NAMES_UP_TO else "; axes show class numbers (# in the per-class table)")
+        + ("" if len(order) <= NAMES_UP_TO else "; axes show class numbers (# in the per-class table)")
         + ".",
         heat_scale(),
     )
@@ -527,12 +528,8 @@ def zs_items(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
 
 
 def evaluation_section(ev: Evaluation, run: Run, uid: str) -> str:
-    try:
-        where = ev.folder.relative_to(run.path)
-    except ValueError:
-        where = ev.folder
     title = "Zero-shot evaluation" if ev.kind == "zero-shot" else "Evaluation"
-    head = f'<h3 id="{uid}">{title}: {code(str(where))}</h3>'
+    head = f'<h3 id="{uid}">{title}: {code(relative(ev.folder, run.path))}</h3>'
     body = zero_shot_section(ev, uid) if ev.kind == "zero-shot" else test_cards(ev) + per_class_section(ev, uid)
     return head + eval_facts(ev) + body
 
@@ -606,98 +603,124 @@ def timeline_section(path: Path, tl: dict[str, Any], uid: str) -> str:
 
 
 # ----------------------------------------------------------------------------- several runs
-def compare_section(runs: list[Run]) -> str:
-    cols = [
-        Col("run"),
-        Col("results"),
-        Col("dataset"),
-        Col("arch"),
-        Col("head"),
-        Col("training"),
-        Col("epochs", True),
-        Col("best val top-1 (%)", True, "train-time validation, one view"),
-        Col("views"),
-        Col("top-1 (%)", True),
-        Col("top-5 (%)", True),
-        Col("mAP (%)", True),
-        Col("mean class acc. (%)", True),
-        Col("zero-shot top-1 (%)"),
-    ]
-    rows = []
-    for n, run in enumerate(runs):
-        t = run.training
-        c = t.config if t else {}
-        best = t.best_row() if t else None
-        training = ""
-        if t:
-            training = f"{get(c, 'solver.loss_type', 'CE')}, " + (
-                f"text tower {'frozen' if get(c, 'network.fix_text') else 'trained'}"
-                if get(c, "network.text_tower")
-                else f"{get(c, 'network.classifier')} classifier"
-            )
-        base: list[Any] = [
-            Cell(f'<a href="#run-{n}">{escape(run.name)}</a>', run.name),
-        ]
-        common: list[Any] = [
-            get(c, "data.dataset"),
-            get(c, "network.arch"),
-            get(c, "network.sim_header"),
-            training or None,
-            len(t.metrics) if t else None,
-            cell(number(best["val_top1"]) if best else None, key="best_val_top1"),
-        ]
-        evs = run.evaluations or [None]
-        for ev in evs:
-            r = ev.results if ev else {}
-            where = ""
-            if ev is not None:
-                try:
-                    where = str(ev.folder.relative_to(run.path)) or "."
-                except ValueError:
-                    where = str(ev.folder)
-            line = base + [where or None] + common
-            line[2] = line[2] or r.get("dataset")
-            line[3] = line[3] or r.get("arch")
-            zs = ", ".join(f"{lbl} {txt}" for lbl, txt, _, _ in zs_items(r)) if ev and ev.kind == "zero-shot" else None
-            line += [
-                r.get("view_layout") or (f"{get(c, 'data.num_segments')}x1x1 (val)" if t else None),
-                cell(r.get("top1"), key="top1"),
-                cell(r.get("top5"), key="top5"),
-                cell(r.get("mAP"), key="mAP"),
-                cell(r.get("mean_class_accuracy"), key="mean_class_accuracy"),
-                zs,
-            ]
-            rows.append(line)
-    out = ['<h2 id="compare">Side by side</h2>', table(cols, rows, sortable=True, cls="compare")]
-    trained = [(n, r) for n, r in enumerate(runs) if r.training is not None]
-    if trained:
-        ent = [(n, r.name) for n, r in trained]
-        loss = [Series(r.name, list(zip(*r.training.column("train_loss"), strict=True)), n) for n, r in trained]  # type: ignore[union-attr]
-        top1 = [Series(r.name, list(zip(*r.training.column("val_top1"), strict=True)), n) for n, r in trained]  # type: ignore[union-attr]
-        lr = [Series(r.name, list(zip(*r.training.column("lr"), strict=True)), n) for n, r in trained]  # type: ignore[union-attr]
-        marks = [m for _, r in trained if (m := best_mark(r.training)) is not None]  # type: ignore[arg-type]
-        lg = legend(ent)
-        out.append(
-            '<div class="charts">'
-            + figure(
-                line_chart("validation top-1 of every run", top1, x_label="epoch", y_label="val top-1 (%)"),
-                "Validation top-1 (one view) per epoch"
-                + (": best " + "; ".join(m.label.removeprefix("best: ") for m in marks) if marks else "")
-                + ".",
-                lg,
-            )
-            + figure(
-                line_chart("training loss of every run", loss, x_label="epoch", y_label="training loss"),
-                "Training loss per epoch (each run's own objective: CE and contrastive losses differ in scale).",
-                lg,
-            )
-            + figure(
-                line_chart(
-                    "learning rate of every run", lr, x_label="epoch", y_label="head LR (log scale)", log_y=True
-                ),
-                "Learning rate of the head / text group at the end of each epoch.",
-                lg,
-            )
-            + "</div>"
+COMPARE = (
+    ("run", Col("run")),
+    ("results", Col("results")),
+    ("dataset", Col("dataset")),
+    ("arch", Col("arch")),
+    ("head", Col("head")),
+    ("training", Col("training")),
+    ("epochs", Col("epochs", True)),
+    ("best_val_top1", Col("best val top-1 (%)", True, "train-time validation, one view")),
+    ("views", Col("frames×crops×clips")),
+    ("top1", Col("top-1 (%)", True)),
+    ("top5", Col("top-5 (%)", True)),
+    ("mAP", Col("mAP (%)", True)),
+    ("mean_class_accuracy", Col("mean class acc. (%)", True)),
+    ("zs_full", Col("zero-shot full top-1 (%)", True)),
+    ("zs_half", Col("zero-shot half top-1 (%)")),
+    ("zs_splits", Col("zero-shot splits top-1 (%)")),
+)
+
+
+def training_words(c: dict[str, Any]) -> str:
+    """The objective and what is trained, in a few words (the comparison demo's two paradigms)."""
+    return f"{get(c, 'solver.loss_type', 'CE')}, " + (
+        f"text tower {'frozen' if get(c, 'network.fix_text') else 'trained'}"
+        if get(c, "network.text_tower")
+        else f"{get(c, 'network.classifier')} classifier"
+    )
+
+
+def compare_rows(n: int, run: Run) -> list[dict[str, Any]]:
+    """The side-by-side rows of one run: one per evaluation (one row for a run without any)."""
+    t = run.training
+    c = t.config if t else {}
+    best = t.best_row() if t else None
+    common: dict[str, Any] = {"run": Cell(f'<a href="#run-{n}">{escape(run.name)}</a>', run.name)}
+    if t is not None:
+        common.update(
+            dataset=get(c, "data.dataset"),
+            arch=get(c, "network.arch"),
+            head=get(c, "network.sim_header"),
+            training=training_words(c),
+            epochs=len(t.metrics),
+            best_val_top1=cell(number(best["val_top1"]) if best else None, key="best_val_top1"),
+            views=f"{get(c, 'data.num_segments')}x1x1 (val)",
         )
+    rows = []
+    for ev in run.evaluations:
+        r = ev.results
+        row = {**common, "results": relative(ev.folder, run.path), "views": r.get("view_layout")}
+        row.setdefault("dataset", r.get("dataset"))
+        row.setdefault("arch", r.get("arch"))
+        for key in ("top1", "top5", "mAP", "mean_class_accuracy"):
+            row[key] = cell(r.get(key), key=key)
+        if ev.kind == "zero-shot":
+            full = r.get("full_classes") or {}
+            row["zs_full"] = cell(full.get("top1"), key="zs_full_top1")
+            for key in ("half_classes", "splits"):
+                if r.get(key):
+                    row["zs_" + key.split("_")[0]] = Cell(ms(r[key], "top1"), repr(r[key]["top1_mean"]))
+        rows.append(row)
+    return rows or ([common] if t is not None else [])
+
+
+def relative(folder: Path, root: Path) -> str:
+    """`folder` below the RUN it was found in (its own name when it is the RUN)."""
+    try:
+        rel = folder.relative_to(root)
+    except ValueError:
+        return str(folder)
+    return str(rel) if str(rel) != "." else folder.resolve().name
+
+
+def compare_section(runs: list[Run]) -> str:
+    rows = [row for n, run in enumerate(runs) for row in compare_rows(n, run)]
+    keys = [k for k, _ in COMPARE if any(row.get(k) not in (None, "") and not empty(row[k]) for row in rows)]
+    cols = [col for k, col in COMPARE if k in keys]
+    body = [[row.get(k) for k in keys] for row in rows]
+    out = [
+        '<h2 id="compare">Side by side</h2>',
+        '<p class="note">One row per evaluation of each run (its training row alone when it has none); '
+        "click a column header to sort.</p>",
+        table(cols, body, sortable=True, cls="compare"),
+    ]
+    trained = [(n, r, r.training) for n, r in enumerate(runs) if r.training is not None]
+    if not trained:
+        return "".join(out)
+    ent = [(n, r.name) for n, r, _ in trained]
+    lg = legend(ent)
+
+    def series(key: str) -> list[Series]:
+        return [Series(r.name, list(zip(*t.column(key), strict=True)), n) for n, r, t in trained]
+
+    bests = [
+        f"{r.name} epoch {b['epoch']} ({float(b['val_top1']):.2f} %)" for _, r, t in trained if (b := t.best_row())
+    ]
+    out.append(
+        '<div class="charts">'
+        + figure(
+            line_chart("validation top-1 of every run", series("val_top1"), x_label="epoch", y_label="val top-1 (%)"),
+            "Validation top-1 (one view) per epoch" + (f"; best: {'; '.join(bests)}" if bests else "") + ".",
+            lg,
+        )
+        + figure(
+            line_chart("training loss of every run", series("train_loss"), x_label="epoch", y_label="training loss"),
+            "Training loss per epoch (each run's own objective: CE and contrastive losses differ in scale).",
+            lg,
+        )
+        + figure(
+            line_chart(
+                "learning rate of every run", series("lr"), x_label="epoch", y_label="head LR (log scale)", log_y=True
+            ),
+            "Learning rate of the head / text group at the end of each epoch.",
+            lg,
+        )
+        + "</div>"
+    )
     return "".join(out)
+
+
+def empty(v: Any) -> bool:
+    return isinstance(v, Cell) and v.text == DASH

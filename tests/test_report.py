@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from utils import analysis
 from utils.config import dump, load_config
 from utils.errors import UserError
 from utils.fileio import atomic_write_text, write_csv
-from utils.logger import MetricsLog
+from utils.logger import LOGGER_NAME, MetricsLog
 from utils.metrics import classification_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -406,12 +407,15 @@ def test_several_runs_side_by_side(tmp_path):
     assert "validation top-1 of every run" in text and text.count('<ul class="legend"><li><svg class="swatch"') >= 3
 
 
-def test_after_run_records_the_invocation_and_never_raises(tmp_path, monkeypatch):
+def test_after_run_records_the_invocation_and_never_raises(tmp_path, monkeypatch, caplog):
     run = make_training(tmp_path / "run")
     monkeypatch.setattr(sys, "argv", ["train.py", "--config", "c.yaml", "--opts", "solver.epochs=2"])
-    warnings: list[str] = []
-    assert report.after_run(run, "train.py", True, warnings.append) == run / "report.html"
-    assert warnings == []
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "propagate", True)  # caplog listens at the root
+    assert report.after_run(run, "train.py", True) == run / "report.html"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"report: {run / 'report.html'} (one offline page: open it in a browser)"
+    ]
     info = read_run_info(run)
     assert info is not None
     inv = info["invocations"][0]
@@ -428,13 +432,16 @@ def test_after_run_records_the_invocation_and_never_raises(tmp_path, monkeypatch
     assert "python train.py --config c.yaml --opts solver.epochs=2" in text and inv["git"]["commit"][:12] in text
     # a second invocation (a resumed run) is appended; logging.report false records it but writes no page
     (run / "report.html").unlink()
-    assert report.after_run(run, "train.py", False, warnings.append) is None
+    caplog.clear()
+    assert report.after_run(run, "train.py", False) is None and caplog.records == []
     assert len(read_run_info(run)["invocations"]) == 2 and not (run / "report.html").exists()  # type: ignore[index]
     # a damaged folder: one warning line, no exception
     (run / "metrics.csv").write_bytes(b"\xff\xfe\x00bad")
-    assert report.after_run(run, "train.py", True, warnings.append) is None
-    assert len(warnings) == 1 and warnings[0].startswith("report: not written (UserError: ")
-    assert f"python -m app.report {run}" in warnings[0]
+    assert report.after_run(run, "train.py", True) is None
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    line = caplog.records[0].getMessage()
+    assert line.startswith("report: not written (UserError: ") and f"python -m app.report {run}" in line
+    assert "\n" not in line
 
 
 def test_torchrun_invocation_is_recorded_as_torchrun(monkeypatch):

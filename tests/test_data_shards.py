@@ -210,13 +210,40 @@ def test_shards_over_http_and_pipe(syn):
         assert seen == list(range(12))
     finally:
         server.shutdown()
+
+
+def test_pipe_urls_only_from_the_command_line(syn, tmp_path):
+    """A pipe: shard URL in an index never runs; a pipe: index URL runs only when `allow_pipe` (the
+    command line's --allow-pipe URLs) holds it, and then its shards must be absolute."""
     local = syn / "shards" / "frames_val.json"
+    marker = tmp_path / "ran"
     piped = json.loads(local.read_text())
-    for s in piped["shardlist"]:
-        s["url"] = f"pipe:cat {syn / 'shards' / s['url']}"
-    (syn / "shards" / "piped.json").write_text(json.dumps(piped))
-    ds = build_dataset(cfg_for(syn, val_shards=str(syn / "shards" / "piped.json")), "val")
+    piped["shardlist"][1]["url"] = f"pipe:touch {marker}"
+    (tmp_path / "piped.json").write_text(json.dumps(piped))
+    for allowed in ((), (f"pipe:touch {marker}",)):
+        with pytest.raises(
+            UserError, match=r"piped\.json: shard URL 'pipe:touch .*ran' would run a shell command.*--allow-pipe"
+        ):
+            build_dataset(cfg_for(syn, val_shards=str(tmp_path / "piped.json")), "val", allow_pipe=allowed)
+    absolute = json.loads(local.read_text())
+    for s in absolute["shardlist"]:
+        s["url"] = str(syn / "shards" / s["url"])
+    (tmp_path / "abs.json").write_text(json.dumps(absolute))
+    url = f"pipe:touch {marker}; cat {tmp_path / 'abs.json'}"
+    with pytest.raises(
+        UserError, match=r"data.val_shards is 'pipe:touch .*', which would run a shell command.*--allow-pipe"
+    ):
+        build_dataset(cfg_for(syn, val_shards=url), "val", allow_pipe=("pipe:other",))
+    assert not marker.exists()
+    ds = build_dataset(cfg_for(syn, val_shards=url), "val", allow_pipe=(url,))
+    assert marker.exists()
     assert sorted(i for _, _, idx in build_loader(ds, 4, 0, train=False) for i in idx.tolist()) == list(range(12))
+    with pytest.raises(UserError, match="is relative, but an index read through a pipe: command"):
+        build_dataset(cfg_for(syn, val_shards=f"pipe:cat {local}"), "val", allow_pipe=(f"pipe:cat {local}",))
+    for scheme in ("PIPE:", "Pipe:"):  # webdataset dispatches on the lower-cased scheme
+        with pytest.raises(UserError, match="would run a shell command"):
+            build_dataset(cfg_for(syn, val_shards=f"{scheme}touch {marker}2"), "val")
+    assert not Path(f"{marker}2").exists()
 
 
 def test_errors(syn, tmp_path):

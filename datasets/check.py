@@ -2,9 +2,10 @@
 
 Checks the label CSV, every list line (format, label range), and every sample: the frame folder
 exists, holds the frames that sampling can ask for (`index_bias` .. n-1+`index_bias` with the
-configured template), none of them is an empty file or a JPEG cut short (file size and the JPEG
-end-of-image marker at the end of the file: a stat and a 32-byte read per frame, no decoding), and
-its first and last frame decode; or the video opens, has frames, and its first and last frame
+configured template), none of them is an empty file, a file that is not an image at all or a
+JPEG / PNG cut short (file size, the format's signature in the first bytes and its end marker in
+the last ones: a stat and two small reads per frame, no decoding), and its first and last frame
+decode; or the video opens, has frames, and its first and last frame
 decode. `--full` decodes every frame. Progress goes to stderr (a bar on a terminal, a line every
 10 % or 30 s otherwise), and for videos the decoder used (and why a better one was skipped). A
 decoder that cannot run on this machine is one error naming the fix, not a bad-file report per
@@ -47,28 +48,42 @@ from datasets.video_reader import VideoReader, decoder_choice, resolve_decoder
 from utils.config import load_config
 from utils.errors import UserError, run_cli
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg")
-JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+JPEG_SOI, JPEG_EOI = b"\xff\xd8\xff", b"\xff\xd9"
+PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND"
+OTHER_IMAGES = (b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")  # BMP, GIF, TIFF (+ RIFF....WEBP)
 TAIL_BYTES = 32  # some encoders pad a few bytes after the end-of-image marker
+HEAD_BYTES = 16
 
 
 def cheap_frame_problem(path: str) -> str | None:
-    """An empty frame file or a JPEG without its end-of-image marker (a copy or an extraction cut
-    short), from the file size and the file's last bytes, without decoding; None if neither."""
+    """What is wrong with a frame file that its size and first and last bytes show, without
+    decoding: empty; not an image at all (no JPEG, PNG, BMP, GIF, TIFF or WebP signature, e.g. a
+    text file named .jpg); a JPEG without its end-of-image marker or a PNG without its IEND chunk
+    (a copy or an extraction cut short). The type comes from the bytes, not the name (PIL reads a
+    PNG named .jpg). None if none of these."""
     try:
         size = os.path.getsize(path)
         if size == 0:
             return f"frame file is empty (0 bytes): {path}"
-        if not path.lower().endswith(JPEG_EXTENSIONS):
-            return None
         with open(path, "rb") as fh:
-            head = fh.read(2)
+            head = fh.read(HEAD_BYTES)
             fh.seek(max(0, size - TAIL_BYTES))
             tail = fh.read()
     except OSError as err:
         return f"cannot read frame {path}: {err}"
-    if head == JPEG_SOI and JPEG_EOI not in tail:  # a non-JPEG named .jpg is left to the decoder
-        return f"truncated JPEG (no end-of-image marker at the end of the file, {size} bytes): {path}"
+    if head.startswith(JPEG_SOI):
+        if JPEG_EOI not in tail:
+            return f"truncated JPEG (no end-of-image marker at the end of the file, {size} bytes): {path}"
+        return None
+    if head.startswith(PNG_SIGNATURE):
+        if PNG_IEND not in tail:
+            return f"truncated PNG (no IEND chunk at the end of the file, {size} bytes): {path}"
+        return None
+    if head.startswith(OTHER_IMAGES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return f"not an image file ({size} bytes, starting {head[:8]!r}): {path}"
     return None
 
 

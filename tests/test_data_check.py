@@ -35,7 +35,7 @@ def test_check_reports_every_problem(tmp_path):
     text = "\n".join(problems)
     assert "train.txt:1: frame folder not found" in text
     assert "train.txt:2: " in text and "1 of the 5 frames that sampling can read are missing (img_00002.jpg" in text
-    assert "train.txt:3: cannot decode frame" in text and "img_00006.jpg" in text
+    assert "train.txt:3: not an image file (6 bytes, starting b'broken'): " in text and "img_00006.jpg" in text
     assert "train.txt:7: label 7 is outside the 2 classes" in text
     assert "train.txt:8: frame count 'six' is not an integer" in text
     # videos: a truncated file and a missing one
@@ -133,3 +133,32 @@ def test_cli_shows_progress_when_not_on_a_terminal(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [f"check train: {k}/20 videos checked" for k in range(2, 21, 2)]
     assert captured.out.strip() == "train: 20 videos scanned, 0 problem(s)"
+
+
+def test_quick_check_reads_each_frames_header_and_finds_non_images(tmp_path):
+    """Without --full only the first and last frame are decoded; every frame's signature and end
+    marker are read: a text file named .jpg in the middle, a PNG cut short, a PNG named .jpg (PIL
+    reads it: fine)."""
+    from PIL import Image
+
+    d, data = _frames_config(tmp_path)
+    data["image_tmpl"] = "img_{:05d}.png"
+    folders = [line.split()[0] for line in (d / "train.txt").read_text().splitlines()]
+    for folder in folders:  # the same frames as PNG files
+        for jpg in sorted((d / "frames" / folder).glob("*.jpg")):
+            Image.open(jpg).save(jpg.with_suffix(".png"))
+            jpg.unlink()
+    cfg = to_dotmap(resolve({"data": data}, "test"))
+    assert check_split(cfg.data, "train") == (6, [])
+    text = d / "frames" / folders[0] / "img_00003.png"
+    text.write_bytes(b"hello world")  # 11 bytes of text
+    cut = d / "frames" / folders[1] / "img_00004.png"
+    cut.write_bytes(cut.read_bytes()[:-20])
+    as_jpg = d / "frames" / folders[2] / "img_00002.png"
+    with Image.open(as_jpg) as im:
+        im.convert("RGB").save(as_jpg, format="JPEG")  # a JPEG named .png: its bytes say what it is
+    n, problems = check_split(cfg.data, "train")
+    assert problems == [
+        f"{d / 'train.txt'}:1: not an image file (11 bytes, starting b'hello wo'): {text}",
+        f"{d / 'train.txt'}:2: truncated PNG (no IEND chunk at the end of the file, {cut.stat().st_size} bytes): {cut}",
+    ]

@@ -1,5 +1,6 @@
-"""Every entry point's --help documents --debug and shows the defaults; --debug shows the
-traceback of a UserError that is otherwise one line."""
+"""Every entry point's --help documents --debug and shows the defaults, and answers without
+importing torch or open_clip; --debug shows the traceback of a UserError that is otherwise one
+line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.cli import DEBUG_HELP
+from bench.cli_help import entry_points, heavy_imports, help_args
+from utils.cli import DEBUG_HELP, wants_help
 from utils.errors import explain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +33,9 @@ ENTRY_POINTS = {
     "app.lda": ("--device", "auto"),
     "app.extract": ("--precision", "fp32"),
     "app.export": None,
+    "app.results": None,
+    "datasets.preprocess": ("--crf", "23"),
+    "datasets.shards": ("--seed", "0"),
     "utils.config": None,
     "utils.summarize": None,
 }
@@ -108,3 +113,37 @@ def test_every_wording_of_a_dead_worker_is_explained(message, pids, how):
 
 def test_other_runtime_errors_are_not_explained():
     assert explain(RuntimeError("CUDA out of memory")) is None
+
+
+def test_every_entry_point_is_found():
+    """bench/cli_help.py finds the commands by their `run_cli(main)` ending: the test below and
+    the benchmark then cover a new tool without a list to update."""
+    found = entry_points()
+    assert {"train.py", "test.py", "test_zeroshot.py", "predict.py"} <= set(found)
+    assert set(ENTRY_POINTS) <= set(found)
+    assert "utils.cli" not in found and "app.weights" not in found
+
+
+@pytest.mark.parametrize("entry", entry_points())
+def test_help_answers_without_torch_or_open_clip(entry):
+    """--help, started as a user starts it, prints the usage without importing torch or open_clip
+    (python -X importtime lists every module imported); bench/cli_help.py times it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *help_args(entry)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: "), proc.stdout[:200]
+    assert "import time:" in proc.stderr  # the report the check reads is there
+    assert heavy_imports(proc.stderr) == [], entry
+
+
+def test_heavy_imports_reads_an_importtime_report():
+    report = "import time: self [us] | cumulative | imported package\nimport time:   120 |   4521 |   torch\n"
+    assert heavy_imports(report) == ["torch"]
+    assert heavy_imports(report.replace("torch", "torchvision")) == []
+
+
+def test_wants_help_stops_at_double_dash():
+    assert wants_help(["--config", "c.yaml", "-h"]) and wants_help(["--help"])
+    assert not wants_help(["--", "--help"]) and not wants_help(["--opts", "a=-h"])

@@ -116,10 +116,10 @@ def test_launcher_shows_a_bugs_traceback_and_names_signals(tmp_path):
 
 # ----------------------------------------------------------------------------- real runs
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable, **extra)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TEXT4VIS_DEBUG", "LOGLEVEL"):
         env.pop(key, None)
-    return env
+    return {**env, **extra}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,10 @@ or `<key>.000000.jpg ...` (every frame of the folder, unchanged), plus `<key>.cl
 `<key>.json` (path, frame count, label, list line). Samples are written in a seeded random order
 (`--no-shuffle` keeps the list order) so each shard mixes classes. A missing or unreadable sample
 stops the tool with its file and list line (`--skip-bad` leaves such samples out and lists them).
-Upload the folder anywhere webdataset reads from (local path, http(s), `pipe:` command) and point
-`data.train_shards` / `data.val_shards` at the index's path or URL.
+Upload the folder anywhere webdataset reads from (local path, http(s), gs://) and point
+`data.train_shards` / `data.val_shards` at the index's path or URL (a `pipe:` command only on the
+command line, with --allow-pipe). A write failure (full disk, read-only folder) is one line and
+removes the shards this run opened.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 from webdataset import ShardWriter
 
 from datasets.decoding import BadSampleError, FrameFolderReader
@@ -63,6 +64,7 @@ from datasets.shard_dataset import INDEX_KIND
 from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text, make_folder, write_error
+from utils.progress import Progress
 
 
 def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | None) -> dict[str, bytes]:
@@ -152,7 +154,7 @@ def write_shards(
     order = np.random.default_rng(seed).permutation(len(records)) if shuffle else np.arange(len(records))
     shards: dict[str, list[int]] = {}
     skipped: list[str] = []
-    bar = tqdm(total=len(records), desc="shards", unit="video", disable=not progress or None, dynamic_ncols=True)
+    bar = Progress(len(records), "shards", "video", enabled=progress)  # a bar on a terminal, else lines
     pattern = f"{prefix}-%06d.tar"
     sink: ShardWriter | None = None
     try:

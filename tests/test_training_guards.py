@@ -5,6 +5,7 @@ resume rules, and the signals of the training loop (the ETA, the `--stop_after_e
 from __future__ import annotations
 
 import copy
+import csv
 import math
 import subprocess
 import sys
@@ -12,11 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+import app.fit
+import train
 from datasets.transforms import normalize
+from tests.test_train_recipe import Recorder, data, run_train, scripted_validation, write_config
+from utils.errors import UserError
 from utils.optim import build_scheduler
 from utils.training import NonFiniteError, train_one_epoch
+
+__all__ = ["data"]  # the generated dataset fixture of test_train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,3 +196,143 @@ def test_non_finite_weights_are_named_as_the_cause():
         model.lin.weight[0, 0] = math.nan
     with pytest.raises(NonFiniteError, match="likely cause: the weights are non-finite"):
         run_epoch(model, batches(2), poisoned(set()))
+
+
+# ----------------------------------------------------------------------------- the ETA
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SlowLoader:
+    """Batches that take `first` seconds to arrive at the start of an epoch (the workers start) and
+    `wait` seconds after that, on a fake clock."""
+
+    def __init__(self, data: list, clock: FakeClock, first: float, wait: float) -> None:
+        self.data, self.clock, self.first, self.wait = data, clock, first, wait
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.data):
+            self.clock.t += self.first if i == 0 else self.wait
+            yield batch
+
+
+def test_the_first_eta_is_the_steady_rate_times_the_iterations_left():
+    """Start-up 30 s, then 2 s per iteration (0.5 s data + 1.5 s compute), 4 iterations x 3 epochs:
+    after iteration 1 of epoch 0, 10 iterations x 2 s are left (the mean over both steps said
+    0:02:47), iteration 0 says it is measuring, and epoch 1 starts from epoch 0's rate."""
+    clock = FakeClock()
+
+    def objective(model, x, y):
+        clock.t += 1.5
+        return nn.functional.cross_entropy(model(x), y)
+
+    torch.manual_seed(0)
+    model, lines = Stub(), []
+    loader = SlowLoader(batches(4), clock, first=30.0, wait=0.5)
+    stats = run_epoch(model, loader, objective, epochs=3, print_freq=1, log=lines.append, clock=clock)
+    etas = [line.split("eta: ")[1].split("\t")[0] for line in lines]
+    assert etas == ["measuring", "0:00:20", "0:00:18", "0:00:16"]
+    assert stats.step_s == 2.0 and stats.first_step_s == 31.5 and stats.seconds == 37.5
+    lines.clear()
+    run_epoch(
+        model, loader, objective, epochs=3, epoch=1, print_freq=2, log=lines.append, clock=clock, prior_step_s=2.0
+    )
+    assert [line.split("eta: ")[1].split("\t")[0] for line in lines] == ["0:00:14", "0:00:10"]
+
+
+# ----------------------------------------------------------------------------- train.py: resume, stop, non-finite
+def test_resume_of_a_complete_run_rewrites_nothing_and_fewer_epochs_are_refused(tmp_path, data, monkeypatch, capsys):
+    recorder = Recorder()
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    scripted_validation(monkeypatch, {0: 10.0, 1: 20.0, 2: 30.0}, recorder)
+    cfg, out = write_config(tmp_path, data, epochs=2), tmp_path / "run"
+    run_train(cfg, out)
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"config.yaml", "log.txt", "metrics.csv", "last_model.pt"} <= set(files)
+    capsys.readouterr()
+
+    result = run_train(cfg, out)  # the same command again (resume: auto): complete, exit 0
+    assert result["complete"] and result["best"] == 20.0 and len(recorder.calls) == 2
+    assert (
+        "has trained all 2 epochs of solver.epochs: the run is complete; nothing was trained" in capsys.readouterr().out
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
+
+    with pytest.raises(UserError) as err:  # issue 20: `resume=auto solver.epochs=1` on a finished 2-epoch run
+        run_train(cfg, out, "--opts", "solver.epochs=1")
+    assert "has trained 2 epochs, more than solver.epochs=1; a resumed run cannot take epochs back" in str(err.value)
+    assert (out / "config.yaml").read_bytes() == files["config.yaml"]
+    assert torch.load(out / "last_model.pt", weights_only=True)["config"]["solver"]["epochs"] == 2
+
+    run_train(cfg, out, "--opts", "solver.epochs=3")  # more epochs: trains epoch 2 only, recorded
+    assert [c["epoch"] for c in recorder.calls] == [0, 1, 2]
+    assert yaml.safe_load((out / "config.yaml").read_text())["solver"]["epochs"] == 3
+
+
+def test_stop_after_epochs_line_counts_the_epochs_done(tmp_path, data, monkeypatch):
+    recorder = Recorder()
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    scripted_validation(monkeypatch, {0: 10.0, 1: 20.0, 2: 30.0}, recorder)
+    cfg, out = write_config(tmp_path, data, epochs=3), tmp_path / "run"
+    run_train(cfg, out, "--stop_after_epochs", "1")
+    assert [c["epoch"] for c in recorder.calls] == [0]
+    assert torch.load(out / "last_model.pt", weights_only=True)["epoch"] == 0
+    stop = [line for line in (out / "log.txt").read_text().splitlines() if "stopped after" in line]
+    assert stop[-1].endswith(
+        f"stopped after 1 of 3 epochs (1 in this run, --stop_after_epochs): continue with the same command and "
+        f"--opts resume={out / 'last_model.pt'}"
+    )
+    run_train(cfg, out, "--stop_after_epochs", "1")
+    stop = [line for line in (out / "log.txt").read_text().splitlines() if "stopped after" in line]
+    assert "stopped after 2 of 3 epochs (1 in this run" in stop[-1] and len(stop) == 2
+    with pytest.raises(UserError, match="--stop_after_epochs must be >= 1, got 0"):
+        run_train(cfg, out, "--stop_after_epochs", "0")
+
+
+def test_nan_stops_train_py_keeping_the_checkpoint_and_rows_and_a_resume_may_skip_it(tmp_path, data, monkeypatch):
+    """The real engine on the tiny model: the loss of epoch 1's first step is NaN. The run stops with
+    one line naming it, last_model.pt of epoch 0 and metrics.csv's row 0 kept; resumed with
+    solver.skip_nonfinite=1 the step is skipped, logged and counted (metrics.csv, checkpoint)."""
+    real = train.make_objective
+
+    def make_objective(loss_type, text_tower):
+        objective, calls = real(loss_type, text_tower=text_tower), {"n": 0}
+
+        def poisoned_objective(model, x, y):
+            calls["n"] += 1
+            loss = objective(model, x, y)
+            return loss * math.nan if calls["n"] == poison_at else loss
+
+        return poisoned_objective
+
+    monkeypatch.setattr(train, "make_objective", make_objective)
+    cfg, out = write_config(tmp_path, data, epochs=2), tmp_path / "run"
+    poison_at = 3  # 2 iterations per epoch: epoch 1, iteration 0
+    with pytest.raises(NonFiniteError) as err:
+        run_train(cfg, out, "--opts", "logging.print_freq=0")
+    msg = str(err.value)
+    assert "non-finite training at epoch 1, iteration 0 of 2: loss nan; likely cause: a learning rate too high" in msg
+    assert f"kept: {out / 'last_model.pt'} (epoch 0) and every finished epoch's metrics.csv row" in msg
+    assert torch.load(out / "last_model.pt", weights_only=True)["epoch"] == 0
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["0"]
+
+    poison_at = 1  # the resumed run's first step is the same epoch 1, iteration 0
+    result = run_train(cfg, out, "--opts", "logging.print_freq=0", "solver.skip_nonfinite=1")
+    assert "best" in result
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["epoch"], r["nonfinite_skipped"]) for r in rows] == [("0", "0"), ("1", "1")]
+    assert torch.load(out / "last_model.pt", weights_only=True)["nonfinite_skipped"] == 1
+    log = (out / "log.txt").read_text()
+    assert (
+        "non-finite step skipped at epoch 1, iteration 0 of 2: loss nan (skip 1 of at most solver.skip_nonfinite=1)"
+        in log
+    )

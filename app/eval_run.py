@@ -23,6 +23,7 @@ from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
 from datasets.device_transforms import clips_to_device
+from datasets.samplers import ShardSampler
 from datasets.shard_dataset import allowed_pipes
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
@@ -32,6 +33,7 @@ from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
 from utils.fileio import atomic_write, atomic_write_text, write_csv
 from utils.logger import setup_logger
 from utils.precision import resolve_precision
+from utils.progress import Progress, track
 
 RESULT_FILES = (
     "results.json",
@@ -134,22 +136,27 @@ class EvalRun:
         )
         return dataset, loader
 
-    def collect(self, cfg: Any = None, model: torch.nn.Module | None = None) -> EvalOutput:
-        """The engine's pass over the test list (of `cfg`, default the command's) with `model`."""
+    def collect(self, cfg: Any = None, model: torch.nn.Module | None = None, label: str = "test") -> EvalOutput:
+        """The engine's pass over the test list (of `cfg`, default the command's) with `model`;
+        progress of rank 0's share under `label` (utils.progress: on stderr on a terminal, else
+        lines in the log)."""
         dataset, loader = (self.dataset, self.loader) if cfg is None else self.test_data(cfg)
-        return collect(
-            model or self.model,
-            loader,
-            views=self.views,
-            num_frames=self.frames,
-            device=self.dist.device,
-            normalize=input_normalize(model or self.model),
-            precision=self.precision,
-            fuse=self.args.fuse,
-            log=self.log.info,
-            print_freq=self.cfg.logging.print_freq,
-            prepare=clips_to_device(dataset, self.dist.device),
-        )
+        sampler = getattr(loader, "sampler", None)
+        total = len(sampler) if isinstance(sampler, ShardSampler) else -(-len(dataset) // self.dist.world_size)
+        if self.dist.world_size > 1:
+            label += f" (rank 0 of {self.dist.world_size})"
+        with Progress(total, label, "video", write=self.log.info, enabled=self.dist.is_main) as shown:
+            return collect(
+                model or self.model,
+                track(loader, shown, size=lambda batch: len(batch[1])),
+                views=self.views,
+                num_frames=self.frames,
+                device=self.dist.device,
+                normalize=input_normalize(model or self.model),
+                precision=self.precision,
+                fuse=self.args.fuse,
+                prepare=clips_to_device(dataset, self.dist.device),
+            )
 
     def class_embeddings(self) -> torch.Tensor:
         return class_embeddings_of(self.model)

@@ -11,7 +11,9 @@ Each input goes through the test pipeline (test.py's sampling and crops; `--test
 un-normalised video embeddings `model.encode_video`, averaged over the views (test.py's fusion),
 optionally `view_embeddings` (N, V, D) and `frame_embeddings` (N, V, T, D) (`--per_view`,
 `--per_frame`), `class_names`, `failed_ids` / `failed_errors` (inputs that could not be read: listed,
-never replaced by another video) and `meta` (a JSON string).
+never replaced by another video) and `meta` (a JSON string). When any input failed, the file is
+still written, then one line names them (`2 of 6 inputs failed: a.mp4 (reason), ...`) and the exit
+status is 1. Progress per input on stderr (utils.progress).
 
 Resumable: the inputs are cut into chunks of `--chunk` (fixed by the order of the inputs), each
 written atomically to `OUT.parts/` as it is finished; a run that was killed continues with the
@@ -60,8 +62,7 @@ import json
 import math
 import shutil
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init
 from utils.errors import UserError, run_cli
 from utils.evaluate import encode_views_frames
 from utils.fileio import write_npz
+from utils.progress import Progress, failure_summary
 
 FORMAT = "text4vis-embeddings"
 VERSION = 1
@@ -235,9 +237,10 @@ def run_chunks(
     device: torch.device,
     normalize: Any,
     worker_init: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(chunk, part arrays) of each `(chunk, input indices)` in turn, as soon as its last batch is
-    encoded; failed inputs are listed apart."""
+    encoded; failed inputs are listed apart. `progress(n)` after each batch of n inputs."""
     bs = args.batch_size
     plan = [(c, indices[s : s + bs]) for c, indices in chunks for s in range(0, len(indices), bs)]
     loader = DataLoader(
@@ -255,6 +258,8 @@ def run_chunks(
         parts.failed += [(i, err) for i, good, err in zip(index.tolist(), ok.tolist(), error, strict=True) if not good]
         keep = ok.bool()
         if not keep.any():
+            if progress is not None:
+                progress(len(index))
             continue
         try:
             per_view, per_frame = encode_views_frames(
@@ -276,6 +281,8 @@ def run_chunks(
             parts.vemb.append(per_view.cpu())
         if per_frame is not None:
             parts.femb.append(per_frame.cpu())
+        if progress is not None:
+            progress(len(index))
     if current is not None:
         yield current, parts.arrays(args.per_view, args.per_frame)
 
@@ -329,31 +336,26 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
             flush=True,
         )
     normalize = input_normalize(loaded.model)
-    start = time.perf_counter()
     chunk_inputs = [(c, list(range(c * args.chunk, min((c + 1) * args.chunk, len(ids))))) for c in todo]
     init = WorkerInit(int(cfg.seed), dist.rank, bool(cfg.data.reuse_freed_memory)) if args.workers > 0 else None
-    written = run_chunks(
-        loaded.model,
-        data,
-        chunk_inputs,
-        args,
-        views=views,
-        frames=frames,
-        device=dist.device,
-        normalize=normalize,
-        worker_init=init,
-    )
-    for k, (c, arrays) in enumerate(written):
-        write_npz(chunk_path(parts, c), arrays)
-        if dist.is_main:
-            rate = sum(min(args.chunk, len(ids) - t * args.chunk) for t in todo[: k + 1]) / (
-                time.perf_counter() - start
-            )
-            print(
-                f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's, "
-                f"{rate:.2f} inputs/s per process)",
-                flush=True,
-            )
+    label = "extract" + (f" (rank 0 of {dist.world_size})" if dist.world_size > 1 else "")
+    with Progress(sum(len(i) for _, i in chunk_inputs), label, "input", enabled=dist.is_main) as shown:
+        written = run_chunks(
+            loaded.model,
+            data,
+            chunk_inputs,
+            args,
+            views=views,
+            frames=frames,
+            device=dist.device,
+            normalize=normalize,
+            worker_init=init,
+            progress=shown.update,
+        )
+        for k, (c, arrays) in enumerate(written):
+            write_npz(chunk_path(parts, c), arrays)
+            if dist.is_main:
+                shown.note(f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's)")
     barrier()
     if dist.is_main:
         meta = {
@@ -371,30 +373,33 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
             "embeddings": "un-normalised model.encode_video, averaged over the views",
             "labels": "index into class_names; -1 = unknown",
         }
-        write_merged(
+        failed = write_merged(
             out, parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))}
         )
+        if failed:
+            print(
+                failure_summary(failed, len(ids)) + f" (no row in {out}: listed in failed_ids, failed_errors)",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(1)
 
 
-def write_merged(out: Path, parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]) -> None:
-    """Rank 0, once every chunk is written: the merged file, then the parts folder removed."""
+def write_merged(
+    out: Path, parts: Path, chunks: int, ids: Sequence[str], extra: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Rank 0, once every chunk is written: the merged file, then the parts folder removed.
+    Returns the inputs that failed, with their errors."""
     arrays = merge(parts, chunks, ids, extra)
     write_npz(out, arrays)
     shutil.rmtree(parts, ignore_errors=True)
     emb = arrays["embeddings"]
-    failed = len(arrays["failed_ids"])
     print(
         f"[extract] wrote {out}: {len(arrays['ids'])} embeddings of dimension {emb.shape[-1] if emb.ndim == 2 else 0}"
         + "".join(f", {k} {tuple(arrays[k].shape)}" for k in ("view_embeddings", "frame_embeddings") if k in arrays),
         flush=True,
     )
-    if failed:
-        print(
-            f"warning: {failed} inputs could not be read and have no row (listed in failed_ids / failed_errors); "
-            f"first: {arrays['failed_errors'][0]}",
-            file=sys.stderr,
-            flush=True,
-        )
+    return list(zip(arrays["failed_ids"].tolist(), arrays["failed_errors"].tolist(), strict=True))
 
 
 if __name__ == "__main__":

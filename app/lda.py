@@ -71,6 +71,7 @@ from utils.checkpoint import save_checkpoint
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import collect
+from utils.progress import Progress, track
 
 
 @torch.no_grad()
@@ -98,15 +99,16 @@ def extract_features(
         reuse_memory=cfg.data.reuse_freed_memory,
     )
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
-    out = collect(
-        model,
-        loader,
-        views=1,
-        num_frames=cfg.data.num_segments,
-        device=device,
-        normalize=input_normalize(model),
-        prepare=clips_to_device(dataset, device),
-    )
+    with Progress(len(dataset), "lda features", "video") as shown:  # on stderr (utils.progress)
+        out = collect(
+            model,
+            track(loader, shown, size=lambda batch: len(batch[1])),
+            views=1,
+            num_frames=cfg.data.num_segments,
+            device=device,
+            normalize=input_normalize(model),
+            prepare=clips_to_device(dataset, device),
+        )
     return out.embeddings, out.labels
 
 
@@ -136,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg = open_weights(args.weights).config(args.config, args.opts)
         device = select_device(args.device)
         feats, labels = extract_features(cfg, args.weights, device, args.trust_pickle, allowed_pipes(args))
+    print(f"fitting LDA on {len(labels)} videos of dimension {feats.shape[1]}", flush=True)
     directions = fit_lda(feats, labels, shrinkage=args.shrinkage)
     save_checkpoint(directions, args.out)
     print(f"saved LDA class directions {tuple(directions.shape)} from {len(labels)} videos to {args.out}")

@@ -117,7 +117,7 @@ def _own_pass(run: EvalRun, split: Split) -> tuple[EvalOutput, torch.Tensor]:
                 device=run.dist.device,
                 trusted_pickles=run.args.trust_pickle,
             ).model
-    return run.collect(split.cfg, model), class_embeddings_of(model)
+    return run.collect(split.cfg, model, f"zero-shot split {Path(split.spec).name}"), class_embeddings_of(model)
 
 
 def split_reports(run: EvalRun, main: EvalOutput | None, splits: list[Split], scale: float) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def run_protocols(
     }
     main = None
     if "full" in protocols or "half" in protocols:
-        main = run.collect()
+        main = run.collect(label="zero-shot")
         both = zero_shot_report(main, run.class_embeddings(), scale=scale, repeats=repeats)
         if "full" in protocols:
             report["full_classes"] = both["full_classes"]

@@ -90,6 +90,8 @@ def test_embeddings_equal_encode_video(setup, capsys):
     _extract(
         "--weights",
         setup["ckpt"],
+        "--config",
+        str(setup["base"] / "cfg.yaml"),
         "--split",
         "val",
         "--out",
@@ -127,6 +129,8 @@ def test_multiview_is_the_mean_of_views(setup):
     _extract(
         "--weights",
         setup["ckpt"],
+        "--config",
+        str(setup["base"] / "cfg.yaml"),
         "--split",
         "val",
         "--out",
@@ -158,6 +162,8 @@ def _cmd(out: Path, *extra: str) -> list[str]:
         "app.extract",
         "--weights",
         "SETUP",
+        "--config",
+        "CONFIG",
         "--split",
         "val",
         "--out",
@@ -177,7 +183,8 @@ def test_killed_run_resumes_to_the_same_file(setup):
     whole, resumed = base / "whole.npz", base / "resumed.npz"
 
     def cmd(out):
-        return [c if c != "SETUP" else setup["ckpt"] for c in _cmd(out, "--per_view")]
+        swap = {"SETUP": setup["ckpt"], "CONFIG": str(setup["base"] / "cfg.yaml")}
+        return [swap.get(c, c) for c in _cmd(out, "--per_view")]
 
     proc = subprocess.run(cmd(whole), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -204,7 +211,20 @@ def test_killed_run_resumes_to_the_same_file(setup):
 
 def test_two_processes_write_the_same_rows(setup):
     out1, out2 = setup["base"] / "one.npz", setup["base"] / "two.npz"
-    _extract("--weights", setup["ckpt"], "--split", "val", "--out", str(out1), "--chunk", "2", "--device", "cpu")
+    _extract(
+        "--weights",
+        setup["ckpt"],
+        "--config",
+        str(setup["base"] / "cfg.yaml"),
+        "--split",
+        "val",
+        "--out",
+        str(out1),
+        "--chunk",
+        "2",
+        "--device",
+        "cpu",
+    )
     proc = subprocess.run(
         [
             sys.executable,
@@ -216,6 +236,8 @@ def test_two_processes_write_the_same_rows(setup):
             "app.extract",
             "--weights",
             setup["ckpt"],
+            "--config",
+            str(setup["base"] / "cfg.yaml"),
             "--split",
             "val",
             "--out",
@@ -252,7 +274,11 @@ def test_inputs_by_path_and_unreadable_ones(setup, tmp_path, capsys):
     image = tmp_path / "still.png"
     Image.open(next(frame_dir.glob("*.jpg"))).save(image)
     out = tmp_path / "paths.npz"
-    _extract("--weights", setup["ckpt"], str(folder), str(frame_dir), str(image), "--out", str(out), "--device", "cpu")
+    with pytest.raises(SystemExit) as ended:  # the file is written, then the failure is a non-zero exit
+        _extract(
+            "--weights", setup["ckpt"], str(folder), str(frame_dir), str(image), "--out", str(out), "--device", "cpu"
+        )
+    assert ended.value.code == 1
     captured = capsys.readouterr()
     got = np.load(out)
     ids = got["ids"].tolist()
@@ -260,7 +286,10 @@ def test_inputs_by_path_and_unreadable_ones(setup, tmp_path, capsys):
     assert got["labels"].tolist() == [-1] * 4
     assert got["failed_ids"].tolist() == [str(folder / "broken.mp4")]
     assert "broken.mp4" in got["failed_errors"][0]
-    assert "1 inputs could not be read" in captured.err
+    summary = captured.err.rstrip().splitlines()[-1]
+    assert summary.startswith(f"1 of 5 inputs failed: {folder / 'broken.mp4'} (")
+    assert summary.endswith(f"(no row in {out}: listed in failed_ids, failed_errors)")
+    assert "extract: 5/5 inputs in" in captured.err  # progress per input (plain lines: not a terminal)
     with pytest.raises(UserError, match="already exists.*--overwrite"):
         _extract("--weights", setup["ckpt"], str(image), "--out", str(out), "--device", "cpu")
     with pytest.raises(UserError, match="give the inputs one way"):
@@ -277,14 +306,52 @@ def test_resume_with_other_settings_is_refused(setup, tmp_path):
     parts.mkdir()
     (parts / "manifest.json").write_text('{"chunk": 99}')
     with pytest.raises(UserError, match="holds parts of a run with other settings.*chunk"):
-        main(["--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--device", "cpu"])
-    main(["--weights", setup["ckpt"], "--split", "val", "--out", str(out), "--device", "cpu", "--overwrite"])
+        main(
+            [
+                "--weights",
+                setup["ckpt"],
+                "--config",
+                str(setup["base"] / "cfg.yaml"),
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+    main(
+        [
+            "--weights",
+            setup["ckpt"],
+            "--config",
+            str(setup["base"] / "cfg.yaml"),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--overwrite",
+        ]
+    )
     assert out.exists() and not parts.exists()
 
 
 def test_lda_fits_from_extracted_features(setup, capsys):
     out = setup["base"] / "train.npz"
-    _extract("--weights", setup["ckpt"], "--split", "train", "--out", str(out), "--device", "cpu")
+    _extract(
+        "--weights",
+        setup["ckpt"],
+        "--config",
+        str(setup["base"] / "cfg.yaml"),
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     from app.lda import main as lda_main
 
     lda_out = setup["base"] / "lda.pt"
@@ -294,7 +361,7 @@ def test_lda_fits_from_extracted_features(setup, capsys):
     assert "from 8 videos" in capsys.readouterr().out
 
 
-def test_lda_features_with_transforms_deferred_to_the_device(setup):
+def test_lda_features_with_transforms_deferred_to_the_device(setup, capsys):
     """`data.transform_device: cuda` defers the clip transform out of the loader; the LDA tool's own
     pass must apply it (here on the CPU device): the same features as the plain pipeline."""
     from app.lda import extract_features
@@ -305,6 +372,7 @@ def test_lda_features_with_transforms_deferred_to_the_device(setup):
     emb, labels = extract_features(plain, setup["ckpt"])
     emb_d, labels_d = extract_features(deferred, setup["ckpt"])
     assert emb.shape == (8, 256) and torch.equal(labels_d, labels)
+    assert capsys.readouterr().err.count("lda features: 8/8 videos in ") == 2  # progress (utils.progress)
     torch.testing.assert_close(emb_d, emb, rtol=0, atol=1e-5)
 
 
@@ -341,8 +409,22 @@ def test_one_loader_serves_every_chunk_and_no_batch_crosses_a_chunk(monkeypatch)
     args = SimpleNamespace(batch_size=2, workers=1, per_view=False, per_frame=False, precision="fp32")
     data = ex.Guarded(_Numbered(), [i % 2 for i in range(7)], (1, 3, 2, 2))
     chunks = [(0, [0, 1, 2]), (1, [3, 4, 5]), (2, [6])]
-    out = list(ex.run_chunks(None, data, chunks, args, views=1, frames=1, device=torch.device("cpu"), normalize=None))
+    counted: list[int] = []
+    out = list(
+        ex.run_chunks(
+            None,
+            data,
+            chunks,
+            args,
+            views=1,
+            frames=1,
+            device=torch.device("cpu"),
+            normalize=None,
+            progress=counted.append,
+        )
+    )
     assert made == [1]
+    assert counted == [2, 1, 2, 1, 1]  # every input once, per batch ([3, 4]: the failed one too)
     assert seen == [[0, 1], [2], [4], [5], [6]]  # batches of 2 that stop at each chunk's end; 3 failed
     assert [c for c, _ in out] == [0, 1, 2]
     parts = {c: a for c, a in out}

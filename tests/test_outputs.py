@@ -77,6 +77,7 @@ def test_default_results_folders_differ_when_the_evaluation_does(setup, tmp_path
     test.main(common)
     (first,) = folders(tmp_path)
     assert first.parent == Path("exp/test/tiny").resolve() and first.name.startswith("tiny_2x1x1_")
+    assert "test: 4/4 videos in " in (first / "log.txt").read_text()  # progress lines in the log (no terminal)
     assert len(first.name) == len("tiny_2x1x1_") + 8
     seen = {first}
     for opts in (
@@ -102,6 +103,7 @@ def test_default_results_folders_differ_when_the_evaluation_does(setup, tmp_path
     zs = folders(tmp_path) - seen
     assert sorted(p.name[: -len("_12345678")] for p in zs) == ["tiny_2x1x1_zs-full", "tiny_2x1x1_zs-full-half"]
     assert all("full_classes" in json.loads((p / "results.json").read_text()) for p in zs)
+    assert all("zero-shot: 4/4 videos in " in (p / "log.txt").read_text() for p in zs)
 
 
 def test_explicit_output_holding_results_is_refused_unless_overwrite(setup, tmp_path, monkeypatch):

@@ -112,3 +112,15 @@ def test_failure_summary_names_the_first_failures_and_counts_the_rest():
         failure_summary(failed[:1], 1, what="videos")
         == "1 of 1 videos failed: a.mp4 (cannot open video (moov atom not found))"
     )
+
+
+def test_shards_show_progress_lines_when_not_on_a_terminal(tmp_path, capsys):
+    """datasets.shards reports through utils.progress: under pytest stderr is not a terminal, so
+    plain lines (the closing one with the count) rather than a bar that logs would not show."""
+    from datasets.shards import write_shards
+    from datasets.synthetic import generate
+
+    generate(tmp_path / "syn", classes=2, videos_per_class=2, val_videos_per_class=1, frames=4, size=16, fmt="frames")
+    write_shards(str(tmp_path / "syn" / "train.txt"), str(tmp_path / "syn" / "frames"), str(tmp_path / "s" / "t"))
+    err = capsys.readouterr().err
+    assert "shards: 2/4 videos (50 %)" in err and "shards: 4/4 videos in " in err

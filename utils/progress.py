@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -142,12 +142,21 @@ class Progress:
         self.close()
 
 
-def track(items: Iterable[T], progress: Progress, size: Callable[[T], int] = lambda _: 1) -> Iterator[T]:
-    """`items` unchanged; `progress` counts `size(item)` once the consumer is done with an item
-    (when it asks for the next one), so a batch counts after it was processed, not when loaded."""
-    for item in items:
-        yield item
-        progress.update(size(item))
+class track(Generic[T]):  # noqa: N801 (used like a function: `for x in track(items, progress)`)
+    """`items` unchanged (with their `len()`); `progress` counts `size(item)` once the consumer is
+    done with an item (when it asks for the next one), so a batch counts after it was processed,
+    not when it was loaded."""
+
+    def __init__(self, items: Iterable[T], progress: Progress, size: Callable[[T], int] = lambda _: 1) -> None:
+        self.items, self.progress, self.size = items, progress, size
+
+    def __len__(self) -> int:
+        return len(self.items)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self.items:
+            yield item
+            self.progress.update(self.size(item))
 
 
 def failure_summary(failed: Sequence[tuple[str, str]], total: int, what: str = "inputs", shown: int = 3) -> str:

@@ -10,6 +10,23 @@ protocol) unless `--ddof 1` is given.
 
 from __future__ import annotations
 
+import argparse
+
+from utils.cli import cli_parser, help_before_imports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_parser("python -m utils.summarize", __doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", help="results.json files written by test.py / test_zeroshot.py")
+    p.add_argument("--ddof", type=int, default=0, help="0: population std (default); 1: sample std")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+# --help answers here, before numpy is imported; the imports below come after it on purpose:
+# ruff: noqa: E402
+help_before_imports(__name__, build_parser)
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from utils.cli import cli_parser
 from utils.config_schema import flatten
 from utils.errors import UserError, run_cli
 
@@ -74,11 +90,7 @@ def format_table(summary: dict[str, dict[str, Any]], paths: Sequence[str | Path]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = cli_parser("python -m utils.summarize", __doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="+", help="results.json files written by test.py / test_zeroshot.py")
-    p.add_argument("--ddof", type=int, default=0, help="0: population std (default); 1: sample std")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     summary = summarize(a.results, a.ddof)
     print(json.dumps(summary, indent=2) if a.json else format_table(summary, a.results))
 

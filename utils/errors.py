@@ -100,7 +100,7 @@ def error_line(message: str) -> str:
 def _append_to_run_logs(line: str) -> None:
     """Write `line` through the run logger's file handlers only (log.txt; the console already has it)."""
     logger = logging.getLogger(RUN_LOGGER)
-    record = logger.makeRecord(RUN_LOGGER, logging.ERROR, __file__, 0, line, None, None)
+    record = logger.makeRecord(RUN_LOGGER, logging.ERROR, __file__, 0, line, (), None)
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
             with contextlib.suppress(Exception):  # a removed folder, a full disk: the console line stays

@@ -1,8 +1,9 @@
 """The model-zoo table of a set of runs: `python -m app.results RUN_DIR_OR_RESULTS_JSON ... [--md F] [--csv F]`.
 
 One row per `results.json` (test.py: top-1 / top-5 / mAP; test_zeroshot.py: full-class, half-class
-and official-split top-1) found in the given files and folders; a training run folder without
-any gives one row of its best train-time validation (T x 1 x 1). Each row also has the cost of
+and official-split top-1) given, or found at any depth below the given folders (`exp/` gives them
+all); a training run folder (metrics.csv, config.yaml) without any in it gives one row of its best
+train-time validation (T x 1 x 1). Each row also has the cost of
 the model its config describes:
 
 * **GFLOPs per view**: multiply-adds of one forward pass over one view (T frames at
@@ -39,6 +40,8 @@ help_before_imports(__name__, build_parser)
 import csv
 import io
 import json
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -150,7 +153,12 @@ def _run_name(res: dict, path: Path) -> str:
 
 def row_from_results(path: Path) -> dict[str, Any]:
     """One table row from a results.json of test.py or test_zeroshot.py."""
-    res = json.loads(path.read_text())
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable results file ({err})") from None
+    if not isinstance(res, dict):
+        raise UserError(f"{path}: not a results file of test.py / test_zeroshot.py (not a JSON object)")
     row: dict[str, Any] = {
         "run": _run_name(res, path),
         "source": str(path),
@@ -200,20 +208,47 @@ def _with_model(row: dict[str, Any], cfg: DotMap | None) -> dict[str, Any]:
     return {c: row.get(c) for c in COLUMNS}
 
 
+def is_run_folder(folder: Path) -> bool:
+    """A training run folder: train.py's metrics.csv and config.yaml."""
+    return (folder / "metrics.csv").is_file() and (folder / "config.yaml").is_file()
+
+
+def find_below(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(every results.json, every training run folder without a results.json in it or below it)
+    at any depth below `folder`, in path order; symbolic links to folders are not followed."""
+    results, runs = [], []
+    for here, dirs, files in os.walk(folder):
+        dirs.sort()
+        if RESULTS in files:
+            results.append(Path(here) / RESULTS)
+        elif is_run_folder(Path(here)):
+            runs.append(Path(here))
+    return sorted(results), [r for r in sorted(runs) if not any(r in f.parents for f in results)]
+
+
 def collect_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Rows of every results.json in `paths` (files or folders, searched recursively), in order."""
+    """Rows of every results.json in `paths` (files, or folders searched at any depth), and of
+    every training run folder found without one (its best validation), in order. A run folder
+    found below a given folder that has no validation row yet is left out with a note."""
     rows = []
     for p in map(Path, paths):
         if p.is_file():
             rows.append(row_from_results(p))
         elif p.is_dir():
-            found = sorted(p.rglob(RESULTS))
-            if found:
-                rows += [row_from_results(f) for f in found]
-            elif (p / "metrics.csv").is_file() and (p / "config.yaml").is_file():
-                rows.append(row_from_run_folder(p))
-            else:
-                raise UserError(f"{p}: no {RESULTS} below it and not a training run folder (metrics.csv, config.yaml)")
+            results, runs = find_below(p)
+            if not results and not runs:
+                raise UserError(
+                    f"{p}: no {RESULTS} below it and no training run folder (metrics.csv, config.yaml) "
+                    f"in it or below it"
+                )
+            rows += [row_from_results(f) for f in results]
+            for run in runs:
+                try:
+                    rows.append(row_from_run_folder(run))
+                except UserError as err:
+                    if run == p:
+                        raise
+                    print(f"note: left out {run}: {err}", file=sys.stderr, flush=True)
         else:
             raise UserError(f"not found: {p}")
     return rows

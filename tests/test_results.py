@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -118,3 +119,37 @@ def test_bad_paths_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no results.json below it"):
         collect_rows([tmp_path])
     assert markdown([]).startswith("|")
+
+
+def test_a_folder_is_searched_at_any_depth(runs, capsys):
+    """`python -m app.results exp/`: every results.json below (nested at any depth) and every
+    training run folder below without one (its best validation); a run without any validation
+    yet is left out with a note, a folder with neither is a one-line error."""
+    tmp_path, test, _ = runs
+    deep = tmp_path / "exp" / "k400" / "ViT-B-32"
+    shutil.copytree(tmp_path / "b", deep / "run1")  # a run folder, two levels below
+    shutil.copytree(tmp_path / "b", deep / "run2")  # a run folder holding a test's results
+    (deep / "run2" / "test_3x2").mkdir()
+    shutil.copy(tmp_path / "a" / "test_3x2" / "results.json", deep / "run2" / "test_3x2" / "results.json")
+    shutil.copytree(tmp_path / "zs", tmp_path / "exp" / "test" / "ucf" / "w_8x1x1_zs-full_0123abcd")
+    (deep / "run3").mkdir()  # a run that has not validated yet
+    (deep / "run3" / "config.yaml").write_text((tmp_path / "b" / "config.yaml").read_text())
+    (deep / "run3" / "metrics.csv").write_text("epoch,train_loss,val_top1,val_top5\n0,1.0,,\n")
+    rows = collect_rows([tmp_path / "exp"])
+    assert [(r["source"], r["kind"]) for r in rows] == [
+        (str(deep / "run2" / "test_3x2" / "results.json"), "test"),
+        (str(tmp_path / "exp" / "test" / "ucf" / "w_8x1x1_zs-full_0123abcd" / "results.json"), "zero-shot"),
+        (str(deep / "run1" / "metrics.csv"), "val (epoch 1)"),
+    ]
+    assert rows[0]["top1"] == test["top1"] and rows[2]["top1"] == 75.5
+    assert f"note: left out {deep / 'run3'}: {deep / 'run3'}/metrics.csv has no validation row yet" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(UserError, match="metrics.csv has no validation row yet"):
+        collect_rows([deep / "run3"])  # named itself: an error
+    (deep / "run1" / "results.json").write_text("{not json")
+    with pytest.raises(UserError, match="run1/results.json: not a readable results file"):
+        collect_rows([tmp_path / "exp"])
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(UserError, match="no results.json below it and no training run folder"):
+        collect_rows([tmp_path / "empty"])

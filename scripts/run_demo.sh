@@ -18,8 +18,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 case "${1:-}" in
-  -h|--help)  # the comment block at the top of this file, without its '# '
-    sed -n '2,/^# `sh/{/^# `sh/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"
+  -h|--help)  # the usage line, then the comment block at the top of this file without its '# '
+    echo "usage: $(basename "$0") [transf|meanp|both|compare]   (default transf)"
+    echo
+    sed -n '2,/^# `sh/{/^# `sh/d;/^# Usage:/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"
     exit 0 ;;
 esac
 cd "$ROOT"

@@ -105,3 +105,32 @@ def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path):
     sh("run_test_zeroshot.sh", "cfgs/tiny.yaml", "runs/a/model_best.pt", "--output", "zs_out")
     zs = json.loads((work / "zs_out" / "results.json").read_text())
     assert zs["full_classes"]["num_videos"] == 3
+
+
+# script -> words its --help must name (its options and environment)
+HELP_NAMES = {
+    "run_train.sh": ["CONFIG", "GPUS", "MASTER_PORT", "PYTHON", "--output", "train.py --help"],
+    "run_test.sh": ["CONFIG WEIGHTS", "NPROC", "GPUS", "PYTHON", "test.py --help"],
+    "run_test_zeroshot.sh": ["CONFIG WEIGHTS", "NPROC", "test_zeroshot.py --help", "--protocol"],
+    "run_train_multinodes.sh": ["CONFIG NODE_RANK", "MASTER_ADDR", "NNODES", "MASTER_PORT", "GPUS"],
+    "run_demo.sh": ["transf|meanp|both|compare", "DEMO_DATA", "DEMO_OUT", "DEMO_OPTS", "PYTHON"],
+    "run_tests.sh": ["pytest"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(HELP_NAMES))
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_every_script_answers_help_with_its_own_name(script, flag, tmp_path):
+    """`-h`/`--help` prints the script's own usage (its name, arguments and environment) and exits 0,
+    before anything is set up or started."""
+    for start in _starts(script):
+        proc = subprocess.run([*start, flag], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, (start, proc.stderr)
+        assert proc.stderr == "", (start, proc.stderr)
+        first = proc.stdout.splitlines()[0]
+        assert script in first and "usage" in first.lower(), (start, first)
+        for name in HELP_NAMES[script]:
+            assert name in proc.stdout, (start, name, proc.stdout)
+        others = [s for s in HELP_NAMES if s != script and s in proc.stdout]
+        assert others == [], (start, others)
+    assert list(tmp_path.iterdir()) == []  # nothing generated, no run folder

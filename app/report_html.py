@@ -177,8 +177,11 @@ footer { margin-top: 3em; font-size: 0.85em; color: var(--muted); }
   .table-wrap { max-height: none; overflow: visible; border: 0; }
   th { position: static; }
   th .arrow::after { content: ""; }
+  table { font-size: 8.5pt; }
+  th button, td.num { white-space: normal; }
+  th { overflow-wrap: anywhere; }
   nav { display: none; }
-  h2, h3 { break-after: avoid; }
+  h2, h3, h4 { break-after: avoid; }
   tr, figure, .cards { break-inside: avoid; }
   .charts { grid-template-columns: 1fr 1fr; }
   section.run { break-before: page; }

@@ -4,7 +4,7 @@
 #   2. generate the synthetic action dataset into data/demo (skipped when the same one is there)
 #   3. train a tiny CLIP-shaped model from random weights (configs/demo/demo_<head>.yaml)
 #   4. multi-view test of the best checkpoint (3 crops x 2 clips) with test.py
-#   5. print a summary (accuracy per head, output folders)
+#   5. print a summary (accuracy per head, output folders); each run folder holds report.html
 # Usage: bash scripts/run_demo.sh [transf|meanp|both|compare]   (default transf)
 #   compare: the paper's comparison, Text4Vis (frozen classifier, CE: demo_transf.yaml) against the
 #   original's contrastive baseline (text tower in the loop, NCE loss: demo_nce.yaml) with the same
@@ -64,6 +64,7 @@ for h in $HEADS; do
   # shellcheck disable=SC2086
   "$PY" test.py --config "$CFG" --weights "$OUT/$h/model_best.pt" --test_crops 3 --test_clips 2 \
     --output "$OUT/$h/test_3x2" --opts "${DATA_OPTS[@]}" ${DEMO_OPTS:-}
+  "$PY" -m app.report "$OUT/$h"  # the run's page (train.py wrote it) again, now with its test
 done
 
 T1=$(date +%s)
@@ -80,11 +81,13 @@ for h in heads:
     res = json.loads(res_path.read_text()) if res_path.is_file() else {}
     test = f"{res['top1']:.1f} % top-1, {res['top5']:.1f} % top-5" if res else "no result"
     print(f"  {h:7s} val top-1 (1 view, best epoch) {best:5.1f} %   test 3 crops x 2 clips: {test}")
-    print(f"          {out / h}/ (log.txt, metrics.csv, curves.png, model_best.pt)")
+    print(f"          {out / h}/ (report.html, log.txt, metrics.csv, curves.png, model_best.pt)")
 print("=" * 72)
 PYEOF
 if [ "$#" -gt 0 ] && [ "$1" = "compare" ]; then
   echo "[demo] side by side (python -m app.results; also $OUT/compare.md, $OUT/compare.csv):"
   # shellcheck disable=SC2086
   "$PY" -m app.results $(for h in $HEADS; do echo "$OUT/$h"; done) --md "$OUT/compare.md" --csv "$OUT/compare.csv"
+  # shellcheck disable=SC2046
+  "$PY" -m app.report $(for h in $HEADS; do echo "$OUT/$h"; done) --out "$OUT/compare.html"
 fi

@@ -25,7 +25,7 @@ import torch
 
 from app import report
 from app.report_data import load_run
-from app.report_runinfo import read_run_info
+from app.report_runinfo import RUN_INFO, read_run_info
 from utils import analysis
 from utils.config import dump, load_config
 from utils.errors import UserError
@@ -565,3 +565,39 @@ def test_console_errors_are_caught(tmp_path, browser):
     bad.write_text("<!DOCTYPE html><html><body><script>notDefined();</script></body></html>")
     proc = headless(browser, tmp_path, "--dump-dom", bad.as_uri())
     assert any("notDefined is not defined" in m for m in console_messages(proc))
+
+
+@pytest.mark.slow
+def test_train_and_test_end_with_their_report(tmp_path, monkeypatch):
+    """The real entry points: train.py (1 epoch of the tiny model) and test.py leave report.html and
+    run_info.json; with logging.report false only run_info.json."""
+    import test as test_script
+    import train
+    from datasets.synthetic import generate
+    from tests.test_train_recipe import write_config
+
+    data = tmp_path / "data"
+    generate(data, classes=4, videos_per_class=2, val_videos_per_class=1, frames=8, size=64, fmt="frames", seed=0)
+    cfg = write_config(tmp_path, data, epochs=1)
+    argv = ["train.py", "--config", str(cfg), "--output", str(tmp_path / "run"), "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", argv)
+    train.main(argv[1:])
+    run = tmp_path / "run"
+    page = Page((run / "report.html").read_text())
+    best = max(csv.DictReader((run / "metrics.csv").open()), key=lambda r: float(r["val_top1"]))
+    assert page.values("best_val_top1")[0][0] == float(best["val_top1"])
+    assert read_run_info(run)["invocations"][0]["argv"] == argv  # type: ignore[index]
+
+    test_argv = ["test.py", "--config", str(cfg), "--weights", str(run / "model_best.pt"), "--device", "cpu"]
+    test_argv += ["--output", str(run / "test_1x1")]
+    monkeypatch.setattr(sys, "argv", test_argv)
+    test_script.main(test_argv[1:])
+    res = json.loads((run / "test_1x1" / "results.json").read_text())
+    check_numbers(Page((run / "test_1x1" / "report.html").read_text()), res)
+    assert read_run_info(run / "test_1x1")["invocations"][0]["script"] == "test.py"  # type: ignore[index]
+
+    off = test_argv[:-1] + [str(tmp_path / "quiet"), "--opts", "logging.report=false"]
+    monkeypatch.setattr(sys, "argv", off)
+    test_script.main(off[1:])
+    assert (tmp_path / "quiet" / "results.json").is_file() and (tmp_path / "quiet" / RUN_INFO).is_file()
+    assert not (tmp_path / "quiet" / "report.html").exists()

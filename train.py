@@ -18,7 +18,14 @@ from __future__ import annotations
 import argparse
 
 from utils.choices import DEVICES, PRECISIONS
-from utils.cli import add_allow_pipe_arg, add_config_args, add_trust_arg, cli_parser, help_before_imports
+from utils.cli import (
+    add_allow_pipe_arg,
+    add_config_args,
+    add_trust_arg,
+    cli_parser,
+    help_before_imports,
+    positive_int,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop_after_epochs",
         "--stop-after-epochs",
         dest="stop_after_epochs",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="end this invocation after N epochs and save last_model.pt (the schedule "

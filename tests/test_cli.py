@@ -147,3 +147,13 @@ def test_heavy_imports_reads_an_importtime_report():
 def test_wants_help_stops_at_double_dash():
     assert wants_help(["--config", "c.yaml", "-h"]) and wants_help(["--help"])
     assert not wants_help(["--", "--help"]) and not wants_help(["--opts", "a=-h"])
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_stop_after_epochs_below_one_is_refused_while_parsing(value, capsys):
+    """--stop_after_epochs 0 would train nothing and say it stopped after epoch -1: refused by the
+    parser, before the config (here a file that does not exist) is read."""
+    with pytest.raises(SystemExit) as exit_:
+        entry_main("train.py")(["--config", "missing.yaml", "--stop_after_epochs", value])
+    assert exit_.value.code == 2
+    assert f"--stop_after_epochs/--stop-after-epochs: '{value}' is not an integer >= 1" in capsys.readouterr().err

@@ -82,6 +82,17 @@ def cli_parser(prog: str, description: str | None = None) -> argparse.ArgumentPa
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (refused while parsing, before anything is loaded)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def add_config_args(
     parser: argparse.ArgumentParser,
     config_help: str = "YAML config file",

@@ -415,9 +415,12 @@ def test_zeroshot_every_protocol_in_one_report_and_official_splits(setup, tmp_pa
         "--weights",
         setup["ckpt"],
         "--protocol",
+        "full",
         "splits",
         "--output",
         str(tmp_path / "x"),
+        "--opts",
+        f"data.val_list={tmp_path / 'missing.txt'}",  # refused before the data (and the model) is loaded
     )
     assert no_splits.returncode == 1 and "no official splits are known for data.dataset 'syn'" in no_splits.stderr
     assert "Traceback" not in no_splits.stderr

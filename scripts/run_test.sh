@@ -39,6 +39,7 @@ NPROC="${NPROC:-${GPUS:-}}"
 if [ -z "$NPROC" ]; then
   NPROC="$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')"
 fi
+case "$NPROC" in ''|*[!0-9]*|0) echo "error: NPROC (or GPUS) must be a number of processes >= 1, got '$NPROC'" >&2; exit 2 ;; esac
 # utils.launch: torchrun that reports a failed rank in one line (not torchrun's ChildFailedError block)
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m utils.launch --standalone --nproc_per_node="$NPROC" \
   "$ROOT/$ENTRY" --config "$CONFIG" --weights "$WEIGHTS" "$@"

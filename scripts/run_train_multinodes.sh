@@ -28,8 +28,8 @@ CONFIG="$1"; NODE_RANK="$2"; shift 2
 if [ ! -f "$CONFIG" ]; then
   echo "error: config file not found: $CONFIG" >&2; exit 1
 fi
-: "${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}"
-: "${NNODES:?set NNODES to the number of machines}"
+[ -n "${MASTER_ADDR:-}" ] || { echo "error: set MASTER_ADDR to the address of node 0" >&2; exit 2; }
+[ -n "${NNODES:-}" ] || { echo "error: set NNODES to the number of machines" >&2; exit 2; }
 MASTER_PORT="${MASTER_PORT:-29500}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
@@ -37,6 +37,10 @@ if [ -z "${GPUS:-}" ]; then
   GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)"
   [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
 fi
+case "$GPUS" in ''|*[!0-9]*|0) echo "error: GPUS must be a number of processes >= 1, got '$GPUS'" >&2; exit 2 ;; esac
+case "$NNODES" in ''|*[!0-9]*|0) echo "error: NNODES must be a number of machines >= 1, got '$NNODES'" >&2; exit 2 ;; esac
+case "$NODE_RANK" in ''|*[!0-9]*) echo "error: NODE_RANK must be 0..NNODES-1, got '$NODE_RANK'" >&2; exit 2 ;; esac
+[ "$NODE_RANK" -lt "$NNODES" ] || { echo "error: NODE_RANK must be 0..NNODES-1, got '$NODE_RANK' with NNODES=$NNODES" >&2; exit 2; }
 echo "[run_train_multinodes] node $NODE_RANK/$NNODES, $GPUS process(es), master $MASTER_ADDR:$MASTER_PORT"
 # utils.launch: torchrun that reports a failed rank in one line (not torchrun's ChildFailedError block)
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m utils.launch --nnodes="$NNODES" --node_rank="$NODE_RANK" \

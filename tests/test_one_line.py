@@ -249,3 +249,18 @@ def test_run_test_sh_says_one_line_and_debug_shows_the_traceback(data, tmp_path)
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == line
+
+
+def test_launcher_says_one_line_when_torchrun_cannot_start(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.launch", "--nproc_per_node=abc", str(ROOT / "train.py")],
+        cwd=tmp_path,
+        env={**_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: torchrun could not start the processes: ValueError: Unsupported nproc_per_node value: abc"
+    ]

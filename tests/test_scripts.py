@@ -134,3 +134,45 @@ def test_every_script_answers_help_with_its_own_name(script, flag, tmp_path):
         others = [s for s in HELP_NAMES if s != script and s in proc.stdout]
         assert others == [], (start, others)
     assert list(tmp_path.iterdir()) == []  # nothing generated, no run folder
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "env", "line"),
+    [
+        ("run_train.sh", ["cfg.yaml"], {"GPUS": "abc"}, "error: GPUS must be a number of processes >= 1, got 'abc'"),
+        (
+            "run_test.sh",
+            ["cfg.yaml", "cfg.yaml"],
+            {"NPROC": "0"},
+            "error: NPROC (or GPUS) must be a number of processes >= 1, got '0'",
+        ),
+        (
+            "run_train_multinodes.sh",
+            ["cfg.yaml", "2"],
+            {"MASTER_ADDR": "node0", "NNODES": "2", "GPUS": "1"},
+            "error: NODE_RANK must be 0..NNODES-1, got '2' with NNODES=2",
+        ),
+        (
+            "run_train_multinodes.sh",
+            ["cfg.yaml", "0"],
+            {"MASTER_ADDR": "node0", "NNODES": "two", "GPUS": "1"},
+            "error: NNODES must be a number of machines >= 1, got 'two'",
+        ),
+        (
+            "run_train_multinodes.sh",
+            ["cfg.yaml", "0"],
+            {"NNODES": "2"},
+            "error: set MASTER_ADDR to the address of node 0",
+        ),
+    ],
+)
+def test_scripts_refuse_bad_process_counts_in_one_line(script, args, env, line, tmp_path):
+    (tmp_path / "cfg.yaml").write_text("seed: 0\n")
+    proc = subprocess.run(
+        ["sh", str(ROOT / "scripts" / script), *args],
+        cwd=tmp_path,
+        env={**_env(), **env},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr

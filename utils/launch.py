@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,14 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if quiet:  # its "failed (exitcode: 1) local_rank: ..." lines: the one line below says it
         logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        run(parse_args(list(sys.argv[1:] if argv is None else argv)))
+        run(parse_args(args))
     except ChildFailedError as err:
         trace, line, code = failure_report(err.failures)
         if trace:
             print(trace, file=sys.stderr, end="", flush=True)
         print(line, file=sys.stderr, flush=True)
         return code
+    except Exception as err:  # torchrun itself could not start the ranks (a bad option, a port in use)
+        if "--debug" in args or os.environ.get("TEXT4VIS_DEBUG") == "1":
+            traceback.print_exc()
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"error: torchrun could not start the processes: {type(err).__name__}: {first}", file=sys.stderr)
+        return 1
     return 0
 
 

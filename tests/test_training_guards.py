@@ -336,3 +336,84 @@ def test_nan_stops_train_py_keeping_the_checkpoint_and_rows_and_a_resume_may_ski
         "non-finite step skipped at epoch 1, iteration 0 of 2: loss nan (skip 1 of at most solver.skip_nonfinite=1)"
         in log
     )
+
+
+DDP_WORKER = """
+import math, sys
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from datasets.transforms import normalize
+from utils import distributed as D
+from utils.optim import build_scheduler
+from utils.training import NonFiniteError, train_one_epoch
+
+info = D.init_distributed(device="cpu")
+torch.manual_seed(0)
+model = DDP(nn.Linear(3, 4))
+calls = {"n": 0}
+
+def objective(m, x, y):
+    calls["n"] += 1
+    loss = nn.functional.cross_entropy(m(x.mean(dim=(1, 3, 4))), y)
+    return loss * math.nan if info.rank == 1 and calls["n"] == 2 else loss   # rank 1 only, iteration 1
+
+g = torch.Generator().manual_seed(info.rank)
+data = [(torch.randint(0, 256, (2, 2, 3, 8, 8), dtype=torch.uint8, generator=g), torch.tensor([0, 1]), None)] * 3
+opt = torch.optim.SGD(model.parameters(), lr=0.5)
+sched = build_scheduler(opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=3, decay_step=[9])
+try:
+    stats = train_one_epoch(model, data, opt, sched, torch.amp.GradScaler("cpu", enabled=False), epoch=0,
+                            device=torch.device("cpu"), num_frames=2, normalize=normalize, world_size=2,
+                            objective=objective, skip_nonfinite=int(sys.argv[1]))
+    w = torch.cat([p.detach().flatten() for p in model.parameters()])[None]
+    both = D.all_gather_tensor(w)
+    result = f"skipped {stats.nonfinite_skipped}, steps {stats.steps}, same {torch.equal(both[0], both[1])}"
+except NonFiniteError as err:
+    result = f"stopped: {err}"
+with open(f"{sys.argv[2]}/rank{info.rank}.txt", "w") as fh:
+    fh.write(result)
+D.cleanup()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", [0, 1])
+def test_ddp_ranks_agree_on_a_non_finite_loss_of_one_rank(tmp_path, budget):
+    """Only rank 1's loss is NaN: both ranks stop at the same step (no rank left waiting in an
+    all-reduce), or with a budget both skip it and keep identical weights."""
+    import os
+    import socket
+
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TEXT4VIS_DIST_TIMEOUT": "60"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            str(script),
+            str(budget),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    if budget:
+        assert lines == ["skipped 1, steps 2, same True"] * 2
+    else:
+        where = "stopped: non-finite training at epoch 0, iteration 1 of 3: "
+        assert lines[0].startswith(where + "a non-finite loss on another rank")
+        assert lines[1].startswith(where + "loss nan")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import RUN_LOGGER, explain
-from utils.fileio import WriteError, atomic_write, atomic_write_text, make_folder
+from utils.fileio import WriteError, atomic_write_text, make_folder
 
 LOGGER_NAME = RUN_LOGGER
 
@@ -139,35 +139,10 @@ class MetricsLog:
         self.plot()
 
     def plot(self) -> None:
-        """Redraw `curves.png`: train loss, LR and validation top-1 against epochs."""
-        try:
-            import matplotlib
+        """Redraw `curves.png`: train loss, LR and validation top-1 against epochs (utils.plots)."""
+        from utils.plots import plot_curves  # matplotlib only when drawing
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return
-
-        def series(key: str) -> tuple[list[float], list[float]]:
-            xs, ys = [], []
-            for r in self.rows:
-                if r.get(key) not in (None, ""):
-                    xs.append(float(r["epoch"]))
-                    ys.append(float(r[key]))
-            return xs, ys
-
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        for ax, key, title in zip(
-            axes, ("train_loss", "lr", "val_top1"), ("train loss", "learning rate (head)", "val top-1 (%)"), strict=True
-        ):
-            xs, ys = series(key)
-            ax.plot(xs, ys, marker="o")
-            ax.set_title(title)
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        atomic_write(self.png_path, lambda fh: fig.savefig(fh, format="png", dpi=80))
-        plt.close(fig)
+        plot_curves(self.rows, self.png_path)
 
     def close(self) -> None:
         if self.tb is not None:

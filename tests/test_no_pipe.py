@@ -239,3 +239,18 @@ def test_allow_pipe_opens_a_url_of_the_command_line(setup, tmp_path):
         ),
         "is relative",
     )
+
+
+def test_stored_config_drops_the_data_sources(setup):
+    """What the tools build from: the stored config without lists, roots and shard indexes, unless
+    the user's --opts names them; the model and class settings stay."""
+    from app.weights import DATA_SOURCES, open_weights
+    from datasets.lists import read_label_csv
+
+    wf = open_weights(setup["base"] / "evil.pt")
+    cfg = wf.stored_config()
+    assert {k: cfg.data[k] for k in DATA_SOURCES} == dict.fromkeys(DATA_SOURCES, "")
+    assert cfg.data.format == "shards" and cfg.network.sim_header == "meanP" and cfg.data.label_list
+    named = wf.config(None, [f"data.val_shards={setup['shards'] / 'val.json'}"])
+    assert named.data.val_shards == str(setup["shards"] / "val.json") and named.data.train_shards == ""
+    assert wf.class_names() == read_label_csv(setup["base"] / "syn" / "labels.csv")

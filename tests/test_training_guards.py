@@ -417,3 +417,37 @@ def test_ddp_ranks_agree_on_a_non_finite_loss_of_one_rank(tmp_path, budget):
         where = "stopped: non-finite training at epoch 0, iteration 1 of 3: "
         assert lines[0].startswith(where + "a non-finite loss on another rank")
         assert lines[1].startswith(where + "loss nan")
+
+
+@pytest.mark.slow
+def test_cli_non_finite_pretrained_weights_and_an_infinite_lr_each_give_one_line(tmp_path, data):
+    """What a user sees: train.py with `pretrain:` weights holding a NaN stops at the first step with
+    one line naming the cause, exit 1, no traceback; `solver.lr=.inf` is refused before anything runs."""
+    import os
+
+    from modules.builder import build_model
+    from utils.config import load_config
+
+    cfg = write_config(tmp_path, data, epochs=2)
+    torch.manual_seed(0)
+    state = build_model(load_config(cfg), [f"class {i}" for i in range(4)]).state_dict()
+    name = next(k for k in state if k.startswith("visual.") and state[k].is_floating_point())
+    state[name].view(-1)[0] = math.nan
+    torch.save({"model": state}, tmp_path / "nan.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    out = tmp_path / "run"
+    base = [sys.executable, "train.py", "--config", str(cfg), "--output", str(out), "--device", "cpu", "--opts"]
+    for opts, needle in (
+        (["solver.lr=.inf"], "key 'solver.lr' has value inf; it must be a finite number >= 0 and <= 1"),
+        (
+            [f"pretrain={tmp_path / 'nan.pt'}", "resume=null"],
+            "non-finite training at epoch 0, iteration 0 of 2: loss nan; likely cause: the weights are non-finite",
+        ),
+    ):
+        proc = subprocess.run(base + opts, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]
+    assert "kept: no checkpoint yet" in errors[0] and not (out / "last_model.pt").exists()

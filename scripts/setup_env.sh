@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project into it.
 # Idempotent: a second run with unchanged requirements only checks a stamp and returns.
+# Usage: bash scripts/setup_env.sh [--with-browser]
+#   --with-browser: also Debian's chromium (apt-get, as root), with which tests/test_report.py opens
+#   the run report in a real browser (skipped without it, except under TEXT4VIS_CI=1).
 # `sh script.sh` runs dash on Debian/Ubuntu: re-run this script under bash (POSIX-safe line).
 [ -n "${BASH_VERSION:-}" ] || { command -v bash >/dev/null 2>&1 && exec bash "$0" "$@"; echo "error: $0 needs bash" >&2; exit 127; }
 set -euo pipefail
@@ -9,6 +12,24 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 # torchcodec builds are tied to one torch version: change the three together.
 TORCH_PIN="${TORCH_PIN:-torch==2.14.1 torchvision==0.29.1 torchcodec==0.17.0}"
+
+WITH_BROWSER=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) WITH_BROWSER=1 ;;
+    *) echo "error: unknown argument '$arg' (usage: bash scripts/setup_env.sh [--with-browser])" >&2; exit 2 ;;
+  esac
+done
+if [ "$WITH_BROWSER" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup_env] installing chromium (apt-get) for the report's browser test"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { echo "[setup_env] error: apt-get install chromium failed" >&2; exit 1; }
+  else
+    echo "[setup_env] --with-browser: no chromium here; as root: apt-get install -y chromium"
+  fi
+fi
 
 stamp_src() { cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml"; echo "$TORCH_PIN"; }
 want="$(stamp_src | sha256sum | cut -d' ' -f1)"

@@ -16,6 +16,7 @@ import yaml
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 from torch.utils.data import DataLoader, Dataset
 
+from bench.cli_help import heavy_imports
 from datasets.decoding import BadSampleError
 from utils.errors import UserError, user_message, write_launcher_record
 from utils.launch import failure_report
@@ -264,3 +265,18 @@ def test_launcher_says_one_line_when_torchrun_cannot_start(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: torchrun could not start the processes: ValueError: Unsupported nproc_per_node value: abc"
     ]
+
+
+def test_launcher_help_is_its_own_and_needs_no_torch(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "utils.launch", "--help"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: python -m utils.launch [torchrun options] SCRIPT")
+    assert "python -m torch.distributed.run --help" in proc.stdout
+    assert heavy_imports(proc.stderr) == []

@@ -21,6 +21,9 @@ from typing import Any
 
 from utils.errors import LAUNCHER_ENV
 
+USAGE = "usage: python -m utils.launch [torchrun options] SCRIPT [SCRIPT's arguments]\n"
+TORCHRUN_HELP = "torchrun's options: python -m torch.distributed.run --help"
+
 
 def _record(failure: Any) -> dict[str, Any] | None:
     data = getattr(failure, "error_file_data", None)
@@ -60,6 +63,10 @@ def failure_report(failures: dict[int, Any]) -> tuple[str, str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run torchrun with `argv`; on a failure print its one line and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):  # before torch is imported; `SCRIPT --help` goes to the script
+        print(USAGE + (__doc__ or "").split("\n", 2)[2] + "\n" + TORCHRUN_HELP)
+        return 0
     quiet = "LOGLEVEL" not in os.environ  # torchrun's own log level, unless the user chose one
     if quiet:
         os.environ["LOGLEVEL"] = "ERROR"
@@ -69,7 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if quiet:  # its "failed (exitcode: 1) local_rank: ..." lines: the one line below says it
         logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
         run(parse_args(args))
     except ChildFailedError as err:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.cli_help import heavy_imports
 from datasets.decoding import BadSampleError
-from utils.errors import UserError, user_message, write_launcher_record
+from utils.errors import UserError, run_cli, user_message, write_launcher_record
 from utils.launch import failure_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,3 +280,54 @@ def test_launcher_help_is_its_own_and_needs_no_torch(tmp_path):
     assert proc.stdout.startswith("usage: python -m utils.launch [torchrun options] SCRIPT")
     assert "python -m torch.distributed.run --help" in proc.stdout
     assert heavy_imports(proc.stderr) == []
+
+
+def _fail(message: str):
+    def main() -> None:
+        raise UserError(message)
+
+    return main
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_line_ends_log_txt_on_every_rank(tmp_path, monkeypatch, capsys, rank):
+    """rank 0 writes log.txt; another rank adds only its errors, so a rank that fails alone (a bad
+    video in its shard) still leaves its line at the end of the run's log."""
+    from utils.logger import setup_logger
+
+    for key in ("TEXT4VIS_DEBUG", "TEXT4VIS_LAUNCHER", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", str(rank))
+    (tmp_path / "log.txt").write_text("[12/03 07:00:00 Text4Vis]: epoch 0 done\n")
+    logger = setup_logger(tmp_path, rank)
+    logger.info("an info line (rank 0 only)")
+    logger.warning("a warning (console only on other ranks)")
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(_fail("list l.txt, line 3: bad label"))
+    finally:
+        setup_logger(None)  # close log.txt
+    assert exit_.value.code == 1
+    line = "error: list l.txt, line 3: bad label" if rank == 0 else "error (rank 1): list l.txt, line 3: bad label"
+    assert capsys.readouterr().err == line + "\n"
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert lines[-1].endswith("Text4Vis]: " + line)
+    assert ("an info line (rank 0 only)" in "\n".join(lines)) == (rank == 0)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_leaves_the_one_line(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from utils.logger import setup_logger
+
+    monkeypatch.delenv("TEXT4VIS_DEBUG", raising=False)
+    monkeypatch.delenv("TEXT4VIS_LAUNCHER", raising=False)
+    logger = setup_logger(None)
+    logger.addHandler(logging.FileHandler("/dev/full"))  # every write: no space left on device
+    try:
+        with pytest.raises(SystemExit):
+            run_cli(_fail("disk full"))
+    finally:
+        setup_logger(None)
+    assert capsys.readouterr().err == "error: disk full\n"

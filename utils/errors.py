@@ -98,13 +98,17 @@ def error_line(message: str) -> str:
 
 
 def _append_to_run_logs(line: str) -> None:
-    """Write `line` through the run logger's file handlers only (log.txt; the console already has it)."""
+    """Append `line`, formatted as the run's other lines, to the files of the run logger's file
+    handlers (log.txt; the console already has it). Written here rather than through the handler,
+    whose failure (a full disk) would print logging's own traceback; the console line stays."""
     logger = logging.getLogger(RUN_LOGGER)
     record = logger.makeRecord(RUN_LOGGER, logging.ERROR, __file__, 0, line, (), None)
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
-            with contextlib.suppress(Exception):  # a removed folder, a full disk: the console line stays
-                handler.handle(record)
+            with contextlib.suppress(Exception):
+                handler.flush()
+                with open(handler.baseFilename, "a", encoding=handler.encoding) as fh:
+                    fh.write(handler.format(record) + "\n")
 
 
 def _launcher_error_file() -> str | None:

@@ -451,3 +451,123 @@ def test_cli_non_finite_pretrained_weights_and_an_infinite_lr_each_give_one_line
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]
     assert "kept: no checkpoint yet" in errors[0] and not (out / "last_model.pt").exists()
+
+
+# ----------------------------------------------------------------------------- tests that bite (issue 20, item 7)
+def saves_recorded(monkeypatch) -> list[tuple[int, str]]:
+    """(epoch, file name) of every checkpoint train.py writes, in order (still written)."""
+    saved: list[tuple[int, str]] = []
+    real = app.fit.save_checkpoint
+
+    def record(state, path):
+        saved.append((state["epoch"], Path(path).name))
+        return real(state, path)
+
+    monkeypatch.setattr(app.fit, "save_checkpoint", record)
+    return saved
+
+
+def metrics_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_eval_freq_validates_every_n_epochs_and_after_the_last_and_saves_with_each(tmp_path, data, monkeypatch):
+    """5 epochs, logging.eval_freq 2: validation (and the checkpoints) after epochs 1 and 3, and after
+    the final epoch 4 although 5 is not a multiple of 2; metrics.csv has all five rows."""
+    recorder, validated = Recorder(), []
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    top1 = {1: 10.0, 3: 30.0, 4: 20.0}
+
+    def validate(self, model):
+        validated.append(recorder.calls[-1]["epoch"])
+        return {"top1": top1[validated[-1]], "top5": 100.0}
+
+    monkeypatch.setattr(train.Validation, "__call__", validate)
+    saved = saves_recorded(monkeypatch)
+    cfg, out = write_config(tmp_path, data, epochs=5), tmp_path / "run"
+    run_train(cfg, out, "--opts", "logging.eval_freq=2")
+    assert validated == [1, 3, 4]
+    assert saved == [
+        (1, "model_best.pt"),
+        (1, "last_model.pt"),
+        (3, "model_best.pt"),
+        (3, "last_model.pt"),
+        (4, "last_model.pt"),  # the save after the final epoch
+    ]
+    rows = metrics_rows(out)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [r["val_top1"] for r in rows] == ["", "10.000", "", "30.000", "20.000"]
+    assert [r["best_top1"] for r in rows] == ["", "10.000", "", "30.000", "30.000"]
+    assert torch.load(out / "model_best.pt", weights_only=True)["epoch"] == 3
+
+
+def test_stopping_at_an_epoch_without_validation_still_saves_it(tmp_path, data, monkeypatch):
+    recorder = Recorder()
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    scripted_validation(monkeypatch, {1: 10.0, 2: 20.0}, recorder)
+    saved = saves_recorded(monkeypatch)
+    cfg, out = write_config(tmp_path, data, epochs=3), tmp_path / "run"
+    run_train(cfg, out, "--stop_after_epochs", "1", "--opts", "logging.eval_freq=2")
+    assert saved == [(0, "last_model.pt")] and not (out / "model_best.pt").exists()
+    run_train(cfg, out, "--opts", "logging.eval_freq=2")  # resumed: epoch 1 validated, epoch 2 the last
+    assert saved[1:] == [(1, "model_best.pt"), (1, "last_model.pt"), (2, "model_best.pt"), (2, "last_model.pt")]
+
+
+@pytest.mark.parametrize(
+    "top1, best_epoch", [({0: 50.0, 1: 50.0, 2: 50.0}, 0), ({0: 40.0, 1: 50.0, 2: 50.0}, 1), ({0: 1, 1: 2, 2: 3}, 2)]
+)
+def test_a_tie_keeps_the_earlier_best_epoch(tmp_path, data, monkeypatch, top1, best_epoch):
+    recorder = Recorder()
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    scripted_validation(monkeypatch, top1, recorder)
+    saved = saves_recorded(monkeypatch)
+    cfg, out = write_config(tmp_path, data, epochs=3), tmp_path / "run"
+    result = run_train(cfg, out)
+    best = torch.load(out / "model_best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch and result["best"] == max(top1.values())
+    assert [e for e, name in saved if name == "model_best.pt"][-1] == best_epoch
+    assert [r["best_top1"] for r in metrics_rows(out)][-1] == f"{max(top1.values()):.3f}"
+
+
+def test_metrics_lr_columns_hold_the_last_iterations_rate_of_each_group(tmp_path, data, monkeypatch):
+    """The real engine, cosine over 2 epochs of 2 iterations, LR held for 1 iteration, no warm-up: the
+    last iteration of epoch k runs at lr * (1 + cos(pi (k + 1/2) / 2)) / 2, the visual group at
+    clip_ratio (0.5) times that."""
+    monkeypatch.setattr(train.Validation, "__call__", lambda self, model: {"top1": 1.0, "top5": 2.0})
+    cfg, out = write_config(tmp_path, data, epochs=2), tmp_path / "run"
+    run_train(cfg, out, "--opts", "solver.lr_step_every=1", "logging.print_freq=0")
+    rows = metrics_rows(out)
+    for row, e in zip(rows, (0.5, 1.5), strict=True):
+        head = 1e-3 * 0.5 * (1 + math.cos(math.pi * e / 2))
+        assert row["lr"] == f"{head:.6e}" and row["lr_visual"] == f"{0.5 * head:.6e}", row
+    assert rows[0]["lr"] == "8.535534e-04" and rows[1]["lr"] == "1.464466e-04"
+
+
+def test_the_frame_count_guard_of_a_list(tmp_path, data):
+    """data.min_frames drops from training and validation the videos a frames list gives fewer
+    frames (exactly min_frames is kept), test keeps all; a negative count is refused with its line;
+    a list whose every video is too short is refused."""
+    from datasets import build_dataset
+    from utils.config import load_config
+
+    lines = (data / "train.txt").read_text().splitlines()
+    fields = [line.split() for line in lines]
+    fields[0][1], fields[1][1] = "7", "8"
+    listed = tmp_path / "short.txt"
+    listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
+    cfg = load_config(
+        write_config(tmp_path, data), ["data.min_frames=8", f"data.train_list={listed}", f"data.val_list={listed}"]
+    )
+    for split, dropped in (("train", {fields[0][0]}), ("val", {fields[0][0]}), ("test", set())):
+        kept = {r.path for r in build_dataset(cfg, split).records}
+        assert kept == {f[0] for f in fields} - dropped, split
+    fields[2][1] = "-1"
+    listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
+    with pytest.raises(UserError, match=r"short\.txt:3: frame count -1 is negative"):
+        build_dataset(cfg, "train")
+    cfg.data.min_frames = 9
+    fields[2][1] = "8"
+    listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
+    with pytest.raises(UserError, match=r"short\.txt: every video has fewer than data.min_frames=9 frames"):
+        build_dataset(cfg, "train")

@@ -571,3 +571,27 @@ def test_the_frame_count_guard_of_a_list(tmp_path, data):
     listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
     with pytest.raises(UserError, match=r"short\.txt: every video has fewer than data.min_frames=9 frames"):
         build_dataset(cfg, "train")
+
+
+def test_the_skip_budget_counts_over_epochs_and_across_a_resume(tmp_path, data, monkeypatch):
+    """Each epoch's engine gets the steps skipped before it (earlier epochs, earlier invocations via
+    the checkpoint), so solver.skip_nonfinite bounds the whole run."""
+    recorder = Recorder()
+
+    def one_skip_per_epoch(*args, **kw):
+        stats = recorder(*args, **kw)
+        stats.nonfinite_skipped = 1
+        return stats
+
+    monkeypatch.setattr(app.fit, "train_one_epoch", one_skip_per_epoch)
+    scripted_validation(monkeypatch, {0: 1.0, 1: 2.0, 2: 3.0}, recorder)
+    cfg, out = write_config(tmp_path, data, epochs=3, skip_nonfinite=5), tmp_path / "run"
+    run_train(cfg, out, "--stop_after_epochs", "2")
+    assert torch.load(out / "last_model.pt", weights_only=True)["nonfinite_skipped"] == 2
+    run_train(cfg, out)
+    assert [(c["epoch"], c["skipped_before"], c["skip_nonfinite"]) for c in recorder.calls] == [
+        (0, 0, 5),
+        (1, 1, 5),
+        (2, 2, 5),
+    ]
+    assert [r["nonfinite_skipped"] for r in metrics_rows(out)] == ["1", "1", "1"]

@@ -296,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 indent=2,
             )
         )
+    if predictor.out is not None and any("windows" in r for r in results):
+        from app.report import after_run  # here, not at the top: predict.py --help stays fast
+
+        page = after_run(predictor.out, "predict.py", cfg.logging.report)
+        if page is not None and not args.json:
+            print(f"report: {page}", flush=True)
     failed = [(r["input"], r["error"]) for r in results if "error" in r]
     if failed:
         print(failure_summary(failed, len(results)), file=sys.stderr, flush=True)

@@ -22,12 +22,13 @@ from html import escape
 from pathlib import Path
 
 from app.report_data import Run, load_run
-from app.report_html import code, page
+from app.report_html import code, dl, page
 from app.report_runinfo import git_state, record_invocation
 from app.report_sections import (
     class_count,
     compare_section,
     evaluation_section,
+    invocations,
     timeline_section,
     training_facts,
     training_section,
@@ -50,6 +51,8 @@ def run_section(run: Run, n: int) -> str:
         parts.append(training_section(run.training, uid))
     for k, ev in enumerate(run.evaluations):
         parts.append(evaluation_section(ev, run, f"{uid}-eval-{k}"))
+    if run.timelines and run.training is None and not run.evaluations and run.run_info:
+        parts.append(f'<h3 id="{uid}-what">What ran</h3>' + dl(invocations(run.run_info)))
     for k, (path, tl) in enumerate(run.timelines):
         parts.append(timeline_section(path, tl, f"{uid}-timeline-{k}"))
     return "".join(parts) + "</section>"

@@ -145,6 +145,7 @@ class Run:
     training: Training | None = None
     evaluations: list[Evaluation] = field(default_factory=list)
     timelines: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    run_info: dict[str, Any] | None = None  # of the RUN folder itself (predict.py --window's --out)
 
 
 def load_evaluation(path: Path) -> Evaluation:
@@ -194,7 +195,7 @@ def load_run(path: str | Path) -> Run:
         if p.suffix == ".json":
             return Run(p.parent, p.parent.name, evaluations=[load_evaluation(p)])
         raise UserError(f"{p}: give a run folder, a results.json or a .timeline.json file")
-    run = Run(p, p.resolve().name)
+    run = Run(p, p.resolve().name, run_info=read_run_info(p))
     if (p / "metrics.csv").is_file() and (p / "config.yaml").is_file():
         run.training = load_training(p)
     run.evaluations = [load_evaluation(f) for f in sorted(p.rglob(RESULTS))]

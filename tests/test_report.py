@@ -26,6 +26,7 @@ import torch
 from app import report
 from app.report_data import load_run
 from app.report_runinfo import RUN_INFO, read_run_info
+from tests.test_predict import _run, demo, long_video  # noqa: F401 -- fixtures: tiny checkpoint, long video
 from utils import analysis
 from utils.config import dump, load_config
 from utils.errors import UserError
@@ -601,3 +602,18 @@ def test_train_and_test_end_with_their_report(tmp_path, monkeypatch):
     test_script.main(off[1:])
     assert (tmp_path / "quiet" / "results.json").is_file() and (tmp_path / "quiet" / RUN_INFO).is_file()
     assert not (tmp_path / "quiet" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_predict_window_ends_with_a_report_of_its_timeline(tmp_path, capsys, request):
+    """predict.py --window: report.html in --out, one row per window of the timeline it wrote."""
+    ckpt = request.getfixturevalue("demo")["ckpt"]
+    path, _ = request.getfixturevalue("long_video")
+    code, out, err = _run(["--weights", ckpt, "--window", "100f", "--out", str(tmp_path), path], capsys)
+    assert code == 0, err
+    assert f"report: {tmp_path / 'report.html'}" in out
+    tl = json.loads((tmp_path / "long60.timeline.json").read_text())
+    page = Page((tmp_path / "report.html").read_text())
+    windows = next(t for t in page.tables if t and t[0][0] == "window")
+    assert [r[3].split(" (")[0] for r in windows[1:]] == [w["predictions"][0]["class"] for w in tl["windows"]]
+    assert read_run_info(tmp_path)["invocations"][0]["script"] == "predict.py"  # type: ignore[index]

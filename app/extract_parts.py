@@ -23,7 +23,7 @@ def prepare_parts(out: Path, parts: Path, sig: dict[str, Any], overwrite: bool) 
     if overwrite:
         shutil.rmtree(parts, ignore_errors=True)
     elif out.exists() and not parts.exists():
-        return f"{out} already exists (use --overwrite to replace it)"
+        return f"--out {out} already exists: pass --overwrite to replace it, or choose another name"
     manifest = parts / MANIFEST
     if manifest.is_file():
         try:

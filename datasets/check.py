@@ -202,7 +202,7 @@ def check_split(
         )
         return len(records), problems
     reader = FrameFolderReader(data.image_tmpl, data.index_bias, data.num_frames_from)
-    decoder = resolve_decoder(data.decoder) if is_video else ""  # one line if it cannot run here
+    decoder = resolve_decoder(data.decoder, log=False) if is_video else ""  # one line if it cannot run here
     if is_video and progress:
         print(f"check {split}: {decoder_choice(data.decoder)}", file=sys.stderr, flush=True)
 

@@ -185,10 +185,11 @@ def _log_choice(name: str) -> None:
     (_log.warning if "skipped" in line else _log.info)(line)
 
 
-def resolve_decoder(name: str = "auto", device: str = "cpu") -> str:
+def resolve_decoder(name: str = "auto", device: str = "cpu", *, log: bool = True) -> str:
     """`auto` → the best decoder that works here (torchcodec, decord, PyAV); a named one must work here.
 
-    `device="cuda"` (NVDEC) needs torchcodec."""
+    `device="cuda"` (NVDEC) needs torchcodec. `log`: say the choice of `auto` (once per process);
+    a tool that prints `decoder_choice` itself passes False."""
     if name not in ("auto", *DECODERS):
         raise UserError(f"data.decoder must be auto, torchcodec, decord or pyav, got {name!r}")
     if device not in ("cpu", "cuda"):
@@ -212,7 +213,8 @@ def resolve_decoder(name: str = "auto", device: str = "cpu") -> str:
         raise DecoderUnavailableError(
             "no video decoder works on this machine: " + "; ".join(f"{d}: {decoder_problem(d)}" for d in DECODERS)
         )
-    _log_choice(name)
+    if log:
+        _log_choice(name)
     return found[0]
 
 

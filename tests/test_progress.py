@@ -99,13 +99,14 @@ def test_formats():
 def test_failure_summary_names_the_first_failures_and_counts_the_rest():
     failed = [
         ("a.mp4", "a.mp4: cannot open video (moov atom not found)\nmore detail"),
-        ("b.mp4", "no frames"),
+        ("b.mp4", "cannot open video b.mp4: no frames in b.mp4"),
         ("dir/", "x" * 200),
         ("d.mp4", "bad"),
     ]
     line = failure_summary(failed, 6)
     assert line == (
-        "4 of 6 inputs failed: a.mp4 (cannot open video (moov atom not found)), b.mp4 (no frames), "
+        "4 of 6 inputs failed: a.mp4 (cannot open video (moov atom not found)), "
+        "b.mp4 (cannot open video: no frames in b.mp4), "
         f"dir/ ({'x' * 159}…), and 1 more"
     )
     assert (

@@ -165,7 +165,7 @@ def failure_summary(failed: Sequence[tuple[str, str]], total: int, what: str = "
 
     def reason(name: str, text: str) -> str:
         first = (text.strip().splitlines() or [""])[0]
-        first = first.removeprefix(f"{name}: ")  # the name is already in front
+        first = first.removeprefix(f"{name}: ").replace(f" {name}:", ":")  # the name is already in front
         return first if len(first) <= 160 else first[:159] + "…"
 
     listed = ", ".join(f"{name} ({reason(name, err)})" for name, err in failed[:shown])

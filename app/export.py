@@ -30,7 +30,8 @@ TOLERANCE = 1e-3  # max |logit difference| (logits are 100 x cosine) accepted by
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_parser("python -m app.export", __doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="checkpoint or run folder (ours, or converted with --config)")
-    parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx)")
+    parser.add_argument("--out", required=True, help="output file (.pt, .ts or .onnx); refused if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--format", default=None, choices=FORMATS, help="default: from the suffix of --out")
     add_config_args(parser, "YAML config (default: the one stored in the checkpoint)")
     parser.add_argument(
@@ -60,6 +61,7 @@ import torch
 from torch import nn
 
 from app.exported import EXTRA_HINT, FORMAT, INPUT, META_KEY, OUTPUTS, VERSION, ExportedModel, encode_array, read_export
+from app.outputs import refuse_existing_file
 from app.weights import LoadedModel, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
@@ -277,6 +279,7 @@ def export(
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    refuse_existing_file(args.out, "--out", args.overwrite)
     done = export(
         args.weights,
         args.out,

@@ -172,6 +172,18 @@ def test_predict_timelines_get_a_folder_per_setting(setup, tmp_path, monkeypatch
         predict.main(["--weights", setup["ckpt"], "--out", str(out), str(video)])
 
 
+def test_export_out_is_refused_when_it_exists(tmp_path):
+    from app import export
+
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"an earlier export")
+    with pytest.raises(UserError, match=f"--out {out} already exists: pass --overwrite"):  # before the weights
+        export.main(["--weights", str(tmp_path / "missing.pt"), "--out", str(out)])
+    with pytest.raises(UserError, match="weights file not found"):
+        export.main(["--weights", str(tmp_path / "missing.pt"), "--out", str(out), "--overwrite"])
+    assert out.read_bytes() == b"an earlier export"
+
+
 def test_lda_out_is_refused_when_it_exists(tmp_path):
     from app import lda
 

@@ -267,7 +267,8 @@ def training_section(t: Training, uid: str) -> str:
             line_chart(
                 "learning rate per epoch", [lr, lrv], x_label="epoch", y_label="learning rate (log scale)", log_y=True
             ),
-            "Learning rate at the end of each epoch (log scale), both parameter groups.",
+            "Learning rate at the end of each epoch (log scale), both parameter groups"
+            + ("; they are equal (solver.clip_ratio 1), so the lines overlap." if lr.points == lrv.points else "."),
             legend([(0, "head / text LR"), (1, "visual encoder LR")]),
         ),
     ]

@@ -299,10 +299,10 @@ def confusion_chart(
     n = len(order)
     sub = counts[np.ix_(order, order)]
     support = counts[list(order)].sum(axis=1)
-    cell = max(6.0, min(30.0, 640.0 / max(n, 1)))
+    cell = max(6.0, min(44.0, 640.0 / max(n, 1)))
     labels = [f"{i}: {names[i]}" if label_names else str(i) for i in order]
     longest = max((len(s) for s in labels), default=1)
-    font = 11 if cell >= 11 else max(6.0, cell - 1)
+    font = 12 if cell >= 36 else 11 if cell >= 11 else max(6.0, cell - 1)
     pad = min(longest, 34) * font * 0.58 + 8
     size = f'style="font-size:{font:.0f}px"'
     left, top = pad + 20, pad * 0.87 + 24  # column labels rise at 60 degrees

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,12 +128,13 @@ class Training:
         return xs, ys
 
     def best_row(self) -> dict[str, str] | None:
-        """The validated epoch with the highest val_top1 (the first of equal ones, as train.py keeps)."""
-        best = None
+        """The validated epoch with the highest val_top1 (the first of equal ones, as train.py keeps;
+        a non-finite value is never the best)."""
+        best, best_value = None, -math.inf
         for row in self.metrics:
             v = number(row.get("val_top1"))
-            if v is not None and (best is None or v > number(best["val_top1"])):  # type: ignore[operator]
-                best = row
+            if v is not None and math.isfinite(v) and v > best_value:
+                best, best_value = row, v
         return best
 
 

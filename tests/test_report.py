@@ -617,3 +617,14 @@ def test_predict_window_ends_with_a_report_of_its_timeline(tmp_path, capsys, req
     windows = next(t for t in page.tables if t and t[0][0] == "window")
     assert [r[3].split(" (")[0] for r in windows[1:]] == [w["predictions"][0]["class"] for w in tl["windows"]]
     assert read_run_info(tmp_path)["invocations"][0]["script"] == "predict.py"  # type: ignore[index]
+
+
+def test_best_epoch_is_the_first_highest_finite_validation(tmp_path):
+    run = make_training(tmp_path / "run", epochs=3)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    for row, value in zip(rows, ("nan", "40.000", "40.000"), strict=True):
+        row["val_top1"] = value
+    write_csv(run / "metrics.csv", rows, list(rows[0]))
+    best = load_run(run).training.best_row()  # type: ignore[union-attr]
+    assert best is not None and best["epoch"] == "1"
+    assert "best: epoch 1, 40.00 %" in report.build([load_run(run)])

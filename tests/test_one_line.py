@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.cli_help import heavy_imports
 from datasets.decoding import BadSampleError
-from utils.errors import UserError, run_cli, user_message, write_launcher_record
+from utils.errors import UserError, append_line, run_cli, user_message, write_launcher_record
 from utils.launch import failure_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_launcher_prints_the_users_line_over_later_failures(tmp_path):
     bug = ("RuntimeError: Connection closed by peer", False, "Traceback ...\nRuntimeError: closed\n")
     failures = {1: _failure(tmp_path, 1, 1, ("bad frame x.jpg", True, "")), 0: _failure(tmp_path, 0, 1, bug)}
     failures[0].error_file_data["text4vis"]["time"] -= 1  # rank 0's collective error came first
-    assert failure_report(failures) == ("", "error (rank 1): bad frame x.jpg", 1)
+    assert failure_report(failures)[:3] == ("", "error (rank 1): bad frame x.jpg", 1)
     # every rank stopped by the same input: rank 0's line, as a single process prints it
     same = {
         1: _failure(tmp_path, 1, 1, ("bad key 'x'", True, "")),
@@ -105,13 +105,13 @@ def test_launcher_prints_the_users_line_over_later_failures(tmp_path):
 
 def test_launcher_shows_a_bugs_traceback_and_names_signals(tmp_path):
     bug = ("ValueError: boom", False, "Traceback (most recent call last):\nValueError: boom\n")
-    trace, line, code = failure_report({0: _failure(tmp_path, 0, 1, bug)})
+    trace, line, code, _ = failure_report({0: _failure(tmp_path, 0, 1, bug)})
     assert trace.startswith("Traceback") and line == "error: ValueError: boom (rank 0 failed; traceback above)"
     assert code == 1
-    trace, line, code = failure_report({1: _failure(tmp_path, 1, -9, None)})
+    trace, line, code, _ = failure_report({1: _failure(tmp_path, 1, -9, None)})
     assert trace == "" and code == 137
     assert line.startswith("error: rank 1 (pid 101) was killed by SIGKILL") and "memory" in line
-    _, line, code = failure_report({2: _failure(tmp_path, 2, 3, None)})
+    _, line, code, _ = failure_report({2: _failure(tmp_path, 2, 3, None)})
     assert code == 3 and line == "error: rank 2 (pid 102) exited with status 3 (its output above says why)"
 
 
@@ -331,3 +331,28 @@ def test_a_log_that_cannot_be_written_leaves_the_one_line(tmp_path, monkeypatch,
     finally:
         setup_logger(None)
     assert capsys.readouterr().err == "error: disk full\n"
+
+
+def test_append_line_ends_a_log_once(tmp_path):
+    log = tmp_path / "log.txt"
+    append_line(str(log), "[t]: error: bad")  # a new file
+    append_line(str(log), "[t]: error: bad")  # already its last line: not again
+    assert log.read_text() == "[t]: error: bad\n"
+    log.write_text("[t]: error: bad\n[t]: Epoch: [0][1/3] (rank 0 logged after the failure)\n")
+    append_line(str(log), "[t]: error: bad")
+    assert log.read_text().splitlines()[-1] == "[t]: error: bad"
+    assert log.read_text().count("error: bad") == 2
+    log.write_text("[t]: xerror: bad\n")  # a longer line that ends with the text is another line
+    append_line(str(log), "[t]: error: bad")
+    assert log.read_text().splitlines()[-1] == "[t]: error: bad"
+    append_line(str(tmp_path / "gone" / "log.txt"), "[t]: error: bad")  # never raises
+
+
+def test_the_report_names_the_logs_the_failing_rank_wrote(tmp_path):
+    path = tmp_path / "error_1.json"
+    logs = [(str(tmp_path / "log.txt"), "[12/03 08:00:00 Text4Vis]: error (rank 1): bad frame")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANK", "1")
+        write_launcher_record(str(path), "bad frame", user=True, logs=logs)
+    failure = ProcessFailure(local_rank=1, pid=101, exitcode=1, error_file=str(path))
+    assert failure_report({1: failure, 0: _failure(tmp_path, 0, -15, None)}).logs == [list(logs[0])]

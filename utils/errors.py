@@ -97,18 +97,33 @@ def error_line(message: str) -> str:
     return f"error: {message}" if rank == "0" else f"error (rank {rank}): {message}"
 
 
-def _append_to_run_logs(line: str) -> None:
+def append_line(path: str, text: str) -> None:
+    """Append one line to a log file, unless it is already the file's last line; never raises (a
+    full disk, a removed folder: the console line stays)."""
+    with contextlib.suppress(Exception), open(path, "rb") as fh:
+        tail = len(text.encode()) + 2  # the last line and a newline each side
+        fh.seek(max(0, os.path.getsize(path) - tail))
+        if fh.read(tail).decode(errors="replace").rstrip("\n").split("\n")[-1] == text:
+            return
+    with contextlib.suppress(Exception), open(path, "a") as fh:
+        fh.write(text + "\n")
+
+
+def _append_to_run_logs(line: str) -> list[tuple[str, str]]:
     """Append `line`, formatted as the run's other lines, to the files of the run logger's file
-    handlers (log.txt; the console already has it). Written here rather than through the handler,
-    whose failure (a full disk) would print logging's own traceback; the console line stays."""
+    handlers (log.txt; the console already has it); the (file, text) pairs written. Written here
+    rather than through the handler, whose failure (a full disk) would print logging's own
+    traceback."""
     logger = logging.getLogger(RUN_LOGGER)
     record = logger.makeRecord(RUN_LOGGER, logging.ERROR, __file__, 0, line, (), None)
+    written = []
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
             with contextlib.suppress(Exception):
                 handler.flush()
-                with open(handler.baseFilename, "a", encoding=handler.encoding) as fh:
-                    fh.write(handler.format(record) + "\n")
+            written.append((handler.baseFilename, handler.format(record)))
+            append_line(*written[-1])
+    return written
 
 
 def _launcher_error_file() -> str | None:
@@ -118,17 +133,27 @@ def _launcher_error_file() -> str | None:
     return os.environ.get("TORCHELASTIC_ERROR_FILE") or None
 
 
-def write_launcher_record(path: str, message: str, *, user: bool, trace: str = "") -> None:
+def write_launcher_record(
+    path: str, message: str, *, user: bool, trace: str = "", logs: list[tuple[str, str]] | None = None
+) -> None:
     """The error file torchrun reads when a rank exits (its format: `message` and `timestamp`),
-    with what utils.launch prints under `text4vis`: the line, the message in it, whether the user
+    with what utils.launch uses under `text4vis`: the line, the message in it, whether the user
     caused it, the traceback (printed by the launcher only for a failure that is not the user's),
-    and the time."""
+    the time, and the log files with the line as written there (the launcher appends it again
+    if another rank logged after it, so that it ends the log)."""
     now = time.time()
     line = error_line(message)
     record: dict[str, Any] = {
         "message": line,
         "timestamp": int(now),
-        "text4vis": {"line": line, "message": message, "user": user, "traceback": trace, "time": now},
+        "text4vis": {
+            "line": line,
+            "message": message,
+            "user": user,
+            "traceback": trace,
+            "time": now,
+            "logs": [list(pair) for pair in logs or []],
+        },
     }
     try:
         with open(path, "w") as fh:
@@ -156,15 +181,15 @@ def run_cli(main: Callable[[], object]) -> None:
                 print(trace, file=sys.stderr, end="", flush=True)
             first = (str(err).strip().splitlines() or [""])[0]
             message = f"{type(err).__name__}: {first}"
-            _append_to_run_logs(error_line(message))
-            write_launcher_record(error_file, message, user=False, trace="" if debug else trace)
+            logs = _append_to_run_logs(error_line(message))
+            write_launcher_record(error_file, message, user=False, trace="" if debug else trace, logs=logs)
             sys.exit(1)
         if debug:
             traceback.print_exc()
         line = error_line(message)
-        _append_to_run_logs(line)
+        logs = _append_to_run_logs(line)
         if error_file is None:
             print(line, file=sys.stderr, flush=True)
         else:
-            write_launcher_record(error_file, message, user=True)
+            write_launcher_record(error_file, message, user=True, logs=logs)
         sys.exit(1)

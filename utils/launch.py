@@ -17,9 +17,9 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from utils.errors import LAUNCHER_ENV
+from utils.errors import LAUNCHER_ENV, append_line
 
 USAGE = "usage: python -m utils.launch [torchrun options] SCRIPT [SCRIPT's arguments]\n"
 TORCHRUN_HELP = "torchrun's options: python -m torch.distributed.run --help"
@@ -31,8 +31,17 @@ def _record(failure: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def failure_report(failures: dict[int, Any]) -> tuple[str, str, int]:
-    """(traceback to print or "", the one line, exit status) for torchrun's failed ranks.
+class Report(NamedTuple):
+    """What the launcher says about failed ranks."""
+
+    traceback: str  # to print before the line ("" for the user's errors)
+    line: str
+    code: int  # exit status
+    logs: list[list[str]]  # [log file, the line as written there] of the failure reported
+
+
+def failure_report(failures: dict[int, Any]) -> Report:
+    """The report of torchrun's failed ranks.
 
     The first rank stopped by the user's input wins over any other failure (the other ranks then
     fail in a collective or are stopped by torchrun); else the first recorded failure; else the
@@ -43,10 +52,12 @@ def failure_report(failures: dict[int, Any]) -> tuple[str, str, int]:
         first = users[0][2]
         # every rank stopped by the same input (a config key, a checkpoint): rank 0's line, as one process says it
         same = [rec for _, rank, rec in users if rank == 0 and rec.get("message") == first.get("message")]
-        return "", (same or [first])[0]["line"], 1
+        chosen = (same or [first])[0]
+        return Report("", chosen["line"], 1, chosen.get("logs", []))
     if recorded:
         _, rank, rec = min(recorded, key=lambda r: (r[0], r[1]))
-        return rec.get("traceback", ""), f"{rec['line']} (rank {rank} failed; traceback above)", 1
+        line = f"{rec['line']} (rank {rank} failed; traceback above)"
+        return Report(rec.get("traceback", ""), line, 1, rec.get("logs", []))
     rank = min(failures, key=lambda r: (failures[r].timestamp, r))
     failure = failures[rank]
     code = int(failure.exitcode)
@@ -57,8 +68,9 @@ def failure_report(failures: dict[int, Any]) -> tuple[str, str, int]:
             if -code == signal.SIGKILL
             else ""
         )
-        return "", f"error: rank {rank} (pid {failure.pid}) was killed by {name}{hint}", 128 - code
-    return "", f"error: rank {rank} (pid {failure.pid}) exited with status {code} (its output above says why)", code
+        return Report("", f"error: rank {rank} (pid {failure.pid}) was killed by {name}{hint}", 128 - code, [])
+    line = f"error: rank {rank} (pid {failure.pid}) exited with status {code} (its output above says why)"
+    return Report("", line, code, [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,11 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(parse_args(args))
     except ChildFailedError as err:
-        trace, line, code = failure_report(err.failures)
-        if trace:
-            print(trace, file=sys.stderr, end="", flush=True)
-        print(line, file=sys.stderr, flush=True)
-        return code
+        report = failure_report(err.failures)
+        # every rank has stopped: the line now ends the logs it went to, even where another rank
+        # logged after it (rank 0 logging its step while rank 1 failed)
+        for path, text in report.logs:
+            append_line(path, text)
+        if report.traceback:
+            print(report.traceback, file=sys.stderr, end="", flush=True)
+        print(report.line, file=sys.stderr, flush=True)
+        return report.code
     except Exception as err:  # torchrun itself could not start the ranks (a bad option, a port in use)
         if "--debug" in args or os.environ.get("TEXT4VIS_DEBUG") == "1":
             traceback.print_exc()

@@ -595,3 +595,49 @@ def test_the_skip_budget_counts_over_epochs_and_across_a_resume(tmp_path, data, 
         (2, 2, 5),
     ]
     assert [r["nonfinite_skipped"] for r in metrics_rows(out)] == ["1", "1", "1"]
+
+
+def test_an_enabled_loss_scalers_state_is_saved_and_restored():
+    """With fp16 `amp` the GradScaler's scale and growth tracker belong to the run's state: a resume
+    that lost them would restart at 65536 and skip steps the uninterrupted run did not."""
+    from utils.checkpoint import restore_training_state, training_state
+
+    torch.manual_seed(0)
+    model = Stub()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    run_epoch(model, batches(3), poisoned({1}, grad=True), scaler=scaler)  # one overflow: 512, tracker 1
+    state = training_state(
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        scaler=scaler,
+        epoch=0,
+        iteration=3,
+        best_top1=0.0,
+        rng=None,
+        config=None,
+    )
+    fresh = torch.amp.GradScaler("cpu", growth_interval=3)
+    restore_training_state({**state, "optimizer": {}}, model=Stub(), optimizer=None, scheduler=None, scaler=fresh)
+    assert fresh.get_scale() == scaler.get_scale() == 512.0
+    assert fresh.state_dict()["_growth_tracker"] == scaler.state_dict()["_growth_tracker"] == 1
+
+
+def test_a_list_giving_zero_frames_is_a_bad_sample_when_the_count_comes_from_the_list(tmp_path):
+    from datasets.decoding import BadSampleError, FrameFolderReader
+
+    reader = FrameFolderReader("img_{:05d}.jpg", 1, "list")
+    assert reader.num_frames(tmp_path, 7) == 7
+    with pytest.raises(BadSampleError, match="the list gives 0 frames"):
+        reader.num_frames(tmp_path / "video", 0)
+
+
+def test_frames_of_different_sizes_in_one_folder_are_a_bad_sample(tmp_path):
+    from PIL import Image
+
+    from datasets.decoding import BadSampleError, FrameFolderReader
+
+    for i, size in enumerate([(8, 8), (8, 6), (8, 6)], start=1):
+        Image.new("RGB", size, (i * 40, 0, 0)).save(tmp_path / f"img_{i:05d}.jpg")
+    with pytest.raises(BadSampleError, match=r"frames of .* differ in size: \[\(6, 8, 3\), \(8, 8, 3\)\]"):
+        FrameFolderReader().read(tmp_path, [0, 1, 2])

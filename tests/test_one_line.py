@@ -356,3 +356,21 @@ def test_the_report_names_the_logs_the_failing_rank_wrote(tmp_path):
         write_launcher_record(str(path), "bad frame", user=True, logs=logs)
     failure = ProcessFailure(local_rank=1, pid=101, exitcode=1, error_file=str(path))
     assert failure_report({1: failure, 0: _failure(tmp_path, 0, -15, None)}).logs == [list(logs[0])]
+
+
+def test_a_bug_keeps_its_traceback_and_ends_log_txt_too(tmp_path, monkeypatch):
+    from utils.logger import setup_logger
+
+    for key in ("TEXT4VIS_DEBUG", "TEXT4VIS_LAUNCHER", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    setup_logger(tmp_path, 0).info("started")
+
+    def main() -> None:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    try:
+        with pytest.raises(ZeroDivisionError):  # not the user's: Python prints its traceback
+            run_cli(main)
+    finally:
+        setup_logger(None)
+    assert (tmp_path / "log.txt").read_text().splitlines()[-1].endswith("error: ZeroDivisionError: division by zero")

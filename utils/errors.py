@@ -174,14 +174,14 @@ def run_cli(main: Callable[[], object]) -> None:
             message = explain(err)
         error_file = _launcher_error_file()
         if message is None:  # a bug, not the user's input: the traceback is what helps
+            first = (str(err).strip().splitlines() or [""])[0]
+            message = f"{type(err).__name__}: {first}"
+            logs = _append_to_run_logs(error_line(message))  # the log ends with what stopped the run
             if error_file is None:
                 raise
             trace = traceback.format_exc()
             if debug:
                 print(trace, file=sys.stderr, end="", flush=True)
-            first = (str(err).strip().splitlines() or [""])[0]
-            message = f"{type(err).__name__}: {first}"
-            logs = _append_to_run_logs(error_line(message))
             write_launcher_record(error_file, message, user=False, trace="" if debug else trace, logs=logs)
             sys.exit(1)
         if debug:

@@ -116,7 +116,8 @@ def _check_no_whitespace(rel: str, root: Path) -> None:
         raise UserError(
             f"{root / rel}: the path contains whitespace, which the list format "
             f"(space-separated fields) cannot hold; rename it, e.g. replace spaces with '_' "
-            f"(`--labels` still matches 'air_drumming' to the class 'air drumming')"
+            f"(`--labels` still matches 'air_drumming' to the class 'air drumming'); "
+            f"`python -m datasets.preprocess` writes a copy with such names and keeps the class names"
         )
 
 

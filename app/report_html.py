@@ -64,7 +64,7 @@ def table(
     for c in cols:
         kind = ' data-type="num"' if c.numeric else ""
         title = f' title="{escape(c.title)}"' if c.title else ""
-        label = escape(c.label)
+        label = escape(c.label).replace("_", "_<wbr>")  # metrics.csv names may wrap after an underscore
         inner = (
             f'<button type="button">{label}<span class="arrow" aria-hidden="true"></span></button>'
             if sortable
@@ -81,8 +81,9 @@ def table(
         body.append("<tr>" + "".join(tds) + "</tr>")
     classes = " ".join(filter(None, ["sortable" if sortable else "", cls]))
     cap = f"<caption>{caption}</caption>" if caption else ""
+    wrap = "table-wrap short" if len(rows) <= 30 else "table-wrap"  # a short table is printed on one page
     return (
-        f'<div class="table-wrap"><table class="{classes}">{cap}<thead><tr>{"".join(head)}</tr></thead>'
+        f'<div class="{wrap}"><table class="{classes}">{cap}<thead><tr>{"".join(head)}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -178,12 +179,12 @@ footer { margin-top: 3em; font-size: 0.85em; color: var(--muted); }
   th { position: static; }
   th .arrow::after { content: ""; }
   table { font-size: 8.5pt; }
-  th button, td.num { white-space: normal; }
-  th { overflow-wrap: anywhere; }
+  th button { white-space: normal; }
   nav { display: none; }
   h2, h3, h4 { break-after: avoid; }
-  tr, figure, .cards { break-inside: avoid; }
-  .charts { grid-template-columns: 1fr 1fr; }
+  tr, figure, .cards, .table-wrap.short { break-inside: avoid; }
+  .charts { display: block; }
+  svg.chart { width: 125mm; }
   section.run { break-before: page; }
   section.run:first-of-type { break-before: auto; }
 }

@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/eval.py [--arch ViT-B/32] [--frames 8] [--crops 3]
         [--clips 4] [--videos 1] [--rounds 4] [--data-videos 12] [--workers 2] [--device auto] [--precision auto]
+        [--input frames|video] [--decoder auto]
 
 Both sides read the same generated frame folders (`python -m datasets.synthetic`, 320 x 320 JPEG
 frames, cached under .cache/bench_eval), sample the same frame indices, use 2 DataLoader
@@ -16,6 +17,12 @@ on the weights). They differ where the pipelines differ:
   with torchvision.io, one resize of the whole clip, crops as slices, uint8 through the loader)
   and `utils.evaluate.collect` (normalisation on the device; autocast with `--precision`, whose
   default `auto` is amp on CUDA and fp32 on CPU).
+
+`--input video` reads the generated mp4s instead (the same content, MPEG-4 Part 2): the original's
+side with decord frame by frame (`vr[i]`, PyAV when decord is not installed), ours with
+`--decoder` (`auto`, one decoder, or a comma-separated list whose first one that runs here is
+used; one that cannot run here, e.g. torchcodec without FFmpeg's shared libraries, is left out
+with one line saying why).
 
 Reported: videos/s of the data part alone (loader only) and end to end (loader + model), the
 speed-ups, and whether the two paths agree (cosine of the fused embeddings, same top-1 class
@@ -42,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.k400_like import runnable_decoders  # noqa: E402
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.lists import read_list  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
@@ -68,9 +76,11 @@ class OriginalStyleTestDataset(Dataset):
         input_size: int = 224,
         scale_size: int = 256,
         image_tmpl: str = "img_{:05d}.jpg",
+        video: bool = False,
     ):
         if crops not in (1, 3):
             raise ValueError("the baseline implements 1 and 3 crops")
+        self.video = video
         self.records = read_list(list_path)
         self.root, self.T, self.clips, self.crops = root, num_segments, clips, crops
         self.input_size, self.scale_size, self.tmpl = input_size, scale_size, image_tmpl
@@ -93,16 +103,32 @@ class OriginalStyleTestDataset(Dataset):
         w_step, h_step = (w - s) // 4, (h - s) // 4
         return [(0, 2 * h_step), (4 * w_step, 2 * h_step), (2 * w_step, 2 * h_step)]  # left, right, centre
 
+    def _video_frames(self, path: str) -> list[Image.Image]:
+        """The sampled frames of a video file, one `vr[i]` per sampled index (decord, as the
+        original; PyAV's i-th decoded frame where decord is not installed)."""
+        try:
+            import decord
+        except ImportError:
+            import av
+
+            with av.open(path) as c:
+                frames = [f.to_image() for f in c.decode(video=0)]
+            return [frames[i] for i in sample_indices(len(frames), self.T, mode="test", clips=self.clips)]
+        vr = decord.VideoReader(path, num_threads=1)
+        idx = sample_indices(len(vr), self.T, mode="test", clips=self.clips)
+        return [Image.fromarray(vr[int(i)].asnumpy()) for i in idx]
+
     def __getitem__(self, i: int):
         rec = self.records[i]
         folder = os.path.join(self.root, rec.path)
-        n = len(os.listdir(folder))
         images = []
-        for idx in sample_indices(
-            n, self.T, mode="test", clips=self.clips
-        ):  # one open per sampled index, repeats included
-            with Image.open(os.path.join(folder, self.tmpl.format(idx + 1))) as im:
-                images.append(im.convert("RGB"))
+        if self.video:
+            images = self._video_frames(folder)
+        else:
+            n = len(os.listdir(folder))
+            for idx in sample_indices(n, self.T, mode="test", clips=self.clips):  # one open per index, repeats too
+                with Image.open(os.path.join(folder, self.tmpl.format(idx + 1))) as im:
+                    images.append(im.convert("RGB"))
         images = [self._scale(im) for im in images]
         w, h = images[0].size
         s = self.input_size
@@ -132,8 +158,8 @@ def original_style_collect(model, loader, *, views: int, num_frames: int, device
 
 # ----------------------------------------------------------------------------- helpers
 def ensure_data(folder: Path, videos: int, frames: int, size: int) -> Path:
-    """Generate (once) a frame dataset with at least `videos` validation videos."""
-    stamp = folder / f"stamp_{videos}_{frames}_{size}"
+    """Generate (once) a dataset with at least `videos` validation videos, as frame folders and mp4s."""
+    stamp = folder / f"stamp_{videos}_{frames}_{size}_both"
     if not stamp.is_file():
         classes = min(8, videos)
         per_class = -(-videos // classes)
@@ -144,7 +170,7 @@ def ensure_data(folder: Path, videos: int, frames: int, size: int) -> Path:
             val_videos_per_class=per_class,
             frames=frames,
             size=size,
-            fmt="frames",
+            fmt="both",
             seed=0,
         )
         stamp.write_text("ok\n")
@@ -181,21 +207,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=320, help="generated frame size (pixels)")
     p.add_argument("--input-size", type=int, default=None, help="crop size (default 224; 112 for tiny)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--input", default="frames", choices=("frames", "video"), help="what both sides read")
+    p.add_argument(
+        "--decoder",
+        default="auto",
+        help="with --input video: our decoder, or a comma-separated list whose first one that runs here is "
+        "used (the others left out with the reason)",
+    )
     return p.parse_args(argv)
 
 
-def bench_config(a: argparse.Namespace, root: Path, size: int, scale: int) -> Any:
+def bench_config(a: argparse.Namespace, root: Path, size: int, scale: int, decoder: str = "auto") -> Any:
     """The resolved config of the model and test set measured (random weights, no text download)."""
+    video = a.input == "video"
     data = {
         "dataset": "bench",
         "num_segments": a.frames,
         "batch_size": a.batch,
         "workers": a.workers,
-        "val_root": str(root / "frames"),
-        "val_list": str(root / "val.txt"),
+        "val_root": str(root / ("videos" if video else "frames")),
+        "val_list": str(root / ("val_video.txt" if video else "val.txt")),
         "label_list": str(root / "labels.csv"),
         "input_size": size,
         "scale_size": scale,
+        "modality": "video" if video else "RGB",
+        "decoder": decoder,
     }
     network = {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""}
     return to_dotmap(resolve({"seed": 0, "data": data, "network": network}, "bench/eval.py"))
@@ -245,19 +281,28 @@ def main(argv: list[str] | None = None) -> None:
     root = ensure_data(Path(a.data), n_data, frames=32, size=a.size)
     size = a.input_size or (112 if a.arch.startswith("tiny") else 224)
     scale = 256 if size == 224 else size
-    cfg = bench_config(a, root, size, scale)
+    decoder = runnable_decoders(a.decoder)[0] if a.input == "video" else "auto"
+    cfg = bench_config(a, root, size, scale, decoder)
     names = [line.split(",", 1)[1] for line in (root / "labels.csv").read_text().splitlines()[1:]]
     torch.manual_seed(0)
     model = build_model(cfg, names, device=device).eval()
     print(
         f"{a.arch}, {a.frames} frames x {a.crops} crops x {a.clips} clips, batch {a.batch}, {a.workers} workers, "
-        f"{device} ({torch.get_num_threads()} threads), ours: {precision}, original: fp32",
+        f"{device} ({torch.get_num_threads()} threads), ours: {precision}, original: fp32; "
+        + ("frame folders" if a.input == "frames" else f"mp4s, ours decoded with {decoder}"),
         flush=True,
     )
 
     ours_ds = build_dataset(cfg, "test", test_crops=a.crops, test_clips=a.clips)
     orig_ds = OriginalStyleTestDataset(
-        str(root / "frames"), str(root / "val.txt"), a.frames, a.clips, a.crops, input_size=size, scale_size=scale
+        cfg.data.val_root,
+        cfg.data.val_list,
+        a.frames,
+        a.clips,
+        a.crops,
+        input_size=size,
+        scale_size=scale,
+        video=a.input == "video",
     )
 
     all_records = list(ours_ds.records), list(orig_ds.records)

@@ -158,9 +158,9 @@ def test_predict_timelines_get_a_folder_per_setting(setup, tmp_path, monkeypatch
     predict.main([*base, str(video)])  # the same again: replaced in place
     assert len(timelines()) == 2
     predict.main([*base, str(other)])  # same settings, another input of the same name: kept apart
-    names = sorted(p.name for p in one.parent.iterdir() if p.suffix == ".json")
+    names = sorted(p.name for p in one.parent.glob("*.timeline.json"))
     assert names == [f"{video.name}.timeline.json", f"{video.name}_2.timeline.json"]
-    inputs = {json.loads(p.read_text())["input"] for p in one.parent.glob("*.json")}
+    inputs = {json.loads(p.read_text())["input"] for p in one.parent.glob("*.timeline.json")}
     assert inputs == {str(video), str(other)}
 
     out = tmp_path / "mine"

@@ -193,7 +193,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     """The recipe: run folder, model, data, optimiser, resume, then train / validate / save."""
-    end_epoch(0, cfg.solver.epochs, args.stop_after_epochs)  # a bad --stop_after_epochs is refused first
     seed_everything(cfg.seed + dist.rank)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True

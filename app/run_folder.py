@@ -99,9 +99,8 @@ def run_is_complete(ckpt: Any, cfg: Any, path: Path | None) -> bool:
 
 
 def end_epoch(start_epoch: int, epochs: int, stop_after_epochs: int | None) -> int:
-    """The epoch this invocation stops before: solver.epochs, or earlier with --stop_after_epochs N."""
+    """The epoch this invocation stops before: solver.epochs, or earlier with --stop_after_epochs N
+    (N >= 1, checked by train.py's parser)."""
     if stop_after_epochs is None:
         return epochs
-    if stop_after_epochs < 1:
-        raise UserError(f"--stop_after_epochs must be >= 1, got {stop_after_epochs}")
     return min(epochs, start_epoch + stop_after_epochs)

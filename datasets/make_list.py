@@ -354,11 +354,11 @@ def make_list(
         warnings.append(f"{len(empty)} class folder(s) hold no videos: " + ", ".join(empty[:10]))
     written_csv = None
     if labels is not None:
-        class_names = read_label_csv(labels)
-        ids = map_classes(classes, class_names, labels)
-        missing = len(class_names) - len(set(ids.values()))
+        csv_names = read_label_csv(labels)
+        ids = map_classes(classes, csv_names, labels)
+        missing = len(csv_names) - len(set(ids.values()))
         if missing:
-            warnings.append(f"{missing} of the {len(class_names)} classes of {labels} have no videos under {root}")
+            warnings.append(f"{missing} of the {len(csv_names)} classes of {labels} have no videos under {root}")
     else:
         real = [(class_names or {}).get(c, c) for c in classes]
         names = [c.replace("_", " ") if space_names else c for c in real]

@@ -608,12 +608,11 @@ COMPARE = (
     ("run", Col("run")),
     ("results", Col("results")),
     ("dataset", Col("dataset")),
-    ("arch", Col("arch")),
-    ("head", Col("head")),
+    ("model", Col("model", title="architecture, temporal head")),
     ("training", Col("training")),
     ("epochs", Col("epochs", True)),
     ("best_val_top1", Col("best val top-1 (%)", True, "train-time validation, one view")),
-    ("views", Col("frames×crops×clips")),
+    ("views", Col("views", title="frames × crops × clips")),
     ("top1", Col("top-1 (%)", True)),
     ("top5", Col("top-5 (%)", True)),
     ("mAP", Col("mAP (%)", True)),
@@ -642,8 +641,7 @@ def compare_rows(n: int, run: Run) -> list[dict[str, Any]]:
     if t is not None:
         common.update(
             dataset=get(c, "data.dataset"),
-            arch=get(c, "network.arch"),
-            head=get(c, "network.sim_header"),
+            model=f"{get(c, 'network.arch')}, {get(c, 'network.sim_header')}",
             training=training_words(c),
             epochs=len(t.metrics),
             best_val_top1=cell(number(best["val_top1"]) if best else None, key="best_val_top1"),
@@ -654,7 +652,7 @@ def compare_rows(n: int, run: Run) -> list[dict[str, Any]]:
         r = ev.results
         row = {**common, "results": relative(ev.folder, run.path), "views": r.get("view_layout")}
         row.setdefault("dataset", r.get("dataset"))
-        row.setdefault("arch", r.get("arch"))
+        row.setdefault("model", r.get("arch"))
         for key in ("top1", "top5", "mAP", "mean_class_accuracy"):
             row[key] = cell(r.get(key), key=key)
         if ev.kind == "zero-shot":

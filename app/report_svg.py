@@ -196,15 +196,17 @@ def line_chart(
         return svg(f, title)
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     xt = nice_ticks(min(xs), max(xs), 6)
-    if integer_x:
+    if min(xs) == max(xs):  # one epoch: its tick alone, the point in the middle, not on the axis
+        xt = [min(xs)]
+    elif integer_x:
         xt = sorted({int(round(t)) for t in xt if abs(t - round(t)) < 1e-9}) or [int(min(xs))]
-        if len(xt) == 1:
-            xt = [xt[0] - 1, xt[0], xt[0] + 1]
     lo, hi = min(ys), max(ys)
     if y_floor is not None:
         lo = min(lo, y_floor)
     yt = log_ticks(lo, hi) if log_y else nice_ticks(lo, hi, 5)
     f.x_range = (min(xt[0], min(xs)), max(xt[-1], max(xs)))
+    if f.x_range[0] == f.x_range[1]:
+        f.x_range = (f.x_range[0] - 1, f.x_range[0] + 1)
     f.y_range = (yt[0], yt[-1])
     _axes(f, xt, yt, x_label, y_label)
     for s in series:

@@ -403,7 +403,9 @@ def test_several_runs_side_by_side(tmp_path):
     page = Page(text)
     compare = next(t for t in page.tables if t and t[0][0] == "run")
     assert [r[0] for r in compare[1:]] == ["transf", "nce"]
-    assert [float(r[9]) for r in compare[1:]] == [round(ra["top1"], 2), round(rb["top1"], 2)]
+    top1 = compare[0].index("top-1 (%)")
+    assert [float(r[top1]) for r in compare[1:]] == [round(ra["top1"], 2), round(rb["top1"], 2)]
+    assert [r[compare[0].index("model")] for r in compare[1:]] == ["tiny, Transf"] * 2
     assert text.count('<section class="run"') == 2
     assert "validation top-1 of every run" in text and text.count('<ul class="legend"><li><svg class="swatch"') >= 3
 

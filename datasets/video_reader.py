@@ -166,13 +166,18 @@ def available_decoders() -> list[str]:
     return [d for d in DECODERS if decoder_problem(d) is None]
 
 
+def _first_working() -> str | None:
+    """The first decoder in `auto`'s order that works here; the ones after it are not probed."""
+    return next((d for d in DECODERS if decoder_problem(d) is None), None)
+
+
 def decoder_choice(name: str = "auto") -> str:
     """One line: the decoder `data.decoder: name` uses here and why each better one was skipped."""
     if name != "auto":
         return f"video decoder: {name} (data.decoder)"
-    found = available_decoders()
-    chosen = found[0] if found else "none"
-    better = DECODERS[: DECODERS.index(chosen)] if found else DECODERS
+    chosen = _first_working()
+    better = DECODERS[: DECODERS.index(chosen)] if chosen else DECODERS
+    chosen = chosen or "none"
     return f"video decoder: {chosen} (data.decoder: auto)" + "".join(
         f"; {d} skipped: {decoder_problem(d)}" for d in better
     )
@@ -208,14 +213,14 @@ def resolve_decoder(name: str = "auto", device: str = "cpu", *, log: bool = True
         if problem:
             raise DecoderUnavailableError(f"data.decoder is {name!r} but {problem}; or set data.decoder: auto")
         return name
-    found = available_decoders()
-    if not found:
+    chosen = _first_working()
+    if chosen is None:
         raise DecoderUnavailableError(
             "no video decoder works on this machine: " + "; ".join(f"{d}: {decoder_problem(d)}" for d in DECODERS)
         )
     if log:
         _log_choice(name)
-    return found[0]
+    return chosen
 
 
 def _short(err: BaseException) -> str:

@@ -21,18 +21,14 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from app.report_compare import compare_section
 from app.report_data import Run, load_run
+from app.report_eval import evaluation_section
+from app.report_facts import invocations, training_facts
 from app.report_html import code, dl, page
 from app.report_runinfo import git_state, record_invocation
-from app.report_sections import (
-    class_count,
-    compare_section,
-    evaluation_section,
-    invocations,
-    timeline_section,
-    training_facts,
-    training_section,
-)
+from app.report_timeline import timeline_section
+from app.report_training import class_count, training_section
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text
 from utils.logger import LOGGER_NAME

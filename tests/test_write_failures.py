@@ -25,11 +25,13 @@ NO_SPACE = "No space left on device"
 READ_ONLY = "Read-only file system"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*prefix, sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -190,6 +192,37 @@ def test_read_only_folder(setup, tmp_path):
         for name, cmd in cases.items():
             line = one_line(run(*cmd), str(fs), READ_ONLY)
             assert "Errno" not in line, (name, line)
+
+
+def test_permission_denied(setup, tmp_path):
+    """A folder without write permission: root ignores modes, so the entry points run as root
+    without the capability that overrides them (setpriv)."""
+    unprivileged = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    probe = subprocess.run([*unprivileged, "touch", str(locked / "probe")], capture_output=True, text=True)
+    if probe.returncode == 0 or "Permission denied" not in probe.stderr:
+        pytest.skip(f"cannot drop the capability that overrides file modes with setpriv: {probe.stderr.strip()}")
+    cases = {
+        "train": ["train.py", "--config", setup["cfg"], "--output", str(locked / "run")],
+        "test": ["test.py", "--config", setup["cfg"], "--weights", setup["ckpt"], "--output", str(locked / "t")],
+        "extract": ["-m", "app.extract", "--weights", setup["ckpt"], setup["video"], "--out", str(locked / "e.npz")],
+        "export": ["-m", "app.export", "--weights", setup["ckpt"], "--out", str(locked / "m.pt")],
+        "shards": [
+            "-m",
+            "datasets.shards",
+            str(setup["data"] / "train.txt"),
+            "--root",
+            str(setup["data"] / "frames"),
+            "--out",
+            str(locked / "s" / "train"),
+        ],
+    }
+    for name, cmd in cases.items():
+        line = one_line(run(*cmd, prefix=unprivileged), str(locked), "Permission denied")
+        assert "Errno" not in line, (name, line)
+    assert not list(locked.iterdir())
 
 
 def test_output_under_a_regular_file(setup, tmp_path):

@@ -102,6 +102,18 @@ def check_source(url: str, key: str, allowed: Collection[str] = ()) -> None:
         )
 
 
+def check_sources(data: Any, where: str, allowed: Collection[str] = ()) -> None:
+    """`check_source` of a config's shard indexes before anything is built, naming the config
+    (`where`: the file, or the weights file whose stored config it is)."""
+    if data.format != "shards":
+        return
+    for key in ("train_shards", "val_shards"):
+        try:
+            check_source(str(data[key] or ""), f"data.{key}", allowed)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+
+
 def _resolve(base: str, url: str) -> str:
     if runs_a_command(url):
         raise UserError(

@@ -85,7 +85,7 @@ from app.run_folder import check_resume_config, end_epoch, prepare_run_folder, r
 from datasets import build_dataset, build_loader, write_fewshot_list
 from datasets.builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
-from datasets.shard_dataset import allowed_pipes
+from datasets.shard_dataset import allowed_pipes, check_sources
 from modules.builder import build_model
 from modules.convert import load_weights
 from modules.video_model import VideoCLIP
@@ -184,6 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    check_sources(cfg.data, args.config, allowed_pipes(args))  # before any folder or process exists
     dist = init_distributed(args.device)
     try:
         return run(cfg, args, dist)

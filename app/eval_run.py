@@ -24,7 +24,7 @@ from datasets import build_dataset, build_loader
 from datasets.builder import read_class_names
 from datasets.device_transforms import clips_to_device
 from datasets.samplers import ShardSampler
-from datasets.shard_dataset import allowed_pipes
+from datasets.shard_dataset import allowed_pipes, check_sources
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.distributed import cleanup, init_distributed, rank_zero_first
@@ -69,6 +69,7 @@ class EvalRun:
         self.args = args
         self.weights = open_weights(args.weights)  # fails before any process group or model exists
         self.cfg = self.weights.config(args.config, args.opts)
+        check_sources(self.cfg.data, args.config or f"{self.weights.path} (stored config)", allowed_pipes(args))
         self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)
         self.frames = int(self.cfg.data.num_segments)
         self.views = args.test_crops * args.test_clips

@@ -65,7 +65,7 @@ from app.outputs import refuse_existing_file
 from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import clips_to_device
-from datasets.shard_dataset import allowed_pipes
+from datasets.shard_dataset import allowed_pipes, check_sources
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.distributed import select_device
@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         feats, labels = read_features(args.features)
     else:
         cfg = open_weights(args.weights).config(args.config, args.opts)
+        check_sources(cfg.data, args.config or f"{args.weights} (stored config)", allowed_pipes(args))
         device = select_device(args.device)
         feats, labels = extract_features(cfg, args.weights, device, args.trust_pickle, allowed_pipes(args))
     print(f"fitting LDA on {len(labels)} videos of dimension {feats.shape[1]}", flush=True)

@@ -142,10 +142,10 @@ def test_pipe_urls_in_a_config_file_never_run(setup, tmp_path):
         "lda": ["-m", "app.lda", "--config", evil, "--weights", good_pt, "--out", str(tmp_path / "lda.pt")],
     }
     for name, cmd in cases.items():  # with the flag: a YAML file is not the command line
-        line = one_line(run(*cmd, "--allow-pipe"), "data.val_shards", url, "--allow-pipe")
+        line = one_line(run(*cmd, "--allow-pipe"), f"{evil}: data.train_shards", url, "--allow-pipe")
         assert "config file" in line, (name, line)
     assert not setup["marker"].exists()
-    assert not (tmp_path / "lda.pt").exists()
+    assert not (tmp_path / "lda.pt").exists() and not (tmp_path / "t").exists()  # refused before any output
 
 
 def test_a_checkpoints_stored_config_never_names_the_data(setup, tmp_path):

@@ -22,10 +22,14 @@ import numpy as np
 import torch
 
 from datasets.builder import eval_transform
+from datasets.clip_options import Augmentation, ClipSampling
 from datasets.decoding import FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord
 from datasets.make_list import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, template_regex
 from datasets.sampling import sample_indices
+from datasets.source_base import ClipReader
+from datasets.source_frames import FramesReader
+from datasets.source_videos import VideoFilesReader
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
 from utils.errors import UserError
@@ -91,29 +95,16 @@ def load_input(path: str | Path, cfg: Any, *, crops: int = 1, clips: int = 1, de
         frame = torch.from_numpy(decode_frame(str(p))).permute(2, 0, 1)[None]  # (1, 3, H, W)
         idx = sample_indices(1, frames_per_clip, mode="test", clips=clips, dense=dense)
         return transform(frame[idx])[0]
-    common: dict[str, Any] = dict(
-        root="",
-        num_segments=frames_per_clip,
-        mode="test",
-        transform=transform,
-        dense=dense,
-        test_clips=clips,
-        seed=int(cfg.seed),
-        on_bad_sample="error",
-        list_path=str(path),
-    )
+    reader: ClipReader
     if kind == "frames":
         tmpl, bias, n = infer_frame_template(p, cfg.data.image_tmpl, int(cfg.data.index_bias))
-        ds = VideoDataset(
-            [VideoRecord(str(p), n, 0, 1)],
-            modality="RGB",
-            image_tmpl=tmpl,
-            index_bias=bias,
-            num_frames_from="list",
-            **common,
-        )
+        reader, record = FramesReader(tmpl, bias, "list"), VideoRecord(str(p), n, 0, 1)
     else:
-        ds = VideoDataset([VideoRecord(str(p), None, 0, 1)], modality="video", decoder=cfg.data.decoder, **common)
+        reader, record = VideoFilesReader(cfg.data.decoder), VideoRecord(str(p), None, 0, 1)
+    sampling = ClipSampling(frames_per_clip, "test", dense=dense, test_clips=clips, seed=int(cfg.seed))
+    ds = VideoDataset(
+        [record], root="", reader=reader, sampling=sampling, augment=Augmentation(transform), list_path=str(path)
+    )
     try:
         return ds.load(0, ds.rng(0))[0]
     except UserError:

@@ -1,25 +1,42 @@
-"""Builders: `build_dataset` (the only place that reads `cfg.data`) and `build_loader`."""
+"""Builders: `build_dataset` (the only place that reads `cfg.data`; it picks the data source once)
+and `build_loader`."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.clip_options import Augmentation, BadSamplePolicy, ClipSampling, LoaderOptions, LoaderPlacement
 from datasets.device_transforms import collate_raw
 from datasets.fewshot import repeat_few_shot, select_few_shot
-from datasets.lists import VideoRecord, read_label_csv, read_list
+from datasets.lists import VideoRecord, read_label_csv
 from datasets.samplers import ShardSampler, TrainSampler
-from datasets.shard_dataset import ShardDataset, ShardIndex, ShardLoader, read_shard_index
+from datasets.shard_dataset import ShardDataset
+from datasets.source_videos import seek_mode_for
+from datasets.sources import open_source
 from datasets.transforms import EvalTransform, TrainTransform, as_scale
 from datasets.video_dataset import VideoDataset
-from datasets.video_reader import CFR_MARKER
 from utils.errors import UserError
 from utils.heap import reuse_freed_memory
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "WorkerInit",
+    "build_dataset",
+    "build_loader",
+    "build_transform",
+    "data_remedy",
+    "eval_transform",
+    "read_class_names",
+    "seek_mode_for",  # where the tests and tools have found it
+]
 
 
 def read_class_names(data: Any) -> list[str]:
@@ -71,111 +88,54 @@ def build_dataset(
 ) -> VideoDataset | ShardDataset:
     """`train` (augmented, random offsets, min_frames filter, few-shot), `val` (train-time validation:
     1 crop, first frame of each segment, min_frames filter) or `test` (val list, all videos,
-    `test_crops` × `test_clips` views). `allow_pipe`: the `pipe:` shard index URLs the user's
+    `test_crops` × `test_clips` views). The data source (frame folders, video files, tar shards:
+    `datasets.sources`) is picked here, once. `allow_pipe`: the `pipe:` shard index URLs the user's
     command line gives with --allow-pipe (`datasets.shard_dataset.allowed_pipes`); no other is opened."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     data = cfg.data
     seed = cfg.seed if seed is None else seed
-    list_path, root, index = _source(data, split, allow_pipe)
-    shards = index is not None
+    source = open_source(data, split, allow_pipe)
     num_classes = len(read_class_names(data)) if data.label_list else None
-    all_records, keys = _kept_records(data, split, list_path, index, num_classes)
+    all_records, keys = source.records(num_classes)
+    keys = _enough_frames(data, split, source.where, all_records, keys)
     records = [all_records[i] for i in keys]
     fewshot = None
     if split == "train" and data.shot:
         fewshot = select_few_shot(records, data.shot, seed, num_classes)
         records = repeat_few_shot(fewshot, len(records), data.shot, num_classes or len({r.label for r in records}))
-    fmt_is_video = (index.content == "video") if index is not None else records[0].num_frames is None
-    if fmt_is_video != (data.modality == "video"):
-        raise UserError(
-            f"{list_path} is a {'video' if fmt_is_video else 'frames'} "
-            f"{'shard index' if shards else 'list'} but data.modality is '{data.modality}'"
-        )
     ds = VideoDataset(
         records,
-        root=root,
-        modality=data.modality,
-        num_segments=data.num_segments,
-        mode=split,
-        transform=build_transform(data, split, test_crops),
-        image_tmpl=data.image_tmpl,
-        index_bias=data.index_bias,
-        num_frames_from=data.num_frames_from,
-        decoder=data.decoder,
-        decode_device=data.decode_device,
-        seek_mode=("approximate" if index.cfr else "exact") if index is not None else seek_mode_for(root),
-        defer_transform=data.transform_device == "cuda",
-        dense=data.dense if dense is None else dense,
-        random_shift=data.random_shift,
-        test_clips=test_clips,
-        seed=seed,
-        on_bad_sample=data.on_bad_sample,
-        max_bad_samples=data.max_bad_samples,
-        flip_label_map=dict(data.flip_label_map) if data.flip_label_map else None,
-        list_path=str(list_path),
+        root=source.root,
+        reader=source.reader(),
+        sampling=ClipSampling(
+            data.num_segments,
+            split,
+            dense=data.dense if dense is None else dense,
+            random_shift=data.random_shift,
+            test_clips=test_clips,
+            seed=seed,
+        ),
+        augment=Augmentation(
+            build_transform(data, split, test_crops),
+            defer=data.transform_device == "cuda",
+            flip_label_map=dict(data.flip_label_map) if data.flip_label_map else None,
+        ),
+        bad=BadSamplePolicy(data.on_bad_sample, data.max_bad_samples),
+        list_path=str(source.where),
     )
     ds.fewshot_records = fewshot
-    if index is not None:
-        return ShardDataset(index, ds, keys, shuffle_buffer=data.shuffle_buffer)
-    return ds
+    return source.dataset(ds, keys)
 
 
-_NAME_IT = (
-    ": name the data with --config CFG or --opts {key}=... (a checkpoint's stored config never supplies data sources)"
-)
-
-
-def _source(data: Any, split: str, allow_pipe: Collection[str] = ()) -> tuple[str, str, ShardIndex | None]:
-    """(list path or shard index URL, root folder, shard index or None) of a split, checked. An unset
-    source says how to name it: a checkpoint's stored config never names data (`app.weights`)."""
-    train = split == "train"
-    list_path, root = (data.train_list, data.train_root) if train else (data.val_list, data.val_root)
-    index = None
-    if data.format == "shards":
-        key = "data.train_shards" if train else "data.val_shards"
-        url = data.train_shards if train else data.val_shards
-        if not url:
-            raise UserError(f"{key} is not set (data.format is shards){_NAME_IT.format(key=key)}")
-        index = read_shard_index(url, key, allow_pipe)
-        list_path, root = index.url, ""
-    elif not list_path:
-        key = "data.train_list" if train else "data.val_list"
-        raise UserError(f"{key} is not set{_NAME_IT.format(key=key)}")
-    if root and not os.path.isdir(root):
-        raise UserError(f"{'data.train_root' if train else 'data.val_root'} is not a folder: {root}")
-    return list_path, root, index
-
-
-def _kept_records(
-    data: Any, split: str, list_path: str, index: ShardIndex | None, num_classes: int | None
-) -> tuple[list[VideoRecord], list[int]]:
-    """Every record of the list (or shard index), and the indices of those the split keeps: those in a
-    shard, and for train / val those with at least `data.min_frames` frames (the original's filter)."""
-    if index is None:
-        all_records = read_list(list_path, num_classes)
-        keys = list(range(len(all_records)))
-    else:
-        all_records = index.records
-        bad = [r for r in all_records if num_classes is not None and r.label >= num_classes]
-        if bad:
-            raise UserError(
-                f"{list_path}: list line {bad[0].line}: label {bad[0].label} is outside the "
-                f"{num_classes} classes of {data.label_list}"
-            )
-        present = {k for ks in index.keys for k in ks}  # samples the writer left out (--skip-bad) are in none
-        keys = [i for i in range(len(all_records)) if i in present]
-    if split in ("train", "val"):  # video lists have no frame count
-        keys = [i for i in keys if all_records[i].num_frames is None or all_records[i].num_frames >= data.min_frames]
+def _enough_frames(data: Any, split: str, where: str, records: list[VideoRecord], keys: list[int]) -> list[int]:
+    """The positions `keys` the split keeps: for train / val those with at least `data.min_frames`
+    frames (the original's filter; video lists have no frame count), for test all."""
+    if split in ("train", "val"):
+        keys = [i for i in keys if records[i].num_frames is None or records[i].num_frames >= data.min_frames]
         if not keys:
-            raise UserError(f"{list_path}: every video has fewer than data.min_frames={data.min_frames} frames")
-    return all_records, keys
-
-
-def seek_mode_for(root: str) -> str:
-    """`approximate` (cheaper, right for constant-frame-rate files) for a folder written by
-    `python -m datasets.preprocess`, whose files are constant-frame-rate by construction; else `exact`."""
-    return "approximate" if root and os.path.isfile(os.path.join(root, CFR_MARKER)) else "exact"
+            raise UserError(f"{where}: every video has fewer than data.min_frames={data.min_frames} frames")
+    return keys
 
 
 class WorkerInit:
@@ -202,79 +162,54 @@ class WorkerInit:
 
 
 def build_loader(
-    dataset: Any,
-    batch_size: int,
-    workers: int,
-    *,
-    train: bool,
-    rank: int = 0,
-    world_size: int = 1,
-    seed: int = 0,
-    epoch: int = 0,
-    pin_memory: bool | None = None,
-    drop_last: bool = False,
-    reuse_memory: bool = True,
+    dataset: Any, batch_size: int, workers: int, *, train: bool, **placement: Unpack[LoaderPlacement]
 ) -> DataLoader:
     """Training: shuffled `TrainSampler` (its `set_epoch` also sets the dataset's epoch).
     Evaluation: `ShardSampler` (every index once over the ranks, no padding). Batches are
     `(clips uint8 (B, V*T, 3, S, S), labels (B,), indices (B,))`; with deferred transforms
     (`data.transform_device: cuda`) the clips are `RawClips`, which `datasets.device_transforms.
-    ClipsToDevice` turns into that tensor on the GPU. Tar shards get a `ShardLoader`.
-    With `data.decode_device: cuda` the clips are decoded in this process (no workers).
-    `reuse_memory` (`data.reuse_freed_memory`) applies `utils.heap.reuse_freed_memory` in the workers."""
-    if getattr(dataset, "decode_device", "cpu") == "cuda":
-        workers, pin_memory = 0, False  # NVDEC output is already on the GPU; CUDA does not cross fork()
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
-    collate = collate_raw if getattr(dataset, "defer_transform", False) else None
-    init = WorkerInit(seed, rank, reuse_memory) if workers > 0 else None
-    if isinstance(dataset, ShardDataset):
-        dataset.configure(rank=rank, world_size=world_size, batch_size=batch_size, train=train)
-        dataset.set_epoch(epoch)
-        return ShardLoader(
-            dataset,
-            batch_size=batch_size,
-            num_workers=workers,
-            pin_memory=pin_memory,
-            worker_init_fn=init,
-            collate_fn=collate,
-        )
-    if train:
-        sampler: Any = TrainSampler(dataset, rank, world_size, seed)
-        sampler.set_epoch(epoch)
+    ClipsToDevice` turns into that tensor on the GPU. A dataset that makes its own loader (tar
+    shards: `ShardDataset.make_loader`) gets it. With `data.decode_device: cuda` the clips are
+    decoded in this process (no workers). `placement`: rank, world_size, seed, epoch, drop_last and
+    reuse_memory (`data.reuse_freed_memory`: `utils.heap.reuse_freed_memory` in the workers)."""
+    opts = LoaderOptions(batch_size, workers, train, **placement)
+    on_gpu = getattr(dataset, "decode_device", "cpu") == "cuda"  # NVDEC output is already on the GPU;
+    workers = 0 if on_gpu else workers  # CUDA does not cross fork()
+    common: dict[str, Any] = dict(
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available() and not on_gpu,
+        worker_init_fn=WorkerInit(opts.seed, opts.rank, opts.reuse_memory) if workers > 0 else None,
+        collate_fn=collate_raw if getattr(dataset, "defer_transform", False) else None,
+    )
+    make = getattr(dataset, "make_loader", None)
+    return make(opts, **common) if make is not None else _map_style_loader(dataset, opts, **common)
+
+
+def _map_style_loader(dataset: Any, opts: LoaderOptions, **common: Any) -> DataLoader:
+    """A DataLoader over an indexable dataset, with the train or evaluation sampler."""
+    if opts.train:
+        sampler: Any = TrainSampler(dataset, opts.rank, opts.world_size, opts.seed)
+        sampler.set_epoch(opts.epoch)
     else:
-        sampler = ShardSampler(len(dataset), rank, world_size)
+        sampler = ShardSampler(len(dataset), opts.rank, opts.world_size)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=opts.batch_size,
         sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        worker_init_fn=init,
-        collate_fn=collate,
-        persistent_workers=False,
-    )  # workers re-created per epoch: they see set_epoch
+        drop_last=opts.drop_last,
+        persistent_workers=False,  # workers re-created per epoch: they see set_epoch
+        **common,
+    )
 
 
 def data_remedy(dataset: Any, workers: int, procs_per_node: int = 1, cpus: int | None = None) -> str:
     """What would make this data pipeline faster, for the data-bound alarm (`utils.data_wait`)."""
-    ds = dataset.samples if isinstance(dataset, ShardDataset) else dataset
     free = (cpus or os.cpu_count() or 1) // max(1, procs_per_node)
     tips = []
     if workers < free - 1:
         tips.append(f"raise data.workers (now {workers}; this machine has {free} CPUs per training process)")
-    if ds.modality == "video":
-        if ds.decoder != "torchcodec":
-            tips.append(f"decode with torchcodec (now {ds.decoder}; scripts/setup_env.sh installs FFmpeg's libraries)")
-        if ds.seek_mode != "approximate":  # not from python -m datasets.preprocess (files or shards)
-            tips.append(
-                "pre-process the videos once (python -m datasets.preprocess SRC OUT: all-intra H.264, "
-                "sampling decodes 8 frames instead of the whole clip; docs/data.md)"
-            )
-    elif ds.frames is not None and ds.frames.num_frames_from == "dir":
-        tips.append("data.num_frames_from: list (no directory listing per sample)")
-    if not ds.defer_transform and torch.cuda.is_available():
+    tips += dataset.reader.remedies()
+    if not dataset.defer_transform and torch.cuda.is_available():
         tips.append("data.transform_device: cuda (augment on the GPU)")
     if not tips:
         tips.append("more CPU cores per GPU, or a smaller data.input_size / data.num_segments")

@@ -39,17 +39,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
-from datasets.decoding import BadSampleError, decode_frame_bytes, to_clip, unique_indices
+from datasets.clip_options import LoaderOptions
+from datasets.decoding import BadSampleError
 from datasets.lists import VideoRecord
+from datasets.source_base import TarSampleReader
 from datasets.video_dataset import VideoDataset
-from datasets.video_reader import VideoReader
 from utils.cli import PIPE_FLAG
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 INDEX_KIND = "wids-shard-index-v1"  # webdataset's shard index layout, extended with a `text4vis` section
-_FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")
 _META = re.compile(r"__[^/]*__($|/)")  # members webdataset's tar iterator skips (its `skip_meta`)
 
 
@@ -176,16 +176,26 @@ def split_range(total: int, parts: int, part: int) -> tuple[int, int]:
 
 
 class ShardDataset(IterableDataset):
-    """Samples of the shards in `index`, decoded and transformed by `samples` (a `VideoDataset` over
-    the kept records: it holds the sampling, the transform, the RNG and the bad-sample policy).
+    """Samples of the shards in `index`, decoded by `reader` and transformed by `samples` (a
+    `VideoDataset` over the kept records: it holds the sampling, the transform, the RNG and the
+    bad-sample policy).
 
     `keys[i]` is the index-list position of `samples.records[i]`; samples of other positions (the
     `min_frames` filter) are skipped. `configure` (done by `build_loader`) sets the rank, world
     size, batch size and train/eval split before iterating."""
 
-    def __init__(self, index: ShardIndex, samples: VideoDataset, keys: list[int], *, shuffle_buffer: int = 128):
+    def __init__(
+        self,
+        index: ShardIndex,
+        samples: VideoDataset,
+        keys: list[int],
+        *,
+        reader: TarSampleReader,
+        shuffle_buffer: int = 128,
+    ):
         self.index = index
         self.samples = samples
+        self.reader = reader
         self.records = samples.records
         self.position = {k: i for i, k in enumerate(keys)}
         self.shuffle_buffer = shuffle_buffer
@@ -351,24 +361,15 @@ class ShardDataset(IterableDataset):
         ds = self.samples
         rng = ds.rng(pos, 0)  # attempt 0: a shard sample is never replaced by another
         where = f"{sample.get('__url__', '?')}:{sample['__key__']}"
-        if self.index.content == "video":
-            field = next((k for k in sample if not k.startswith("__") and k not in ("json", "cls")), None)
-            if field is None:
-                raise BadSampleError(f"sample {where} holds no video")
-            reader = VideoReader(
-                sample[field], ds.decoder, device=ds.decode_device, seek_mode=ds.seek_mode, name=f"{where}.{field}"
-            )
-            clip = reader.read(ds.frame_indices(reader.num_frames, rng))
-        else:
-            frames = sorted((int(m.group(1)), k) for k in sample if (m := _FRAME_KEY.match(k)))
-            if not frames:
-                raise BadSampleError(f"sample {where} holds no frames")
-            uniq, where_idx = unique_indices(ds.frame_indices(len(frames), rng))
-            names = [frames[i][1] for i in uniq]
-            hwc = decode_frame_bytes([sample[k] for k in names], names, where)
-            clip = to_clip(hwc, uniq, where_idx)
+        clip = self.reader.read_tar_sample(sample, where, lambda n: ds.frame_indices(n, rng))
         clip, label, params = ds.finish(clip, self.records[pos].label, rng)
         return (clip, label, pos, params) if ds.defer_transform else (clip, label, pos)
+
+    def make_loader(self, opts: LoaderOptions, **kwargs: Any) -> ShardLoader:
+        """This rank's loader (`kwargs`: workers, pinning, worker init and collate, as `build_loader` sets them)."""
+        self.configure(rank=opts.rank, world_size=opts.world_size, batch_size=opts.batch_size, train=opts.train)
+        self.set_epoch(opts.epoch)
+        return ShardLoader(self, batch_size=opts.batch_size, **kwargs)
 
 
 def local_path(url: str) -> str | None:

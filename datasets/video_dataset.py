@@ -14,81 +14,74 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.decoding import BadSampleError, FrameFolderReader
+from datasets.clip_options import Augmentation, BadSamplePolicy, ClipSampling
+from datasets.decoding import BadSampleError
 from datasets.lists import VideoRecord
 from datasets.sampling import sample_indices
+from datasets.source_base import ClipReader
 from datasets.transforms import ClipParams, TrainTransform
-from datasets.video_reader import VideoReader, resolve_decoder
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
+RAISE_ON_BAD = BadSamplePolicy()  # a bad sample raises (data.on_bad_sample: error)
 
 
 class VideoDataset(Dataset):
-    """Frame folders (`modality="RGB"`) or video files (`"video"`) under `root`."""
+    """The records of one split under `root`, each read by `reader` (a frame folder, a video
+    file, ...: `datasets.source_base.ClipReader`), sampled and augmented as the options say."""
 
     def __init__(
         self,
         records: Sequence[VideoRecord],
         *,
         root: str,
-        modality: str,
-        num_segments: int,
-        mode: str,
-        transform: Callable,
-        image_tmpl: str = "img_{:05d}.jpg",
-        index_bias: int = 1,
-        num_frames_from: str = "dir",
-        decoder: str = "auto",
-        decode_device: str = "cpu",
-        seek_mode: str = "exact",
-        defer_transform: bool = False,
-        dense: bool = False,
-        random_shift: bool = True,
-        test_clips: int = 1,
-        seed: int = 0,
-        on_bad_sample: str = "error",
-        max_bad_samples: int | None = None,
-        flip_label_map: dict[int, int] | None = None,
+        reader: ClipReader,
+        sampling: ClipSampling,
+        augment: Augmentation,
+        bad: BadSamplePolicy = RAISE_ON_BAD,
         list_path: str = "",
     ):
-        if mode not in ("train", "val", "test"):
-            raise ValueError(f"mode must be train, val or test, got {mode!r}")
-        if modality not in ("RGB", "video"):
-            raise UserError(f"data.modality must be RGB or video, got {modality!r}")
-        if on_bad_sample not in ("error", "skip"):
-            raise UserError(f"data.on_bad_sample must be error or skip, got {on_bad_sample!r}")
         self.records = list(records)
         if not self.records:
             raise UserError(f"{list_path or 'dataset'}: no videos left to load")
         self.root = root
-        self.modality = modality
-        self.num_segments = num_segments
-        self.mode = mode
-        self.transform = transform
-        self.dense = dense
-        self.random_shift = random_shift
-        self.test_clips = test_clips if mode == "test" else 1
-        self.seed = int(seed)
+        self.reader = reader
+        self.num_segments = sampling.num_segments
+        self.mode = sampling.mode
+        self.dense = sampling.dense
+        self.random_shift = sampling.random_shift
+        self.test_clips = sampling.test_clips if sampling.mode == "test" else 1
+        self.seed = int(sampling.seed)
         self.epoch = 0
-        self.on_bad_sample = on_bad_sample
-        self.max_bad_samples = max(1, len(self.records) // 1000) if max_bad_samples is None else max_bad_samples
-        self.flip_label_map = {int(k): int(v) for k, v in (flip_label_map or {}).items()}
+        self.transform = augment.transform
+        self.defer_transform = augment.defer
+        self.flip_label_map = {int(k): int(v) for k, v in (augment.flip_label_map or {}).items()}
+        self.on_bad_sample = bad.on_bad_sample
+        n_bad = bad.max_bad_samples
+        self.max_bad_samples = max(1, len(self.records) // 1000) if n_bad is None else n_bad
         self.list_path = list_path
-        self.frames = FrameFolderReader(image_tmpl, index_bias, num_frames_from) if modality == "RGB" else None
-        self.decoder = resolve_decoder(decoder, decode_device) if modality == "video" else decoder
-        self.decode_device = decode_device if modality == "video" else "cpu"
-        self.seek_mode = seek_mode
-        self.defer_transform = defer_transform
         self.bad_samples: set[int] = set()
         self.fewshot_records: list[VideoRecord] | None = None
+
+    @property
+    def frames(self) -> ClipReader:
+        """The reader, by the name tests and tools use to read single frames (`ds.frames.read`)."""
+        return self.reader
+
+    @property
+    def seek_mode(self) -> str:
+        return self.reader.seek_mode
+
+    @property
+    def decode_device(self) -> str:
+        return self.reader.decode_device
 
     def __len__(self) -> int:
         return len(self.records)
@@ -106,14 +99,7 @@ class VideoDataset(Dataset):
         """Decode and transform one sample (no bad-sample handling); with `defer_transform` the
         clip stays decoded-only and the drawn parameters are returned instead of applied."""
         record = self.records[index]
-        path = self.path_of(record)
-        if self.frames is not None:
-            n = self.frames.num_frames(path, record.num_frames)
-        else:
-            reader = VideoReader(path, self.decoder, device=self.decode_device, seek_mode=self.seek_mode)
-            n = reader.num_frames
-        indices = self.frame_indices(n, rng)
-        clip = self.frames.read(path, indices) if self.frames is not None else reader.read(indices)
+        clip = self.reader.read_clip(self.path_of(record), record.num_frames, lambda n: self.frame_indices(n, rng))
         return self.finish(clip, record.label, rng)
 
     def frame_indices(self, n: int, rng: np.random.Generator) -> list[int]:

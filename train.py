@@ -211,8 +211,8 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
             )
         return {"output": str(out), "best": float(resume_ckpt["best_top1"]), "complete": True}
     log_start(log, cfg, dist, precision, out, changes)
-    if dist.rank == 0:
-        record_config(cfg, args.config, out)
+    if dist.rank == 0 and not (cfg.solver.evaluate and resume_ckpt is not None):
+        record_config(cfg, args.config, out)  # validating a run's checkpoint leaves the config that trained it
 
     class_names = read_class_names(cfg.data)
     model = build_model_once(cfg, class_names, dist, log, args.trust_pickle)

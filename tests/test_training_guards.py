@@ -639,3 +639,18 @@ def test_frames_of_different_sizes_in_one_folder_are_a_bad_sample(tmp_path):
         Image.new("RGB", size, (i * 40, 0, 0)).save(tmp_path / f"img_{i:05d}.jpg")
     with pytest.raises(BadSampleError, match=r"frames of .* differ in size: \[\(6, 8, 3\), \(8, 8, 3\)\]"):
         FrameFolderReader().read(tmp_path, [0, 1, 2])
+
+
+def test_validating_a_runs_checkpoint_leaves_its_config_yaml(tmp_path, data, monkeypatch):
+    """`resume=auto solver.evaluate=true` on a run folder validates its checkpoint; config.yaml stays
+    the config that trained it (log.txt records the evaluation's config)."""
+    recorder = Recorder()
+    monkeypatch.setattr(app.fit, "train_one_epoch", recorder)
+    scripted_validation(monkeypatch, {0: 10.0, 1: 20.0}, recorder)
+    cfg, out = write_config(tmp_path, data, epochs=2), tmp_path / "run"
+    run_train(cfg, out)
+    before = (out / "config.yaml").read_bytes()
+    result = run_train(cfg, out, "--opts", "solver.evaluate=true")
+    assert result["top1"] == 20.0 and len(recorder.calls) == 2  # validated, nothing trained
+    assert (out / "config.yaml").read_bytes() == before
+    assert yaml.safe_load(before)["solver"]["evaluate"] is False

@@ -172,13 +172,12 @@ def build_loader(
     shards: `ShardDataset.make_loader`) gets it. With `data.decode_device: cuda` the clips are
     decoded in this process (no workers). `placement`: rank, world_size, seed, epoch, drop_last and
     reuse_memory (`data.reuse_freed_memory`: `utils.heap.reuse_freed_memory` in the workers)."""
-    opts = LoaderOptions(batch_size, workers, train, **placement)
     on_gpu = getattr(dataset, "decode_device", "cpu") == "cuda"  # NVDEC output is already on the GPU;
-    workers = 0 if on_gpu else workers  # CUDA does not cross fork()
+    opts = LoaderOptions(batch_size, 0 if on_gpu else workers, train, **placement)  # CUDA does not cross fork()
     common: dict[str, Any] = dict(
-        num_workers=workers,
+        num_workers=opts.workers,
         pin_memory=torch.cuda.is_available() and not on_gpu,
-        worker_init_fn=WorkerInit(opts.seed, opts.rank, opts.reuse_memory) if workers > 0 else None,
+        worker_init_fn=WorkerInit(opts.seed, opts.rank, opts.reuse_memory) if opts.workers > 0 else None,
         collate_fn=collate_raw if getattr(dataset, "defer_transform", False) else None,
     )
     make = getattr(dataset, "make_loader", None)

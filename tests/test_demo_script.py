@@ -49,6 +49,9 @@ def test_demo_script_trains_tests_and_regenerates_only_on_change(tmp_path):
     result = json.loads((tmp_path / "run1" / "transf" / "test_3x2" / "results.json").read_text())
     assert result["views"] == 6 and result["num_classes"] == 6 and 0.0 <= result["top1"] <= 100.0
     assert "Text4Vis offline demo" in first and f"{result['top1']:.1f} % top-1" in first
+    for folder in (tmp_path / "run1" / "transf", tmp_path / "run1" / "transf" / "test_3x2"):
+        page = (folder / "report.html").read_text()
+        assert f"{result['top1']:.2f}" in page and "<script src" not in page  # the demo's own numbers, offline
 
     labels_before = (data / "labels.csv").stat().st_mtime_ns
     second = _demo(tmp_path, data, "run2")
@@ -76,5 +79,7 @@ def test_demo_compare_trains_both_paradigms_and_the_table_equals_their_results(t
     assert rows[0]["gflops_per_view"] == rows[1]["gflops_per_view"]  # same video model, same cost
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert table in out
+    compare_page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert all(f"{float(row['top1']):.2f}" in compare_page for row in rows)
     ckpt = torch.load(tmp_path / "cmp" / "nce" / "model_best.pt", weights_only=True)
     assert any(k.startswith("text.") for k in ckpt["model"])

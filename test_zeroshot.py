@@ -10,7 +10,8 @@ Protocols (`--protocol`, several allowed; default `full half` as the original's 
   classes `np.random.permutation(C)[:C // 2]`, the videos of those classes, re-indexes the labels
   to positions in the sorted selection and restricts the classifier to those rows; mean ±
   population std of top-1 and top-5. A selected class with no video stays in the restricted
-  classifier (the original dropped it and shifted the labels after it, SPEC §11.4);
+  classifier (the original dropped it and shifted the labels after it:
+  docs/evaluation.md#zero-shot-test_zeroshotpy-every-protocol-in-one-command);
 * splits: full classes on each official test split (`--splits`; default UCF101 / HMDB51
   `lists/<dataset>/val_rgb_split_{1,2,3}.txt`, Kinetics-600 the three 160-class split configs),
   mean ± population std;

@@ -1,4 +1,5 @@
-"""The zero-shot protocols of test_zeroshot.py over one EvalRun (SPEC §5.3, §7.4):
+"""The zero-shot protocols of test_zeroshot.py over one EvalRun
+(docs/evaluation.md#zero-shot-test_zeroshotpy-every-protocol-in-one-command):
 
 * `full`: top-1/top-5 over every class of the config's label CSV, on its list;
 * `half`: the original's 10 random half-class splits of the same pass (utils.zeroshot);

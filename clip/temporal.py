@@ -1,4 +1,4 @@
-"""In-backbone temporal options for open_clip's vision towers (SPEC §3.1-3.2).
+"""In-backbone temporal options for open_clip's vision towers (docs/clip.md#in-backbone-temporal-options).
 
 Frames of one video are consecutive rows of the batch: the vision tower sees (B*T, ...) and the
 helpers below view it as (B, T, ...). open_clip 3.3's transformers are batch-first, so token
@@ -245,8 +245,9 @@ def patch_resnet_tsm(visual: ModifiedResNet, *, num_frames: int, n_div: int = 8)
 
 def full_lr_param_names(model: nn.Module) -> list[str]:
     """Names (relative to `model`) of parameters that train at the full LR, not the backbone's
-    clip_ratio LR: the TokenT1D convolutions (SPEC §3.7). `joint_st`'s time_embedding belongs to
-    the visual encoder and trains at the backbone LR, as in the original."""
+    clip_ratio LR: the TokenT1D convolutions (docs/training.md#what-a-step-does-as-the-original).
+    `joint_st`'s time_embedding belongs to the visual encoder and trains at the backbone LR, as in
+    the original."""
     names = []
     for prefix, module in model.named_modules():
         if isinstance(module, TokenT1D):

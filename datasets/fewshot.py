@@ -1,4 +1,4 @@
-"""Few-shot training subsets (`data.shot: K`, SPEC §2.6).
+"""Few-shot training subsets (`data.shot: K`, docs/data.md#few-shot-datashot-k).
 
 K videos per class are drawn with a generator seeded from the run's seed only, so every rank of
 a distributed run trains on the same subset (the original used unseeded Python `random`, a

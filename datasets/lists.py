@@ -1,4 +1,4 @@
-"""Annotation lists and label CSVs in the original's formats (SPEC §2.1–2.2).
+"""Annotation lists and label CSVs in the original's formats (docs/data.md#annotation-lists-and-label-csv).
 
 Two list formats, detected once per file from its first non-blank line:
 - frames: `relative_dir num_frames label` (three fields);

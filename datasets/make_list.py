@@ -1,7 +1,7 @@
 """Write an annotation list (and, if needed, a label CSV) from a folder-per-class tree.
 
 The original ships no Kinetics-400 training list and expects users to produce lists in its
-formats (SPEC §2.1) themselves. This tool does it from the usual layout::
+formats (docs/recipes.md#list-formats) themselves. This tool does it from the usual layout::
 
     ROOT/<class>/<video_dir>/img_00001.jpg ...   ->  `<class>/<video_dir> <num_frames> <label>`
     ROOT/<class>/<video>.mp4                     ->  `<class>/<video>.mp4 <label>`

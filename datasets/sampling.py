@@ -1,4 +1,5 @@
-"""Frame-index sampling of the original (SPEC §2.5), as pure functions of (n, T, clips, rng).
+"""Frame-index sampling of the original, as pure functions of (n, T, clips, rng)
+(docs/data.md#frame-sampling-datasetssamplingpy).
 
 n = frames in the folder/video, T = frames per clip (`num_segments`). Every function returns
 0-based indices (a list of ints); the dataset adds `index_bias` when it names frame files. Multi-clip
@@ -10,8 +11,9 @@ Differences from the original, all deliberate (docs/data.md, "Sampling"):
   reproducible whatever the worker count.
 - Uniform multi-clip test on videos shorter than T (tick < 1): the clip start offsets are
   truncated towards zero (all 0), as numpy < 1.20 did (np.linspace with an int dtype); numpy >= 1.20
-  floors them to -1, which wraps the first index to the last frame (SPEC §11.3).
-- Dense test with one clip starts at frame 0 instead of dividing by zero (SPEC §11.2).
+  floors them to -1, which wraps the first index to the last frame
+  (docs/data.md#differences-from-the-original-data).
+- Dense test with one clip starts at frame 0 instead of dividing by zero.
 - Dense validation (train-time) is deterministic: the same window as a one-clip dense test
   (start 0), where the original drew a random start.
 - Dense training draws the start uniformly from [0, n - window] (the original's exclusive upper

@@ -1,4 +1,5 @@
-"""Clip transforms of the original (SPEC §2.7) on a whole uint8 clip tensor (N, 3, H, W).
+"""Clip transforms of the original on a whole uint8 clip tensor (N, 3, H, W)
+(docs/data.md#transforms-datasetstransformspy).
 
 Every random decision is drawn once per clip from the `numpy.random.Generator` passed in, so all
 frames get the same crop, flip, grayscale, jitter, blur and solarization, and the dataset makes
@@ -9,7 +10,7 @@ Training computes the random crop box on the *virtual* short-side-resized frame,
 the source frame and resizes only that region to the input size (bilinear, antialiased): the same
 geometry as "resize, then crop, then resize" up to sub-pixel rounding, at a fraction of the cost.
 Evaluation resizes the whole frames once (bicubic, antialiased) and slices the crops, which keeps
-the original's crop positions exactly (SPEC §11.5).
+the original's crop positions exactly (docs/data.md#transforms-datasetstransformspy, 'Val / test').
 
 Normalisation is not part of the transforms: the loader yields uint8 and the engines call
 `normalize` on the device (4x less data through the loader).

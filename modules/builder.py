@@ -3,7 +3,8 @@
 `build_model(cfg, class_names)` creates CLIP (`clip.create_clip`), computes the class embeddings
 once (text encoder, or the random / orthogonal / lda / file variants), builds the temporal head,
 and keeps only the visual encoder: the text tower is dropped before the model is returned, so it
-is neither trained nor saved. With `network.text_tower` (the contrastive baseline, SPEC §12) the
+is neither trained nor saved. With `network.text_tower` (the contrastive baseline,
+docs/training.md#contrastive-baseline-train_ncepy) the
 tower is kept instead (`ContrastiveVideoCLIP`), frozen unless `network.fix_text` is False.
 Given `class_embeddings` (rows of a checkpoint), it builds random CLIP weights that the caller
 then overwrites, and loads no weights file at all.

@@ -1,4 +1,5 @@
-"""Class embeddings: the (C, D) matrix the video embedding is compared with (SPEC §3.4-3.5).
+"""Class embeddings: the (C, D) matrix the video embedding is compared with
+(docs/model.md#class-embeddings-networkclassifier).
 
 `text` (default): each class name is put into the prompt template(s), tokenised and encoded once by
 the frozen CLIP text encoder (eval mode, no_grad, fp32). With one template the rows are the raw,

@@ -1,8 +1,9 @@
 """Temporal fusion heads (`network.sim_header`): per-frame embeddings (B, T, D) -> one (B, D).
 
-`None`/`meanP` and `Transf` are Text4Vis's heads (SPEC §3.3); `Conv_1D`, `LSTM` and `Transf_cls`
-are the ActionCLIP heads kept for comparison (SPEC §3.6). Parameter names of `Transf` follow the
-original's `fusion_model.*` layout so that its released checkpoints load without renaming.
+`None`/`meanP` and `Transf` are Text4Vis's heads; `Conv_1D`, `LSTM` and `Transf_cls`
+are the ActionCLIP heads kept for comparison (docs/model.md#temporal-heads-networksim_header).
+Parameter names of `Transf` follow the original's `fusion_model.*` layout so that its released
+checkpoints load without renaming.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class TemporalTransformer(nn.Module):
 
 
 class TransfHead(nn.Module):
-    """Text4Vis `Transf`: mean_t(Transformer(x + pos) + x), SPEC §3.3.
+    """Text4Vis `Transf`: mean_t(Transformer(x + pos) + x) (docs/model.md#temporal-heads-networksim_header).
 
     The residual adds the input *without* the position embedding. Init: Linear/Embedding weights
     N(0, 0.02), Linear biases 0, LayerNorm 1/0; the attention's packed `in_proj_weight` is left at

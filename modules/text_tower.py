@@ -1,4 +1,5 @@
-"""CLIP's text tower as a module of its own, for the video models that keep it (SPEC §12).
+"""CLIP's text tower as a module of its own, for the video models that keep it
+(docs/training.md#contrastive-baseline-train_ncepy).
 
 The parts are taken from an open_clip CLIP (token and position embeddings, the causal transformer,
 `ln_final`, `text_projection`), so inside a video model their state-dict keys are the CLIP keys

@@ -34,7 +34,8 @@ def _tokens() -> torch.Tensor:
 
 
 def _reference_shift(x: torch.Tensor, fold: int, tokens: slice) -> torch.Tensor:
-    """Loop version of the SPEC: channels [0,fold) from t+1, [fold,2fold) from t-1, zero padded."""
+    """Loop version of docs/clip.md#in-backbone-temporal-options: channels [0,fold) from t+1,
+    [fold,2fold) from t-1, zero padded."""
     v = x.view(B, T, L, C)
     out = v.clone()
     for b in range(B):

@@ -20,7 +20,7 @@ CONFIGS = REPO / "configs"
 ALL = sorted(str(p.relative_to(REPO)) for p in CONFIGS.rglob("*.yaml"))
 EXPERIMENTS = [p for p in ALL if not p.startswith("configs/demo/")]
 
-# The original's 24 configs (SPEC §1.2-1.3):
+# The original's 24 configs (docs/recipes.md#2-the-configs):
 # path -> (arch, T, input, batch, accum, sim_header, eval_freq, workers, shot, has_pretrain)
 ORIGINAL = {
     "k400/k400_train_rgb_rn50": ("RN50", 8, 224, 32, 1, "Transf", 1, 4, None, False),
@@ -61,7 +61,7 @@ DATASETS = {
 # The K400 training list is referenced by the original's configs but was never released.
 NOT_SHIPPED = {"lists/k400/kinetics_rgb_train_se320.txt"}
 
-# Variant -> values that differ from its repository config (SPEC §7.3, the original's logs).
+# Variant -> values that differ from its repository config (docs/recipes.md#2-the-configs, the original's logs).
 LOG_VARIANT_CHANGES = {
     "vitb-32-f8": {},
     "vitb-32-f16": {},

@@ -1,7 +1,7 @@
-"""The contrastive baseline (SPEC §12, the original's train_nce.py): the NCE / DS losses against a
-direct transcription of the original's code (one process and two gloo processes), where the
-gradient flows, what `fix_text` freezes, the LR groups, the loss going down, and the model with a
-text tower through the one evaluation path."""
+"""The contrastive baseline (docs/training.md#contrastive-baseline-train_ncepy, the original's train_nce.py):
+the NCE / DS losses against a direct transcription of the original's code (one process and two
+gloo processes), where the gradient flows, what `fix_text` freezes, the LR groups, the loss going
+down, and the model with a text tower through the one evaluation path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""datasets.sampling: exact 0-based index lists for hand-worked cases of SPEC §2.5."""
+"""datasets.sampling: exact 0-based index lists for hand-worked cases
+(docs/data.md#frame-sampling-datasetssamplingpy)."""
 
 import numpy as np
 import pytest
@@ -102,7 +103,8 @@ def test_test_four_clips_n300():
 
 def test_test_four_clips_short_video_starts_truncate_to_zero():
     # tick 0.625 < 1: linspace(0, -0.375, 4) truncates to 0 (numpy < 1.20); numpy >= 1.20 floors to -1 and the
-    # original then wrapped the first index to the last frame (SPEC 11.3) -- fixed here.
+    # original then wrapped the first index to the last frame -- fixed here
+    # (docs/data.md#differences-from-the-original-data).
     assert S.eval_indices(5, 8, 4) == [0, 0, 1, 1, 2, 3, 3, 4] * 4
     assert S.eval_indices(8, 8, 4) == list(range(8)) * 4
 
@@ -117,7 +119,7 @@ def test_dense_train():
 
 
 def test_dense_short_video_wraps_as_original():
-    assert dense_val_indices(9, 8) == [0, 7, 5, 3, 1, 8, 6, 4]  # SPEC 11.2 (1-based 1,8,6,4,2,9,7,5)
+    assert dense_val_indices(9, 8) == [0, 7, 5, 3, 1, 8, 6, 4]  # 1-based: 1,8,6,4,2,9,7,5
 
 
 def test_dense_test_clips():

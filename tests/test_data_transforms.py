@@ -63,7 +63,8 @@ def test_three_crops_on_portrait_frames_stay_on_one_row():
     size, plan = eval_crop_plan(340, 256, 224, 256, 3)
     assert size == (340, 256)
     assert [b for b, _ in plan] == [(58, 0, 224, 224), (58, 32, 224, 224), (58, 16, 224, 224)]
-    # at scale_size == input_size (336 models) the three crops of a portrait frame coincide (SPEC 11.5)
+    # at scale_size == input_size (336 models) the three crops of a portrait frame coincide
+    # (docs/data.md#transforms-datasetstransformspy)
     _, plan336 = eval_crop_plan(448, 336, 336, 336, 3)
     assert [b for b, _ in plan336] == [(56, 0, 336, 336)] * 3
 
@@ -225,7 +226,7 @@ def test_train_crop_box_is_the_virtual_box_mapped_to_the_source(crop):
 def test_multiscale_crop_pairs_are_the_originals():
     """GroupMultiScaleCrop(224, [1, .875, .75, .66]), max_distort 1 on a 256 x 340 frame: sides
     int(256 * s) = 256, 224, 192, 168 (224 snapped to the input size), and every (w, h) pair of
-    sides at most one scale step apart, non-square ones included (SPEC §2.7)."""
+    sides at most one scale step apart, non-square ones included (docs/data.md#transforms-datasetstransformspy)."""
     expected = {
         (256, 256),
         (224, 256),

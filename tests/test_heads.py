@@ -122,7 +122,8 @@ def test_transf_with_zeroed_blocks_is_the_temporal_mean(x):
 
 
 def _reference_transf(head: TransfHead, x: torch.Tensor) -> torch.Tensor:
-    """Independent sequence-first computation of SPEC §3.3 from the head's parameters."""
+    """Independent sequence-first computation of docs/model.md#temporal-heads-networksim_header from
+    the head's parameters."""
     h = (x + head.frame_position_embeddings.weight[: x.shape[1]]).transpose(0, 1)  # (T, B, D)
     for blk in head.transformer.resblocks:
         y = nn.functional.layer_norm(h, (D,), blk.ln_1.weight, blk.ln_1.bias, 1e-12)

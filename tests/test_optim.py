@@ -1,4 +1,5 @@
-"""Optimiser groups and the LR schedule against the original's formulas (SPEC §4.3, §4.4, §11.1)."""
+"""Optimiser groups and the LR schedule against the original's formulas
+(docs/training.md#what-a-step-does-as-the-original)."""
 
 import math
 

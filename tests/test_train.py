@@ -339,8 +339,8 @@ def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embe
 @pytest.mark.slow
 def test_contrastive_ddp_two_processes_step_like_one_process(tmp_path, data):
     """NCE over 2 gloo processes x 2 clips against 1 process x 4 clips: each rank's loss is over the
-    gathered batch with gradient through its own rows (SPEC §12), so DDP's average is the
-    one-process gradient / 2; AdamW's first step (eps tiny, no decay) depends on the gradient's
+    gathered batch with gradient through its own rows (docs/training.md#contrastive-baseline-train_ncepy), so DDP's
+    average is the one-process gradient / 2; AdamW's first step (eps tiny, no decay) depends on the gradient's
     sign only, so both runs make the same update."""
     common = (
         "data.train_list=" + str(data / "train4.txt"),

@@ -1,6 +1,6 @@
 """The training objectives: cross-entropy over the classes (train.py) and the video-text
-contrastive losses of the original's baseline train_nce.py (SPEC §12), as functions
-`objective(model, x, labels) -> loss` for the training engine.
+contrastive losses of the original's baseline train_nce.py (docs/training.md#contrastive-baseline-train_ncepy), as
+functions `objective(model, x, labels) -> loss` for the training engine.
 
 NCE: over the global batch of N = world_size x B videos and their class texts (one text per video,
 so a class present twice is two columns), logits = exp(logit_scale) · cos(video, text) (N x N), the

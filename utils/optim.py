@@ -2,14 +2,17 @@
 evaluated at the fractional epoch and held for `step_every` iterations), built on
 `torch.optim.AdamW` and `torch.optim.lr_scheduler.LambdaLR`.
 
-Groups (SPEC §4.3): parameters whose name contains `visual` (except full-LR ones such as the
-TokenT1D `control_point` convs) plus `logit_scale` train at `lr × clip_ratio`, and so does a
-trained text tower (`text.*`, the contrastive baseline: its group 1 is every CLIP parameter, SPEC
-§12); everything else (fusion head, a trainable classifier) at `lr`. With `no_decay_norm_bias` each group is split
-into a decayed part and a part without weight decay (biases, norms, embeddings, logit_scale).
+Groups and schedule are described in docs/training.md#what-a-step-does-as-the-original.
 
-Schedule (SPEC §4.4, §11.1): the scheduler is stepped once per loader iteration (gradient
-accumulation does not change the count). The LR used at iteration i of epoch k is the formula at
+Groups: parameters whose name contains `visual` (except full-LR ones such as the TokenT1D
+`control_point` convs) plus `logit_scale` train at `lr × clip_ratio`, and so does a trained text
+tower (`text.*`, the contrastive baseline: its group 1 is every CLIP parameter,
+docs/training.md#contrastive-baseline-train_ncepy); everything else (fusion head, a trainable
+classifier) at `lr`. With `no_decay_norm_bias` each group is split into a decayed part and a part
+without weight decay (biases, norms, embeddings, logit_scale).
+
+Schedule: the scheduler is stepped once per loader iteration (gradient accumulation does not
+change the count). The LR used at iteration i of epoch k is the formula at
 e = k + j/len, where j is the latest iteration <= i with j == 0 or (j + 1) % step_every == 0, so
 the original's first `step_every - 1` iterations of epoch 0 run at LR 0 and the rate changes
 every `step_every` iterations. `step_every=1` evaluates the formula at every iteration.

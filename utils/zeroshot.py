@@ -1,6 +1,7 @@
-"""The zero-shot protocols of SPEC §5.3 over the engine's gathered output (no second pass over
-the data): full classes, and the half-classes protocol (10 random halves of the class set, mean ±
-population std). The selection reproduces the original's classes exactly."""
+"""The zero-shot protocols of docs/evaluation.md#zero-shot-test_zeroshotpy-every-protocol-in-one-command
+over the engine's gathered output (no second pass over the data): full classes, and the
+half-classes protocol (10 random halves of the class set, mean ± population std).
+The selection reproduces the original's classes exactly."""
 
 from __future__ import annotations
 

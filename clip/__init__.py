@@ -1,5 +1,8 @@
 """CLIP through open_clip: the original's arch names (QuickGELU), weights loading that fails fast
-offline, and the in-backbone temporal options (`tm`, `joint_st`, drop path). See docs/clip.md."""
+offline, and the in-backbone temporal options (`tm`, `joint_st`, drop path). See docs/clip.md.
+
+Which module does what, and who calls it: docs/map.md.
+"""
 
 from .archs import arch_names, resolve_arch
 from .factory import create_clip, embed_dim, get_tokenizer, new_param_names, text_width

@@ -3,6 +3,8 @@
 `build_dataset` is the only place that reads `cfg.data`; everything below it takes plain
 arguments. See docs/data.md for the user-facing description. The names below are imported on
 first use, so `datasets.lists` or `datasets.make_list` do not pay for importing torch.
+
+Which module does what, and who calls it: docs/map.md.
 """
 
 from __future__ import annotations

@@ -11,17 +11,9 @@ import torch
 from datasets import build_dataset, build_loader
 from datasets.decoding import BadSampleError
 from datasets.samplers import ShardSampler
-from datasets.synthetic import generate
 from datasets.video_reader import VideoReader
 from utils.config import resolve, to_dotmap
 from utils.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("syn")
-    generate(out, classes=4, videos_per_class=3, val_videos_per_class=2, frames=10, size=64, fmt="both", seed=3)
-    return out
 
 
 def make_cfg(syn: Path, video=False, **data):

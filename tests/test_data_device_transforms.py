@@ -11,7 +11,6 @@ import torch
 
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import BatchTransform, ClipsToDevice, RawClips, collate_raw
-from datasets.synthetic import generate
 from datasets.transforms import EvalTransform, TrainTransform, normalize
 from utils.config import resolve, to_dotmap
 
@@ -64,13 +63,6 @@ def test_batched_eval_transform_equals_per_clip(crops, scale):
         out = BatchTransform(tf)(frames)
         assert out.shape == (3, crops * 4, 3, 32, 32)
         assert torch.equal(out, torch.stack([tf(c)[0] for c in clips]))
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("syn")
-    generate(out, classes=4, videos_per_class=3, val_videos_per_class=2, frames=10, size=64, fmt="both", seed=3)
-    return out
 
 
 def _cfg(syn: Path, video: bool, **data):

@@ -116,13 +116,6 @@ def test_launcher_shows_a_bugs_traceback_and_names_signals(tmp_path):
 
 
 # ----------------------------------------------------------------------------- real runs
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TEXT4VIS_DEBUG", "LOGLEVEL"):
-        env.pop(key, None)
-    return {**env, **extra}
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Generated frame folders, a config, a list whose line 2 is a sample with corrupt frames, and
@@ -207,14 +200,14 @@ def assert_log_ends_with(run: Path, line: str, left: bool) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("gpus", ["1", "2"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_run_train_sh_says_one_line(data, tmp_path, case, gpus):
+def test_run_train_sh_says_one_line(data, tmp_path, case, gpus, child_env):
     opts, needles, left = CASES[case]
     run = tmp_path / "run"
     proc = subprocess.run(
         ["sh", str(ROOT / "scripts" / "run_train.sh"), str(data / "cfg.yaml"), "--output", str(run), "--opts"]
         + [o.format(base=data) for o in opts],
         cwd=tmp_path,
-        env=_env(GPUS=gpus),
+        env=child_env(GPUS=gpus),
         capture_output=True,
         text=True,
         timeout=400,
@@ -224,39 +217,43 @@ def test_run_train_sh_says_one_line(data, tmp_path, case, gpus):
 
 
 @pytest.mark.slow
-def test_a_worker_error_in_one_process_is_one_line_and_ends_the_log(data, tmp_path):
+def test_a_worker_error_in_one_process_is_one_line_and_ends_the_log(data, tmp_path, child_env):
     opts, needles, _ = CASES["bad sample"]
     run = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(data / "cfg.yaml"), "--output", str(run)]
     cmd += ["--opts", *[o.format(base=data) for o in opts]]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=400)
     line = assert_one_line(proc, needles)
     assert line.startswith("error: cannot decode frame")
     assert_log_ends_with(run, line, True)
-    debug = subprocess.run(cmd, cwd=tmp_path, env=_env(TEXT4VIS_DEBUG="1"), capture_output=True, text=True, timeout=400)
-    assert debug.returncode == 1 and "Traceback" in debug.stderr
-    assert debug.stderr.strip().splitlines()[-1] == line
-
-
-@pytest.mark.slow
-def test_run_test_sh_says_one_line_and_debug_shows_the_traceback(data, tmp_path):
-    script = str(ROOT / "scripts" / "run_test.sh")
-    args = [script, str(data / "cfg.yaml"), str(data / "bad.pt"), "--output", str(tmp_path / "out")]
-    proc = subprocess.run(["sh", *args], cwd=tmp_path, env=_env(NPROC="2"), capture_output=True, text=True, timeout=400)
-    line = assert_one_line(proc, ["bad.pt"])
-    assert line.startswith("error: ")  # both ranks failed alike: rank 0's line, as one process says it
     debug = subprocess.run(
-        ["sh", *args, "--debug"], cwd=tmp_path, env=_env(NPROC="2"), capture_output=True, text=True, timeout=400
+        cmd, cwd=tmp_path, env=child_env(TEXT4VIS_DEBUG="1"), capture_output=True, text=True, timeout=400
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == line
 
 
-def test_launcher_says_one_line_when_torchrun_cannot_start(tmp_path):
+@pytest.mark.slow
+def test_run_test_sh_says_one_line_and_debug_shows_the_traceback(data, tmp_path, child_env):
+    script = str(ROOT / "scripts" / "run_test.sh")
+    args = [script, str(data / "cfg.yaml"), str(data / "bad.pt"), "--output", str(tmp_path / "out")]
+    proc = subprocess.run(
+        ["sh", *args], cwd=tmp_path, env=child_env(NPROC="2"), capture_output=True, text=True, timeout=400
+    )
+    line = assert_one_line(proc, ["bad.pt"])
+    assert line.startswith("error: ")  # both ranks failed alike: rank 0's line, as one process says it
+    debug = subprocess.run(
+        ["sh", *args, "--debug"], cwd=tmp_path, env=child_env(NPROC="2"), capture_output=True, text=True, timeout=400
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == line
+
+
+def test_launcher_says_one_line_when_torchrun_cannot_start(tmp_path, child_env):
     proc = subprocess.run(
         [sys.executable, "-m", "utils.launch", "--nproc_per_node=abc", str(ROOT / "train.py")],
         cwd=tmp_path,
-        env={**_env(), "PYTHONPATH": str(ROOT)},
+        env={**child_env(), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -267,11 +264,11 @@ def test_launcher_says_one_line_when_torchrun_cannot_start(tmp_path):
     ]
 
 
-def test_launcher_help_is_its_own_and_needs_no_torch(tmp_path):
+def test_launcher_help_is_its_own_and_needs_no_torch(tmp_path, child_env):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "utils.launch", "--help"],
         cwd=ROOT,
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,10 +5,8 @@ and output paths."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DASH = shutil.which("dash")
 LAUNCHERS = ("run_train.sh", "run_test.sh", "run_test_zeroshot.sh", "run_train_multinodes.sh")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable, **extra)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NNODES"):
-        env.pop(key, None)
-    return env
 
 
 def _starts(script: str) -> list[list[str]]:
@@ -35,25 +26,27 @@ def _starts(script: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("script", LAUNCHERS)
-def test_usage_under_every_shell(script, tmp_path):
+def test_usage_under_every_shell(script, tmp_path, child_env):
     for start in _starts(script):
-        proc = subprocess.run(start, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(start, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (start, proc.stderr)
         assert "usage:" in proc.stderr, (start, proc.stderr)
         for bad in ("Illegal option", "Bad substitution", "Syntax error", "not found"):
             assert bad not in proc.stderr, (start, proc.stderr)
 
 
-def test_demo_rejects_unknown_head_under_dash(tmp_path):
+def test_demo_rejects_unknown_head_under_dash(tmp_path, child_env):
     for start in _starts("run_demo.sh"):
-        proc = subprocess.run([*start, "nohead"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [*start, "nohead"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 2, (start, proc.stderr)
         assert proc.stderr.strip().splitlines() == ["error: unknown run 'nohead' (transf, meanp, both or compare)"]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(DASH is None, reason="dash is not installed")
-def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path):
+def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path, child_env):
     """The user's three commands under dash, started from a folder that is not the repository,
     with every path relative to that folder."""
     from datasets.synthetic import generate
@@ -82,7 +75,7 @@ def test_train_test_zeroshot_with_sh_and_relative_paths(tmp_path):
     }
     (work / "cfgs").mkdir()
     (work / "cfgs" / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    env = _env(GPUS="1", NPROC="1")
+    env = child_env(GPUS="1", NPROC="1")
 
     def sh(script: str, *args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -120,11 +113,11 @@ HELP_NAMES = {
 
 @pytest.mark.parametrize("script", sorted(HELP_NAMES))
 @pytest.mark.parametrize("flag", ["-h", "--help"])
-def test_every_script_answers_help_with_its_own_name(script, flag, tmp_path):
+def test_every_script_answers_help_with_its_own_name(script, flag, tmp_path, child_env):
     """`-h`/`--help` prints the script's own usage (its name, arguments and environment) and exits 0,
     before anything is set up or started."""
     for start in _starts(script):
-        proc = subprocess.run([*start, flag], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([*start, flag], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, (start, proc.stderr)
         assert proc.stderr == "", (start, proc.stderr)
         first = proc.stdout.splitlines()[0]
@@ -166,12 +159,12 @@ def test_every_script_answers_help_with_its_own_name(script, flag, tmp_path):
         ),
     ],
 )
-def test_scripts_refuse_bad_process_counts_in_one_line(script, args, env, line, tmp_path):
+def test_scripts_refuse_bad_process_counts_in_one_line(script, args, env, line, tmp_path, child_env):
     (tmp_path / "cfg.yaml").write_text("seed: 0\n")
     proc = subprocess.run(
         ["sh", str(ROOT / "scripts" / script), *args],
         cwd=tmp_path,
-        env={**_env(), **env},
+        env={**child_env(), **env},
         capture_output=True,
         text=True,
     )

@@ -1,0 +1,39 @@
+"""Fixtures shared by the test files (pytest finds them by name; a file that needs another size of
+data defines its own fixture of the same name, which takes precedence there)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# What a launcher or a debugging shell may have left in the environment: a child process started
+# by a test must not join a process group or change its error output because of them.
+INHERITED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NNODES", "TEXT4VIS_DEBUG", "LOGLEVEL")
+
+
+@pytest.fixture(scope="session")
+def child_env() -> Callable[..., dict[str, str]]:
+    """`child_env(**extra)`: the environment for an entry point or script run as a subprocess —
+    offline, one thread, this interpreter as `$PYTHON`, no inherited launcher variables."""
+
+    def make(**extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in INHERITED}
+        env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable)
+        return {**env, **extra}
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def syn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated dataset of the data tests, in both formats (frame folders and videos): 4 classes,
+    3 training and 2 validation videos per class, 10 frames of 64 px; read-only for the tests."""
+    from datasets.synthetic import generate
+
+    out = tmp_path_factory.mktemp("syn")
+    generate(out, classes=4, videos_per_class=3, val_videos_per_class=2, frames=10, size=64, fmt="both", seed=3)
+    return out

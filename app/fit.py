@@ -26,7 +26,7 @@ from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barri
 from utils.evaluate import EvalOutput, evaluate
 from utils.fileio import write_csv
 from utils.logger import MetricsLog
-from utils.training import NonFiniteError, train_one_epoch
+from utils.training import EpochLoop, EpochReport, NonFiniteError, StepRecipe, train_one_epoch
 
 Log = Callable[[str], None]
 
@@ -126,25 +126,31 @@ class Session:
                     self.optimizer,
                     self.scheduler,
                     self.scaler,
-                    epoch=epoch,
-                    device=dist.device,
-                    num_frames=cfg.data.num_segments,
-                    normalize=normalize,
-                    precision=self.precision,
-                    accumulation=cfg.solver.grad_accumulation_steps,
-                    clip_grad_norm=cfg.solver.clip_grad_norm,
-                    world_size=dist.world_size,
-                    print_freq=cfg.logging.print_freq,
-                    epochs=cfg.solver.epochs,
-                    log=validate.log,
-                    progress=dist.rank == 0,
-                    on_iteration=on_iteration,
-                    objective=self.objective,
-                    prepare=self.prepare,
-                    meter=self.meter,
-                    skip_nonfinite=cfg.solver.skip_nonfinite,
-                    skipped_before=skipped,
-                    prior_step_s=step_s,
+                    StepRecipe(
+                        device=dist.device,
+                        num_frames=cfg.data.num_segments,
+                        normalize=normalize,
+                        precision=self.precision,
+                        accumulation=cfg.solver.grad_accumulation_steps,
+                        clip_grad_norm=cfg.solver.clip_grad_norm,
+                        objective=self.objective,
+                        prepare=self.prepare,
+                        world_size=dist.world_size,
+                    ),
+                    EpochLoop(
+                        epoch=epoch,
+                        epochs=cfg.solver.epochs,
+                        skip_nonfinite=cfg.solver.skip_nonfinite,
+                        skipped_before=skipped,
+                        prior_step_s=step_s,
+                    ),
+                    EpochReport(
+                        print_freq=cfg.logging.print_freq,
+                        log=validate.log,
+                        progress=dist.rank == 0,
+                        on_iteration=on_iteration,
+                        meter=self.meter,
+                    ),
                 )
             except NonFiniteError as err:
                 metrics.close()

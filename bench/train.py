@@ -54,7 +54,7 @@ from utils.data_wait import DataWaitMeter  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
 from utils.precision import grad_scaler, resolve_precision  # noqa: E402
-from utils.training import train_one_epoch  # noqa: E402
+from utils.training import EpochReport, StepRecipe, train_one_epoch  # noqa: E402
 
 
 class OriginalCheckpointedBlock(nn.Module):
@@ -187,13 +187,8 @@ def run_side(
         opt,
         sched,
         scaler,
-        epoch=0,
-        device=device,
-        num_frames=frames,
-        normalize=normalize,
-        precision=precision,
-        prepare=prepare,
-        meter=meter,
+        StepRecipe(device=device, num_frames=frames, normalize=normalize, precision=precision, prepare=prepare),
+        report=EpochReport(meter=meter),
     )
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -20,7 +20,7 @@ from modules.builder import build_model
 from utils.config import resolve, to_dotmap
 from utils.contrastive import contrastive_loss, make_objective
 from utils.optim import build_optimizer, build_scheduler
-from utils.training import train_one_epoch
+from utils.training import EpochReport, StepRecipe, train_one_epoch
 
 NAMES = ["red circle moving left", "red circle moving right", "blue square growing", "blue square shrinking"]
 LABELS = torch.tensor([0, 1, 1, 3, 0, 2])
@@ -228,12 +228,13 @@ def test_short_nce_training_run_lowers_the_loss(clips):
         opt,
         sched,
         torch.amp.GradScaler("cpu", enabled=False),
-        epoch=0,
-        device=torch.device("cpu"),
-        num_frames=2,
-        normalize=normalize,
-        objective=make_objective("NCE", text_tower=True),
-        on_iteration=lambda step, loss, lrs: losses.append(loss),
+        StepRecipe(
+            device=torch.device("cpu"),
+            num_frames=2,
+            normalize=normalize,
+            objective=make_objective("NCE", text_tower=True),
+        ),
+        report=EpochReport(on_iteration=lambda step, loss, lrs: losses.append(loss)),
     )
     assert len(losses) == 16 and sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
 

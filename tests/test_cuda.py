@@ -33,7 +33,7 @@ from utils.checkpoint import load_checkpoint, restore_training_state, rng_state,
 from utils.config import resolve, to_dotmap
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
-from utils.training import train_one_epoch
+from utils.training import StepRecipe, train_one_epoch
 
 NO_CUDA = "no CUDA device here: bash bench/gpu_check.sh runs the cuda-marked tests on a GPU (docs/gpu.md)"
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]
@@ -79,11 +79,7 @@ def _steps(model: torch.nn.Module, opt: Any, scaler: Any, precision: str, device
             opt,
             NO_SCHEDULE,
             scaler,
-            epoch=0,
-            device=torch.device(device),
-            num_frames=FRAMES,
-            normalize=normalize,
-            precision=precision,
+            StepRecipe(device=torch.device(device), num_frames=FRAMES, normalize=normalize, precision=precision),
         )
         losses.append(stats.loss)
     return losses

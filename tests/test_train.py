@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from datasets.transforms import normalize
-from utils.training import train_one_epoch
+from utils.training import EpochReport, StepRecipe, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -119,11 +119,8 @@ def test_loss_decreases(tmp_path, data):
         opt,
         constant_scheduler(opt, 6),
         torch.amp.GradScaler("cpu", enabled=False),
-        epoch=0,
-        device=torch.device("cpu"),
-        num_frames=2,
-        normalize=normalize,
-        on_iteration=lambda step, loss, lrs: losses.append(loss),
+        StepRecipe(device=torch.device("cpu"), num_frames=2, normalize=normalize),
+        report=EpochReport(on_iteration=lambda step, loss, lrs: losses.append(loss)),
     )
     assert len(losses) == 6
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
@@ -145,11 +142,7 @@ def test_accumulation_equals_larger_batch(tmp_path, data):
             opt,
             constant_scheduler(opt, len(loader)),
             torch.amp.GradScaler("cpu", enabled=False),
-            epoch=0,
-            device=torch.device("cpu"),
-            num_frames=2,
-            normalize=normalize,
-            accumulation=accum,
+            StepRecipe(device=torch.device("cpu"), num_frames=2, normalize=normalize, accumulation=accum),
         )
         results.append((model, stats))
     (m_big, s_big), (m_acc, s_acc), (m_tail, s_tail) = results

@@ -29,7 +29,7 @@ from datasets.transforms import normalize
 from modules.builder import build_model
 from utils.config import load_config
 from utils.optim import build_scheduler, param_groups
-from utils.training import EpochStats, train_one_epoch
+from utils.training import EpochStats, StepRecipe, train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
@@ -89,10 +89,17 @@ class Recorder:
         self.calls: list[dict[str, Any]] = []
 
     def __call__(
-        self, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, **kw: Any
+        self,
+        model: nn.Module,
+        loader: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any,
+        *options: Any,
     ) -> EpochStats:
         order = [int(i) for batch in loader for i in batch[2]]
-        self.calls.append({"order": order, "model": model, **kw})
+        fields = {k: v for option in options for k, v in vars(option).items()}  # StepRecipe, EpochLoop, EpochReport
+        self.calls.append({"order": order, "model": model, **fields})
         return EpochStats(
             loss_sum=1.0,
             samples=len(order),
@@ -223,11 +230,7 @@ def test_engine_clips_the_gradient_norm():
             opt,
             sched,
             torch.amp.GradScaler("cpu", enabled=False),
-            epoch=0,
-            device=torch.device("cpu"),
-            num_frames=2,
-            normalize=normalize,
-            clip_grad_norm=clip_grad_norm,
+            StepRecipe(device=torch.device("cpu"), num_frames=2, normalize=normalize, clip_grad_norm=clip_grad_norm),
         )
         return torch.cat(
             [(p1 - p0).detach().flatten() for p0, p1 in zip(base.parameters(), model.parameters(), strict=True)]

@@ -22,7 +22,7 @@ from datasets.transforms import normalize
 from tests.test_train_recipe import Recorder, data, run_train, scripted_validation, write_config
 from utils.errors import UserError
 from utils.optim import build_scheduler
-from utils.training import NonFiniteError, train_one_epoch
+from utils.training import EpochLoop, EpochReport, NonFiniteError, StepRecipe, train_one_epoch
 
 __all__ = ["data"]  # the generated dataset fixture of test_train_recipe
 
@@ -107,19 +107,19 @@ def constant_lr(opt, iters: int):
 
 
 def run_epoch(model, loader, objective, scaler=None, **kw):
+    """One epoch of the engine on the CPU; `kw` are EpochLoop's and EpochReport's fields, and `accumulation`."""
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loop = {k: kw.pop(k) for k in ("epoch", "epochs", "skip_nonfinite", "skipped_before", "prior_step_s") if k in kw}
+    accumulation = kw.pop("accumulation", 1)
     return train_one_epoch(
         model,
         loader,
         opt,
         constant_lr(opt, len(loader)),
         scaler or torch.amp.GradScaler("cpu", enabled=False),
-        epoch=kw.pop("epoch", 0),
-        device=torch.device("cpu"),
-        num_frames=2,
-        normalize=normalize,
-        objective=objective,
-        **kw,
+        StepRecipe(torch.device("cpu"), 2, normalize, objective=objective, accumulation=accumulation),
+        EpochLoop(**loop),
+        EpochReport(**kw),
     )
 
 
@@ -344,7 +344,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from datasets.transforms import normalize
 from utils import distributed as D
 from utils.optim import build_scheduler
-from utils.training import NonFiniteError, train_one_epoch
+from utils.training import EpochLoop, NonFiniteError, StepRecipe, train_one_epoch
 
 info = D.init_distributed(device="cpu")
 torch.manual_seed(0)
@@ -361,9 +361,9 @@ data = [(torch.randint(0, 256, (2, 2, 3, 8, 8), dtype=torch.uint8, generator=g),
 opt = torch.optim.SGD(model.parameters(), lr=0.5)
 sched = build_scheduler(opt, kind="multistep", epochs=1, warmup_epochs=0, iters_per_epoch=3, decay_step=[9])
 try:
-    stats = train_one_epoch(model, data, opt, sched, torch.amp.GradScaler("cpu", enabled=False), epoch=0,
-                            device=torch.device("cpu"), num_frames=2, normalize=normalize, world_size=2,
-                            objective=objective, skip_nonfinite=int(sys.argv[1]))
+    recipe = StepRecipe(torch.device("cpu"), 2, normalize, objective=objective, world_size=2)
+    stats = train_one_epoch(model, data, opt, sched, torch.amp.GradScaler("cpu", enabled=False), recipe,
+                            EpochLoop(skip_nonfinite=int(sys.argv[1])))
     w = torch.cat([p.detach().flatten() for p in model.parameters()])[None]
     both = D.all_gather_tensor(w)
     result = f"skipped {stats.nonfinite_skipped}, steps {stats.steps}, same {torch.equal(both[0], both[1])}"
@@ -564,7 +564,7 @@ def test_the_frame_count_guard_of_a_list(tmp_path, data):
     listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
     with pytest.raises(UserError, match=r"short\.txt:3: frame count -1 is negative"):
         build_dataset(cfg, "train")
-    cfg.data.min_frames = 9
+    cfg = replace(cfg, **{"data.min_frames": 9})
     fields[2][1] = "8"
     listed.write_text("\n".join(" ".join(f) for f in fields) + "\n")
     with pytest.raises(UserError, match=r"short\.txt: every video has fewer than data.min_frames=9 frames"):

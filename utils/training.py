@@ -71,41 +71,72 @@ class AverageMeter:
         self.avg = self.sum / max(self.count, 1)
 
 
+@dataclass(frozen=True)
+class StepRecipe:
+    """How one batch becomes (part of) an optimiser step: where it runs, how the uint8 clips become
+    model input, the objective, and the accumulation, clipping and precision of the step.
+
+    `world_size` > 1 makes the ranks agree on a non-finite loss and scales the clips/s figure."""
+
+    device: torch.device
+    num_frames: int
+    normalize: Normalize
+    precision: str = "fp32"
+    accumulation: int = 1
+    clip_grad_norm: float | None = None
+    objective: Objective = cross_entropy
+    prepare: Prepare | None = None
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class EpochLoop:
+    """Where this epoch stands in the run: its index of `epochs`, the non-finite steps the run may
+    skip and has skipped before it, and the previous epoch's step time (for the first ETA)."""
+
+    epoch: int = 0
+    epochs: int = 1
+    skip_nonfinite: int = 0
+    skipped_before: int = 0
+    prior_step_s: float | None = None
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the epoch tells as it goes: the log line every `print_freq` iterations, a tqdm bar
+    (`progress`), a per-iteration callback, the data-wait meter, and the clock that times it all."""
+
+    print_freq: int = 10
+    log: Callable[[str], None] | None = None
+    progress: bool = False
+    on_iteration: Callable[[int, float, list[float]], None] | None = None
+    meter: DataWaitMeter | None = None
+    clock: Callable[[], float] = time.perf_counter
+
+
 class Progress:
     """The original's log line every `print_freq` iterations, and a tqdm bar on a terminal (rank 0).
 
     Log lines go through `tqdm.write`-safe logging while the bar is shown, so they never run into it.
     """
 
-    def __init__(
-        self,
-        total: int,
-        *,
-        epoch: int,
-        epochs: int,
-        world_size: int,
-        print_freq: int,
-        log: Callable[[str], None] | None,
-        bar: bool,
-        meter: DataWaitMeter | None = None,
-        prior_step_s: float | None = None,
-    ) -> None:
-        self.total, self.epoch, self.epochs = total, epoch, epochs
-        self.world_size, self.print_freq, self.log, self.meter = world_size, print_freq, log, meter
+    def __init__(self, total: int, loop: EpochLoop, report: EpochReport, world_size: int) -> None:
+        self.total, self.epoch, self.epochs = total, loop.epoch, loop.epochs
+        self.world_size, self.print_freq, self.log, self.meter = world_size, report.print_freq, report.log, report.meter
         self.batch_time, self.data_time, self.losses = AverageMeter(), AverageMeter(), AverageMeter()
         self.steady = AverageMeter()  # iterations after the first: the first also starts the loader
-        self.prior_step_s = prior_step_s
+        self.prior_step_s = loop.prior_step_s
         self.bar = (
             tqdm(
                 total=total,
-                desc=f"epoch {epoch + 1}/{epochs}",
+                desc=f"epoch {loop.epoch + 1}/{loop.epochs}",
                 dynamic_ncols=True,
                 mininterval=1.0,
                 leave=False,
                 file=sys.stderr,
                 disable=None,
             )
-            if bar
+            if report.progress
             else None
         )  # None: off when not a tty
 
@@ -163,95 +194,57 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
-    *,
-    epoch: int,
-    device: torch.device,
-    num_frames: int,
-    normalize: Normalize,
-    precision: str = "fp32",
-    accumulation: int = 1,
-    clip_grad_norm: float | None = None,
-    world_size: int = 1,
-    print_freq: int = 10,
-    epochs: int = 1,
-    log: Callable[[str], None] | None = None,
-    progress: bool = False,
-    on_iteration: Callable[[int, float, list[float]], None] | None = None,
-    objective: Objective = cross_entropy,
-    prepare: Prepare | None = None,
-    meter: DataWaitMeter | None = None,
-    skip_nonfinite: int = 0,
-    skipped_before: int = 0,
-    prior_step_s: float | None = None,
-    clock: Callable[[], float] = time.perf_counter,
+    recipe: StepRecipe,
+    loop: EpochLoop = EpochLoop(),
+    report: EpochReport = EpochReport(),
 ) -> EpochStats:
-    """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `objective(model, x, y)`.
+    """One pass over `loader` (items `(uint8 clips, labels, ...)`), minimising `recipe.objective(model, x, y)`.
 
-    Gradients of `accumulation` consecutive batches are summed before an optimiser step (DDP
+    Gradients of `recipe.accumulation` consecutive batches are summed before an optimiser step (DDP
     `no_sync` on all but the last); the last window of the epoch may be shorter and is stepped
     too, so nothing carries into the next epoch. Each batch's loss is divided by its window's
     length, so accumulating k batches of b equals one batch of k·b. The scheduler is stepped
     after every batch (the LR is a function of the loader iteration, as the original).
-    `normalize` turns the uint8 frames (on `device`, shaped (B, T, 3, S, S)) into model input;
-    `prepare(clips)` moves a batch to the device first (and applies a deferred transform there:
-    `datasets.device_transforms.ClipsToDevice`). `meter` measures the data wait per iteration and
-    adds it to the log line, with a warning when the loader is the bottleneck (`utils.data_wait`).
+    `recipe.normalize` turns the uint8 frames (on `recipe.device`, shaped (B, T, 3, S, S)) into model
+    input; `recipe.prepare(clips)` moves a batch to the device first (and applies a deferred
+    transform there: `datasets.device_transforms.ClipsToDevice`). `report.meter` measures the data
+    wait per iteration and adds it to the log line, with a warning when the loader is the
+    bottleneck (`utils.data_wait`).
 
     A non-finite loss (on any rank) or gradient stops the epoch with `NonFiniteError` before the
-    optimiser steps, unless fewer than `skip_nonfinite` steps of the run (`skipped_before` of them
-    in earlier epochs) were skipped: then the step is skipped (gradients dropped, logged, counted
-    in `EpochStats.nonfinite_skipped`). With an enabled GradScaler (fp16) an overflowing gradient is
-    the scaler's to skip and is not counted; a scale that collapses below `MIN_LOSS_SCALE` stops.
-    `prior_step_s` (the previous epoch's `step_s`) gives the first log line's ETA; `clock` times it.
+    optimiser steps, unless fewer than `loop.skip_nonfinite` steps of the run (`loop.skipped_before`
+    of them in earlier epochs) were skipped: then the step is skipped (gradients dropped, logged,
+    counted in `EpochStats.nonfinite_skipped`). With an enabled GradScaler (fp16) an overflowing
+    gradient is the scaler's to skip and is not counted; a scale that collapses below
+    `MIN_LOSS_SCALE` stops. `loop.prior_step_s` (the previous epoch's `step_s`) gives the first log
+    line's ETA; `report.clock` times it.
     """
     model.train()
     n = len(loader)  # type: ignore[arg-type]
     stats = EpochStats()
-    bar = Progress(
-        n,
-        epoch=epoch,
-        epochs=epochs,
-        world_size=world_size,
-        print_freq=print_freq,
-        log=log,
-        bar=progress,
-        meter=meter,
-        prior_step_s=prior_step_s,
-    )
+    bar = Progress(n, loop, report, recipe.world_size)
+    clock = report.clock
     optimizer.zero_grad(set_to_none=True)
     bad_loss: float | None = None  # a non-finite loss of this rank in the current accumulation window
     end = start = clock()
     for i, batch in enumerate(loader):
         bar.data_time.update(clock() - end)
-        window_start = (i // accumulation) * accumulation
-        window = min(accumulation, n - window_start)
-        x = prepare(batch[0]) if prepare is not None else batch[0].to(device, non_blocking=True)
-        x = normalize(x.reshape(x.shape[0], num_frames, 3, *x.shape[-2:]))
-        y = torch.as_tensor(batch[1]).to(device, non_blocking=True).long().reshape(-1)
-        loss = _backward(
-            model, objective, x, y, scaler, precision, device, window, sync=(i - window_start) == window - 1
-        )
+        window_start = (i // recipe.accumulation) * recipe.accumulation
+        window = min(recipe.accumulation, n - window_start)
+        x, y = _to_model_input(batch, recipe)
+        last_of_window = (i - window_start) == window - 1
+        loss = _backward(model, recipe, x, y, scaler, window, sync=last_of_window)
         if not math.isfinite(loss) and bad_loss is None:
             bad_loss = loss
-        if (i - window_start) == window - 1:
-            where = f"epoch {epoch}, iteration {i} of {n}"
-            try:
-                fault = _optimizer_step(model, optimizer, scaler, clip_grad_norm, bad_loss, world_size > 1)
-            except _ScaleCollapse as err:
-                fault = f"fp16 loss scale {err.args[0]:.3g}: the gradients overflow at every scale"
-                raise NonFiniteError(_stop_line(where, fault, model, precision, optimizer, None)) from None
+        if last_of_window:
+            stepped = _step_or_skip(
+                model, optimizer, scaler, recipe, bad_loss, f"epoch {loop.epoch}, iteration {i} of {n}"
+            )
             bad_loss = None
-            if fault is None:
+            if stepped is None:
                 stats.steps += 1
             else:
-                if skipped_before + stats.nonfinite_skipped >= skip_nonfinite:
-                    raise NonFiniteError(_stop_line(where, fault, model, precision, optimizer, skip_nonfinite))
-                stats.nonfinite_skipped += 1
-                if log is not None:
-                    log(
-                        f"non-finite step skipped at {where}: {fault} (skip {skipped_before + stats.nonfinite_skipped}"
-                        f" of at most solver.skip_nonfinite={skip_nonfinite})"
-                    )
+                _count_skip(stats, loop, report, stepped, model, optimizer, recipe)
         stats.lrs = [g["lr"] for g in optimizer.param_groups]
         with warnings.catch_warnings():  # an accumulation window may begin before optimizer.step()
             warnings.simplefilter("ignore", UserWarning)
@@ -263,8 +256,8 @@ def train_one_epoch(
         if i == 0:
             stats.first_step_s = clock() - start
         end = clock()
-        if on_iteration is not None:
-            on_iteration(epoch * n + i, loss, stats.lrs)
+        if report.on_iteration is not None:
+            report.on_iteration(loop.epoch * n + i, loss, stats.lrs)
         bar.update(i, loss, int(y.shape[0]), stats.lrs[-1])
     bar.close()
     stats.seconds = clock() - start
@@ -272,22 +265,67 @@ def train_one_epoch(
     return stats
 
 
+def _to_model_input(batch: Any, recipe: StepRecipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's clips on the device, normalised and shaped (B, T, 3, S, S), and its labels (B,)."""
+    x = recipe.prepare(batch[0]) if recipe.prepare is not None else batch[0].to(recipe.device, non_blocking=True)
+    x = recipe.normalize(x.reshape(x.shape[0], recipe.num_frames, 3, *x.shape[-2:]))
+    y = torch.as_tensor(batch[1]).to(recipe.device, non_blocking=True).long().reshape(-1)
+    return x, y
+
+
+def _step_or_skip(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    recipe: StepRecipe,
+    bad_loss: float | None,
+    where: str,
+) -> tuple[str, str] | None:
+    """The end of an accumulation window: step (None), or (where, the fault) of a dropped step; a
+    collapsed fp16 loss scale stops at once."""
+    try:
+        fault = _optimizer_step(model, optimizer, scaler, recipe.clip_grad_norm, bad_loss, recipe.world_size > 1)
+    except _ScaleCollapse as err:
+        fault = f"fp16 loss scale {err.args[0]:.3g}: the gradients overflow at every scale"
+        raise NonFiniteError(_stop_line(where, fault, model, recipe.precision, optimizer, None)) from None
+    return None if fault is None else (where, fault)
+
+
+def _count_skip(
+    stats: EpochStats,
+    loop: EpochLoop,
+    report: EpochReport,
+    dropped: tuple[str, str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    recipe: StepRecipe,
+) -> None:
+    """Count and log a dropped step within the run's `skip_nonfinite` budget, or stop past it."""
+    where, fault = dropped
+    if loop.skipped_before + stats.nonfinite_skipped >= loop.skip_nonfinite:
+        raise NonFiniteError(_stop_line(where, fault, model, recipe.precision, optimizer, loop.skip_nonfinite))
+    stats.nonfinite_skipped += 1
+    if report.log is not None:
+        report.log(
+            f"non-finite step skipped at {where}: {fault} (skip {loop.skipped_before + stats.nonfinite_skipped}"
+            f" of at most solver.skip_nonfinite={loop.skip_nonfinite})"
+        )
+
+
 def _backward(
     model: nn.Module,
-    objective: Objective,
+    recipe: StepRecipe,
     x: torch.Tensor,
     y: torch.Tensor,
     scaler: torch.amp.GradScaler,
-    precision: str,
-    device: torch.device,
     window: int,
     sync: bool,
 ) -> float:
     """Forward, objective and the backward pass of one batch; DDP all-reduces only when `sync`."""
     context = model.no_sync() if isinstance(model, DDP) and not sync else nullcontext()
     with context:
-        with autocast(precision, device):
-            loss = objective(model, x, y)
+        with autocast(recipe.precision, recipe.device):
+            loss = recipe.objective(model, x, y)
         scaler.scale(loss / window).backward()
     return float(loss.detach())
 

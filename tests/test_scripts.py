@@ -107,8 +107,21 @@ HELP_NAMES = {
     "run_test_zeroshot.sh": ["CONFIG WEIGHTS", "NPROC", "test_zeroshot.py --help", "--protocol"],
     "run_train_multinodes.sh": ["CONFIG NODE_RANK", "MASTER_ADDR", "NNODES", "MASTER_PORT", "GPUS"],
     "run_demo.sh": ["transf|meanp|both|compare", "DEMO_DATA", "DEMO_OUT", "DEMO_OPTS", "PYTHON"],
-    "run_tests.sh": ["pytest"],
+    "run_tests.sh": ["pytest", "--fast", "not slow"],
 }
+
+
+def test_run_tests_fast_leaves_out_the_slow_tests(tmp_path, child_env):
+    """`--fast` runs pytest with -m "not slow" (test_demo_script.py is slow throughout: all of its
+    tests are left out); without it every test of the file is collected."""
+    cmd = ["bash", str(ROOT / "scripts" / "run_tests.sh")]
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_demo_script.py"]
+    fast = subprocess.run([*cmd, "--fast", *args], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    full = subprocess.run([*cmd, *args], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert full.returncode == 0, full.stdout + full.stderr
+    count = int(full.stdout.strip().splitlines()[-1].split()[0])  # "N tests collected in ..."
+    assert count >= 2
+    assert fast.returncode == 5 and f"no tests collected ({count} deselected)" in fast.stdout, fast.stdout + fast.stderr
 
 
 @pytest.mark.parametrize("script", sorted(HELP_NAMES))

@@ -26,13 +26,7 @@ CONFIG="$1"; shift
 if [ ! -f "$CONFIG" ]; then
   echo "error: config file not found: $CONFIG" >&2; exit 1
 fi
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-if [ -z "${GPUS:-}" ]; then
-  GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)"
-  [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
-fi
-case "$GPUS" in ''|*[!0-9]*|0) echo "error: GPUS must be a number of processes >= 1, got '$GPUS'" >&2; exit 2 ;; esac
+. "$ROOT/scripts/processes.sh"  # $PY and $GPUS
 PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
 NOW="$(date +%Y%m%d_%H%M%S)"
 echo "[run_train] $GPUS process(es), port $PORT, config $CONFIG"

@@ -31,13 +31,7 @@ fi
 [ -n "${MASTER_ADDR:-}" ] || { echo "error: set MASTER_ADDR to the address of node 0" >&2; exit 2; }
 [ -n "${NNODES:-}" ] || { echo "error: set NNODES to the number of machines" >&2; exit 2; }
 MASTER_PORT="${MASTER_PORT:-29500}"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python3
-if [ -z "${GPUS:-}" ]; then
-  GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)' 2>/dev/null || echo 0)"
-  [ "$GPUS" -ge 1 ] 2>/dev/null || GPUS=1
-fi
-case "$GPUS" in ''|*[!0-9]*|0) echo "error: GPUS must be a number of processes >= 1, got '$GPUS'" >&2; exit 2 ;; esac
+. "$ROOT/scripts/processes.sh"  # $PY and $GPUS
 case "$NNODES" in ''|*[!0-9]*|0) echo "error: NNODES must be a number of machines >= 1, got '$NNODES'" >&2; exit 2 ;; esac
 case "$NODE_RANK" in ''|*[!0-9]*) echo "error: NODE_RANK must be 0..NNODES-1, got '$NODE_RANK'" >&2; exit 2 ;; esac
 [ "$NODE_RANK" -lt "$NNODES" ] || { echo "error: NODE_RANK must be 0..NNODES-1, got '$NODE_RANK' with NNODES=$NNODES" >&2; exit 2; }

@@ -29,7 +29,7 @@ from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
 from utils.distributed import cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError
-from utils.evaluate import EvalOutput, class_embeddings_of, collect, eval_scale
+from utils.evaluate import EvalOutput, ViewSet, class_embeddings_of, collect, eval_scale
 from utils.fileio import atomic_write, atomic_write_text, write_csv
 from utils.logger import setup_logger
 from utils.precision import resolve_precision
@@ -150,13 +150,15 @@ class EvalRun:
             return collect(
                 model or self.model,
                 track(loader, shown, size=lambda batch: len(batch[1])),
-                views=self.views,
-                num_frames=self.frames,
-                device=self.dist.device,
-                normalize=input_normalize(model or self.model),
-                precision=self.precision,
+                ViewSet(
+                    self.views,
+                    self.frames,
+                    self.dist.device,
+                    input_normalize(model or self.model),
+                    self.precision,
+                    prepare=clips_to_device(dataset, self.dist.device),
+                ),
                 fuse=self.args.fuse,
-                prepare=clips_to_device(dataset, self.dist.device),
             )
 
     def class_embeddings(self) -> torch.Tensor:

@@ -78,7 +78,7 @@ from datasets.builder import WorkerInit, build_dataset
 from datasets.lists import read_label_csv, read_list
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
-from utils.evaluate import encode_views_frames
+from utils.evaluate import ViewSet, encode_views_frames
 from utils.fileio import write_npz
 from utils.progress import Progress, failure_summary
 
@@ -232,15 +232,13 @@ def run_chunks(
     chunks: list[tuple[int, list[int]]],
     args: argparse.Namespace,
     *,
-    views: int,
-    frames: int,
-    device: torch.device,
-    normalize: Any,
+    view_set: ViewSet,
     worker_init: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(chunk, part arrays) of each `(chunk, input indices)` in turn, as soon as its last batch is
-    encoded; failed inputs are listed apart. `progress(n)` after each batch of n inputs."""
+    encoded (`view_set`: the views and frames of an input, where and how they run); failed inputs
+    are listed apart. `progress(n)` after each batch of n inputs."""
     bs = args.batch_size
     plan = [(c, indices[s : s + bs]) for c, indices in chunks for s in range(0, len(indices), bs)]
     loader = DataLoader(
@@ -265,11 +263,7 @@ def run_chunks(
             per_view, per_frame = encode_views_frames(
                 model,
                 clips[keep],
-                views=views,
-                num_frames=frames,
-                device=device,
-                normalize=normalize,
-                precision=args.precision,
+                view_set,
                 frames=args.per_frame,
             )
         except ValueError as err:
@@ -345,10 +339,7 @@ def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo)
             data,
             chunk_inputs,
             args,
-            views=views,
-            frames=frames,
-            device=dist.device,
-            normalize=normalize,
+            ViewSet(views, frames, dist.device, normalize, args.precision),
             worker_init=init,
             progress=shown.update,
         )

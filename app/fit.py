@@ -23,7 +23,7 @@ from utils.config import to_dict
 from utils.contrastive import Objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier
-from utils.evaluate import EvalOutput, evaluate
+from utils.evaluate import EvalOutput, ViewSet, evaluate
 from utils.fileio import write_csv
 from utils.logger import MetricsLog
 from utils.training import EpochLoop, EpochReport, NonFiniteError, StepRecipe, train_one_epoch
@@ -55,16 +55,11 @@ class Validation:
         report, self.last = evaluate(
             model,
             self.loader,
-            views=1,
-            num_frames=self.num_frames,
-            device=self.device,
-            normalize=normalize,
-            precision="fp32",
+            ViewSet(1, self.num_frames, self.device, normalize, precision="fp32", prepare=self.prepare),
             scale=self.scale,
             with_map=self.with_map,
             log=self.log,
             print_freq=self.print_freq,
-            prepare=self.prepare,
         )
         self.log(
             f"Testing Results: Prec@1 {report['top1']:.3f} Prec@5 {report['top5']:.3f}"

@@ -70,7 +70,7 @@ from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
-from utils.evaluate import collect
+from utils.evaluate import ViewSet, collect
 from utils.progress import Progress, track
 
 
@@ -103,11 +103,7 @@ def extract_features(
         out = collect(
             model,
             track(loader, shown, size=lambda batch: len(batch[1])),
-            views=1,
-            num_frames=cfg.data.num_segments,
-            device=device,
-            normalize=input_normalize(model),
-            prepare=clips_to_device(dataset, device),
+            ViewSet(1, cfg.data.num_segments, device, input_normalize(model), prepare=clips_to_device(dataset, device)),
         )
     return out.embeddings, out.labels
 

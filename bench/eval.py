@@ -58,7 +58,7 @@ from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
 from utils.config import resolve, to_dotmap  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
-from utils.evaluate import collect  # noqa: E402
+from utils.evaluate import ViewSet, collect  # noqa: E402
 from utils.precision import resolve_precision  # noqa: E402
 
 
@@ -261,11 +261,7 @@ def alternating_rounds(
                 out = collect(
                     model,
                     ours_loader(a.videos),
-                    views=views,
-                    num_frames=a.frames,
-                    device=device,
-                    normalize=normalize,
-                    precision=precision,
+                    ViewSet(views, a.frames, device, normalize, precision),
                 )
             times[side].append(time.perf_counter() - t)
     return times, out, emb_o

@@ -328,7 +328,7 @@ def test_same_top1_from_shards_as_from_files(syn, tmp_path):
     """A model evaluated on the shards gives exactly the files' embeddings and top-1."""
     from datasets.transforms import normalize
     from modules.builder import build_model
-    from utils.evaluate import evaluate
+    from utils.evaluate import ViewSet, evaluate
 
     names = [line.split(",", 1)[1] for line in (syn / "labels.csv").read_text().splitlines()[1:]]
     reports = []
@@ -338,7 +338,7 @@ def test_same_top1_from_shards_as_from_files(syn, tmp_path):
         torch.manual_seed(0)
         model = build_model(cfg, names).eval()
         loader = build_loader(build_dataset(cfg, "test", test_crops=3), 4, 0, train=False)
-        report, out = evaluate(model, loader, views=3, num_frames=4, device="cpu", normalize=normalize)
+        report, out = evaluate(model, loader, ViewSet(3, 4, "cpu", normalize))
         reports.append((report, out))
     (a, out_a), (b, out_b) = reports
     assert torch.equal(out_a.indices, out_b.indices) and torch.allclose(out_a.embeddings, out_b.embeddings)

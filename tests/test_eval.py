@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from utils.evaluate import collect, evaluate
+from utils.evaluate import ViewSet, collect, evaluate
 
 T, V, S, D, C = 2, 6, 4, 5, 7
 
@@ -32,6 +32,9 @@ class StubVideoModel(torch.nn.Module):
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0
+
+
+VIEWS = ViewSet(V, T, "cpu", to_float)  # V views of T frames on the CPU
 
 
 def make_items(n: int, seed: int = 1) -> list[tuple[torch.Tensor, int, int]]:
@@ -70,7 +73,7 @@ def hand_embedding(model: StubVideoModel, clip: torch.Tensor) -> torch.Tensor:
 def test_fusion_equals_hand_computation():
     model = StubVideoModel()
     items = make_items(5)
-    out = collect(model, batches(items, 2)[::-1], views=V, num_frames=T, device="cpu", normalize=to_float)
+    out = collect(model, batches(items, 2)[::-1], VIEWS)
     assert out.indices.tolist() == [0, 1, 2, 3, 4]  # sorted although batches came reversed
     assert out.labels.tolist() == [y for _, y, _ in items]
     with torch.no_grad():
@@ -84,7 +87,7 @@ def test_fusion_equals_hand_computation():
 def test_score_fusion_averages_view_probabilities():
     model = StubVideoModel()
     items = make_items(3)
-    out = collect(model, batches(items, 3), views=V, num_frames=T, device="cpu", fuse="scores", normalize=to_float)
+    out = collect(model, batches(items, 3), VIEWS, fuse="scores")
     with torch.no_grad():
         clip = items[1][0]
         probs = []
@@ -101,16 +104,14 @@ def test_duplicates_from_padding_sampler_counted_once():
     model = StubVideoModel()
     items = make_items(3)
     loader = batches(items, 2) + batches(items[:1], 1)  # video 0 seen twice
-    out = collect(model, loader, views=V, num_frames=T, device="cpu", normalize=to_float)
+    out = collect(model, loader, VIEWS)
     assert out.indices.tolist() == [0, 1, 2]
 
 
 def test_evaluate_report_and_mode_restored():
     model = StubVideoModel().train()
     items = make_items(4)
-    rep, out = evaluate(
-        model, batches(items, 3), views=V, num_frames=T, device="cpu", with_map=True, normalize=to_float
-    )
+    rep, out = evaluate(model, batches(items, 3), VIEWS, with_map=True)
     assert model.training
     assert rep["num_videos"] == 4 and rep["views"] == V and "mAP" in rep
     pred = out.scores(model.class_embeddings).argmax(1)
@@ -136,11 +137,8 @@ def _worker(rank: int, world: int, port: int, path: str, n: int) -> None:
         rep, out = evaluate(
             model,
             batches(make_items(n), 2, rank, world),
-            views=V,
-            num_frames=T,
-            device="cpu",
+            VIEWS,
             with_map=True,
-            normalize=to_float,
         )
         torch.save({"rep": rep, "emb": out.embeddings, "idx": out.indices, "lab": out.labels}, f"{path}.{rank}")
     finally:
@@ -153,11 +151,8 @@ def test_two_processes_equal_one_process_on_odd_dataset(tmp_path):
     rep1, out1 = evaluate(
         StubVideoModel(),
         batches(make_items(n), 2),
-        views=V,
-        num_frames=T,
-        device="cpu",
+        VIEWS,
         with_map=True,
-        normalize=to_float,
     )
     path = str(tmp_path / "res")
     mp.start_processes(_worker, args=(2, _free_port(), path, n), nprocs=2, start_method="spawn")

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from utils.errors import UserError
+from utils.evaluate import ViewSet
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,7 +401,7 @@ def test_one_loader_serves_every_chunk_and_no_batch_crosses_a_chunk(monkeypatch)
             made.append(1)
             super().__init__(*a, **k)
 
-    def encode(model, clips, **_):
+    def encode(model, clips, view_set, **_):
         seen.append(clips[:, 0, 0, 0, 0].tolist())
         return clips.float().flatten(1)[:, :4].unsqueeze(1), None  # (B, 1 view, 4)
 
@@ -416,10 +417,7 @@ def test_one_loader_serves_every_chunk_and_no_batch_crosses_a_chunk(monkeypatch)
             data,
             chunks,
             args,
-            views=1,
-            frames=1,
-            device=torch.device("cpu"),
-            normalize=None,
+            ViewSet(1, 1, torch.device("cpu"), None),
             progress=counted.append,
         )
     )

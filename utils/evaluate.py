@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -38,6 +38,22 @@ from utils.similarity import class_probabilities
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 Prepare = Callable[[Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """How an eval batch's clips become model input: `views` views of `num_frames` frames each,
+    moved to `device` (by `prepare(clips)`, which may apply a deferred transform there:
+    `datasets.device_transforms.ClipsToDevice`; None: a plain copy), made model input by
+    `normalize`, run at `precision`, at most `chunk` views per forward call (None: all at once)."""
+
+    views: int
+    num_frames: int
+    device: torch.device | str
+    normalize: Normalize
+    precision: str = "fp32"
+    chunk: int | None = None
+    prepare: Prepare | None = None
 
 
 @dataclass
@@ -111,41 +127,26 @@ def encode_views(
     forward call (memory); None = all at once.
     """
     return encode_views_frames(
-        model,
-        clips,
-        views=views,
-        num_frames=num_frames,
-        device=device,
-        normalize=normalize,
-        precision=precision,
-        chunk=chunk,
-        frames=False,
+        model, clips, ViewSet(views, num_frames, device, normalize, precision, chunk), frames=False
     )[0]
 
 
 @torch.no_grad()
 def encode_views_frames(
-    model: torch.nn.Module,
-    clips: torch.Tensor,
-    *,
-    views: int,
-    num_frames: int,
-    device: torch.device | str,
-    normalize: Normalize,
-    precision: str = "fp32",
-    chunk: int | None = None,
-    frames: bool = True,
+    model: torch.nn.Module, clips: torch.Tensor, view_set: ViewSet, *, frames: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`encode_views`, plus the per-frame embeddings the head fused, (B, V, T, D), when `frames`
-    (the model's `encode_video_frames`; a ValueError for a model without them)."""
+    (the model's `encode_video_frames`; a ValueError for a model without them). `clips` are
+    already where `view_set.prepare` would put them."""
+    views, num_frames, normalize = view_set.views, view_set.num_frames, view_set.normalize
     net: Any = unwrap(model)  # a VideoCLIP (or an exported model, which has no per-frame output)
     b = clips.shape[0]
     if clips.shape[1] != views * num_frames:
         raise ValueError(f"a test clip has {clips.shape[1]} frames, expected views x frames = {views} x {num_frames}")
-    x = clips.to(device, non_blocking=True).reshape(b * views, num_frames, *clips.shape[2:])
-    step = chunk or x.shape[0]
+    x = clips.to(view_set.device, non_blocking=True).reshape(b * views, num_frames, *clips.shape[2:])
+    step = view_set.chunk or x.shape[0]
     outs, frame_outs = [], []
-    with autocast_context(device, precision):
+    with autocast_context(view_set.device, view_set.precision):
         for s in range(0, x.shape[0], step):
             if not frames:
                 outs.append(net.encode_video(normalize(x[s : s + step])).float())
@@ -173,17 +174,11 @@ def _sync(device: torch.device) -> None:
 def collect(
     model: torch.nn.Module,
     loader: Iterable,
+    view_set: ViewSet,
     *,
-    views: int,
-    num_frames: int,
-    device: torch.device | str,
-    normalize: Normalize,
-    precision: str = "fp32",
     fuse: str = "embeddings",
-    chunk: int | None = None,
     log: Callable[[str], None] | None = None,
     print_freq: int = 0,
-    prepare: Prepare | None = None,
 ) -> EvalOutput:
     """Run the model over `loader` and return the fused per-video embeddings of all ranks.
 
@@ -191,12 +186,11 @@ def collect(
     returns the same gathered `EvalOutput` (sorted by dataset index, each index once) when a
     process group is initialised (`utils.distributed`).
     `log(msg)` is called every `print_freq` batches with the progress and seconds per video.
-    `prepare(clips)` moves a batch's clips to the device (and applies a deferred transform there,
-    `datasets.device_transforms.ClipsToDevice`); None: a plain copy.
     """
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
-    device = torch.device(device)
+    device = torch.device(view_set.device)
+    prepare = view_set.prepare
     was_training = model.training
     model.eval()
     local = _Local()
@@ -209,16 +203,7 @@ def collect(
     try:
         for i, batch in enumerate(loader):
             clips = prepare(batch[0]) if prepare is not None else batch[0]
-            per_view = encode_views(
-                model,
-                clips,
-                views=views,
-                num_frames=num_frames,
-                device=device,
-                normalize=normalize,
-                precision=precision,
-                chunk=chunk,
-            )
+            per_view = encode_views_frames(model, clips, replace(view_set, device=device), frames=False)[0]
             local.add(per_view, batch[1], batch[2], keep_views=fuse == "scores")
             if log is not None and print_freq and (i + 1) % print_freq == 0:
                 _sync(device)
@@ -227,7 +212,7 @@ def collect(
     finally:
         model.train(was_training)
     _sync(device)
-    return local.gather(_max_over_ranks(time.perf_counter() - start), fuse, views)
+    return local.gather(_max_over_ranks(time.perf_counter() - start), fuse, view_set.views)
 
 
 @dataclass
@@ -283,18 +268,13 @@ def class_embeddings_of(model: torch.nn.Module) -> torch.Tensor:
 def evaluate(
     model: torch.nn.Module,
     loader: Iterable,
+    view_set: ViewSet,
     *,
-    views: int,
-    num_frames: int,
-    device: torch.device | str,
-    normalize: Normalize,
-    precision: str = "fp32",
     fuse: str = "embeddings",
     scale: float | None = 100.0,
     with_map: bool = False,
     log: Callable[[str], None] | None = None,
     print_freq: int = 0,
-    prepare: Prepare | None = None,
 ) -> tuple[dict, EvalOutput]:
     """One call for validation and test: collect, score against the model's classes, report.
 
@@ -302,22 +282,12 @@ def evaluate(
     mean_class_accuracy, num_videos, views, seconds, seconds_per_video and mAP when asked.
     `scale` None uses the model's learned exp(logit_scale).
     """
-    out = collect(
-        model,
-        loader,
-        views=views,
-        num_frames=num_frames,
-        device=device,
-        normalize=normalize,
-        precision=precision,
-        fuse=fuse,
-        log=log,
-        print_freq=print_freq,
-        prepare=prepare,
-    )
+    out = collect(model, loader, view_set, fuse=fuse, log=log, print_freq=print_freq)
     scores = out.scores(class_embeddings_of(model), eval_scale(model, scale))
     report = classification_report(scores, out.labels, with_map=with_map)
-    report.update(views=views, seconds=out.seconds, seconds_per_video=out.seconds / len(out) if len(out) else 0.0)
+    report.update(
+        views=view_set.views, seconds=out.seconds, seconds_per_video=out.seconds / len(out) if len(out) else 0.0
+    )
     out.extra["scores"] = scores
     return report, out
 

@@ -84,9 +84,10 @@ from typing import Any
 from app.media import load_input, open_media
 from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
 from app.timeline import parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
-from app.weights import input_normalize, load_model, open_weights
+from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.checkpoint import BEST, LAST
+from utils.config import Config, replace
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import class_embeddings_of, encode_views, eval_scale
@@ -151,10 +152,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--out needs --window (only timelines are written to files)")
 
 
-def class_names_of(args: argparse.Namespace, weights: Any, cfg: Any) -> list[str]:
+def class_names_of(args: argparse.Namespace, weights: WeightsFile, cfg: Config) -> list[str]:
     """--labels, else the names the checkpoint records, else the config's label CSV."""
     if args.labels:
-        cfg.data.label_list = args.labels
         return read_label_csv(args.labels)
     names = weights.class_names()
     if names is not None:
@@ -174,7 +174,8 @@ class Predictor:
         if args.out is not None:  # before anything is loaded
             timeline_stems(args.inputs, Path(args.out), True, args.overwrite)
         weights = open_weights(args.weights)
-        self.cfg = weights.config(args.config, args.opts)
+        cfg = weights.config(args.config, args.opts)
+        self.cfg = replace(cfg, **{"data.label_list": args.labels}) if args.labels else cfg
         self.device = select_device(args.device)
         self.class_names = class_names_of(args, weights, self.cfg)
         self.dense = bool(self.cfg.data.dense if args.dense is None else args.dense)

@@ -96,7 +96,7 @@ from utils.checkpoint import (
     unwrap,
 )
 from utils.compile import compile_model
-from utils.config import dump, load_config
+from utils.config import Config, dump, load_config
 from utils.contrastive import Objective, make_objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import (
@@ -130,7 +130,7 @@ def versions() -> str:
 
 
 def build_model_once(
-    cfg: Any, class_names: list[str], dist: DistInfo, log: Log, trusted_pickles: list[str]
+    cfg: Config, class_names: list[str], dist: DistInfo, log: Log, trusted_pickles: list[str]
 ) -> VideoCLIP:
     """Build VideoCLIP; rank 0 computes (or loads from the cache) the class embeddings first, the
     other ranks build after it and take rank 0's embeddings by broadcast."""
@@ -148,7 +148,7 @@ def build_model_once(
 
 
 def build_optimisation(
-    cfg: Any, model: nn.Module, iters_per_epoch: int, precision: str, device: torch.device
+    cfg: Config, model: nn.Module, iters_per_epoch: int, precision: str, device: torch.device
 ) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
     """AdamW with the original's groups, the per-iteration LR schedule and the loss scaler."""
     s = cfg.solver
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         cleanup()
 
 
-def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
+def run(cfg: Config, args: argparse.Namespace, dist: DistInfo) -> dict:
     """The recipe: run folder, model, data, optimiser, resume, then train / validate / save."""
     seed_everything(cfg.seed + dist.rank)
     if dist.device.type == "cuda":
@@ -269,7 +269,7 @@ def run(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> dict:
     return result
 
 
-def build_objective(cfg: Any, model: VideoCLIP, log: Log) -> Objective:
+def build_objective(cfg: Config, model: VideoCLIP, log: Log) -> Objective:
     """The training loss of `solver.loss_type` (cross-entropy, or the contrastive NCE / DS)."""
     objective = make_objective(cfg.solver.loss_type, text_tower=model.has_text_tower)
     log(
@@ -279,7 +279,7 @@ def build_objective(cfg: Any, model: VideoCLIP, log: Log) -> Objective:
     return objective
 
 
-def log_start(log: Log, cfg: Any, dist: DistInfo, precision: str, out: Path, changes: list[str]) -> None:
+def log_start(log: Log, cfg: Config, dist: DistInfo, precision: str, out: Path, changes: list[str]) -> None:
     """The head of log.txt: versions, world, the resolved config, and the resume changes allowed."""
     log(versions())
     log(
@@ -311,7 +311,7 @@ def restore(
     return RunState(meta["epoch"] + 1, meta["iteration"], meta["best_top1"], int(ckpt.get("nonfinite_skipped", 0)))
 
 
-def build_validation(cfg: Any, dist: DistInfo, log: Log, allow_pipe: frozenset[str] = frozenset()) -> Validation:
+def build_validation(cfg: Config, dist: DistInfo, log: Log, allow_pipe: frozenset[str] = frozenset()) -> Validation:
     val_ds = build_dataset(cfg, "val", allow_pipe=allow_pipe)
     log(f"val: {len(val_ds)} videos; transforms: {getattr(val_ds, 'transform', '')}")
     loader = build_loader(
@@ -336,14 +336,14 @@ def build_validation(cfg: Any, dist: DistInfo, log: Log, allow_pipe: frozenset[s
     )
 
 
-def data_wait_meter(cfg: Any, dataset: Any) -> DataWaitMeter:
+def data_wait_meter(cfg: Config, dataset: Any) -> DataWaitMeter:
     """The data-bound alarm of `logging.data_wait_alarm`, with the remedy for this pipeline."""
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return DataWaitMeter(cfg.logging.data_wait_alarm, remedy=data_remedy(dataset, cfg.data.workers, per_node))
 
 
 def build_train_loader(
-    cfg: Any, dist: DistInfo, out: Path, log: Log, allow_pipe: frozenset[str] = frozenset()
+    cfg: Config, dist: DistInfo, out: Path, log: Log, allow_pipe: frozenset[str] = frozenset()
 ) -> tuple[Any, Any]:
     """(loader, dataset) of the training list (`allow_pipe`: the command line's --allow-pipe URLs)."""
     train_ds = build_dataset(cfg, "train", allow_pipe=allow_pipe)

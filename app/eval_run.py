@@ -27,6 +27,7 @@ from datasets.samplers import ShardSampler
 from datasets.shard_dataset import allowed_pipes, check_sources
 from utils import analysis, plots
 from utils.checkpoint import BEST, LAST
+from utils.config import Config
 from utils.distributed import cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, ViewSet, class_embeddings_of, collect, eval_scale
@@ -119,7 +120,7 @@ class EvalRun:
             f"fuse {a.fuse}"
         )
 
-    def test_data(self, cfg: Any) -> tuple[Any, Any]:
+    def test_data(self, cfg: Config) -> tuple[Any, Any]:
         """(dataset, loader) of `cfg`'s test list with this command's views, sharded over the ranks."""
         a = self.args
         dataset = build_dataset(
@@ -137,7 +138,9 @@ class EvalRun:
         )
         return dataset, loader
 
-    def collect(self, cfg: Any = None, model: torch.nn.Module | None = None, label: str = "test") -> EvalOutput:
+    def collect(
+        self, cfg: Config | None = None, model: torch.nn.Module | None = None, label: str = "test"
+    ) -> EvalOutput:
         """The engine's pass over the test list (of `cfg`, default the command's) with `model`;
         progress of rank 0's share under `label` (utils.progress: on stderr on a terminal, else
         lines in the log)."""

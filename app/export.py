@@ -66,7 +66,7 @@ from app.weights import LoadedModel, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.checkpoint import export_state, save_checkpoint
-from utils.config import to_dict
+from utils.config import Config, to_dict
 from utils.errors import UserError, run_cli
 from utils.evaluate import eval_scale
 from utils.fileio import atomic_write
@@ -144,12 +144,12 @@ def _first_line(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:400]
 
 
-def _what(cfg: Any) -> str:
+def _what(cfg: Config) -> str:
     net = cfg.network
     return f"network.sim_header={net.sim_header}, tm={net.tm}, joint_st={net.joint_st}"
 
 
-def trace_torchscript(graph: VideoClassifier, example: torch.Tensor, cfg: Any) -> torch.jit.ScriptModule:
+def trace_torchscript(graph: VideoClassifier, example: torch.Tensor, cfg: Config) -> torch.jit.ScriptModule:
     try:
         with torch.no_grad(), _quiet():
             return torch.jit.trace(graph, (example,), check_trace=False)
@@ -157,7 +157,7 @@ def trace_torchscript(graph: VideoClassifier, example: torch.Tensor, cfg: Any) -
         raise UserError(f"cannot trace the model ({_what(cfg)}) to TorchScript: {_first_line(err)}") from None
 
 
-def export_onnx(graph: VideoClassifier, example: torch.Tensor, cfg: Any, meta: dict[str, Any]) -> bytes:
+def export_onnx(graph: VideoClassifier, example: torch.Tensor, cfg: Config, meta: dict[str, Any]) -> bytes:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401  (the check after export runs the file)
@@ -202,7 +202,7 @@ def _quiet(sink: io.StringIO | None = None) -> Any:
 
 
 def verify(
-    path: Path, kind: str, graph: VideoClassifier, meta: dict[str, Any], cfg: Any, tolerance: float = TOLERANCE
+    path: Path, kind: str, graph: VideoClassifier, meta: dict[str, Any], cfg: Config, tolerance: float = TOLERANCE
 ) -> float:
     """Run the written export on inputs it was not traced with (batch 1 and 3) and compare its logits
     with PyTorch's; returns the max |difference|, a UserError (and no file) above `tolerance`."""

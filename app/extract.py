@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ruff: noqa: E402
 help_before_imports(__name__, build_parser)
 
-import copy
 import hashlib
 import json
 import math
@@ -76,6 +75,7 @@ from app.media import as_numpy_ids, expand_inputs, load_input
 from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.builder import WorkerInit, build_dataset
 from datasets.lists import read_label_csv, read_list
+from utils.config import Config, replace, to_dict
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first
 from utils.errors import UserError, run_cli
 from utils.evaluate import ViewSet, encode_views_frames
@@ -89,7 +89,7 @@ VERSION = 1
 class PathDataset(Dataset):
     """Inputs given by path (`app.media.load_input`): `(clip, -1, index)`."""
 
-    def __init__(self, paths: Sequence[str], cfg: Any, crops: int, clips: int, dense: bool):
+    def __init__(self, paths: Sequence[str], cfg: Config, crops: int, clips: int, dense: bool):
         self.paths, self.cfg, self.crops, self.clips, self.dense = list(paths), cfg, crops, clips, dense
 
     def __len__(self) -> int:
@@ -118,7 +118,7 @@ class Guarded(Dataset):
 
 
 def build_inputs(
-    args: argparse.Namespace, cfg: Any, crops: int, clips: int, dense: bool
+    args: argparse.Namespace, cfg: Config, crops: int, clips: int, dense: bool
 ) -> tuple[Dataset, list[str], list[int], str]:
     """(dataset, ids, labels, description) of the inputs the arguments name."""
     given = [bool(args.inputs), bool(args.list), bool(args.split)]
@@ -141,20 +141,25 @@ def build_inputs(
                 f"data.{args.split}_list=... (a checkpoint's stored config never supplies data sources)"
             )
     records = read_list(list_path)
-    inputs = copy.deepcopy(cfg)  # the test pipeline of build_dataset, on this list
-    data = inputs.data
-    data.val_list, data.val_root, data.format = str(list_path), root, "files"
-    data.modality = "video" if records[0].num_frames is None else "RGB"
-    data.label_list = ""  # labels index --labels (or the model's classes), not the config's CSV
-    data.on_bad_sample = "error"  # Guarded lists a failed input instead of replacing it
-    data.transform_device = "cpu"  # Guarded needs finished clips of one shape
+    inputs = replace(  # the test pipeline of build_dataset, on this list
+        cfg,
+        **{
+            "data.val_list": str(list_path),
+            "data.val_root": root,
+            "data.format": "files",
+            "data.modality": "video" if records[0].num_frames is None else "RGB",
+            "data.label_list": "",  # labels index --labels (or the model's classes), not the config's CSV
+            "data.on_bad_sample": "error",  # Guarded lists a failed input instead of replacing it
+            "data.transform_device": "cpu",  # Guarded needs finished clips of one shape
+        },
+    )
     ds = build_dataset(inputs, "test", test_crops=crops, test_clips=clips, dense=dense)
     return ds, [r.path for r in records], [r.label for r in records], f"list {list_path} (root {root or '.'})"
 
 
 def signature(
     args: argparse.Namespace,
-    cfg: Any,
+    cfg: Config,
     wf: WeightsFile,
     ids: Sequence[str],
     labels: Sequence[int],
@@ -164,7 +169,7 @@ def signature(
     """What a resumed run must share with the run that wrote the parts."""
     stat = wf.path.stat()
     digest = hashlib.sha256("\n".join(f"{i}\t{y}" for i, y in zip(ids, labels, strict=True)).encode()).hexdigest()
-    config = json.dumps(cfg.toDict(), sort_keys=True, default=str)
+    config = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -231,8 +236,8 @@ def run_chunks(
     data: Guarded,
     chunks: list[tuple[int, list[int]]],
     args: argparse.Namespace,
-    *,
     view_set: ViewSet,
+    *,
     worker_init: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -302,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cleanup()
 
 
-def extract(args: argparse.Namespace, cfg: Any, wf: WeightsFile, dist: DistInfo) -> None:
+def extract(args: argparse.Namespace, cfg: Config, wf: WeightsFile, dist: DistInfo) -> None:
     out = Path(args.out)
     parts = Path(str(out) + ".parts")
     dense = bool(cfg.data.dense if args.dense is None else args.dense)

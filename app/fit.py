@@ -26,7 +26,7 @@ from utils.distributed import DistInfo, all_gather_object, all_reduce_sum, barri
 from utils.evaluate import EvalOutput, ViewSet, evaluate
 from utils.fileio import write_csv
 from utils.logger import MetricsLog
-from utils.training import EpochLoop, EpochReport, NonFiniteError, StepRecipe, train_one_epoch
+from utils.training import EpochLoop, EpochReport, EpochStats, NonFiniteError, StepRecipe, train_one_epoch
 
 Log = Callable[[str], None]
 
@@ -103,49 +103,16 @@ class Session:
         if dist.distributed:
             ddp_model = DDP(self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         metrics = MetricsLog(self.out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
-        on_iteration = None
-        if metrics.tb is not None:
-
-            def on_iteration(step: int, loss: float, lrs: list[float]) -> None:
-                metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]})
-
+        report_to = self.epoch_report(metrics, validate.log)
         best, iteration, report, skipped = start.best, start.iteration, {}, start.skipped
         saved = start.epoch - 1 if (self.out / LAST).is_file() else None  # the epoch last_model.pt holds
         step_s = None
         for epoch in range(start.epoch, end_epoch):
             loader.sampler.set_epoch(epoch)  # also sets the dataset's epoch (augmentation draws)
+            loop = EpochLoop(epoch, cfg.solver.epochs, cfg.solver.skip_nonfinite, skipped, step_s)
             try:
                 stats = train_one_epoch(
-                    ddp_model,
-                    loader,
-                    self.optimizer,
-                    self.scheduler,
-                    self.scaler,
-                    StepRecipe(
-                        device=dist.device,
-                        num_frames=cfg.data.num_segments,
-                        normalize=normalize,
-                        precision=self.precision,
-                        accumulation=cfg.solver.grad_accumulation_steps,
-                        clip_grad_norm=cfg.solver.clip_grad_norm,
-                        objective=self.objective,
-                        prepare=self.prepare,
-                        world_size=dist.world_size,
-                    ),
-                    EpochLoop(
-                        epoch=epoch,
-                        epochs=cfg.solver.epochs,
-                        skip_nonfinite=cfg.solver.skip_nonfinite,
-                        skipped_before=skipped,
-                        prior_step_s=step_s,
-                    ),
-                    EpochReport(
-                        print_freq=cfg.logging.print_freq,
-                        log=validate.log,
-                        progress=dist.rank == 0,
-                        on_iteration=on_iteration,
-                        meter=self.meter,
-                    ),
+                    ddp_model, loader, self.optimizer, self.scheduler, self.scaler, self.step_recipe(), loop, report_to
                 )
             except NonFiniteError as err:
                 metrics.close()
@@ -155,24 +122,14 @@ class Session:
             skipped += stats.nonfinite_skipped
             iteration += len(loader)
             if cfg.solver.compile and epoch == start.epoch:
-                rest = (stats.seconds - stats.first_step_s) / max(len(loader) - 1, 1)
-                self.log(
-                    f"solver.compile: first step {stats.first_step_s:.1f} s (compilation included), "
-                    f"then {rest:.2f} s per step"
-                )
+                self.log_compile_time(stats, len(loader))
             row = epoch_row(epoch, iteration, stats.loss_sum, stats.samples, stats.seconds, stats.lrs, self.log)
             row.update(self.meter.row(), nonfinite_skipped=stats.nonfinite_skipped)
             self.meter.reset()
             validate_now = (epoch + 1) % cfg.logging.eval_freq == 0 or epoch == cfg.solver.epochs - 1
             is_best = False
             if validate_now:
-                report = validate(self.model)
-                value = report[validate.metric]
-                is_best, best = value > best, max(best, value)
-                self.log(f"Testing: {value:.3f}/{best:.3f}")
-                if validate.last is not None and dist.rank == 0:
-                    self.write_per_class(epoch, validate.last, is_best)
-                row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
+                report, is_best, best = self.validate_epoch(epoch, validate, best, row)
             metrics.epoch(row)  # before the checkpoints: a kill in between re-runs this epoch, rewriting the row
             if validate_now or epoch == end_epoch - 1:  # stopping early: keep what was trained
                 self.save(epoch, iteration, best, is_best, skipped)
@@ -180,6 +137,57 @@ class Session:
         metrics.close()
         self.log(f"done: best {validate.metric} {best:.3f}; run folder {self.out}")
         return {"output": str(self.out), "best": best, **report}
+
+    def step_recipe(self) -> StepRecipe:
+        """How each batch of this run becomes an optimiser step (the solver's settings)."""
+        cfg, dist = self.cfg, self.dist
+        return StepRecipe(
+            device=dist.device,
+            num_frames=cfg.data.num_segments,
+            normalize=normalize,
+            precision=self.precision,
+            accumulation=cfg.solver.grad_accumulation_steps,
+            clip_grad_norm=cfg.solver.clip_grad_norm,
+            objective=self.objective,
+            prepare=self.prepare,
+            world_size=dist.world_size,
+        )
+
+    def epoch_report(self, metrics: MetricsLog, log: Log) -> EpochReport:
+        """The epoch's log lines, bar (rank 0), data-wait meter, and per-iteration TensorBoard scalars."""
+        on_iteration = None
+        if metrics.tb is not None:
+
+            def on_iteration(step: int, loss: float, lrs: list[float]) -> None:
+                metrics.scalars(step, {"train/loss": loss, "train/lr": lrs[-1]})
+
+        return EpochReport(
+            print_freq=self.cfg.logging.print_freq,
+            log=log,
+            progress=self.dist.rank == 0,
+            on_iteration=on_iteration,
+            meter=self.meter,
+        )
+
+    def log_compile_time(self, stats: EpochStats, steps: int) -> None:
+        """solver.compile: the first step's time (compilation included) next to the steady step time."""
+        rest = (stats.seconds - stats.first_step_s) / max(steps - 1, 1)
+        self.log(
+            f"solver.compile: first step {stats.first_step_s:.1f} s (compilation included), then {rest:.2f} s per step"
+        )
+
+    def validate_epoch(
+        self, epoch: int, validate: Validation, best: float, row: dict[str, Any]
+    ) -> tuple[dict, bool, float]:
+        """Validate, log and record it in the epoch's row (and val_per_class.csv): (report, is_best, best)."""
+        report = validate(self.model)
+        value = report[validate.metric]
+        is_best, best = value > best, max(best, value)
+        self.log(f"Testing: {value:.3f}/{best:.3f}")
+        if validate.last is not None and self.dist.rank == 0:
+            self.write_per_class(epoch, validate.last, is_best)
+        row.update(val_top1=f"{report['top1']:.3f}", val_top5=f"{report['top5']:.3f}", best_top1=f"{best:.3f}")
+        return report, is_best, best
 
     def write_per_class(self, epoch: int, last: EvalOutput, is_best: bool) -> None:
         """Per-class top-1 / top-5 of this validation in `val_per_class.csv` (and of the best one in

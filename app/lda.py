@@ -55,11 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 # ruff: noqa: E402
 help_before_imports(__name__, build_parser)
 
-import copy
 from collections.abc import Collection, Sequence
 
 import torch
-from dotmap import DotMap
 
 from app.outputs import refuse_existing_file
 from app.weights import input_normalize, load_model, open_weights
@@ -68,6 +66,7 @@ from datasets.device_transforms import clips_to_device
 from datasets.shard_dataset import allowed_pipes, check_sources
 from modules.lda import fit_lda
 from utils.checkpoint import save_checkpoint
+from utils.config import Config, replace
 from utils.distributed import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import ViewSet, collect
@@ -76,7 +75,7 @@ from utils.progress import Progress, track
 
 @torch.no_grad()
 def extract_features(
-    cfg: DotMap,
+    cfg: Config,
     weights: str,
     device: torch.device | str = "cpu",
     trusted_pickles: Sequence[str] = (),
@@ -84,9 +83,9 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Un-normalised video embeddings and labels of the training list (one centre view each)."""
     wf = open_weights(weights)  # a bad file fails before the data is read
-    cfg = copy.deepcopy(cfg)
-    cfg.data.val_list, cfg.data.val_root = cfg.data.train_list, cfg.data.train_root
-    cfg.data.val_shards = cfg.data.train_shards  # data.format: shards
+    data = cfg.data  # the test pipeline on the training list (val_shards: data.format shards)
+    cfg = replace(cfg, **{"data.val_list": data.train_list, "data.val_root": data.train_root})
+    cfg = replace(cfg, **{"data.val_shards": data.train_shards})
     dataset = build_dataset(cfg, "test", allow_pipe=allow_pipe)
     loader = build_loader(
         dataset,

@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from datasets.source_frames import FramesReader
 from datasets.source_videos import VideoFilesReader
 from datasets.video_dataset import VideoDataset
 from datasets.video_reader import VideoReader
+from utils.config import Config
 from utils.errors import UserError
 
 
@@ -85,7 +85,7 @@ def _decoder_error(path: str | Path, err: Exception) -> UserError:
     return UserError(f"cannot read {path}: {detail}")
 
 
-def load_input(path: str | Path, cfg: Any, *, crops: int = 1, clips: int = 1, dense: bool = False) -> torch.Tensor:
+def load_input(path: str | Path, cfg: Config, *, crops: int = 1, clips: int = 1, dense: bool = False) -> torch.Tensor:
     """uint8 (crops*clips*T, 3, S, S) of one video file, frame folder or image, as test.py would see it."""
     p = Path(path)
     kind = kind_of(p)
@@ -138,7 +138,7 @@ def video_fps(path: str | Path) -> float | None:
         return None
 
 
-def open_media(path: str | Path, cfg: Any, fps: float | None = None) -> Media:
+def open_media(path: str | Path, cfg: Config, fps: float | None = None) -> Media:
     """Frame count, frame rate (`fps` overrides the file's; frame folders and images have none) and a
     batched reader of one input."""
     p = Path(path)

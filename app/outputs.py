@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from utils.config import Config, to_dict
 from utils.errors import UserError
 
 # Keys that change how fast an evaluation runs, never its numbers: left out of the fingerprint.
@@ -37,9 +38,9 @@ def weights_name(path: str | Path, run_files: Iterable[str]) -> str:
     return f"{p.parent.name}_{p.stem}" if p.name in tuple(run_files) else p.stem
 
 
-def config_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def config_identity(cfg: Config) -> dict[str, Any]:
     """The resolved config as a plain dict, without the keys that only change speed."""
-    plain = json.loads(json.dumps(cfg.toDict() if hasattr(cfg, "toDict") else dict(cfg), default=str))
+    plain = json.loads(json.dumps(to_dict(cfg), default=str))
     for key in RUNTIME_KEYS:
         *parents, last = key.split(".")
         node = plain

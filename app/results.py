@@ -47,13 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dotmap import DotMap
 from torch.utils.flop_counter import FlopCounterMode
 
 from app.weights import open_weights
 from modules.builder import build_model
 from utils.checkpoint import BEST, LAST
-from utils.config import load_config, to_dict, to_dotmap
+from utils.config import Config, load_config, replace
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text
 
@@ -108,14 +107,13 @@ def count_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def model_cost(cfg: DotMap) -> tuple[float, float]:
+def model_cost(cfg: Config) -> tuple[float, float]:
     """(G multiply-adds per view, M parameters of visual + head + logit_scale) of `cfg`'s model."""
     net, data = cfg.network, cfg.data
     key = json.dumps([net.arch, net.sim_header, net.tm, net.joint_st, data.num_segments, data.input_size])
     if key not in _cost_cache:
-        spec = to_dotmap(to_dict(cfg))
-        spec.network.pretrained, spec.network.text_tower = "none", False
-        spec.network.classifier, spec.network.n_emb = "random", None
+        spec = replace(cfg, **{"network.pretrained": "none", "network.text_tower": False})
+        spec = replace(spec, **{"network.classifier": "random", "network.n_emb": None})
         model = build_model(spec, ["a", "b"])  # random weights: the cost depends on shapes only
         params = sum(p.numel() for n, p in model.named_parameters() if n != "class_embeddings")
         view = torch.zeros(1, int(data.num_segments), 3, int(data.input_size), int(data.input_size))
@@ -123,7 +121,7 @@ def model_cost(cfg: DotMap) -> tuple[float, float]:
     return _cost_cache[key]
 
 
-def _config_of(res: dict) -> DotMap | None:
+def _config_of(res: dict) -> Config | None:
     """The config a results.json was computed with: its weights' stored config, else its --config."""
     opts = [str(o) for o in res.get("opts", [])]
     weights = Path(str(res.get("weights", "")))
@@ -138,7 +136,7 @@ def _config_of(res: dict) -> DotMap | None:
     return load_config(config, opts) if config.is_file() else None
 
 
-def training(cfg: DotMap) -> str:
+def training(cfg: Config) -> str:
     """What the model was trained with, in a few words."""
     net = cfg.network
     if net.text_tower:
@@ -201,7 +199,7 @@ def row_from_run_folder(folder: Path) -> dict[str, Any]:
     return _with_model(row, cfg)
 
 
-def _with_model(row: dict[str, Any], cfg: DotMap | None) -> dict[str, Any]:
+def _with_model(row: dict[str, Any], cfg: Config | None) -> dict[str, Any]:
     if cfg is not None:
         row["head"], row["training"] = str(cfg.network.sim_header), training(cfg)
         row["gflops_per_view"], row["params_m"] = model_cost(cfg)

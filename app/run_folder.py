@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import find_resume
-from utils.config import dump, resume_differences, to_dict
+from utils.config import Config, dump, resume_differences, to_dict
 from utils.config_schema import RESUME_MAY_CHANGE
 from utils.distributed import DistInfo, broadcast_object
 from utils.errors import UserError
@@ -27,19 +27,19 @@ def arch_folder(arch: str) -> str:
     return arch.replace("/", "-")
 
 
-def runs_root(cfg: Any) -> Path:
+def runs_root(cfg: Config) -> Path:
     """`exp/<dataset>/<arch>` (`exp_fewshot/...` with `data.shot`), where runs without --output go."""
     return Path("exp_fewshot" if cfg.data.shot else "exp") / cfg.data.dataset / arch_folder(cfg.network.arch)
 
 
-def output_folder(cfg: Any, output: str | None, log_time: str | None) -> Path:
+def output_folder(cfg: Config, output: str | None, log_time: str | None) -> Path:
     """`--output`, or `runs_root(cfg)/<timestamp>`."""
     if output:
         return Path(output)
     return runs_root(cfg) / (log_time or time.strftime("%Y%m%d_%H%M%S"))
 
 
-def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tuple[Path, Path | None]:
+def prepare_run_folder(cfg: Config, args: argparse.Namespace, dist: DistInfo) -> tuple[Path, Path | None]:
     """(run folder, checkpoint to resume or None), decided on rank 0 and shared with every rank.
     `resume: auto` without --output continues the newest run of this dataset and arch."""
     out, resume_path = None, None
@@ -54,7 +54,7 @@ def prepare_run_folder(cfg: Any, args: argparse.Namespace, dist: DistInfo) -> tu
     return Path(out), resume_path
 
 
-def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
+def check_resume_config(ckpt: Any, cfg: Config, path: Path | None) -> list[str]:
     """Resume continues the recorded run: a changed key outside `RESUME_MAY_CHANGE` is refused
     (naming it), so the config a run records is always the one that trained it. Returns the
     allowed changes (e.g. more `solver.epochs` to extend a run)."""
@@ -74,14 +74,14 @@ def check_resume_config(ckpt: Any, cfg: Any, path: Path | None) -> list[str]:
     return allowed
 
 
-def record_config(cfg: Any, config_path: str, out: Path) -> None:
+def record_config(cfg: Config, config_path: str, out: Path) -> None:
     """config.yaml (what runs) and a copy of the file the user gave, on rank 0."""
     atomic_write_text(out / "config.yaml", dump(cfg))
     with contextlib.suppress(OSError, shutil.SameFileError):
         shutil.copy(config_path, out / ("source_" + Path(config_path).name))
 
 
-def run_is_complete(ckpt: Any, cfg: Any, path: Path | None) -> bool:
+def run_is_complete(ckpt: Any, cfg: Config, path: Path | None) -> bool:
     """Whether a resumed run has nothing left to train: True when its checkpoint has trained exactly
     solver.epochs (then train.py says so and rewrites nothing, not even config.yaml). A checkpoint
     that has trained more is refused: a resumed run cannot take epochs back, and config.yaml would

@@ -24,6 +24,7 @@ import torch
 from app.media import Media, uniform_window_indices
 from datasets.builder import eval_transform
 from utils import plots
+from utils.config import Config
 from utils.errors import UserError
 from utils.evaluate import encode_views
 from utils.fileio import atomic_write_text
@@ -105,7 +106,7 @@ def window_timeline(
     model: torch.nn.Module,
     media: Media,
     *,
-    cfg: Any,
+    cfg: Config,
     window: Span,
     stride: Span | None,
     crops: int,

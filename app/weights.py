@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dotmap import DotMap
 
 from app.exported import ExportedModel, decode_array, read_export, sniff_export
 from datasets.builder import read_class_names
@@ -45,7 +44,7 @@ from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
 from modules.video_model import VideoCLIP
 from utils.checkpoint import BEST, LAST, load_checkpoint, unwrap
-from utils.config import load_config, resolve, to_dotmap
+from utils.config import Config, from_dict, load_config, replace
 from utils.errors import UserError
 
 _log = logging.getLogger("Text4Vis")
@@ -64,7 +63,7 @@ class WeightsFile:
     kind: str = "checkpoint"  # or "torchscript" / "onnx" (then content is the export's metadata)
     handle: Any = None  # the export's ScriptModule or onnxruntime session
 
-    def stored_config(self, opts: Sequence[str] = ()) -> DotMap | None:
+    def stored_config(self, opts: Sequence[str] = ()) -> Config | None:
         """The config saved in our checkpoints (with `opts` applied), else None. Its data sources
         (`DATA_SOURCES`) are left unset: a weights file is data and never chooses what is read or
         opened (a shard index URL may be a `pipe:` command); the user's `opts` or `--config` name them."""
@@ -75,9 +74,9 @@ class WeightsFile:
         if isinstance(raw.get("data"), dict):
             for key in DATA_SOURCES:
                 raw["data"].pop(key, None)
-        return to_dotmap(resolve(raw, f"{self.path} (stored config)", opts))
+        return from_dict(raw, f"{self.path} (stored config)", opts)
 
-    def config(self, config_path: str | None, opts: Sequence[str] = ()) -> DotMap:
+    def config(self, config_path: str | None, opts: Sequence[str] = ()) -> Config:
         """`--config` when given, else the stored config; a UserError when neither exists."""
         if config_path:
             return load_config(config_path, opts)
@@ -117,7 +116,7 @@ class LoadedModel:
     names of its rows, and the file they came from."""
 
     model: VideoCLIP | ExportedModel
-    cfg: DotMap
+    cfg: Config
     class_names: list[str]
     weights: WeightsFile
 
@@ -145,7 +144,7 @@ def open_weights(weights: str | Path) -> WeightsFile:
     return WeightsFile(path, content, state, layout)
 
 
-def _class_rows(wf: WeightsFile, cfg: DotMap, names: list[str]) -> torch.Tensor | None:
+def _class_rows(wf: WeightsFile, cfg: Config, names: list[str]) -> torch.Tensor | None:
     """The checkpoint's class embeddings for `names` (case 1 of the module docstring), None when
     they must be computed (cases 2 and 3); a UserError when they cannot be."""
     stored = wf.state.get(CLASS_KEY)
@@ -190,7 +189,7 @@ def _class_rows(wf: WeightsFile, cfg: DotMap, names: list[str]) -> torch.Tensor 
     )
 
 
-def _csv_names(cfg: DotMap, rows: int) -> list[str] | None:
+def _csv_names(cfg: Config, rows: int) -> list[str] | None:
     """The config's label CSV names when it is readable and has `rows` classes."""
     try:
         names = read_class_names(cfg.data)
@@ -202,7 +201,7 @@ def _csv_names(cfg: DotMap, rows: int) -> list[str] | None:
 def load_model(
     weights: str | Path | WeightsFile,
     *,
-    cfg: DotMap | None = None,
+    cfg: Config | None = None,
     class_names: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     opts: Sequence[str] = (),
@@ -218,7 +217,7 @@ def load_model(
     --trust_pickle files, for CLIP weights that need full unpickling (case 2 and 3 only).
     """
     wf = weights if isinstance(weights, WeightsFile) else open_weights(weights)
-    cfg = copy.deepcopy(cfg) if cfg is not None else wf.config(None, opts)
+    cfg = cfg if cfg is not None else wf.config(None, opts)
     if wf.kind != "checkpoint":
         return _load_export(wf, cfg, class_names, device)
     stored = wf.state.get(CLASS_KEY)
@@ -233,7 +232,7 @@ def load_model(
         rows = _class_rows(wf, cfg, names)
     width = _text_tower_width(wf)
     embed_by_tower = width is not None and rows is None
-    cfg.network.text_tower = width is not None  # built as the checkpoint holds it
+    cfg = replace(cfg, **{"network.text_tower": width is not None})  # built as the checkpoint holds it
     if width is not None and rows is None:
         rows = torch.zeros(len(names), width)
     model = build_model(cfg, names, device="cpu", class_embeddings=rows, trusted_pickles=trusted_pickles)
@@ -244,15 +243,15 @@ def load_model(
 
 
 def _load_export(
-    wf: WeightsFile, cfg: DotMap, class_names: Sequence[str] | None, device: str | torch.device
+    wf: WeightsFile, cfg: Config, class_names: Sequence[str] | None, device: str | torch.device
 ) -> LoadedModel:
     """An export as a model: the classes it holds, picked by name; the config must match its input."""
     meta = wf.content
     for key, want in (("num_segments", meta["num_frames"]), ("input_size", meta["input_size"])):
-        if int(cfg.data[key]) != int(want):
+        if int(getattr(cfg.data, key)) != int(want):
             raise UserError(
                 f"{wf.path} takes {meta['num_frames']} frames of {meta['input_size']} px, but the "
-                f"config sets data.{key}={cfg.data[key]}: leave it as the export's"
+                f"config sets data.{key}={getattr(cfg.data, key)}: leave it as the export's"
             )
     trained = [str(n) for n in meta["class_names"]]
     rows = decode_array(meta["class_embeddings"])

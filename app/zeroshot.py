@@ -16,14 +16,12 @@ gets a pass of its own. Every video counts once in each number, over all process
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from dotmap import DotMap
 
 from app.eval_run import EvalRun
 from app.weights import load_model
@@ -31,7 +29,7 @@ from datasets.builder import read_class_names
 from datasets.lists import read_list
 from modules.classifier import resolve_templates
 from utils.choices import ZEROSHOT_PROTOCOLS
-from utils.config import load_config
+from utils.config import Config, load_config, replace
 from utils.distributed import rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of
@@ -52,7 +50,7 @@ class Split:
     """One official test split: what the user named, and the config that describes its data."""
 
     spec: str
-    cfg: DotMap
+    cfg: Config
 
 
 def resolve_protocols(names: list[str]) -> list[str]:
@@ -71,18 +69,16 @@ def default_split_specs(dataset: str) -> list[str]:
     return [str(ROOT / s) for s in DEFAULT_SPLITS[dataset]]
 
 
-def resolve_splits(specs: list[str], cfg: DotMap, opts: list[str]) -> list[Split]:
+def resolve_splits(specs: list[str], cfg: Config, opts: list[str]) -> list[Split]:
     """A list file takes the config's classes; a YAML config brings its own list and label CSV."""
     splits = []
     for spec in specs:
         if spec.endswith((".yaml", ".yml")):
-            split_cfg = load_config(spec, opts)
-            split_cfg.network = copy.deepcopy(cfg.network)  # the model is the one being tested
+            split_cfg = replace(load_config(spec, opts), network=cfg.network)  # the model being tested
         else:
             if not Path(spec).is_file():
                 raise UserError(f"--splits: list file not found: {spec}")
-            split_cfg = copy.deepcopy(cfg)
-            split_cfg.data.val_list = spec
+            split_cfg = replace(cfg, **{"data.val_list": spec})
         splits.append(Split(spec, split_cfg))
     return splits
 

@@ -56,7 +56,7 @@ from datasets.preprocess import DEFAULT_GOP, Settings, encode_video  # noqa: E40
 from datasets.sampling import sample_indices  # noqa: E402
 from datasets.shard_dataset import ShardDataset  # noqa: E402
 from datasets.video_reader import VideoReader  # noqa: E402
-from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.config import resolve, to_config  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.heap import reuse_freed_memory  # noqa: E402
 
@@ -90,7 +90,7 @@ def our_dataset(root: Path, fmt: str, decoder: str, train: bool, **data: Any) ->
         lst = str(root / "video.txt")
         d.update(val_root=folder, train_root=folder, val_list=lst, train_list=lst)
     d.update(data)
-    cfg = to_dotmap(resolve({"seed": 0, "data": d}, "bench"))
+    cfg = to_config(resolve({"seed": 0, "data": d}, "bench"))
     if train:
         return build_dataset(cfg, "train")
     return build_dataset(cfg, "test", test_crops=3, test_clips=4)

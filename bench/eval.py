@@ -56,7 +56,7 @@ from datasets.sampling import sample_indices  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
-from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.config import resolve, to_config  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.evaluate import ViewSet, collect  # noqa: E402
 from utils.precision import resolve_precision  # noqa: E402
@@ -234,7 +234,7 @@ def bench_config(a: argparse.Namespace, root: Path, size: int, scale: int, decod
         "decoder": decoder,
     }
     network = {"arch": a.arch, "pretrained": "none", "sim_header": "Transf", "text_cache": ""}
-    return to_dotmap(resolve({"seed": 0, "data": data, "network": network}, "bench/eval.py"))
+    return to_config(resolve({"seed": 0, "data": data, "network": network}, "bench/eval.py"))
 
 
 def alternating_rounds(

@@ -49,7 +49,7 @@ from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.device_transforms import clips_to_device  # noqa: E402
 from datasets.transforms import normalize  # noqa: E402
 from modules.builder import build_model  # noqa: E402
-from utils.config import resolve, to_dotmap  # noqa: E402
+from utils.config import resolve, to_config  # noqa: E402
 from utils.data_wait import DataWaitMeter  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -90,7 +90,7 @@ def make_original_like(model: nn.Module) -> int:
 
 
 def build(arch: str, frames: int, size: int, classes: int, device: torch.device) -> nn.Module:
-    cfg = to_dotmap(
+    cfg = to_config(
         resolve(
             {
                 "seed": 0,
@@ -156,7 +156,7 @@ def loader_from_clips(args: argparse.Namespace) -> tuple[FirstBatches, Any]:
         "transform_device": args.transform_device,
         "decoder": runnable_decoders(args.decoder)[0],
     }
-    ds = build_dataset(to_dotmap(resolve({"seed": 0, "data": data}, "bench")), "train")
+    ds = build_dataset(to_config(resolve({"seed": 0, "data": data}, "bench")), "train")
     loader = build_loader(ds, args.batch, args.workers, train=True, rank=0, world_size=1, seed=0, drop_last=True)
     if len(loader) < args.steps:
         raise UserError(

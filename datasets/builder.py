@@ -21,6 +21,7 @@ from datasets.source_videos import seek_mode_for
 from datasets.sources import open_source
 from datasets.transforms import EvalTransform, TrainTransform, as_scale
 from datasets.video_dataset import VideoDataset
+from utils.config import Config
 from utils.errors import UserError
 from utils.heap import reuse_freed_memory
 
@@ -77,7 +78,7 @@ def eval_transform(data: Any, crops: int = 1) -> EvalTransform:
 
 
 def build_dataset(
-    cfg: Any,
+    cfg: Config,
     split: str,
     *,
     test_crops: int = 1,

@@ -23,6 +23,7 @@ from modules import classifier as cls
 from modules.heads import build_head
 from modules.text_tower import TextTower, prompt_tokens
 from modules.video_model import ContrastiveVideoCLIP, VideoCLIP
+from utils.config import Config
 from utils.errors import UserError
 
 RANDOM_WEIGHTS = "none"
@@ -81,7 +82,7 @@ def check_input_size(visual: torch.nn.Module, input_size: int, arch: str) -> Non
 
 
 def build_model(
-    cfg: Any,
+    cfg: Config,
     class_names: Sequence[str],
     device: str | torch.device = "cpu",
     *,

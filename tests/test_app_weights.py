@@ -13,7 +13,7 @@ from app.weights import load_model, open_weights
 from modules.builder import build_model
 from modules.convert import convert_original
 from utils.checkpoint import save_checkpoint, training_state
-from utils.config import resolve, to_dict, to_dotmap
+from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError
 
 NAMES = ["abseiling", "air drumming", "answering questions", "applauding"]
@@ -27,7 +27,7 @@ def make_cfg(tmp_path, **network):
         "data": {"num_segments": 2, "input_size": 112, "label_list": str(labels)},
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network},
     }
-    return to_dotmap(resolve(raw, "test"))
+    return to_config(resolve(raw, "test"))
 
 
 def trained(cfg):

@@ -256,7 +256,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     from app import lda
     from datasets.synthetic import generate
     from modules.builder import build_model
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     paths = generate(
         tmp_path / "data", classes=3, videos_per_class=3, val_videos_per_class=1, frames=4, size=112, fmt="frames"
@@ -278,7 +278,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "meanP", "classifier": "random"},
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
-    model = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
+    model = build_model(to_config(resolve(raw, "test")), ["a", "b", "c"])
     torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
     seen = {}
     real_fit = lda.fit_lda  # app.lda's reference to modules.lda.fit_lda
@@ -300,7 +300,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     assert seen["f"].shape == (9, 256) and sorted(seen["y"].tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     # the file is accepted as `classifier: lda` by the same config
     raw["network"].update(classifier="lda", classifier_file=str(tmp_path / "lda.pt"))
-    again = build_model(to_dotmap(resolve(raw, "test")), ["a", "b", "c"])
+    again = build_model(to_config(resolve(raw, "test")), ["a", "b", "c"])
     assert torch.equal(again.class_embeddings, w)
 
 
@@ -311,7 +311,7 @@ def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
 
     from clip.archs import model_config
     from modules.builder import build_model
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     torch.manual_seed(1234)
     weights = tmp_path / "tiny_clip.pt"
@@ -320,7 +320,7 @@ def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
     def embeddings(templates, cache):
         net = {"arch": "tiny", "pretrained": str(weights), "templates": templates, "text_cache": cache}
         return build_model(
-            to_dotmap(resolve({"network": net, "data": {"input_size": 112}}, "t")), NAMES
+            to_config(resolve({"network": net, "data": {"input_size": 112}}, "t")), NAMES
         ).class_embeddings.detach()
 
     cache = str(tmp_path / "cache")

@@ -8,12 +8,12 @@ import torch
 
 from modules.builder import build_model
 from utils.compile import compile_model
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 
 
 @pytest.mark.slow
 def test_compiled_logits_equal_eager(tmp_path):
-    cfg = to_dotmap(
+    cfg = to_config(
         resolve(
             {
                 "data": {"num_segments": 4, "input_size": 112},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,31 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import keys_markdown, load_config, parse_opts
-from utils.config_schema import FLAT_SCHEMA
+from utils.config import (
+    Config,
+    defaults,
+    dump,
+    from_dict,
+    keys_markdown,
+    load_config,
+    parse_opts,
+    replace,
+    resolve,
+    to_dict,
+)
+from utils.config_schema import (
+    EACH,
+    FLAT_SCHEMA,
+    POSITIVE,
+    RANGES,
+    SECTIONS,
+    DataConfig,
+    LoggingConfig,
+    NetworkConfig,
+    RandAugConfig,
+    SolverConfig,
+    flatten,
+)
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +118,72 @@ def test_every_schema_key_is_present(cfg_file: Path) -> None:
     for key in FLAT_SCHEMA:
         node = cfg
         for part in key.split("."):
-            node = node[part]
+            node = getattr(node, part)
 
 
-def test_missing_key_access_raises_instead_of_empty_dotmap(cfg_file: Path) -> None:
+def test_missing_key_access_raises_instead_of_an_empty_value(cfg_file: Path) -> None:
     cfg = load_config(cfg_file)
     with pytest.raises((AttributeError, KeyError)):
         cfg.data.not_a_key  # noqa: B018
+
+
+def test_config_is_frozen_and_typed_per_section(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file)
+    assert isinstance(cfg, Config) and isinstance(cfg.data, DataConfig) and isinstance(cfg.data.randaug, RandAugConfig)
+    assert isinstance(cfg.network, NetworkConfig) and isinstance(cfg.solver, SolverConfig)
+    assert isinstance(cfg.logging, LoggingConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.data.batch_size = 4  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 4  # type: ignore[misc]
+
+
+def test_replace_makes_a_variant_and_leaves_the_original(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file)
+    variant = replace(cfg, seed=7, **{"data.val_list": "other.txt", "data.randaug.N": 5, "network.tm": "tsm"})
+    assert (variant.seed, variant.data.val_list, variant.data.randaug.N, variant.network.tm) == (
+        7,
+        "other.txt",
+        5,
+        "tsm",
+    )
+    assert (cfg.seed, cfg.data.val_list, cfg.data.randaug.N, cfg.network.tm) == (
+        1024,
+        "lists/k400/kinetics_rgb_val_se320.txt",
+        2,
+        False,
+    )
+    changed = {k for k, v in flatten(to_dict(variant)).items() if flatten(to_dict(cfg))[k] != v}
+    assert changed == {"seed", "data.val_list", "data.randaug.N", "network.tm"}
+    assert variant.solver is cfg.solver  # untouched sections are shared, not copied
+    with pytest.raises(TypeError):
+        replace(cfg, **{"data.batchsize": 4})
+
+
+def test_to_dict_is_the_resolved_dict_and_from_dict_round_trips(cfg_file: Path) -> None:
+    cfg = load_config(cfg_file, ["data.flip_label_map={86: 87, 87: 86}"])
+    plain = to_dict(cfg)
+    assert plain == resolve(yaml.safe_load(ORIGINAL_STYLE), "x", ["data.flip_label_map={86: 87, 87: 86}"])
+    assert list(plain) == ["seed", "resume", "pretrain", "data", "network", "solver", "logging"]
+    assert list(flatten(plain, SECTIONS.__contains__)) == list(FLAT_SCHEMA)
+    assert from_dict(plain, "checkpoint") == cfg
+    plain["data"]["batch_size"] = 3  # the dict is a copy: the frozen config is unchanged
+    assert cfg.data.batch_size == 32
+    assert yaml.safe_load(dump(cfg)) == to_dict(cfg)
+    with pytest.raises(
+        UserError, match=r"checkpoint: unknown config key 'data.batchsize'; did you mean 'data.batch_size'"
+    ):
+        from_dict({"data": {"batchsize": 4}}, "checkpoint")
+
+
+def test_schema_is_derived_from_the_dataclasses() -> None:
+    assert FLAT_SCHEMA["data.scale_size"].types == (int, list) and FLAT_SCHEMA["data.scale_size"].nullable
+    assert FLAT_SCHEMA["network.tm"].types == (bool, str) and not FLAT_SCHEMA["network.tm"].nullable
+    assert FLAT_SCHEMA["solver.betas"].default == [0.9, 0.999]
+    assert Config().solver.betas == [0.9, 0.999] and Config().solver.betas is not Config().solver.betas
+    assert RANGES["data.randaug.M"] == (0, 30) and "solver.betas" in EACH and "solver.eps" in POSITIVE
+    assert {"data", "data.randaug", "network", "solver", "logging"} == SECTIONS
+    assert to_dict(Config()) == {k: v for k, v in defaults().items()}
 
 
 def test_typo_names_key_file_and_closest(cfg_file: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from clip.archs import model_config
 from datasets.lists import read_label_csv, read_list
 from modules.heads import MeanHead, TransfHead, build_head, transf_param_count
-from utils.config import load_config
+from utils.config import load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -146,8 +146,8 @@ def test_original_values(name):
 
 @pytest.mark.parametrize("model", sorted(LOG_VARIANT_CHANGES))
 def test_log_variants_change_only_the_documented_keys(model):
-    base = _flat(load_config(CONFIGS / f"k400/k400_train_rgb_{model}.yaml").toDict())
-    variant = _flat(load_config(CONFIGS / f"k400/log_variants/k400_train_rgb_{model}.yaml").toDict())
+    base = _flat(to_dict(load_config(CONFIGS / f"k400/k400_train_rgb_{model}.yaml")))
+    variant = _flat(to_dict(load_config(CONFIGS / f"k400/log_variants/k400_train_rgb_{model}.yaml")))
     expected = dict(base, **LOG_COMMON, **LOG_VARIANT_CHANGES[model])
     assert variant == expected
     assert (
@@ -161,7 +161,7 @@ def test_data_roots_are_marked_placeholders(path):
     cfg = load_config(REPO / path)
     raw = (REPO / path).read_text()
     for key in ("train_root", "val_root"):
-        value = cfg.data[key]
+        value = getattr(cfg.data, key)
         if value:
             assert value.startswith("/path/to/"), f"{key}={value!r} is not an obvious placeholder"
             assert re.search(rf"^    {key}: \S+  # EDIT, or --opts data\.{key}=", raw, re.M)
@@ -176,7 +176,7 @@ def test_labels_and_lists_fit(path):
     names = read_label_csv(REPO / cfg.data.label_list)
     assert len(names) == cfg.data.num_classes
     for key in ("train_list", "val_list"):
-        rel = cfg.data[key]
+        rel = getattr(cfg.data, key)
         if not rel or rel in NOT_SHIPPED:
             continue
         records = read_list(REPO / rel, num_classes=len(names))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from datasets.transforms import normalize
 from modules.builder import build_model
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.contrastive import contrastive_loss, make_objective
 from utils.optim import build_optimizer, build_scheduler
 from utils.training import EpochReport, StepRecipe, train_one_epoch
@@ -157,7 +157,7 @@ def make_cfg(**solver_network):
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "text_cache": "", **network},
         "solver": {"loss_type": solver_network.get("loss_type", "NCE")},
     }
-    return to_dotmap(resolve(raw, "test"))
+    return to_config(resolve(raw, "test"))
 
 
 @pytest.fixture(scope="module")

@@ -166,9 +166,9 @@ def test_missing_or_unreadable_files(tmp_path):
 def test_builder_model_loads_original_layout(tmp_path):
     """The public API path: build_model from a config, then load_weights of an original checkpoint."""
     from modules.builder import build_model
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
-    cfg = to_dotmap(
+    cfg = to_config(
         resolve(
             {
                 "data": {"num_segments": 2, "input_size": 112},
@@ -250,9 +250,9 @@ def _tsm_pair(arch, frames=4):
     """(our tm=tsm model, the original-style visual encoder with `.net` wrappers, its checkpoint)."""
     import clip
     from modules.builder import build_model
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
-    cfg = to_dotmap(
+    cfg = to_config(
         resolve(
             {
                 "data": {"num_segments": frames, "input_size": 112},

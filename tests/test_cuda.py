@@ -30,7 +30,7 @@ from datasets.device_transforms import ClipsToDevice, RawClips
 from datasets.transforms import EvalTransform, TrainTransform, normalize
 from modules.builder import build_model
 from utils.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint, training_state
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
 from utils.training import StepRecipe, train_one_epoch
@@ -50,7 +50,7 @@ def _cfg() -> Any:
         "data": {"dataset": "cuda", "num_segments": FRAMES, "input_size": SIZE},
         "network": {"arch": "tiny", "pretrained": "none", "sim_header": "Transf", "classifier": "orthogonal"},
     }
-    return to_dotmap(resolve(raw, "test_cuda"))
+    return to_config(resolve(raw, "test_cuda"))
 
 
 def _model(device: str) -> torch.nn.Module:

@@ -6,7 +6,7 @@ import pytest
 
 from datasets.check import check_split
 from datasets.synthetic import generate
-from utils.config import resolve, to_dotmap
+from utils.config import replace, resolve, to_config
 
 
 def test_check_reports_every_problem(tmp_path):
@@ -21,7 +21,7 @@ def test_check_reports_every_problem(tmp_path):
         "modality": "RGB",
         "min_frames": 4,
     }
-    cfg = to_dotmap(resolve({"data": data}, "test"))
+    cfg = to_config(resolve({"data": data}, "test"))
     assert check_split(cfg.data, "train") == (6, [])
     lines = (d / "train.txt").read_text().splitlines()
     shutil.rmtree(d / "frames" / lines[0].split()[0])
@@ -39,7 +39,7 @@ def test_check_reports_every_problem(tmp_path):
     assert "train.txt:7: label 7 is outside the 2 classes" in text
     assert "train.txt:8: frame count 'six' is not an integer" in text
     # videos: a truncated file and a missing one
-    cfg.data.modality = "video"
+    cfg = replace(cfg, **{"data.modality": "video"})
     vids = (d / "val_video.txt").read_text().split()
     (d / "videos" / vids[0]).write_bytes((d / "videos" / vids[0]).read_bytes()[:100])
     (d / "videos" / vids[2]).unlink()
@@ -98,7 +98,7 @@ def _frames_config(tmp_path, videos_per_class=3):
 def test_empty_and_truncated_frames_found_without_decoding_them(tmp_path):
     """Frames in the middle are not decoded without --full; their size and JPEG end marker are checked."""
     d, data = _frames_config(tmp_path)
-    cfg = to_dotmap(resolve({"data": data}, "test"))
+    cfg = to_config(resolve({"data": data}, "test"))
     folders = [line.split()[0] for line in (d / "train.txt").read_text().splitlines()]
     empty = d / "frames" / folders[0] / "img_00003.jpg"
     empty.write_bytes(b"")
@@ -148,7 +148,7 @@ def test_quick_check_reads_each_frames_header_and_finds_non_images(tmp_path):
         for jpg in sorted((d / "frames" / folder).glob("*.jpg")):
             Image.open(jpg).save(jpg.with_suffix(".png"))
             jpg.unlink()
-    cfg = to_dotmap(resolve({"data": data}, "test"))
+    cfg = to_config(resolve({"data": data}, "test"))
     assert check_split(cfg.data, "train") == (6, [])
     text = d / "frames" / folders[0] / "img_00003.png"
     text.write_bytes(b"hello world")  # 11 bytes of text

@@ -12,7 +12,7 @@ from datasets import build_dataset, build_loader
 from datasets.decoding import BadSampleError
 from datasets.samplers import ShardSampler
 from datasets.video_reader import VideoReader
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.errors import UserError
 
 
@@ -29,7 +29,7 @@ def make_cfg(syn: Path, video=False, **data):
         "modality": "video" if video else "RGB",
     }
     d.update(data)
-    return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
+    return to_config(resolve({"seed": 5, "data": d}, "test"))
 
 
 def test_shapes_and_labels(syn):

@@ -12,7 +12,7 @@ import torch
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import BatchTransform, ClipsToDevice, RawClips, collate_raw
 from datasets.transforms import EvalTransform, TrainTransform, normalize
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 
 
 def _clips(sizes: list[tuple[int, int]], n: int = 4) -> list[torch.Tensor]:
@@ -80,7 +80,7 @@ def _cfg(syn: Path, video: bool, **data):
         "flip_label_map": {0: 1, 1: 0},
     }
     d.update(data)
-    return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
+    return to_config(resolve({"seed": 5, "data": d}, "test"))
 
 
 @pytest.mark.parametrize("video", [False, True])

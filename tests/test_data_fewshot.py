@@ -7,7 +7,7 @@ from datasets import build_dataset
 from datasets.fewshot import repeat_few_shot, select_few_shot, write_fewshot_list, write_list
 from datasets.lists import VideoRecord, read_list
 from datasets.synthetic import generate
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.errors import UserError
 
 
@@ -53,7 +53,7 @@ def test_dataset_two_simulated_ranks_and_written_list(tmp_path):
         "shot": 2,
         "input_size": 32,
     }
-    cfg = to_dotmap(resolve({"seed": 7, "data": data}, "test"))
+    cfg = to_config(resolve({"seed": 7, "data": data}, "test"))
     a, b = build_dataset(cfg, "train"), build_dataset(cfg, "train")  # rank 0 and rank 1 build the same
     assert a.records == b.records and a.fewshot_records == b.fewshot_records
     assert len(a.fewshot_records) == 6 and len(a) == 6 * (15 // 6)

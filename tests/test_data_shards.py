@@ -24,7 +24,7 @@ from datasets.shard_dataset import ShardDataset, ShardLoader
 from datasets.shards import main as shards_main
 from datasets.shards import write_shards
 from datasets.synthetic import generate
-from utils.config import resolve, to_dotmap
+from utils.config import replace, resolve, to_config
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def cfg_for(syn: Path, video: bool = False, shards: bool = True, **data):
             val_shards=str(syn / "shards" / f"{kind}_val.json"),
         )
     d.update(data)
-    return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
+    return to_config(resolve({"seed": 5, "data": d}, "test"))
 
 
 def test_writer_output(syn):
@@ -278,12 +278,12 @@ def test_two_processes_see_each_sample_once(syn, tmp_path):
         import torch
         from utils import distributed as D
         from datasets import build_dataset, build_loader
-        from utils.config import resolve, to_dotmap
+        from utils.config import resolve, to_config
         info = D.init_distributed(device="cpu")
         d = {{"num_segments": 4, "input_size": 32, "label_list": {str(syn / "labels.csv")!r}, "format": "shards",
               "train_shards": {str(syn / "shards" / "video_train.json")!r},
               "val_shards": {str(syn / "shards" / "video_val.json")!r}, "modality": "video"}}
-        cfg = to_dotmap(resolve({{"seed": 5, "data": d}}, "t"))
+        cfg = to_config(resolve({{"seed": 5, "data": d}}, "t"))
         train = build_loader(build_dataset(cfg, "train"), 3, 2, train=True, rank=info.rank, world_size=2, seed=5)
         for epoch in (0, 1):
             train.sampler.set_epoch(epoch)
@@ -334,7 +334,9 @@ def test_same_top1_from_shards_as_from_files(syn, tmp_path):
     reports = []
     for shards in (False, True):
         cfg = cfg_for(syn, True, shards=shards, input_size=112)
-        cfg.network.arch, cfg.network.pretrained, cfg.network.text_cache = "tiny", "none", str(tmp_path / "cache")
+        cfg = replace(
+            cfg, **{"network.arch": "tiny", "network.pretrained": "none", "network.text_cache": str(tmp_path / "cache")}
+        )
         torch.manual_seed(0)
         model = build_model(cfg, names).eval()
         loader = build_loader(build_dataset(cfg, "test", test_crops=3), 4, 0, train=False)

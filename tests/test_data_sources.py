@@ -11,7 +11,7 @@ from datasets.decoding import decode_frame
 from datasets.lists import VideoRecord
 from datasets.sources import SOURCES, source_name
 from datasets.synthetic import generate
-from utils.config import resolve, to_dotmap
+from utils.config import replace, resolve, to_config
 from utils.errors import UserError
 
 
@@ -72,14 +72,14 @@ def _cfg(syn: Path, **data):
         "val_list": str(syn / "val.txt"),
     }
     d.update(data)
-    return to_dotmap(resolve({"seed": 5, "data": d}, "test"))
+    return to_config(resolve({"seed": 5, "data": d}, "test"))
 
 
 def test_a_registered_fourth_source_is_built_and_loaded(images, monkeypatch):
     syn, root = images
     monkeypatch.setitem(SOURCES, "images", ImageFolderSource)
     cfg = _cfg(syn, val_root=str(root))
-    cfg.data.format = "images"  # the schema would list the new name; the registry is what picks it
+    cfg = replace(cfg, **{"data.format": "images"})  # the schema would list the new name; the registry is what picks it
     assert source_name(cfg.data) == "images"
     ds = build_dataset(cfg, "test", test_crops=3)
     files = sorted(root.glob("*/*.jpg"))
@@ -101,6 +101,6 @@ def test_the_source_follows_format_and_modality(images):
     assert source_name(_cfg(syn, modality="video").data) == "videos"
     assert source_name(_cfg(syn, format="shards").data) == "shards"
     cfg = _cfg(syn)
-    cfg.data.format = "nowhere"
+    cfg = replace(cfg, **{"data.format": "nowhere"})
     with pytest.raises(UserError, match="data.format 'nowhere' names no data source"):
         build_dataset(cfg, "val")

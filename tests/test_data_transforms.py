@@ -311,10 +311,10 @@ def test_scale_size_values_checked(scale, message):
 def test_scale_size_list_reaches_the_dataset(tmp_path):
     from datasets import build_dataset
     from datasets.synthetic import generate
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     generate(tmp_path, classes=2, videos_per_class=1, val_videos_per_class=1, frames=4, size=48, fmt="frames")
-    cfg = to_dotmap(
+    cfg = to_config(
         resolve(
             {
                 "data": {

@@ -9,7 +9,7 @@ import pytest
 from datasets import build_dataset
 from datasets.builder import data_remedy
 from datasets.synthetic import generate
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.data_wait import DataWaitMeter
 
 
@@ -60,7 +60,7 @@ def test_remedy_names_what_helps(syn, tmp_path):
             "modality": "video" if video else "RGB",
         }
         d.update(data)
-        return build_dataset(to_dotmap(resolve({"data": d}, "t")), "train")
+        return build_dataset(to_config(resolve({"data": d}, "t")), "train")
 
     text = data_remedy(ds(True, decoder="pyav"), workers=2, procs_per_node=1, cpus=16)
     assert "raise data.workers (now 2; this machine has 16 CPUs per training process)" in text

@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
     from datasets.synthetic import generate
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("evalscripts")
     data = base / "syn"
@@ -64,7 +64,7 @@ def setup(tmp_path_factory):
     cfg_path = base / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
     torch.manual_seed(1)
-    model = build_model(to_dotmap(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
+    model = build_model(to_config(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
     with torch.no_grad():  # move the head away from its initialisation so that it matters
         for p in model.fusion_model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -274,7 +274,7 @@ def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
     from datasets.transforms import normalize
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     state = torch.load(setup["ckpt"], map_location="cpu", weights_only=True)["model"]
     state["logit_scale"] = torch.tensor(0.0)
@@ -294,7 +294,7 @@ def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
     )
     saved = np.load(tmp_path / "o" / "predictions.npz")
 
-    cfg = to_dotmap(resolve(setup["cfg_dict"], "t"))
+    cfg = to_config(resolve(setup["cfg_dict"], "t"))
     model = build_model(cfg, read_label_csv(cfg.data.label_list))
     model.load_state_dict(state)
     model.eval()

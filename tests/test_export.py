@@ -24,7 +24,7 @@ from app.weights import load_model, open_weights
 from datasets.transforms import normalize
 from modules.builder import build_model
 from utils.checkpoint import save_checkpoint, training_state
-from utils.config import resolve, to_dict, to_dotmap
+from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError
 
 # torch >= 2.9 marks TorchScript (jit.trace/script/save/load) deprecated; it still works and is tested here
@@ -54,7 +54,7 @@ def _cfg(base: Path, **network) -> dict:
 def _checkpoint(base: Path, name: str, **network) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     raw = _cfg(base, **network)
-    cfg = to_dotmap(resolve(raw, name))
+    cfg = to_config(resolve(raw, name))
     torch.manual_seed(3)
     model = build_model(cfg, NAMES)
     with torch.no_grad():  # every weight away from its initialisation, so a missed key would show
@@ -306,7 +306,7 @@ def test_bad_export_requests(tmp_path, exported):
     raw = _cfg(tmp_path, sim_header="Transf")
     raw["data"]["num_segments"] = 8
     with pytest.raises(UserError, match="takes 4 frames of 112 px.*data.num_segments=8"):
-        load_model(exported["transf"]["onnx"], cfg=to_dotmap(resolve(raw, "t8")))
+        load_model(exported["transf"]["onnx"], cfg=to_config(resolve(raw, "t8")))
     # a TorchScript archive that is not ours (e.g. OpenAI's CLIP) is named as such
     foreign = tmp_path / "foreign.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))

@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     from datasets.synthetic import generate
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("extract")
     data = base / "syn"
@@ -60,7 +60,7 @@ def setup(tmp_path_factory):
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg_d))
     torch.manual_seed(0)
     names = read_label_csv(data / "labels.csv")
-    model = build_model(to_dotmap(resolve(cfg_d, "t")), names)
+    model = build_model(to_config(resolve(cfg_d, "t")), names)
     with torch.no_grad():
         for p in model.fusion_model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -85,7 +85,7 @@ def test_embeddings_equal_encode_video(setup, capsys):
     from app.weights import load_model
     from datasets import build_dataset
     from datasets.transforms import normalize
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     out = setup["base"] / "val.npz"
     _extract(
@@ -106,7 +106,7 @@ def test_embeddings_equal_encode_video(setup, capsys):
     )
     assert "wrote" in capsys.readouterr().out
     got = np.load(out, allow_pickle=False)
-    ds = build_dataset(to_dotmap(resolve(setup["cfg"], "t")), "test")
+    ds = build_dataset(to_config(resolve(setup["cfg"], "t")), "test")
     assert got["ids"].tolist() == [r.path for r in ds.records]
     assert got["labels"].tolist() == [r.label for r in ds.records]
     assert got["class_names"].tolist() == setup["names"] and len(got["failed_ids"]) == 0
@@ -366,10 +366,10 @@ def test_lda_features_with_transforms_deferred_to_the_device(setup, capsys):
     """`data.transform_device: cuda` defers the clip transform out of the loader; the LDA tool's own
     pass must apply it (here on the CPU device): the same features as the plain pipeline."""
     from app.lda import extract_features
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
-    plain = to_dotmap(resolve(setup["cfg"], "t"))
-    deferred = to_dotmap(resolve(setup["cfg"], "t", ["data.transform_device=cuda"]))
+    plain = to_config(resolve(setup["cfg"], "t"))
+    deferred = to_config(resolve(setup["cfg"], "t", ["data.transform_device=cuda"]))
     emb, labels = extract_features(plain, setup["ckpt"])
     emb_d, labels_d = extract_features(deferred, setup["ckpt"])
     assert emb.shape == (8, 256) and torch.equal(labels_d, labels)

@@ -57,7 +57,7 @@ def setup(tmp_path_factory):
     from datasets.synthetic import generate
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("nopipe")
     data = base / "syn"
@@ -108,7 +108,7 @@ def setup(tmp_path_factory):
     (base / "evil.yaml").write_text(yaml.safe_dump(evil))
     names = read_label_csv(data / "labels.csv")
     torch.manual_seed(0)
-    state = build_model(to_dotmap(resolve(cfg, "t")), names).state_dict()
+    state = build_model(to_config(resolve(cfg, "t")), names).state_dict()
     save_checkpoint({"model": state, "config": cfg, "class_names": names}, base / "good.pt")
     save_checkpoint({"model": state, "config": evil, "class_names": names}, base / "evil.pt")
     video = next((data / "frames").glob("*/*"))
@@ -249,7 +249,7 @@ def test_stored_config_drops_the_data_sources(setup):
 
     wf = open_weights(setup["base"] / "evil.pt")
     cfg = wf.stored_config()
-    assert {k: cfg.data[k] for k in DATA_SOURCES} == dict.fromkeys(DATA_SOURCES, "")
+    assert {k: getattr(cfg.data, k) for k in DATA_SOURCES} == dict.fromkeys(DATA_SOURCES, "")
     assert cfg.data.format == "shards" and cfg.network.sim_header == "meanP" and cfg.data.label_list
     named = wf.config(None, [f"data.val_shards={setup['shards'] / 'val.json'}"])
     assert named.data.val_shards == str(setup["shards"] / "val.json") and named.data.train_shards == ""

@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
     from datasets.synthetic import generate
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("outputs")
     data = base / "syn"
@@ -59,7 +59,7 @@ def setup(tmp_path_factory):
     cfg_path = base / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
     torch.manual_seed(0)
-    model = build_model(to_dotmap(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
+    model = build_model(to_config(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
     ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg_d}, base / "tiny.pt")
     half = base / "half.txt"
     half.write_text("".join((data / "val.txt").read_text().splitlines(keepends=True)[:2]))

@@ -55,7 +55,7 @@ def demo(tmp_path_factory):
     from datasets.synthetic import generate, write_mp4
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config, to_dict
 
     base = tmp_path_factory.mktemp("predict")
     root, sub = base / "syn", base / "sub"
@@ -69,7 +69,7 @@ def demo(tmp_path_factory):
             "".join(f"{p} {n} {KEEP.index(int(y))}\n" for p, n, y in rows if int(y) in KEEP)
         )
     cfg_d = _cfg_dict(root, sub)
-    cfg = to_dotmap(resolve(cfg_d, "demo"))
+    cfg = to_config(resolve(cfg_d, "demo"))
     (base / "demo.yaml").write_text(yaml.safe_dump(cfg_d))
     class_names = read_label_csv(sub / "labels.csv")
 
@@ -79,7 +79,7 @@ def demo(tmp_path_factory):
         model.visual.proj.copy_(torch.eye(width))  # encode_video then returns the pre-projection features
         feats, labels = [], []
         # The training videos with the test pipeline (no augmentation: the fit is deterministic).
-        fit_cfg = to_dotmap(resolve(cfg_d, "demo", [f"data.val_list={sub / 'train.txt'}"]))
+        fit_cfg = to_config(resolve(cfg_d, "demo", [f"data.val_list={sub / 'train.txt'}"]))
         for x, y, _ in build_loader(build_dataset(fit_cfg, "test"), 16, 0, train=False):
             feats.append(model.encode_video(normalize(x).reshape(x.shape[0], 4, 3, 112, 112)))
             labels.append(y)
@@ -88,7 +88,7 @@ def demo(tmp_path_factory):
         proj = torch.linalg.solve(f.T @ f + 0.1 * torch.eye(width, dtype=torch.double), f.T @ target)
         model.visual.proj.copy_(proj.float())
     ckpt = base / "demo.pt"
-    save_checkpoint({"model": model.state_dict(), "config": cfg.toDict()}, ckpt)
+    save_checkpoint({"model": model.state_dict(), "config": to_dict(cfg)}, ckpt)
 
     # A few validation videos as mp4 too (from their frames).
     val_rows = [line.split() for line in (sub / "val.txt").read_text().splitlines()]
@@ -272,12 +272,12 @@ def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
 
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_dotmap
+    from utils.config import resolve, to_config
 
     cfg_d = dict(demo["cfg_dict"], network=dict(demo["cfg_dict"]["network"], fix_text=False))
     cfg_path = tmp_path / "trainable.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
-    model = build_model(to_dotmap(resolve(cfg_d, "t")), demo["names"])
+    model = build_model(to_config(resolve(cfg_d, "t")), demo["names"])
     ckpt = tmp_path / "trainable.pt"
     save_checkpoint({"model": model.state_dict(), "config": cfg_d}, ckpt)
     labels = tmp_path / "three.csv"

@@ -14,7 +14,7 @@ import yaml
 
 import clip
 from app.results import collect_rows, count_macs, main, markdown, model_cost
-from utils.config import resolve, to_dotmap
+from utils.config import resolve, to_config
 from utils.errors import UserError
 
 
@@ -36,7 +36,7 @@ def test_vit_b32_multiply_adds_match_the_hand_count():
 
 
 def test_model_cost_is_frames_times_the_frame_plus_the_head():
-    cfg = to_dotmap(resolve({"data": {"num_segments": 8}, "network": {"arch": "ViT-B/32", "sim_header": "meanP"}}, "t"))
+    cfg = to_config(resolve({"data": {"num_segments": 8}, "network": {"arch": "ViT-B/32", "sim_header": "meanP"}}, "t"))
     gmacs, params = model_cost(cfg)
     assert gmacs == pytest.approx(8 * vit_macs() / 1e9 + 512 * 2 / 1e9, rel=1e-9)  # + the 2 class logits
     visual = clip.create_clip("ViT-B/32", "none").visual
@@ -104,7 +104,7 @@ def test_table_rows_equal_the_results_files(runs, capsys):
     assert float(rows[1]["zs_full_top1"]) == zs["full_classes"]["top1"]
     assert float(rows[1]["zs_half_top1_std"]) == zs["half_classes"]["top1_std"]
     assert float(rows[2]["top1"]) == 75.5 and rows[2]["kind"] == "val (epoch 1)" and rows[2]["views"] == "2x1x1"
-    gmacs, params = model_cost(to_dotmap(resolve(yaml.safe_load((tmp_path / "cfg.yaml").read_text()), "t")))
+    gmacs, params = model_cost(to_config(resolve(yaml.safe_load((tmp_path / "cfg.yaml").read_text()), "t")))
     assert float(rows[0]["gflops_per_view"]) == gmacs and float(rows[0]["params_m"]) == params
     table = (tmp_path / "t.md").read_text()
     assert table == capsys.readouterr().out

@@ -547,7 +547,7 @@ def test_the_frame_count_guard_of_a_list(tmp_path, data):
     frames (exactly min_frames is kept), test keeps all; a negative count is refused with its line;
     a list whose every video is too short is refused."""
     from datasets import build_dataset
-    from utils.config import load_config
+    from utils.config import load_config, replace
 
     lines = (data / "train.txt").read_text().splitlines()
     fields = [line.split() for line in lines]

@@ -15,7 +15,7 @@ from modules import builder
 from modules.heads import MeanHead, TransfHead, build_head
 from modules.video_model import VideoCLIP
 from utils.checkpoint import save_checkpoint
-from utils.config import load_config, resolve, to_dotmap
+from utils.config import load_config, resolve, to_config
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def tiny_cfg(tmp_path, **network):
             **network,
         },
     }
-    return to_dotmap(resolve(raw, "test"))
+    return to_config(resolve(raw, "test"))
 
 
 @pytest.fixture(scope="module")

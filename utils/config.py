@@ -1,10 +1,13 @@
 """YAML configs with the original's key names, checked against a schema that has a default for
 every key.
 
-`load_config(path, opts)` returns a `DotMap` (attribute access, as the original) holding every
-key of `SCHEMA`, with the file's values and the `--opts key=value` overrides applied. An unknown
-key, a value of the wrong type or a value outside its choices raises `UserError` naming the key,
-the file and the closest valid key.
+`load_config(path, opts)` returns a frozen, typed `Config` (attribute access as the original:
+`cfg.data.batch_size`) holding every key of the schema (`utils.config_schema`), with the file's
+values and the `--opts key=value` overrides applied. An unknown key, a value of the wrong type or
+a value outside its choices or range raises `UserError` naming the key, the file and the closest
+valid key. `to_dict(cfg)` gives the plain dict that checkpoints and `config.yaml` store;
+`from_dict(raw, where)` checks such a dict again and freezes it. A variant of a config (another
+list, another flag) is made with `replace(cfg, **{"data.val_list": path})`, never by patching.
 
 Run `python -m utils.config CFG [--opts k=v ...]` to print the resolved config, or
 `python -m utils.config --keys-markdown` for the table of keys used in the README
@@ -15,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import difflib
 import math
-from collections.abc import Iterable, Sequence
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from dotmap import DotMap
 
 from utils.choices import CONTRASTIVE_LOSSES
 from utils.cli import cli_parser
@@ -36,10 +40,13 @@ from utils.config_schema import (
     RESUME_MAY_CHANGE,
     SCHEMA,
     SECTIONS,
+    Config,
     Key,
     flatten,
 )
 from utils.errors import UserError, run_cli
+
+T = TypeVar("T")
 
 
 def defaults() -> dict:
@@ -234,7 +241,7 @@ def _check_text_tower(cfg: dict, where: str) -> None:
         )
 
 
-def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:
+def load_config(path: str | Path, opts: Sequence[str] | None = None) -> Config:
     """Read a YAML config, fill defaults, apply overrides and check every key."""
     path = Path(path)
     if not path.is_file():
@@ -252,7 +259,7 @@ def load_config(path: str | Path, opts: Sequence[str] | None = None) -> DotMap:
             f"{path}: a config must be a YAML mapping of sections (data:, network:, solver:, ...), "
             f"not a {type(raw).__name__}"
         )
-    return to_dotmap(resolve(raw, str(path), opts))
+    return to_config(resolve(raw, str(path), opts))
 
 
 def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str]]:
@@ -269,16 +276,50 @@ def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str
     return refused, allowed
 
 
-def to_dotmap(cfg: dict) -> DotMap:
-    # _dynamic=False: reading a missing key raises instead of silently returning an empty DotMap.
-    return DotMap(cfg, _dynamic=False)
+def to_config(resolved: Mapping[str, Any]) -> Config:
+    """Freeze a dict that `resolve` returned (every key present and checked) into a `Config`."""
+    return _build(Config, resolved)
 
 
-def to_dict(cfg: DotMap | dict) -> dict:
-    return cfg.toDict() if isinstance(cfg, DotMap) else copy.deepcopy(cfg)
+def from_dict(raw: Mapping[str, Any] | None, where: str, opts: Sequence[str] | None = None) -> Config:
+    """A stored plain config (a checkpoint's, a config.yaml's), checked like a file and frozen."""
+    return to_config(resolve(dict(raw) if raw is not None else None, where, opts))
 
 
-def dump(cfg: DotMap | dict) -> str:
+def _build(cls: type[T], values: Mapping[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: _build(hints[f.name], values[f.name]) if f.metadata.get("section") else values[f.name]
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    }
+    return cls(**fields)
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """A copy of a config (or of one section) with some keys changed: the one way to make a
+    variant, e.g. `replace(cfg, **{"data.val_list": cfg.data.train_list})`. Dotted names reach
+    into sections; an unknown name raises TypeError (a programming error, not a user's)."""
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in changes.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **direct)  # type: ignore[type-var]
+
+
+def to_dict(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """The plain nested dict of a config (what checkpoints and config.yaml store)."""
+    if isinstance(cfg, Config):
+        return dataclasses.asdict(cfg)
+    return copy.deepcopy(dict(cfg))
+
+
+def dump(cfg: Config | Mapping[str, Any]) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 

@@ -1,14 +1,20 @@
-"""The config schema: every key with its default, accepted types, choices and meaning; the valid
-ranges of numeric keys; keys renamed since earlier versions; and the keys a resumed run may change.
+"""The config schema, written once as frozen dataclasses: one per section, each field with its
+type, default, meaning, choices and valid range (docs/config.md says why dataclasses).
 
-Data only (plus `flatten`, which reads it): `utils.config` checks a config against it, and the
-README's key table is generated from it.
+Everything else is derived from these classes: `SCHEMA` / `FLAT_SCHEMA` (each key's default,
+accepted YAML types and doc, which `utils.config` checks against and the README's key table is
+generated from), `RANGES` / `OPEN_ABOVE` / `POSITIVE` / `EACH` (the numeric checks), `SECTIONS`.
+Also here: keys renamed since earlier versions and the keys a resumed run may change.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from utils.choices import CLASSIFIERS, LOSS_TYPES, SIM_HEADERS, TEMPORAL_MODULES
@@ -25,355 +31,335 @@ class Key:
     nullable: bool = False
 
 
-def _k(default, types, doc, choices=None, nullable=None) -> Key:
-    types = types if isinstance(types, tuple) else (types,)
-    if nullable is None:
-        nullable = default is None
-    return Key(default, types, doc, tuple(choices) if choices else None, nullable)
+def key(
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    valid: tuple[float | None, float | None] | None = None,
+    open_above: bool = False,
+    positive: bool = False,
+    each: bool = False,
+) -> Any:
+    """A config field: `default` (a list or dict is copied for every config), its `doc` (the README
+    table's meaning), `choices`, and `valid=(lowest, highest)` (None = unbounded; every float must
+    also be finite). `open_above`: strictly below highest; `positive`: strictly above lowest;
+    `each`: for a list value the range holds for each element."""
+    meta = {"doc": doc, "choices": choices, "valid": valid, "open_above": open_above, "positive": positive}
+    meta["each"] = each
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
-NUM = (int, float)
-BOOL_OR_STR = (bool, str)
+def section(cls: Callable[[], Any]) -> Any:
+    """A nested section (its own dataclass, all defaults)."""
+    return field(default_factory=cls, metadata={"section": True})
 
-SCHEMA: dict[str, Any] = {
-    "seed": _k(1024, int, "Base seed; rank r seeds torch, numpy and `random` with seed + r."),
-    "resume": _k(
+
+@dataclass(frozen=True)
+class RandAugConfig:
+    """RandAugment, applied before the crop when enabled."""
+
+    N: int = key(2, "RandAugment: number of operations.", valid=(0, None))
+    M: int = key(9, "RandAugment: magnitude.", valid=(0, 30))
+    enable: bool = key(
+        False,
+        "Apply RandAugment(N, M) before the crop. The original's code ignored `randaug`; its released K400 logs"
+        " used it.",
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to read and how to sample, crop and augment it."""
+
+    dataset: str = key("k400", "Dataset name: used in the output folder and the class-embedding cache name.")
+    modality: str = key("RGB", "`RGB` = frame folders, `video` = video files.", choices=("RGB", "video"))
+    num_segments: int = key(8, "T, frames sampled per clip.", valid=(1, None))
+    seg_length: int = key(
+        1, "Frames per segment; only 1 is supported (the original ignored other values).", choices=(1,)
+    )
+    batch_size: int = key(32, "Clips per process (per GPU) for training and validation.", valid=(1, None))
+    workers: int = key(4, "DataLoader worker processes per process.", valid=(0, None))
+    reuse_freed_memory: bool = key(
+        True,
+        "Loader workers keep freed clip buffers in their heap (glibc mallopt: no fresh pages per clip; up to "
+        "20-30 % more clips/s, docs/data.md) at the cost of up to 128 MB of freed memory each.",
+    )
+    num_classes: int | None = key(
+        None, "Expected number of classes; checked against the label CSV when set.", valid=(1, None)
+    )
+    image_tmpl: str = key("img_{:05d}.jpg", "Frame file name template, formatted with the frame index.")
+    index_bias: int = key(1, "Index of the first frame file (1 as the original: `img_00001.jpg`).", valid=(0, None))
+    train_root: str = key("", "Folder prepended to the paths of the training list.")
+    val_root: str = key("", "Folder prepended to the paths of the validation/test list.")
+    train_list: str = key("", "Training annotation list (frames: `dir num_frames label`; video: `file label`).")
+    val_list: str = key("", "Validation/test annotation list.")
+    label_list: str = key("", "Class-name CSV with header `id,name`; row i is class i.")
+    input_size: int = key(224, "Crop size fed to the model.", valid=(1, None))
+    scale_size: int | list[int] | None = key(
         None,
-        str,
-        "Checkpoint to continue from exactly (model, optimiser, scheduler, "
-        "scaler, RNG, epoch), or `auto` for the newest `last_model.pt` in the output folder.",
-    ),
-    "pretrain": _k(
+        "Short side before cropping, or [H, W] to resize every frame to that size (the original's `something` "
+        "datasets: [240, 320]); default 256 when input_size is 224, else input_size (as the original).",
+        valid=(1, None),
+        each=True,
+    )
+    random_shift: bool = key(True, "Random frame within each segment for training (False: first frame).")
+    dense: bool = key(False, "Dense sampling (128-frame window, stride 128 // T) instead of segments.")
+    shot: int | None = key(None, "Few-shot: K training videos per class, chosen with the seed.", valid=(1, None))
+    min_frames: int = key(
+        8,
+        "Training and train-time validation drop videos whose list gives fewer frames (as the original); "
+        "test.py keeps all videos.",
+        valid=(0, None),
+    )
+    num_frames_from: str = key(
+        "dir",
+        "Frame count of a frame folder: `dir` counts files (as the original), `list` trusts the list (no "
+        "directory listing per sample).",
+        choices=("dir", "list"),
+    )
+    decoder: str = key(
+        "auto",
+        "Video decoder: `auto` (the best installed: torchcodec, then decord, then PyAV), `torchcodec`, "
+        "`decord`, `pyav`. All give the same pixels (docs/data.md).",
+        choices=("auto", "torchcodec", "decord", "pyav"),
+    )
+    decode_device: str = key(
+        "cpu",
+        "`cuda` decodes videos with NVDEC (torchcodec) in the main process (the loader then runs without worker"
+        " processes).",
+        choices=("cpu", "cuda"),
+    )
+    transform_device: str = key(
+        "cpu",
+        "`cuda`: the loader yields decoded clips with their random parameters and the crop/resize/flip/colour "
+        "transforms run batched on the GPU (`datasets.device_transforms`), with the same draws as on the CPU.",
+        choices=("cpu", "cuda"),
+    )
+    format: str = key(
+        "files",
+        "`files`: the lists' frame folders or videos; `shards`: tar shards written by `python -m "
+        "datasets.shards` (data.train_shards / data.val_shards).",
+        choices=("files", "shards"),
+    )
+    train_shards: str = key(
+        "",
+        "`format: shards`: the training shards' index (`*.json` written with them), a path or URL; shard URLs "
+        "in it are relative to it.",
+    )
+    val_shards: str = key("", "`format: shards`: the validation/test shards' index.")
+    shuffle_buffer: int = key(
+        128,
+        "`format: shards`: samples each loader worker shuffles among (besides the per-epoch shard order); 0 "
+        "keeps the shard order.",
+        valid=(0, 100000),
+    )
+    on_bad_sample: str = key(
+        "error",
+        "A sample that cannot be read: `error` stops with its path; `skip` logs it and uses another sample "
+        "deterministically.",
+        choices=("error", "skip"),
+    )
+    max_bad_samples: int | None = key(
         None,
-        str,
+        "With `skip`: stop once more samples than this failed (default 0.1 % of the dataset, at least 1).",
+        valid=(0, None),
+    )
+    randaug: RandAugConfig = section(RandAugConfig)
+    randaug_per_frame: bool = key(
+        True, "RandAugment draws its operations per frame (as the released logs) instead of once per clip."
+    )
+    flip_prob: float = key(0.5, "Probability of a horizontal flip of the whole clip.", valid=(0, 1))
+    grayscale_prob: float = key(0.2, "Probability of turning the whole clip to grayscale.", valid=(0, 1))
+    color_jitter_prob: float = key(
+        0.0,
+        "Probability of colour jitter (brightness .4, contrast .4, saturation .2, hue .1) on the clip.",
+        valid=(0, 1),
+    )
+    blur_prob: float = key(0.0, "Probability of Gaussian blur (sigma 0.1-2.0) on the clip.", valid=(0, 1))
+    solarize_prob: float = key(0.0, "Probability of solarization (threshold 128) on the clip.", valid=(0, 1))
+    train_crop: str = key(
+        "random_resized",
+        "`random_resized` (CLIP/Inception crop, as the original) or `multiscale` (TSN multi-scale crop used for"
+        " `something` datasets).",
+        choices=("random_resized", "multiscale"),
+    )
+    flip_label_map: dict[int, int] | None = key(
+        None,
+        "Labels swapped by a horizontal flip (`{86: 87, 87: 86}` for Something-Something); empty = labels unchanged.",
+    )
+    metric: str = key("top1", "Main validation metric: `top1`, or `mAP` (ActivityNet).", choices=("top1", "mAP"))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The CLIP backbone, the temporal head and the class embeddings."""
+
+    arch: str = key(
+        "ViT-B/32",
+        "CLIP architecture: `RN50`, `ViT-B/32`, `ViT-B/16`, `ViT-L/14`, `ViT-L/14-336px`, or a tiny test model "
+        "(`tiny`).",
+    )
+    pretrained: str = key("openai", "open_clip pretrained tag, a local weights file, or `none` for random weights.")
+    init: bool = key(True, "Load all CLIP weights (True) or only the visual encoder's (False).")
+    tm: bool | str = key(
+        False, "In-backbone temporal module: False, `tsm`, `tokenshift`, `tokent1d`.", choices=TEMPORAL_MODULES
+    )
+    joint_st: bool = key(False, "Joint space-time attention over all frames (the fusion head is bypassed).")
+    drop_out: float = key(
+        0.0, "Maximum stochastic-depth and attention-dropout rate, linear over depth.", valid=(0, 1), open_above=True
+    )
+    emb_dropout: float = key(0.0, "Dropout after the patch and position embeddings.", valid=(0, 1), open_above=True)
+    sim_header: str = key(
+        "Transf",
+        "Temporal fusion head: `None`/`meanP` (mean), `Transf`, `Conv_1D`, `LSTM`, `Transf_cls`.",
+        choices=SIM_HEADERS,
+    )
+    type: str | None = key(None, "Ignored name tag kept from the original configs (e.g. `clip_k400`).")
+    drop: int | float = key(0, "Ignored; kept from the original configs.", valid=(0, 1), open_above=True)
+    fix_text: bool = key(
+        True,
+        "Class embeddings frozen (True) or a trainable parameter (False); with `text_tower` the text tower is "
+        "frozen (True) or fine-tuned at `lr × clip_ratio` (False).",
+    )
+    text_tower: bool | None = key(
+        None,
+        "Keep CLIP's text tower in the model and encode the class prompts with it at every step, as the "
+        "original's train_nce.py (class embeddings recomputed from it at every validation); null = only when "
+        "`solver.loss_type` needs it (NCE, DS).",
+    )
+    fix_video: bool = key(False, "Freeze the visual encoder (only the head and logit scale train).")
+    classifier: str = key(
+        "text", "Class-embedding source: `text`, `random`, `orthogonal`, `lda`, `file`.", choices=CLASSIFIERS
+    )
+    classifier_file: str | None = key(None, "(C, D) tensor file for `classifier: lda` or `file`.")
+    n_emb: int | None = key(
+        None, "Width of `random`/`orthogonal` class embeddings (default: the CLIP embedding width).", valid=(1, None)
+    )
+    templates: str | list[str] = key(
+        "a video of a person {}.",
+        "Prompt template, a list of templates whose embeddings are averaged, or `kinetics28`.",
+    )
+    text_cache: str = key(
+        ".cache/text_feats",
+        "Folder for cached class embeddings (keyed by arch, weights and class list); empty string disables the cache.",
+    )
+    grad_checkpointing: bool = key(False, "Recompute each visual block in backward to save memory.")
+    eval_logit_scale: float = key(
+        100.0,
+        "Scale of the cosine logits at evaluation (100 as the original); null uses the learned logit_scale.",
+        valid=(0, None),
+        positive=True,
+    )
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Optimiser, LR schedule, loss and training-loop settings."""
+
+    type: str = key(
+        "cosine", "LR schedule: `cosine` or `multistep`, both after a linear warm-up.", choices=("cosine", "multistep")
+    )
+    epochs: int = key(30, "Training epochs.", valid=(1, None))
+    start_epoch: int = key(
+        0, "First epoch, below `epochs` (a resumed run takes it from the checkpoint).", valid=(0, None)
+    )
+    epoch_offset: int = key(0, "Ignored; kept from the original configs.", valid=(0, None))
+    optim: str = key("adamw", "Optimiser; the original's train.py always used AdamW.", choices=("adamw",))
+    lr: float = key(
+        5e-05,
+        "Base LR of the new modules (fusion head). AdamW moves each weight by about the LR per step, so above 1"
+        " no run trains.",
+        valid=(0, 1),
+    )
+    clip_ratio: float = key(0.1, "LR multiplier for the visual encoder and logit_scale.", valid=(0, 10))
+    lr_warmup_step: int | float = key(5, "Linear warm-up length in epochs.", valid=(0, None))
+    lr_decay_step: int | list[int] = key(
+        15, "`multistep`: epoch interval or list of milestones.", valid=(1, None), each=True
+    )
+    lr_decay_factor: float = key(0.1, "`multistep`: LR factor at each milestone.", valid=(0, 1), positive=True)
+    lr_step_every: int = key(
+        10, "Iterations between LR updates (10 as the original; 1 = every iteration).", valid=(1, None)
+    )
+    weight_decay: float = key(0.2, "AdamW weight decay.", valid=(0, None))
+    no_decay_norm_bias: bool = key(False, "Exclude biases, norms, embeddings and logit_scale from weight decay.")
+    betas: list[float] = key(
+        [0.9, 0.999],
+        "AdamW betas, two numbers (the released models may have used [0.9, 0.98]).",
+        valid=(0, 1),
+        open_above=True,
+        each=True,
+    )
+    eps: float = key(1e-08, "AdamW epsilon.", valid=(0, None), positive=True)
+    momentum: float = key(0.9, "Ignored (SGD was used only by the original's contrastive baseline).", valid=(0, 1))
+    loss_type: str = key(
+        "CE",
+        "`CE`: cross-entropy over the classes (train.py); `NCE` / `DS`: the video-text contrastive KL loss of "
+        "the original's train_nce.py over the batch (DS with dual softmax).",
+        choices=LOSS_TYPES,
+    )
+    evaluate: bool = key(False, "Validate once and exit.")
+    grad_accumulation_steps: int = key(1, "Batches accumulated per optimiser step.", valid=(1, None))
+    clip_grad_norm: float | None = key(
+        None, "Clip the gradient norm to this value (off by default).", valid=(0, None), positive=True
+    )
+    skip_nonfinite: int = key(
+        0,
+        "Steps with a non-finite loss or gradient a run may skip in all (each logged and counted in "
+        "metrics.csv's `nonfinite_skipped`) before it stops; 0 stops at the first. With fp16 `amp` the loss "
+        "scaler's own skipped steps do not count.",
+        valid=(0, None),
+    )
+    compile: bool = key(
+        False,
+        "torch.compile the visual encoder and temporal head (`utils.compile.compile_model`); the first steps "
+        "are slower while it compiles.",
+    )
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log lines, validation frequency, TensorBoard and the run report."""
+
+    print_freq: int = key(10, "Iterations between log lines.", valid=(0, None))
+    eval_freq: int = key(1, "Epochs between validations (and checkpoints).", valid=(1, None))
+    tensorboard: bool = key(False, "Write TensorBoard scalars (needs the tensorboard package).")
+    data_wait_alarm: float = key(
+        0.1,
+        "Warn (naming the remedy) when waiting for data takes more than this fraction of the training step "
+        "time; 0 disables.",
+        valid=(0, 1),
+    )
+    report: bool = key(
+        True,
+        "Write report.html (python -m app.report: one offline page of the run) into the run or results folder "
+        "at the end of train.py, test.py and test_zeroshot.py; a failure is one warning line.",
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole resolved config: three top-level keys and one object per section."""
+
+    seed: int = key(1024, "Base seed; rank r seeds torch, numpy and `random` with seed + r.", valid=(0, 2**32 - 1))
+    resume: str | None = key(
+        None,
+        "Checkpoint to continue from exactly (model, optimiser, scheduler, scaler, RNG, epoch), or `auto` for "
+        "the newest `last_model.pt` in the output folder.",
+    )
+    pretrain: str | None = key(
+        None,
         "Checkpoint whose model weights initialise training (ours or the original's layout); nothing else is restored.",
-    ),
-    "data": {
-        "dataset": _k("k400", str, "Dataset name: used in the output folder and the class-embedding cache name."),
-        "modality": _k("RGB", str, "`RGB` = frame folders, `video` = video files.", choices=("RGB", "video")),
-        "num_segments": _k(8, int, "T, frames sampled per clip."),
-        "seg_length": _k(
-            1, int, "Frames per segment; only 1 is supported (the original ignored other values).", choices=(1,)
-        ),
-        "batch_size": _k(32, int, "Clips per process (per GPU) for training and validation."),
-        "workers": _k(4, int, "DataLoader worker processes per process."),
-        "reuse_freed_memory": _k(
-            True,
-            bool,
-            "Loader workers keep freed clip buffers in their heap (glibc mallopt: no fresh pages "
-            "per clip; up to 20-30 % more clips/s, docs/data.md) at the cost of up to 128 MB of freed memory each.",
-        ),
-        "num_classes": _k(None, int, "Expected number of classes; checked against the label CSV when set."),
-        "image_tmpl": _k("img_{:05d}.jpg", str, "Frame file name template, formatted with the frame index."),
-        "index_bias": _k(1, int, "Index of the first frame file (1 as the original: `img_00001.jpg`)."),
-        "train_root": _k("", str, "Folder prepended to the paths of the training list."),
-        "val_root": _k("", str, "Folder prepended to the paths of the validation/test list."),
-        "train_list": _k("", str, "Training annotation list (frames: `dir num_frames label`; video: `file label`)."),
-        "val_list": _k("", str, "Validation/test annotation list."),
-        "label_list": _k("", str, "Class-name CSV with header `id,name`; row i is class i."),
-        "input_size": _k(224, int, "Crop size fed to the model."),
-        "scale_size": _k(
-            None,
-            (int, list),
-            "Short side before cropping, or [H, W] to resize every frame to "
-            "that size (the original's `something` datasets: [240, 320]); default 256 when "
-            "input_size is 224, else input_size (as the original).",
-        ),
-        "random_shift": _k(True, bool, "Random frame within each segment for training (False: first frame)."),
-        "dense": _k(False, bool, "Dense sampling (128-frame window, stride 128 // T) instead of segments."),
-        "shot": _k(None, int, "Few-shot: K training videos per class, chosen with the seed."),
-        "min_frames": _k(
-            8,
-            int,
-            "Training and train-time validation drop videos whose list gives fewer "
-            "frames (as the original); test.py keeps all videos.",
-        ),
-        "num_frames_from": _k(
-            "dir",
-            str,
-            "Frame count of a frame folder: `dir` counts files (as the original), "
-            "`list` trusts the list (no directory listing per sample).",
-            choices=("dir", "list"),
-        ),
-        "decoder": _k(
-            "auto",
-            str,
-            "Video decoder: `auto` (the best installed: torchcodec, then decord, then PyAV), "
-            "`torchcodec`, `decord`, `pyav`. All give the same pixels (docs/data.md).",
-            choices=("auto", "torchcodec", "decord", "pyav"),
-        ),
-        "decode_device": _k(
-            "cpu",
-            str,
-            "`cuda` decodes videos with NVDEC (torchcodec) in the main process "
-            "(the loader then runs without worker processes).",
-            choices=("cpu", "cuda"),
-        ),
-        "transform_device": _k(
-            "cpu",
-            str,
-            "`cuda`: the loader yields decoded clips with their random parameters "
-            "and the crop/resize/flip/colour transforms run batched on the GPU "
-            "(`datasets.device_transforms`), with the same draws as on the CPU.",
-            choices=("cpu", "cuda"),
-        ),
-        "format": _k(
-            "files",
-            str,
-            "`files`: the lists' frame folders or videos; `shards`: tar shards written by "
-            "`python -m datasets.shards` (data.train_shards / data.val_shards).",
-            choices=("files", "shards"),
-        ),
-        "train_shards": _k(
-            "",
-            str,
-            "`format: shards`: the training shards' index (`*.json` written with them), "
-            "a path or URL; shard URLs in it are relative to it.",
-        ),
-        "val_shards": _k("", str, "`format: shards`: the validation/test shards' index."),
-        "shuffle_buffer": _k(
-            128,
-            int,
-            "`format: shards`: samples each loader worker shuffles among (besides the "
-            "per-epoch shard order); 0 keeps the shard order.",
-        ),
-        "on_bad_sample": _k(
-            "error",
-            str,
-            "A sample that cannot be read: `error` stops with its path; `skip` logs "
-            "it and uses another sample deterministically.",
-            choices=("error", "skip"),
-        ),
-        "max_bad_samples": _k(
-            None,
-            int,
-            "With `skip`: stop once more samples than this failed (default 0.1 % of the dataset, at least 1).",
-        ),
-        "randaug": {
-            "N": _k(2, int, "RandAugment: number of operations."),
-            "M": _k(9, int, "RandAugment: magnitude."),
-            "enable": _k(
-                False,
-                bool,
-                "Apply RandAugment(N, M) before the crop. The original's code ignored "
-                "`randaug`; its released K400 logs used it.",
-            ),
-        },
-        "randaug_per_frame": _k(
-            True, bool, "RandAugment draws its operations per frame (as the released logs) instead of once per clip."
-        ),
-        "flip_prob": _k(0.5, float, "Probability of a horizontal flip of the whole clip."),
-        "grayscale_prob": _k(0.2, float, "Probability of turning the whole clip to grayscale."),
-        "color_jitter_prob": _k(
-            0.0, float, "Probability of colour jitter (brightness .4, contrast .4, saturation .2, hue .1) on the clip."
-        ),
-        "blur_prob": _k(0.0, float, "Probability of Gaussian blur (sigma 0.1-2.0) on the clip."),
-        "solarize_prob": _k(0.0, float, "Probability of solarization (threshold 128) on the clip."),
-        "train_crop": _k(
-            "random_resized",
-            str,
-            "`random_resized` (CLIP/Inception crop, as the original) or "
-            "`multiscale` (TSN multi-scale crop used for `something` datasets).",
-            choices=("random_resized", "multiscale"),
-        ),
-        "flip_label_map": _k(
-            None,
-            dict,
-            "Labels swapped by a horizontal flip (`{86: 87, 87: 86}` for "
-            "Something-Something); empty = labels unchanged.",
-        ),
-        "metric": _k("top1", str, "Main validation metric: `top1`, or `mAP` (ActivityNet).", choices=("top1", "mAP")),
-    },
-    "network": {
-        "arch": _k(
-            "ViT-B/32",
-            str,
-            "CLIP architecture: `RN50`, `ViT-B/32`, `ViT-B/16`, `ViT-L/14`, `ViT-L/14-336px`, "
-            "or a tiny test model (`tiny`).",
-        ),
-        "pretrained": _k(
-            "openai", str, "open_clip pretrained tag, a local weights file, or `none` for random weights."
-        ),
-        "init": _k(True, bool, "Load all CLIP weights (True) or only the visual encoder's (False)."),
-        "tm": _k(
-            False,
-            BOOL_OR_STR,
-            "In-backbone temporal module: False, `tsm`, `tokenshift`, `tokent1d`.",
-            choices=TEMPORAL_MODULES,
-        ),
-        "joint_st": _k(False, bool, "Joint space-time attention over all frames (the fusion head is bypassed)."),
-        "drop_out": _k(0.0, float, "Maximum stochastic-depth and attention-dropout rate, linear over depth."),
-        "emb_dropout": _k(0.0, float, "Dropout after the patch and position embeddings."),
-        "sim_header": _k(
-            "Transf",
-            str,
-            "Temporal fusion head: `None`/`meanP` (mean), `Transf`, `Conv_1D`, `LSTM`, `Transf_cls`.",
-            choices=SIM_HEADERS,
-        ),
-        "type": _k(None, str, "Ignored name tag kept from the original configs (e.g. `clip_k400`)."),
-        "drop": _k(0, NUM, "Ignored; kept from the original configs."),
-        "fix_text": _k(
-            True,
-            bool,
-            "Class embeddings frozen (True) or a trainable parameter (False); with "
-            "`text_tower` the text tower is frozen (True) or fine-tuned at `lr × clip_ratio` (False).",
-        ),
-        "text_tower": _k(
-            None,
-            bool,
-            "Keep CLIP's text tower in the model and encode the class prompts with it "
-            "at every step, as the original's train_nce.py (class embeddings recomputed from it at "
-            "every validation); null = only when `solver.loss_type` needs it (NCE, DS).",
-        ),
-        "fix_video": _k(False, bool, "Freeze the visual encoder (only the head and logit scale train)."),
-        "classifier": _k(
-            "text", str, "Class-embedding source: `text`, `random`, `orthogonal`, `lda`, `file`.", choices=CLASSIFIERS
-        ),
-        "classifier_file": _k(None, str, "(C, D) tensor file for `classifier: lda` or `file`."),
-        "n_emb": _k(None, int, "Width of `random`/`orthogonal` class embeddings (default: the CLIP embedding width)."),
-        "templates": _k(
-            "a video of a person {}.",
-            (str, list),
-            "Prompt template, a list of templates whose embeddings are averaged, or `kinetics28`.",
-        ),
-        "text_cache": _k(
-            ".cache/text_feats",
-            str,
-            "Folder for cached class embeddings (keyed by arch, weights "
-            "and class list); empty string disables the cache.",
-        ),
-        "grad_checkpointing": _k(False, bool, "Recompute each visual block in backward to save memory."),
-        "eval_logit_scale": _k(
-            100.0,
-            float,
-            "Scale of the cosine logits at evaluation (100 as the original); null uses the learned logit_scale.",
-        ),
-    },
-    "solver": {
-        "type": _k(
-            "cosine",
-            str,
-            "LR schedule: `cosine` or `multistep`, both after a linear warm-up.",
-            choices=("cosine", "multistep"),
-        ),
-        "epochs": _k(30, int, "Training epochs."),
-        "start_epoch": _k(0, int, "First epoch, below `epochs` (a resumed run takes it from the checkpoint)."),
-        "epoch_offset": _k(0, int, "Ignored; kept from the original configs."),
-        "optim": _k("adamw", str, "Optimiser; the original's train.py always used AdamW.", choices=("adamw",)),
-        "lr": _k(
-            5.0e-5,
-            float,
-            "Base LR of the new modules (fusion head). AdamW moves each weight by about the LR per step, "
-            "so above 1 no run trains.",
-        ),
-        "clip_ratio": _k(0.1, float, "LR multiplier for the visual encoder and logit_scale."),
-        "lr_warmup_step": _k(5, NUM, "Linear warm-up length in epochs."),
-        "lr_decay_step": _k(15, (int, list), "`multistep`: epoch interval or list of milestones."),
-        "lr_decay_factor": _k(0.1, float, "`multistep`: LR factor at each milestone."),
-        "lr_step_every": _k(10, int, "Iterations between LR updates (10 as the original; 1 = every iteration)."),
-        "weight_decay": _k(0.2, float, "AdamW weight decay."),
-        "no_decay_norm_bias": _k(False, bool, "Exclude biases, norms, embeddings and logit_scale from weight decay."),
-        "betas": _k([0.9, 0.999], list, "AdamW betas, two numbers (the released models may have used [0.9, 0.98])."),
-        "eps": _k(1.0e-8, float, "AdamW epsilon."),
-        "momentum": _k(0.9, float, "Ignored (SGD was used only by the original's contrastive baseline)."),
-        "loss_type": _k(
-            "CE",
-            str,
-            "`CE`: cross-entropy over the classes (train.py); `NCE` / `DS`: the video-text "
-            "contrastive KL loss of the original's train_nce.py over the batch (DS with dual softmax).",
-            choices=LOSS_TYPES,
-        ),
-        "evaluate": _k(False, bool, "Validate once and exit."),
-        "grad_accumulation_steps": _k(1, int, "Batches accumulated per optimiser step."),
-        "clip_grad_norm": _k(None, float, "Clip the gradient norm to this value (off by default)."),
-        "skip_nonfinite": _k(
-            0,
-            int,
-            "Steps with a non-finite loss or gradient a run may skip in all (each logged and counted in "
-            "metrics.csv's `nonfinite_skipped`) before it stops; 0 stops at the first. With fp16 `amp` the "
-            "loss scaler's own skipped steps do not count.",
-        ),
-        "compile": _k(
-            False,
-            bool,
-            "torch.compile the visual encoder and temporal head "
-            "(`utils.compile.compile_model`); the first steps are slower while it compiles.",
-        ),
-    },
-    "logging": {
-        "print_freq": _k(10, int, "Iterations between log lines."),
-        "eval_freq": _k(1, int, "Epochs between validations (and checkpoints)."),
-        "tensorboard": _k(False, bool, "Write TensorBoard scalars (needs the tensorboard package)."),
-        "data_wait_alarm": _k(
-            0.1,
-            float,
-            "Warn (naming the remedy) when waiting for data takes more than this "
-            "fraction of the training step time; 0 disables.",
-        ),
-        "report": _k(
-            True,
-            bool,
-            "Write report.html (python -m app.report: one offline page of the run) into the run or results "
-            "folder at the end of train.py, test.py and test_zeroshot.py; a failure is one warning line.",
-        ),
-    },
-}
+    )
+    data: DataConfig = section(DataConfig)
+    network: NetworkConfig = section(NetworkConfig)
+    solver: SolverConfig = section(SolverConfig)
+    logging: LoggingConfig = section(LoggingConfig)
+
 
 RENAMED = {"data.video_backend": "data.decoder"}
-
-
-# Valid ranges of every numeric key, checked at load before anything runs: (lowest, highest), None =
-# unbounded. Every float must also be finite. A key in OPEN_ABOVE must stay strictly below its
-# highest value, one in POSITIVE strictly above its lowest; for a key in EACH (a list) the range
-# holds for each element. `tests/test_config.py` checks that every numeric key is listed here.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "seed": (0, 2**32 - 1),
-    "data.num_segments": (1, None),
-    "data.batch_size": (1, None),
-    "data.workers": (0, None),
-    "data.num_classes": (1, None),
-    "data.index_bias": (0, None),
-    "data.input_size": (1, None),
-    "data.scale_size": (1, None),
-    "data.shot": (1, None),
-    "data.min_frames": (0, None),
-    "data.shuffle_buffer": (0, 100000),
-    "data.max_bad_samples": (0, None),
-    "data.randaug.N": (0, None),
-    "data.randaug.M": (0, 30),
-    "data.flip_prob": (0, 1),
-    "data.grayscale_prob": (0, 1),
-    "data.color_jitter_prob": (0, 1),
-    "data.blur_prob": (0, 1),
-    "data.solarize_prob": (0, 1),
-    "network.drop_out": (0, 1),
-    "network.emb_dropout": (0, 1),
-    "network.drop": (0, 1),
-    "network.n_emb": (1, None),
-    "network.eval_logit_scale": (0, None),
-    "solver.epochs": (1, None),
-    "solver.start_epoch": (0, None),
-    "solver.epoch_offset": (0, None),
-    "solver.lr": (0, 1),
-    "solver.clip_ratio": (0, 10),
-    "solver.lr_warmup_step": (0, None),
-    "solver.lr_decay_step": (1, None),
-    "solver.lr_decay_factor": (0, 1),
-    "solver.lr_step_every": (1, None),
-    "solver.weight_decay": (0, None),
-    "solver.betas": (0, 1),
-    "solver.eps": (0, None),
-    "solver.momentum": (0, 1),
-    "solver.grad_accumulation_steps": (1, None),
-    "solver.clip_grad_norm": (0, None),
-    "solver.skip_nonfinite": (0, None),
-    "logging.print_freq": (0, None),
-    "logging.eval_freq": (1, None),
-    "logging.data_wait_alarm": (0, 1),
-}
-OPEN_ABOVE = {"network.drop_out", "network.emb_dropout", "network.drop", "solver.betas"}
-POSITIVE = {"network.eval_logit_scale", "solver.eps", "solver.clip_grad_norm", "solver.lr_decay_factor"}
-EACH = {"data.scale_size", "solver.lr_decay_step", "solver.betas"}
 
 # Keys a resumed run may change: they do not change what the checkpoint's training did (where the
 # data lies, logging, speed) or they extend it (solver.epochs). Any other difference is refused.
@@ -412,7 +398,50 @@ def flatten(tree: dict, is_section: Callable[[str], bool] | None = None, prefix:
     return out
 
 
+def _accepted(hint: Any) -> tuple[tuple[type, ...], bool]:
+    """A field's annotation -> (the YAML types it accepts, in order; whether null is accepted)."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    accepted = tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+    return accepted, type(None) in args
+
+
+def _schema(cls: type, prefix: str = "") -> dict[str, Any]:
+    """The nested {name: Key or section dict} of a config dataclass, in field order."""
+    hints = typing.get_type_hints(cls)
+    tree: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("section"):
+            tree[f.name] = _schema(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        accepted, nullable = _accepted(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        tree[f.name] = Key(default, accepted, f.metadata["doc"], f.metadata["choices"], nullable)
+        dotted = prefix + f.name
+        if f.metadata["valid"] is not None:
+            RANGES[dotted] = f.metadata["valid"]
+        for flag, keys in (("open_above", OPEN_ABOVE), ("positive", POSITIVE), ("each", EACH)):
+            if f.metadata[flag]:
+                keys.add(dotted)
+    return tree
+
+
+def _sections(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted names of every section (a nested dataclass) in the schema tree."""
+    out: set[str] = set()
+    for name, val in tree.items():
+        if isinstance(val, dict):
+            out |= {prefix + name} | _sections(val, f"{prefix}{name}.")
+    return out
+
+
+# Valid ranges of every numeric key, checked at load before anything runs: (lowest, highest), None =
+# unbounded. A key in OPEN_ABOVE must stay strictly below its highest value, one in POSITIVE
+# strictly above its lowest; for a key in EACH (a list) the range holds for each element.
+# `tests/test_config.py` checks that every numeric key has a range.
+RANGES: dict[str, tuple[float | None, float | None]] = {}
+OPEN_ABOVE: set[str] = set()
+POSITIVE: set[str] = set()
+EACH: set[str] = set()
+SCHEMA: dict[str, Any] = _schema(Config)
 FLAT_SCHEMA: dict[str, Key] = flatten(SCHEMA)
-SECTIONS = {k for k, v in SCHEMA.items() if isinstance(v, dict)} | {
-    f"data.{k}" for k, v in SCHEMA["data"].items() if isinstance(v, dict)
-}
+SECTIONS: set[str] = _sections(SCHEMA)

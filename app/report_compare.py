@@ -11,6 +11,7 @@ from app.report_eval import ms
 from app.report_facts import get, relative, training_words
 from app.report_html import DASH, Cell, Col, cell, figure, table
 from app.report_svg import (
+    ChartAxes,
     Series,
     legend,
     line_chart,
@@ -94,18 +95,18 @@ def compare_section(runs: list[Run]) -> str:
     out.append(
         '<div class="charts">'
         + figure(
-            line_chart("validation top-1 of every run", series("val_top1"), x_label="epoch", y_label="val top-1 (%)"),
+            line_chart("validation top-1 of every run", series("val_top1"), ChartAxes("epoch", "val top-1 (%)")),
             "Validation top-1 (one view) per epoch" + (f"; best: {'; '.join(bests)}" if bests else "") + ".",
             lg,
         )
         + figure(
-            line_chart("training loss of every run", series("train_loss"), x_label="epoch", y_label="training loss"),
+            line_chart("training loss of every run", series("train_loss"), ChartAxes("epoch", "training loss")),
             "Training loss per epoch (each run's own objective: CE and contrastive losses differ in scale).",
             lg,
         )
         + figure(
             line_chart(
-                "learning rate of every run", series("lr"), x_label="epoch", y_label="head LR (log scale)", log_y=True
+                "learning rate of every run", series("lr"), ChartAxes("epoch", "head LR (log scale)", log_y=True)
             ),
             "Learning rate of the head / text group at the end of each epoch.",
             lg,

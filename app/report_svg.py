@@ -175,20 +175,29 @@ def svg(f: Frame, title: str, desc: str = "", cls: str = "chart") -> str:
     )
 
 
+@dataclass(frozen=True)
+class ChartAxes:
+    """A line chart's axes: their labels, a log y axis, a y range that reaches down to `y_floor`,
+    x ticks on whole numbers only (`integer_x`: epochs)."""
+
+    x_label: str
+    y_label: str
+    log_y: bool = False
+    y_floor: float | None = None
+    integer_x: bool = True
+
+
 def line_chart(
     title: str,
     series: Sequence[Series],
+    axes: ChartAxes,
     *,
-    x_label: str,
-    y_label: str,
-    log_y: bool = False,
     marks: Sequence[Mark] = (),
-    y_floor: float | None = None,
-    integer_x: bool = True,
     width: int = 520,
     height: int = 290,
 ) -> str:
     """A line chart with markers at every point, axis labels and optional vertical marks."""
+    x_label, y_label, log_y, y_floor = axes.x_label, axes.y_label, axes.log_y, axes.y_floor
     pts = [(x, y) for s in series for x, y in s.points if math.isfinite(y) and (not log_y or y > 0)]
     f = Frame(width, height, log_y=log_y)
     if not pts:
@@ -198,7 +207,7 @@ def line_chart(
     xt = nice_ticks(min(xs), max(xs), 6)
     if min(xs) == max(xs):  # one epoch: its tick alone, the point in the middle, not on the axis
         xt = [min(xs)]
-    elif integer_x:
+    elif axes.integer_x:
         xt = sorted({int(round(t)) for t in xt if abs(t - round(t)) < 1e-9}) or [int(min(xs))]
     lo, hi = min(ys), max(ys)
     if y_floor is not None:

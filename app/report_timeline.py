@@ -40,19 +40,7 @@ def timeline_section(path: Path, tl: dict[str, Any], uid: str) -> str:
         f'fill="{COLORS[i % len(COLORS)]}"/></svg><b>{i + 1}</b>&nbsp;{escape(n)}</li>'
         for i, n in enumerate(top_classes)
     )
-    k = max((len(w["predictions"]) for w in windows), default=0)
-    cols = [Col("window", True), Col(f"start ({unit})", True), Col(f"end ({unit})", True)]
-    cols += [Col(f"top-{i + 1} (probability %)") for i in range(k)]
-    rows = []
-    for w in windows:
-        line: list[Any] = [
-            w["index"],
-            w["start_s"] if fps else w["start_frame"],
-            w["end_s"] if fps else w["end_frame"],
-        ]
-        line += [Cell(f"{escape(p['class'])} ({100 * p['probability']:.1f})", p["class"]) for p in w["predictions"]]
-        line += [Cell(DASH, "")] * (k - len(w["predictions"]))
-        rows.append(line)
+    cols, rows = window_table(windows, fps, unit)
     duration = f"{tl['duration_s']:.1f} s, " if tl.get("duration_s") else ""
     facts = dl(
         [
@@ -79,3 +67,21 @@ def timeline_section(path: Path, tl: dict[str, Any], uid: str) -> str:
         + "<h4>Top classes per window</h4>"
         + table(cols, rows, sortable=True)
     )
+
+
+def window_table(windows: list[dict[str, Any]], fps: Any, unit: str) -> tuple[list[Col], list[list[Any]]]:
+    """The columns and rows of the per-window table: the window, its span, its top classes."""
+    k = max((len(w["predictions"]) for w in windows), default=0)
+    cols = [Col("window", True), Col(f"start ({unit})", True), Col(f"end ({unit})", True)]
+    cols += [Col(f"top-{i + 1} (probability %)") for i in range(k)]
+    rows = []
+    for w in windows:
+        line: list[Any] = [
+            w["index"],
+            w["start_s"] if fps else w["start_frame"],
+            w["end_s"] if fps else w["end_frame"],
+        ]
+        line += [Cell(f"{escape(p['class'])} ({100 * p['probability']:.1f})", p["class"]) for p in w["predictions"]]
+        line += [Cell(DASH, "")] * (k - len(w["predictions"]))
+        rows.append(line)
+    return cols, rows

@@ -12,6 +12,7 @@ from app.report_data import Training, number
 from app.report_facts import get
 from app.report_html import DASH, Cell, Col, cards, figure, table
 from app.report_svg import (
+    ChartAxes,
     Mark,
     Series,
     bar_swatch,
@@ -51,13 +52,36 @@ def best_mark(t: Training) -> Mark | None:
 
 
 def training_section(t: Training, uid: str) -> str:
-    best = t.best_row()
-    mark = best_mark(t)
-    marks = [mark] if mark else []
-    epochs = len(t.metrics)
-    seconds = sum(number(r.get("epoch_time_s")) or 0.0 for r in t.metrics)
     skipped = skipped_columns(t)
     skipped_total = sum(int(number(r.get(k)) or 0) for r in t.metrics for k in skipped)
+    parts = [cards(summary_cards(t, skipped, skipped_total))]
+    if not skipped:
+        parts.append('<p class="note">metrics.csv has no column of skipped non-finite steps (older run).</p>')
+    charts = epoch_charts(t)
+    wait_chart = data_wait_chart(t)
+    if wait_chart:
+        charts.append(wait_chart)
+    if skipped and skipped_total:
+        series = [Series(k, list(zip(*t.column(k), strict=True)), i) for i, k in enumerate(skipped)]
+        charts.append(
+            figure(
+                line_chart("skipped non-finite steps per epoch", series, ChartAxes("epoch", "steps")),
+                "Optimiser steps skipped because the loss or a gradient was not finite.",
+                legend([(i, k) for i, k in enumerate(skipped)]),
+            )
+        )
+    parts.append(f'<div class="charts">{"".join(charts)}</div>')
+    parts.append(metrics_table(t))
+    if t.best_per_class:
+        parts.append(best_per_class_table(t))
+    return f'<h3 id="{uid}-training">Training</h3>' + "".join(parts)
+
+
+def summary_cards(t: Training, skipped: list[str], skipped_total: int) -> list[tuple[str, str, str, Any]]:
+    """The cards above the charts: best and last validation, epochs, time, skipped steps."""
+    best = t.best_row()
+    epochs = len(t.metrics)
+    seconds = sum(number(r.get("epoch_time_s")) or 0.0 for r in t.metrics)
     last_val = next((r for r in reversed(t.metrics) if number(r.get("val_top1")) is not None), None)
     items: list[tuple[str, str, str, Any]] = []
     if best is not None:
@@ -73,75 +97,65 @@ def training_section(t: Training, uid: str) -> str:
     items.append(("training time", f"{seconds / 60:.1f} min", "", None))
     if skipped:
         items.append(("skipped non-finite steps", str(skipped_total), "skipped_steps", skipped_total))
-    parts = [cards(items)]
-    if not skipped:
-        parts.append('<p class="note">metrics.csv has no column of skipped non-finite steps (older run).</p>')
+    return items
 
+
+def epoch_charts(t: Training) -> list[str]:
+    """Training loss, validation accuracy and learning rate per epoch (the best epoch marked)."""
+    mark = best_mark(t)
+    marks = [mark] if mark else []
     loss = Series("train loss", list(zip(*t.column("train_loss"), strict=True)), 0)
     top1 = Series("val top-1", list(zip(*t.column("val_top1"), strict=True)), 0)
     top5 = Series("val top-5", list(zip(*t.column("val_top5"), strict=True)), 1)
     lr = Series("head / text LR", list(zip(*t.column("lr"), strict=True)), 0)
     lrv = Series("visual encoder LR", list(zip(*t.column("lr_visual"), strict=True)), 1)
-    charts = [
+    return [
         figure(
             line_chart(
-                "training loss per epoch", [loss], x_label="epoch", y_label="loss (mean over the epoch)", marks=marks
+                "training loss per epoch", [loss], ChartAxes("epoch", "loss (mean over the epoch)"), marks=marks
             ),
             "Training loss, mean over each epoch's clips. Dashed line: the best validation epoch.",
         ),
         figure(
-            line_chart(
-                "validation accuracy per epoch", [top1, top5], x_label="epoch", y_label="accuracy (%)", marks=marks
-            ),
+            line_chart("validation accuracy per epoch", [top1, top5], ChartAxes("epoch", "accuracy (%)"), marks=marks),
             "Validation accuracy (one view per video) of the epochs that were validated; ring: the best "
             "epoch, whose weights are model_best.pt.",
             legend([(0, "val top-1"), (1, "val top-5")]),
         ),
         figure(
             line_chart(
-                "learning rate per epoch", [lr, lrv], x_label="epoch", y_label="learning rate (log scale)", log_y=True
+                "learning rate per epoch", [lr, lrv], ChartAxes("epoch", "learning rate (log scale)", log_y=True)
             ),
             "Learning rate at the end of each epoch (log scale), both parameter groups"
             + ("; they are equal (solver.clip_ratio 1), so the lines overlap." if lr.points == lrv.points else "."),
             legend([(0, "head / text LR"), (1, "visual encoder LR")]),
         ),
     ]
+
+
+def data_wait_chart(t: Training) -> str | None:
+    """Compute and data wait per training step, stacked per epoch (None: metrics.csv has no timings)."""
     waits = [(number(r.get("epoch")), number(r.get("data_wait_s")), number(r.get("step_s"))) for r in t.metrics]
     waits_ok = [(e, w, s) for e, w, s in waits if e is not None and w is not None and s is not None and s > 0]
-    if waits_ok:
-        xs = [e for e, _, _ in waits_ok]
-        wait = [w for _, w, _ in waits_ok]
-        compute = [max(s - w, 0.0) for _, w, s in waits_ok]
-        shares = [f"{100 * w / s:.0f}%" for _, w, s in waits_ok]
-        charts.append(
-            figure(
-                stacked_bars(
-                    "data wait and compute per training step",
-                    xs,
-                    [("compute", compute), ("data wait", wait)],
-                    x_label="epoch",
-                    y_label="seconds per step",
-                    top_labels=shares,
-                ),
-                "Mean seconds per training step: compute, and waiting for the data loader (hatched); the "
-                "share of waiting is written above each bar (logging.data_wait_alarm warns above its threshold).",
-                f'<ul class="legend"><li>{bar_swatch(0)}compute</li><li>{bar_swatch(1)}data wait (hatched)</li></ul>',
-            )
-        )
-    if skipped and skipped_total:
-        series = [Series(k, list(zip(*t.column(k), strict=True)), i) for i, k in enumerate(skipped)]
-        charts.append(
-            figure(
-                line_chart("skipped non-finite steps per epoch", series, x_label="epoch", y_label="steps"),
-                "Optimiser steps skipped because the loss or a gradient was not finite.",
-                legend([(i, k) for i, k in enumerate(skipped)]),
-            )
-        )
-    parts.append(f'<div class="charts">{"".join(charts)}</div>')
-    parts.append(metrics_table(t))
-    if t.best_per_class:
-        parts.append(best_per_class_table(t))
-    return f'<h3 id="{uid}-training">Training</h3>' + "".join(parts)
+    if not waits_ok:
+        return None
+    xs = [e for e, _, _ in waits_ok]
+    wait = [w for _, w, _ in waits_ok]
+    compute = [max(s - w, 0.0) for _, w, s in waits_ok]
+    shares = [f"{100 * w / s:.0f}%" for _, w, s in waits_ok]
+    return figure(
+        stacked_bars(
+            "data wait and compute per training step",
+            xs,
+            [("compute", compute), ("data wait", wait)],
+            x_label="epoch",
+            y_label="seconds per step",
+            top_labels=shares,
+        ),
+        "Mean seconds per training step: compute, and waiting for the data loader (hatched); the "
+        "share of waiting is written above each bar (logging.data_wait_alarm warns above its threshold).",
+        f'<ul class="legend"><li>{bar_swatch(0)}compute</li><li>{bar_swatch(1)}data wait (hatched)</li></ul>',
+    )
 
 
 def metrics_table(t: Training) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.preprocess import DEFAULT_GOP, Settings, preprocess
-from datasets.shards import write_shards
+from datasets.shards import ShardLayout, write_shards
 from datasets.video_reader import DECODERS, decoder_problem, resolve_decoder
 from utils.errors import UserError
 
@@ -99,7 +99,13 @@ def make_data(root: Path, videos: int, *, workers: int = 1, frames_and_shards: b
     index = shards.with_suffix(".json")
     stale = not index.exists() or len(json.loads(index.read_text())["text4vis"]["records"]) != videos
     if frames_and_shards and stale:
-        write_shards(str(root / "video.txt"), str(root / FOLDERS["pre"]), str(shards), maxcount=4, progress=False)
+        write_shards(
+            str(root / "video.txt"),
+            str(root / FOLDERS["pre"]),
+            str(shards),
+            layout=ShardLayout(maxcount=4),
+            progress=False,
+        )
     return info
 
 

@@ -52,6 +52,7 @@ help_before_imports(__name__, build_parser)
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,29 +125,37 @@ def shard_index(
     }
 
 
+@dataclass(frozen=True)
+class ShardLayout:
+    """How samples are laid into shards: at most `maxcount` samples and `maxsize` bytes a shard,
+    in list order or shuffled with `seed`."""
+
+    maxcount: int = 1000
+    maxsize: float = 1e9
+    shuffle: bool = True
+    seed: int = 0
+
+
 def write_shards(
     list_path: str,
     root: str,
     out: str,
     *,
     labels: str | None = None,
-    maxcount: int = 1000,
-    maxsize: float = 1e9,
-    shuffle: bool = True,
-    seed: int = 0,
-    image_tmpl: str = "img_{:05d}.jpg",
-    index_bias: int = 1,
-    num_frames_from: str = "dir",
+    layout: ShardLayout = ShardLayout(),
+    frame_reader: FrameFolderReader | None = None,
     skip_bad: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the shards and the index; returns the index as written."""
+    """Write the shards and the index; returns the index as written. `frame_reader` names and
+    counts the frames of a frame-folder list (None: `FrameFolderReader()`'s defaults)."""
+    maxcount, maxsize, shuffle, seed = layout.maxcount, layout.maxsize, layout.shuffle, layout.seed
     num_classes = len(read_label_csv(labels)) if labels else None
     records = read_list(list_path, num_classes)
     if root and not os.path.isdir(root):
         raise UserError(f"--root is not a folder: {root}")
     content = "video" if records[0].num_frames is None else "frames"
-    frames = None if content == "video" else FrameFolderReader(image_tmpl, index_bias, num_frames_from)
+    frames = None if content == "video" else (frame_reader or FrameFolderReader())
     if maxcount < 1 or maxsize <= 0:
         raise UserError("--maxcount and --maxsize must be positive")
     prefix = Path(out)
@@ -206,13 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         a.root,
         a.out,
         labels=a.labels,
-        maxcount=a.maxcount,
-        maxsize=a.maxsize,
-        shuffle=not a.no_shuffle,
-        seed=a.seed,
-        image_tmpl=a.image_tmpl,
-        index_bias=a.index_bias,
-        num_frames_from=a.num_frames_from,
+        layout=ShardLayout(a.maxcount, a.maxsize, shuffle=not a.no_shuffle, seed=a.seed),
+        frame_reader=FrameFolderReader(a.image_tmpl, a.index_bias, a.num_frames_from),
         skip_bad=a.skip_bad,
     )
     for line in index["text4vis"].get("skipped", []):

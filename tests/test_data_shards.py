@@ -21,8 +21,8 @@ import torch
 from datasets import build_dataset, build_loader
 from datasets.decoding import BadSampleError
 from datasets.shard_dataset import ShardDataset, ShardLoader
+from datasets.shards import ShardLayout, write_shards
 from datasets.shards import main as shards_main
-from datasets.shards import write_shards
 from datasets.synthetic import generate
 from utils.config import replace, resolve, to_config
 from utils.errors import UserError
@@ -44,7 +44,7 @@ def syn(tmp_path_factory) -> Path:
                 root,
                 str(out / "shards" / f"{kind}_{split}"),
                 labels=str(out / "labels.csv"),
-                maxcount=5,
+                layout=ShardLayout(maxcount=5),
                 progress=False,
             )
     return out

@@ -53,7 +53,7 @@ def setup(tmp_path_factory):
     import torch
 
     from datasets.lists import read_label_csv
-    from datasets.shards import write_shards
+    from datasets.shards import ShardLayout, write_shards
     from datasets.synthetic import generate
     from modules.builder import build_model
     from utils.checkpoint import save_checkpoint
@@ -69,7 +69,7 @@ def setup(tmp_path_factory):
             str(data / "frames"),
             str(shards / split),
             labels=str(data / "labels.csv"),
-            maxcount=2,
+            layout=ShardLayout(maxcount=2),
             progress=False,
         )
         for s in index["shardlist"]:

@@ -22,6 +22,7 @@ from datasets.sources import open_source
 from datasets.transforms import EvalTransform, TrainTransform, as_scale
 from datasets.video_dataset import VideoDataset
 from utils.config import Config
+from utils.config_schema import DataConfig
 from utils.errors import UserError
 from utils.heap import reuse_freed_memory
 
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-def read_class_names(data: Any) -> list[str]:
+def read_class_names(data: DataConfig) -> list[str]:
     """The class names of `data.label_list`, checked against `data.num_classes` when that is set."""
     if not data.label_list:
         raise UserError("data.label_list is not set: the class-name CSV (id,name) is needed")
@@ -52,9 +53,9 @@ def read_class_names(data: Any) -> list[str]:
     return names
 
 
-def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransform | EvalTransform:
+def build_transform(data: DataConfig, split: str, test_crops: int = 1) -> TrainTransform | EvalTransform:
     """The clip transform of a split from the `data` section of a config."""
-    scale = as_scale(data.scale_size)
+    scale = as_scale(_scale_size(data))
     if split == "train":
         randaug = (int(data.randaug.N), int(data.randaug.M)) if data.randaug.enable else None
         return TrainTransform(
@@ -72,9 +73,16 @@ def build_transform(data: Any, split: str, test_crops: int = 1) -> TrainTransfor
     return eval_transform(data, test_crops if split == "test" else 1)
 
 
-def eval_transform(data: Any, crops: int = 1) -> EvalTransform:
+def eval_transform(data: DataConfig, crops: int = 1) -> EvalTransform:
     """The validation / test transform of the `data` section (`crops` views per clip)."""
-    return EvalTransform(input_size=data.input_size, scale_size=as_scale(data.scale_size), crops=crops)
+    return EvalTransform(input_size=data.input_size, scale_size=as_scale(_scale_size(data)), crops=crops)
+
+
+def _scale_size(data: DataConfig) -> int | list[int]:
+    """`data.scale_size`, which `utils.config` fills in at load when the file leaves it null."""
+    if data.scale_size is None:
+        raise ValueError("data.scale_size is unset: build the config with utils.config (load_config / from_dict)")
+    return data.scale_size
 
 
 def build_dataset(
@@ -129,11 +137,11 @@ def build_dataset(
     return source.dataset(ds, keys)
 
 
-def _enough_frames(data: Any, split: str, where: str, records: list[VideoRecord], keys: list[int]) -> list[int]:
+def _enough_frames(data: DataConfig, split: str, where: str, records: list[VideoRecord], keys: list[int]) -> list[int]:
     """The positions `keys` the split keeps: for train / val those with at least `data.min_frames`
     frames (the original's filter; video lists have no frame count), for test all."""
     if split in ("train", "val"):
-        keys = [i for i in keys if records[i].num_frames is None or records[i].num_frames >= data.min_frames]
+        keys = [i for i in keys if (n := records[i].num_frames) is None or n >= data.min_frames]
         if not keys:
             raise UserError(f"{where}: every video has fewer than data.min_frames={data.min_frames} frames")
     return keys

@@ -38,7 +38,6 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from tqdm import tqdm
 
@@ -46,6 +45,7 @@ from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
 from datasets.video_reader import VideoReader, decoder_choice, resolve_decoder
 from utils.config import load_config
+from utils.config_schema import DataConfig
 from utils.errors import UserError, run_cli
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -172,7 +172,7 @@ class Progress:
 
 
 def check_split(
-    data: Any, split: str, full: bool = False, workers: int = 8, progress: bool = False
+    data: DataConfig, split: str, full: bool = False, workers: int = 8, progress: bool = False
 ) -> tuple[int, list[str]]:
     """(number of samples scanned, problem messages) for `train` or `val`; `progress` shows how far
     the scan is (see `Progress`)."""

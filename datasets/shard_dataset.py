@@ -45,6 +45,7 @@ from datasets.lists import VideoRecord
 from datasets.source_base import TarSampleReader
 from datasets.video_dataset import VideoDataset
 from utils.cli import PIPE_FLAG
+from utils.config_schema import DataConfig
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,14 @@ def check_source(url: str, key: str, allowed: Collection[str] = ()) -> None:
         )
 
 
-def check_sources(data: Any, where: str, allowed: Collection[str] = ()) -> None:
+def check_sources(data: DataConfig, where: str, allowed: Collection[str] = ()) -> None:
     """`check_source` of a config's shard indexes before anything is built, naming the config
     (`where`: the file, or the weights file whose stored config it is)."""
     if data.format != "shards":
         return
     for key in ("train_shards", "val_shards"):
         try:
-            check_source(str(data[key] or ""), f"data.{key}", allowed)
+            check_source(str(getattr(data, key) or ""), f"data.{key}", allowed)
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from datasets.lists import VideoRecord, read_list
+from utils.config_schema import DataConfig
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class DataSource(Protocol):
 SourceOpener = Callable[[Any, str, Collection[str]], DataSource]  # (data section, split, allowed pipe: URLs)
 
 
-def check_modality(found: str, data: Any, what: str) -> None:
+def check_modality(found: str, data: DataConfig, what: str) -> None:
     """Refuse a list or shard index whose samples are not of the kind `data.modality` names."""
     if found != data.modality:
         kind = {"RGB": "frames", "video": "video"}[found]
@@ -83,7 +84,7 @@ class ListSource:
     """A list file (`data.train_list` / `data.val_list`) of samples under a root folder
     (`data.train_root` / `data.val_root`); subclasses say how one sample is read."""
 
-    def __init__(self, data: Any, split: str, allow_pipe: Collection[str] = ()):
+    def __init__(self, data: DataConfig, split: str, allow_pipe: Collection[str] = ()):
         train = split == "train"
         self.data = data
         self.where, self.root = (data.train_list, data.train_root) if train else (data.val_list, data.val_root)

@@ -10,6 +10,7 @@ import torch
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame_bytes, to_clip, unique_indices
 from datasets.source_base import FrameChooser, ListSource
+from utils.config_schema import DataConfig
 
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")  # a frame member of a shard sample: <index>.jpg
 
@@ -21,7 +22,7 @@ class FramesReader(FrameFolderReader):
     decode_device = "cpu"
 
     @classmethod
-    def from_config(cls, data: Any) -> FramesReader:
+    def from_config(cls, data: DataConfig) -> FramesReader:
         return cls(data.image_tmpl, data.index_bias, data.num_frames_from)
 
     def read_clip(self, path: str, listed: int | None, choose: FrameChooser) -> torch.Tensor:

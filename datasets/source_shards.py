@@ -13,6 +13,7 @@ from datasets.source_base import NAME_IT, TarSampleReader, check_modality
 from datasets.source_frames import FramesReader
 from datasets.source_videos import VideoFilesReader
 from datasets.video_dataset import VideoDataset
+from utils.config_schema import DataConfig
 from utils.errors import UserError
 
 # the reader of each shard content, given the data section and the seek mode
@@ -25,7 +26,7 @@ _MEMBER_READERS: dict[str, Callable[[Any, str], TarSampleReader]] = {
 class TarShardSource:
     """The shards of one split, listed by their index; `root` is "" (samples are tar members)."""
 
-    def __init__(self, data: Any, split: str, allow_pipe: Collection[str] = ()):
+    def __init__(self, data: DataConfig, split: str, allow_pipe: Collection[str] = ()):
         key = "data.train_shards" if split == "train" else "data.val_shards"
         url = data.train_shards if split == "train" else data.val_shards
         if not url:

@@ -12,6 +12,7 @@ import torch
 from datasets.decoding import BadSampleError
 from datasets.source_base import FrameChooser, ListSource
 from datasets.video_reader import CFR_MARKER, VideoReader, resolve_decoder
+from utils.config_schema import DataConfig
 
 
 def seek_mode_for(root: str) -> str:
@@ -29,7 +30,7 @@ class VideoFilesReader:
         self.seek_mode = seek_mode
 
     @classmethod
-    def from_config(cls, data: Any, seek_mode: str) -> VideoFilesReader:
+    def from_config(cls, data: DataConfig, seek_mode: str) -> VideoFilesReader:
         return cls(data.decoder, data.decode_device, seek_mode)
 
     def read_clip(self, path: str, listed: int | None, choose: FrameChooser) -> torch.Tensor:

@@ -13,7 +13,6 @@ then overwrites, and loads no weights file at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -24,18 +23,21 @@ from modules.heads import build_head
 from modules.text_tower import TextTower, prompt_tokens
 from modules.video_model import ContrastiveVideoCLIP, VideoCLIP
 from utils.config import Config
+from utils.config_schema import NetworkConfig
 from utils.errors import UserError
 
 RANDOM_WEIGHTS = "none"
 
 
-def text_weights_are_random(net: Any) -> bool:
+def text_weights_are_random(net: NetworkConfig) -> bool:
     """True when the text tower holds random weights (`network.pretrained: none`, or `init: False`,
     which loads only the visual weights): its embeddings of class names carry no meaning."""
     return is_random(net.pretrained) or not net.init
 
 
-def class_embeddings_for(net: Any, clip_model: torch.nn.Module, class_names: Sequence[str], seed: int) -> torch.Tensor:
+def class_embeddings_for(
+    net: NetworkConfig, clip_model: torch.nn.Module, class_names: Sequence[str], seed: int
+) -> torch.Tensor:
     """(C, D) class embeddings as `network.classifier` says (CPU, fp32, un-normalised)."""
     d = clip.embed_dim(clip_model)
     c = len(class_names)

@@ -83,7 +83,16 @@ from typing import Any
 
 from app.media import load_input, open_media
 from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
-from app.timeline import parse_span, timeline_lines, top_predictions, window_timeline, write_timeline
+from app.timeline import (
+    ClassScoring,
+    ModelRun,
+    WindowPlan,
+    parse_span,
+    timeline_lines,
+    top_predictions,
+    window_timeline,
+    write_timeline,
+)
 from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.checkpoint import BEST, LAST
@@ -241,17 +250,9 @@ class Predictor:
             self.model,
             media,
             cfg=self.cfg,
-            window=self.window,
-            stride=self.stride,
-            crops=a.test_crops,
-            clips=a.test_clips,
-            classes=self.classes,
-            class_names=self.class_names,
-            scale=self.scale,
-            topk=self.k,
-            device=self.device,
-            normalize=self.normalize,
-            precision=a.precision,
+            plan=WindowPlan(self.window, self.stride, a.test_crops, a.test_clips),
+            scoring=ClassScoring(self.classes, self.class_names, self.scale, self.k),
+            run=ModelRun(self.device, self.normalize, a.precision),
             progress_label=Path(path.rstrip("/")).name,
         )
         tl["files"] = [str(f) for f in write_timeline(tl, self.out, stem)]

@@ -102,26 +102,50 @@ def top_predictions(
     ]
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """The windows of a timeline (`window` long, every `stride`; None: back to back) and the views
+    of each: `crops` x `clips`."""
+
+    window: Span
+    stride: Span | None
+    crops: int
+    clips: int
+
+
+@dataclass(frozen=True)
+class ClassScoring:
+    """What a window is scored against: (C, D) class embeddings, their names, the logit scale, and
+    how many top classes to keep."""
+
+    classes: torch.Tensor
+    class_names: Sequence[str]
+    scale: float
+    topk: int
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """Where and how the model runs: its device, the normalisation of its input, its precision."""
+
+    device: torch.device
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    precision: str = "fp32"
+
+
 def window_timeline(
     model: torch.nn.Module,
     media: Media,
     *,
     cfg: Config,
-    window: Span,
-    stride: Span | None,
-    crops: int,
-    clips: int,
-    classes: torch.Tensor,
-    class_names: Sequence[str],
-    scale: float,
-    topk: int,
-    device: torch.device,
-    normalize: Callable[[torch.Tensor], torch.Tensor],
-    precision: str = "fp32",
+    plan: WindowPlan,
+    scoring: ClassScoring,
+    run: ModelRun,
     progress_label: str | None = None,
 ) -> dict[str, Any]:
     """Per-window top-k of one input (a JSON-ready dict); with `progress_label`, progress on stderr
     (utils.progress)."""
+    window, stride, crops, clips = plan.window, plan.stride, plan.crops, plan.clips
     if media.kind == "image":
         raise UserError(f"{media.path}: an image has no timeline (leave --window out to classify it)")
     w = to_frames(window, media.fps, "--window", media.path)
@@ -130,7 +154,7 @@ def window_timeline(
     frames = int(cfg.data.num_segments)
     transform = eval_transform(cfg.data, crops)
     views = crops * clips
-    k = min(topk, len(class_names))
+    k = min(scoring.topk, len(scoring.class_names))
     rows: list[dict[str, Any]] = []
     progress = Progress(len(spans), progress_label or "", "window", enabled=progress_label is not None)
     for g in range(0, len(spans), WINDOWS_PER_BATCH):
@@ -141,12 +165,20 @@ def window_timeline(
         batch = torch.stack([transform(decoded[j * per : (j + 1) * per])[0] for j in range(len(group))])
         emb = (
             encode_views(
-                model, batch, views=views, num_frames=frames, device=device, normalize=normalize, precision=precision
+                model,
+                batch,
+                views=views,
+                num_frames=frames,
+                device=run.device,
+                normalize=run.normalize,
+                precision=run.precision,
             )
             .mean(dim=1)
             .cpu()
         )
-        for (a, b), preds in zip(group, top_predictions(emb, classes, scale, k, class_names), strict=True):
+        for (a, b), preds in zip(
+            group, top_predictions(emb, scoring.classes, scoring.scale, k, scoring.class_names), strict=True
+        ):
             rows.append(
                 {
                     "index": len(rows),

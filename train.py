@@ -204,22 +204,14 @@ def run(cfg: Config, args: argparse.Namespace, dist: DistInfo) -> dict:
     changes = check_resume_config(resume_ckpt, cfg, resume_path) if resume_ckpt is not None else []
     if resume_ckpt is not None and not cfg.solver.evaluate and run_is_complete(resume_ckpt, cfg, resume_path):
         if dist.rank == 0:  # printed, not logged: log.txt, config.yaml and the checkpoints stay as they are
-            print(
-                f"resume: {resume_path} has trained all {cfg.solver.epochs} epochs of solver.epochs: the run is "
-                f"complete; nothing was trained or rewritten (raise solver.epochs to train on)",
-                flush=True,
-            )
+            print(complete_line(resume_path, cfg.solver.epochs), flush=True)
         return {"output": str(out), "best": float(resume_ckpt["best_top1"]), "complete": True}
     log_start(log, cfg, dist, precision, out, changes)
     if dist.rank == 0 and not (cfg.solver.evaluate and resume_ckpt is not None):
         record_config(cfg, args.config, out)  # validating a run's checkpoint leaves the config that trained it
 
     class_names = read_class_names(cfg.data)
-    model = build_model_once(cfg, class_names, dist, log, args.trust_pickle)
-    if cfg.pretrain and not resume_path:
-        load_weights(model, cfg.pretrain)
-        log(f"pretrain: loaded weights from {cfg.pretrain}")
-    model.to(dist.device)
+    model = model_on_device(cfg, class_names, dist, log, args.trust_pickle, pretrain=not resume_path)
     validate = build_validation(cfg, dist, log, allowed_pipes(args))
     if cfg.solver.evaluate:
         if resume_ckpt is not None:
@@ -228,11 +220,7 @@ def run(cfg: Config, args: argparse.Namespace, dist: DistInfo) -> dict:
 
     train_loader, train_ds = build_train_loader(cfg, dist, out, log, allowed_pipes(args))
     if cfg.solver.compile:
-        compile_model(model)
-        log(
-            "solver.compile: the visual encoder and head are compiled with torch.compile (the first "
-            "iterations include the compilation)"
-        )
+        compile_for_training(model, log)
     optimizer, scheduler, scaler = build_optimisation(cfg, model, len(train_loader), precision, dist.device)
     start = RunState(cfg.solver.start_epoch, 0, 0.0)
     if resume_ckpt is not None:
@@ -258,15 +246,49 @@ def run(cfg: Config, args: argparse.Namespace, dist: DistInfo) -> dict:
     )
     result = session.fit(train_loader, validate, start, last)
     if last < cfg.solver.epochs:
-        log(
-            f"stopped after {last} of {cfg.solver.epochs} epochs ({last - start.epoch} in this run, "
-            f"--stop_after_epochs): continue with the same command and --opts resume={out / LAST}"
-        )
+        log(stopped_line(last, cfg.solver.epochs, last - start.epoch, out))
     if dist.rank == 0:
         from app.report import after_run  # here, not at the top: train.py --help stays fast
 
         after_run(out, "train.py", cfg.logging.report)
     return result
+
+
+def model_on_device(
+    cfg: Config, class_names: list[str], dist: DistInfo, log: Log, trusted: list[str], *, pretrain: bool
+) -> VideoCLIP:
+    """The model, with `cfg.pretrain`'s weights when `pretrain` (not on resume), on the device."""
+    model = build_model_once(cfg, class_names, dist, log, trusted)
+    if cfg.pretrain and pretrain:
+        load_weights(model, cfg.pretrain)
+        log(f"pretrain: loaded weights from {cfg.pretrain}")
+    model.to(dist.device)
+    return model
+
+
+def complete_line(resume_path: Path | str | None, epochs: int) -> str:
+    """What a resume of a finished run says (it trains and rewrites nothing)."""
+    return (
+        f"resume: {resume_path} has trained all {epochs} epochs of solver.epochs: the run is "
+        f"complete; nothing was trained or rewritten (raise solver.epochs to train on)"
+    )
+
+
+def stopped_line(done: int, epochs: int, this_run: int, out: Path) -> str:
+    """The last log line of a run that `--stop_after_epochs` stopped: how to continue it."""
+    return (
+        f"stopped after {done} of {epochs} epochs ({this_run} in this run, "
+        f"--stop_after_epochs): continue with the same command and --opts resume={out / LAST}"
+    )
+
+
+def compile_for_training(model: VideoCLIP, log: Log) -> None:
+    """solver.compile: torch.compile the visual encoder and head, and say that it happened."""
+    compile_model(model)
+    log(
+        "solver.compile: the visual encoder and head are compiled with torch.compile (the first "
+        "iterations include the compilation)"
+    )
 
 
 def build_objective(cfg: Config, model: VideoCLIP, log: Log) -> Objective:

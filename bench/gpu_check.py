@@ -58,7 +58,6 @@ PACKAGES: tuple[str, ...] = (
     "decord",
     "torchcodec",
     "webdataset",
-    "dotmap",
 )
 PACKAGES += ("ftfy", "onnx", "onnxruntime", "onnxscript", "numpy")
 MIN_START_S = 15  # a step is not started with less budget than this left

@@ -354,21 +354,7 @@ def extract(args: argparse.Namespace, cfg: Config, wf: WeightsFile, dist: DistIn
                 shown.note(f"[extract] chunk {c + 1}/{chunks} written ({k + 1}/{len(todo)} of this process's)")
     barrier()
     if dist.is_main:
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "source": source,
-            "weights": str(wf.path),
-            "config": args.config or f"{wf.path} (stored config)",
-            "opts": list(args.opts),
-            "frames": frames,
-            "test_crops": crops,
-            "test_clips": clips,
-            "views": views,
-            "dense": dense,
-            "embeddings": "un-normalised model.encode_video, averaged over the views",
-            "labels": "index into class_names; -1 = unknown",
-        }
+        meta = file_meta(args, wf, source, (frames, crops, clips), dense)
         failed = write_merged(
             out, parts, chunks, ids, {"class_names": as_numpy_ids(class_names), "meta": np.array(json.dumps(meta))}
         )
@@ -379,6 +365,29 @@ def extract(args: argparse.Namespace, cfg: Config, wf: WeightsFile, dist: DistIn
                 flush=True,
             )
             sys.exit(1)
+
+
+def file_meta(
+    args: argparse.Namespace, wf: WeightsFile, source: str, views: tuple[int, int, int], dense: bool
+) -> dict[str, Any]:
+    """The `meta` entry of the merged file: what was extracted, from which weights and inputs,
+    with which views ((frames, crops, clips))."""
+    frames, crops, clips = views
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": source,
+        "weights": str(wf.path),
+        "config": args.config or f"{wf.path} (stored config)",
+        "opts": list(args.opts),
+        "frames": frames,
+        "test_crops": crops,
+        "test_clips": clips,
+        "views": crops * clips,
+        "dense": dense,
+        "embeddings": "un-normalised model.encode_video, averaged over the views",
+        "labels": "index into class_names; -1 = unknown",
+    }
 
 
 def write_merged(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from utils.progress import Progress, duration, failure_summary, rate_text, track
+from utils.progress import Pace, Progress, duration, failure_summary, rate_text, track
 
 
 class Clock:
@@ -18,7 +18,8 @@ class Clock:
 
 def plain(total: int, clock: Clock, **kw) -> tuple[Progress, list[str]]:
     lines: list[str] = []
-    return Progress(total, "test", "video", write=lines.append, terminal=False, clock=clock, **kw), lines
+    pace = Pace(kw.pop("every_s", 30.0), clock)
+    return Progress(total, "test", "video", write=lines.append, terminal=False, pace=pace, **kw), lines
 
 
 def test_first_eta_leaves_out_the_start_up():

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
 from tqdm import tqdm
@@ -37,12 +38,21 @@ def rate_text(rate: float, unit: str) -> str:
     return f"{1.0 / rate:.1f} s/{unit}" if rate > 0 else f"? s/{unit}"
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How often a plain line is written between the 10 % marks: at least every `every_s` seconds
+    of `clock` (a fake one in tests)."""
+
+    every_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+
+
 class Progress:
     """`update(n)` after each `n` finished items; `close()` at the end (or use it as a context).
 
     `write` takes the plain lines (default: `stream`, stderr); `terminal` forces the mode (default:
-    whether `stream` is a terminal); `enabled=False` shows nothing (ranks other than 0); `clock` is
-    for tests."""
+    whether `stream` is a terminal); `enabled=False` shows nothing (ranks other than 0); `pace` sets
+    the time between plain lines."""
 
     def __init__(
         self,
@@ -50,14 +60,14 @@ class Progress:
         label: str,
         unit: str = "item",
         *,
-        every_s: float = 30.0,
+        pace: Pace = Pace(),
         stream: TextIO | None = None,
         write: Callable[[str], Any] | None = None,
         terminal: bool | None = None,
         enabled: bool = True,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.total, self.label, self.unit, self.every_s = int(total), label, unit, every_s
+        self.total, self.label, self.unit, self.every_s = int(total), label, unit, pace.every_s
+        clock = pace.clock
         self.stream = stream if stream is not None else sys.stderr
         self.write = write or (lambda line: print(line, file=self.stream, flush=True))
         self.terminal = bool(self.stream.isatty()) if terminal is None else terminal

@@ -108,7 +108,7 @@ from utils.distributed import (
 )
 from utils.errors import run_cli
 from utils.logger import setup_logger
-from utils.optim import build_optimizer, build_scheduler
+from utils.optim import AdamMoments, build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
 
 Log = Callable[[str], None]
@@ -157,8 +157,7 @@ def build_optimisation(
         lr=s.lr,
         clip_ratio=s.clip_ratio,
         weight_decay=s.weight_decay,
-        betas=s.betas,
-        eps=s.eps,
+        moments=AdamMoments(s.betas, s.eps),
         no_decay_norm_bias=s.no_decay_norm_bias,
         full_lr_names=clip.full_lr_param_names(model),
         device=device,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -89,14 +90,22 @@ def param_groups(
     return groups
 
 
+@dataclass(frozen=True)
+class AdamMoments:
+    """AdamW's moment estimates: the decay rates of the first and second moments (`betas`) and the
+    epsilon added to the denominator (solver.betas, solver.eps)."""
+
+    betas: Sequence[float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
 def build_optimizer(
     model: nn.Module,
     *,
     lr: float,
     clip_ratio: float,
     weight_decay: float,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
+    moments: AdamMoments = AdamMoments(),
     no_decay_norm_bias: bool = False,
     full_lr_names: Collection[str] = (),
     device: torch.device | str = "cpu",
@@ -111,8 +120,8 @@ def build_optimizer(
         full_lr_names=full_lr_names,
     )
     kwargs = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
-    beta1, beta2 = (float(b) for b in betas)
-    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, **kwargs)
+    beta1, beta2 = (float(b) for b in moments.betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=moments.eps, weight_decay=weight_decay, **kwargs)
 
 
 def warmup_factor(e: float, warmup: float) -> float | None:

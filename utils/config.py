@@ -49,8 +49,8 @@ from utils.errors import UserError, run_cli
 T = TypeVar("T")
 
 
-def defaults() -> dict:
-    def build(schema: dict) -> dict:
+def defaults() -> dict[str, Any]:
+    def build(schema: dict[str, Any]) -> dict[str, Any]:
         return {k: build(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
 
     return build(SCHEMA)
@@ -136,7 +136,7 @@ def _type_names(spec: Key) -> str:
     return names + (" or null" if spec.nullable else "")
 
 
-def _merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
+def _merge(base: dict[str, Any], update: dict[str, Any], where: str, prefix: str = "") -> None:
     if not isinstance(update, dict):
         raise UserError(f"{where}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {update!r}")
     for name, value in update.items():
@@ -168,7 +168,7 @@ def parse_opts(opts: Sequence[str] | None) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -178,11 +178,11 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def resolve(raw: dict | None, where: str, opts: Sequence[str] | None = None) -> dict:
+def resolve(raw: dict[str, Any] | None, where: str, opts: Sequence[str] | None = None) -> dict[str, Any]:
     """Schema defaults ← file values ← `--opts` overrides, all checked; returns a plain dict."""
     cfg = defaults()
     _merge(cfg, raw or {}, where)
-    overrides: dict = {}
+    overrides: dict[str, Any] = {}
     for key, value in parse_opts(opts):
         _set_dotted(overrides, key, value)
     _merge(cfg, overrides, f"--opts (over {where})")
@@ -190,7 +190,7 @@ def resolve(raw: dict | None, where: str, opts: Sequence[str] | None = None) -> 
     return cfg
 
 
-def _check_consistency(cfg: dict, where: str) -> None:
+def _check_consistency(cfg: dict[str, Any], where: str) -> None:
     if cfg["network"]["classifier"] in ("lda", "file") and not cfg["network"]["classifier_file"]:
         raise UserError(f"{where}: network.classifier '{cfg['network']['classifier']}' needs network.classifier_file")
     _check_text_tower(cfg, where)
@@ -224,7 +224,7 @@ def _check_consistency(cfg: dict, where: str) -> None:
         )
 
 
-def _check_text_tower(cfg: dict, where: str) -> None:
+def _check_text_tower(cfg: dict[str, Any], where: str) -> None:
     """Resolve `network.text_tower: null` from the loss (the recorded config says what ran)."""
     net, loss = cfg["network"], cfg["solver"]["loss_type"]
     if net["text_tower"] is None:
@@ -262,7 +262,7 @@ def load_config(path: str | Path, opts: Sequence[str] | None = None) -> Config:
     return to_config(resolve(raw, str(path), opts))
 
 
-def resume_differences(recorded: dict, asked: dict) -> tuple[list[str], list[str]]:
+def resume_differences(recorded: dict[str, Any], asked: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(refused, allowed) changes between the config a checkpoint was trained with and the config a
     resumed run asks for, as 'key: old -> new' lines; allowed ones are in RESUME_MAY_CHANGE."""
     old = flatten(resolve(recorded, "checkpoint config"), SECTIONS.__contains__)
@@ -320,7 +320,8 @@ def to_dict(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def dump(cfg: Config | Mapping[str, Any]) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    text: str = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return text
 
 
 def update_key_table(path: str | Path) -> None:

@@ -385,7 +385,7 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
-def flatten(tree: dict, is_section: Callable[[str], bool] | None = None, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], is_section: Callable[[str], bool] | None = None, prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}. `is_section(dotted_key)` says which mappings to open (default:
     every dict; a config passes its sections so that dict-valued keys stay whole)."""
     out: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from datasets.device_transforms import ClipsToDevice
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.analysis import class_analysis
-from utils.checkpoint import BEST, LAST, rng_state, save_checkpoint, training_state
+from utils.checkpoint import BEST, LAST, RunPosition, rng_state, save_checkpoint, training_state
 from utils.config import to_dict
 from utils.contrastive import Objective
 from utils.data_wait import DataWaitMeter
@@ -216,9 +216,7 @@ class Session:
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 scaler=self.scaler,
-                epoch=epoch,
-                iteration=iteration,
-                best_top1=best,
+                at=RunPosition(epoch=epoch, iteration=iteration, best_top1=best),
                 rng=rngs,
                 config=to_dict(self.cfg),
                 class_names=self.class_names,

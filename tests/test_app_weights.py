@@ -12,7 +12,7 @@ import clip
 from app.weights import load_model, open_weights
 from modules.builder import build_model
 from modules.convert import convert_original
-from utils.checkpoint import save_checkpoint, training_state
+from utils.checkpoint import RunPosition, save_checkpoint, training_state
 from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError
 
@@ -57,9 +57,7 @@ def ours(tmp_path, cfg, model, name="ours.pt"):
         optimizer=None,
         scheduler=None,
         scaler=None,
-        epoch=0,
-        iteration=1,
-        best_top1=0.0,
+        at=RunPosition(epoch=0, iteration=1, best_top1=0.0),
         rng=None,
         config=to_dict(cfg),
         class_names=NAMES,

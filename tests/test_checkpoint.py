@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from utils.checkpoint import (
+    RunPosition,
     find_resume,
     load_checkpoint,
     restore_training_state,
@@ -75,9 +76,7 @@ def test_training_state_weights_only_and_exact_continuation(tmp_path):
             optimizer=opt,
             scheduler=sched,
             scaler=torch.amp.GradScaler("cpu", enabled=False),
-            epoch=1,
-            iteration=5,
-            best_top1=42.5,
+            at=RunPosition(epoch=1, iteration=5, best_top1=42.5),
             rng=[rng_state()],
             config={"solver": {"lr": 0.1}},
         ),
@@ -128,9 +127,7 @@ def test_each_rank_restores_its_own_rng_state():
         optimizer=None,
         scheduler=None,
         scaler=None,
-        epoch=0,
-        iteration=1,
-        best_top1=0.0,
+        at=RunPosition(epoch=0, iteration=1, best_top1=0.0),
         rng=states,
         config=None,
     )

@@ -321,7 +321,7 @@ def test_original_nce_checkpoint_evaluates_as_the_original(tmp_path, head):
 
 def test_our_nce_checkpoint_scores_new_names_with_its_own_tower(tmp_path):
     from app.weights import load_model
-    from utils.checkpoint import save_checkpoint, training_state
+    from utils.checkpoint import RunPosition, save_checkpoint, training_state
     from utils.config import to_dict
 
     cfg = make_cfg(fix_text=False)
@@ -332,9 +332,7 @@ def test_our_nce_checkpoint_scores_new_names_with_its_own_tower(tmp_path):
         optimizer=None,
         scheduler=None,
         scaler=None,
-        epoch=0,
-        iteration=1,
-        best_top1=0.0,
+        at=RunPosition(epoch=0, iteration=1, best_top1=0.0),
         rng=None,
         config=to_dict(cfg),
         class_names=NAMES,

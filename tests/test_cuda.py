@@ -29,7 +29,14 @@ import torch
 from datasets.device_transforms import ClipsToDevice, RawClips
 from datasets.transforms import EvalTransform, TrainTransform, normalize
 from modules.builder import build_model
-from utils.checkpoint import load_checkpoint, restore_training_state, rng_state, save_checkpoint, training_state
+from utils.checkpoint import (
+    RunPosition,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    training_state,
+)
 from utils.config import resolve, to_config
 from utils.optim import build_optimizer, build_scheduler
 from utils.precision import grad_scaler, resolve_precision
@@ -169,9 +176,7 @@ def _state(model, opt, sched, scaler) -> dict:
         optimizer=opt,
         scheduler=sched,
         scaler=scaler,
-        epoch=1,
-        iteration=3,
-        best_top1=12.5,
+        at=RunPosition(epoch=1, iteration=3, best_top1=12.5),
         rng=[rng_state()],
         config={"network": {"arch": "tiny"}},
         class_names=NAMES,

@@ -23,7 +23,7 @@ from app.export import export
 from app.weights import load_model, open_weights
 from datasets.transforms import normalize
 from modules.builder import build_model
-from utils.checkpoint import save_checkpoint, training_state
+from utils.checkpoint import RunPosition, save_checkpoint, training_state
 from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError
 
@@ -65,9 +65,7 @@ def _checkpoint(base: Path, name: str, **network) -> Path:
         optimizer=None,
         scheduler=None,
         scaler=None,
-        epoch=4,
-        iteration=9,
-        best_top1=50.0,
+        at=RunPosition(epoch=4, iteration=9, best_top1=50.0),
         rng=None,
         config=to_dict(cfg),
         class_names=NAMES,

@@ -598,7 +598,7 @@ def test_the_skip_budget_counts_over_epochs_and_across_a_resume(tmp_path, data, 
 def test_an_enabled_loss_scalers_state_is_saved_and_restored():
     """With fp16 `amp` the GradScaler's scale and growth tracker belong to the run's state: a resume
     that lost them would restart at 65536 and skip steps the uninterrupted run did not."""
-    from utils.checkpoint import restore_training_state, training_state
+    from utils.checkpoint import RunPosition, restore_training_state, training_state
 
     torch.manual_seed(0)
     model = Stub()
@@ -609,9 +609,7 @@ def test_an_enabled_loss_scalers_state_is_saved_and_restored():
         optimizer=None,
         scheduler=None,
         scaler=scaler,
-        epoch=0,
-        iteration=3,
-        best_top1=0.0,
+        at=RunPosition(epoch=0, iteration=3, best_top1=0.0),
         rng=None,
         config=None,
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -144,15 +145,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- training state
+@dataclass(frozen=True)
+class RunPosition:
+    """Where a run stands when it is saved: the epoch just finished, the loader iterations done,
+    and the best validation value so far."""
+
+    epoch: int
+    iteration: int
+    best_top1: float
+
+
 def training_state(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     scaler: Any,
-    epoch: int,
-    iteration: int,
-    best_top1: float,
+    at: RunPosition,
     rng: list[dict[str, Any]] | None,
     config: dict | None,
     class_names: list[str] | None = None,
@@ -164,9 +173,9 @@ def training_state(
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
-        "epoch": int(epoch),
-        "iteration": int(iteration),
-        "best_top1": float(best_top1),
+        "epoch": int(at.epoch),
+        "iteration": int(at.iteration),
+        "best_top1": float(at.best_top1),
         "rng": rng or [],
         "config": config or {},
         "class_names": list(class_names or []),

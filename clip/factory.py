@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import open_clip
@@ -43,6 +44,25 @@ def _check_options(
             raise UserError(f"network.drop_out / network.emb_dropout apply to ViT archs only, not '{arch}'")
 
 
+@dataclass(frozen=True)
+class VisualTraining:
+    """Training options of the visual tower: dropout in a ViT's blocks (`drop_out`) and on its
+    patch embeddings (`emb_dropout`), and activation checkpointing (memory for compute)."""
+
+    drop_out: float = 0.0
+    emb_dropout: float = 0.0
+    grad_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """Where pretrained weights are found: the download cache (None: the default caches), and the
+    weights files the user allowed, on the command line, to be fully unpickled."""
+
+    cache_dir: str | None = None
+    trusted_pickles: Collection[str | os.PathLike] = ()
+
+
 def create_clip(
     arch: str,
     pretrained: str | None = "openai",
@@ -51,11 +71,8 @@ def create_clip(
     num_frames: int = 8,
     tm: str | bool = False,
     joint_st: bool = False,
-    drop_out: float = 0.0,
-    emb_dropout: float = 0.0,
-    grad_checkpointing: bool = False,
-    cache_dir: str | None = None,
-    trusted_pickles: Collection[str | os.PathLike] = (),
+    training: VisualTraining = VisualTraining(),
+    files: WeightFiles = WeightFiles(),
 ) -> open_clip.CLIP:
     """Build an fp32 open_clip CLIP (QuickGELU) for `arch` with the requested temporal options.
 
@@ -65,9 +82,11 @@ def create_clip(
     pretrained: an open_clip tag (`openai`), a local weights file, or `none` (random weights, drawn
     from a fixed seed so that the same arch always gives the same random model). `init=False` loads
     only the visual weights, as the original's `network.init: False`. The returned model is in
-    train mode; call `.eval()` for inference. `trusted_pickles`: weights files the user allowed,
-    on the command line, to be fully unpickled (see `clip.weights.read_state_dict`).
+    train mode; call `.eval()` for inference. `files.trusted_pickles`: weights files the user
+    allowed, on the command line, to be fully unpickled (see `clip.weights.read_state_dict`).
     """
+    drop_out, emb_dropout = training.drop_out, training.emb_dropout
+    cache_dir, trusted_pickles = files.cache_dir, files.trusted_pickles
     if tm in (None, "none", "None", "false", "False", 0):
         tm = False
     pretrained = effective_pretrained(arch, pretrained)
@@ -107,7 +126,7 @@ def create_clip(
             new_param_names=new_param_names(model),
             trusted_pickles=trusted_pickles,
         )
-    if grad_checkpointing:
+    if training.grad_checkpointing:
         model.visual.set_grad_checkpointing(True)
     return model
 

@@ -110,10 +110,8 @@ def build_model(
         num_frames=num_frames,
         tm=net.tm,
         joint_st=net.joint_st,
-        drop_out=net.drop_out,
-        emb_dropout=net.emb_dropout,
-        grad_checkpointing=net.grad_checkpointing,
-        trusted_pickles=trusted_pickles,
+        training=clip.VisualTraining(net.drop_out, net.emb_dropout, net.grad_checkpointing),
+        files=clip.WeightFiles(trusted_pickles=trusted_pickles),
     )
     check_input_size(clip_model.visual, int(cfg.data.input_size), str(net.arch))
     # on a GPU the text tower encodes the classes there (seconds instead of minutes on a CPU)

@@ -127,7 +127,7 @@ def test_tiny_tokenizer_is_the_real_bpe():
 
 def test_grad_checkpointing_is_opt_in_and_numerically_neutral():
     plain = clip.create_clip("tiny", "none")
-    ckpt = clip.create_clip("tiny", "none", grad_checkpointing=True)
+    ckpt = clip.create_clip("tiny", "none", training=clip.VisualTraining(grad_checkpointing=True))
     assert plain.visual.transformer.grad_checkpointing is False
     assert ckpt.visual.transformer.grad_checkpointing is True
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))

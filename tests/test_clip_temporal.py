@@ -163,7 +163,7 @@ def test_options_off_equal_plain_open_clip():
 )
 def test_visual_keys_are_open_clip_keys_plus_new_params(tm, new):
     plain = set(open_clip.CLIP(**model_config("tiny")).visual.state_dict())
-    ours = clip.create_clip("tiny", "none", tm=tm, num_frames=T, drop_out=0.2, emb_dropout=0.1)
+    ours = clip.create_clip("tiny", "none", tm=tm, num_frames=T, training=clip.VisualTraining(0.2, 0.1))
     assert set(ours.visual.state_dict()) == plain | new
     assert set(ours.state_dict()) - {f"visual.{k}" for k in new} == set(
         open_clip.CLIP(**model_config("tiny")).state_dict()
@@ -217,7 +217,7 @@ def test_joint_st_time_embedding_init_scale():
 
 
 def test_drop_out_rates_linear_over_depth():
-    model = clip.create_clip("tiny", "none", drop_out=0.3)
+    model = clip.create_clip("tiny", "none", training=clip.VisualTraining(drop_out=0.3))
     blocks = model.visual.transformer.resblocks
     expected = [0.0, 0.1, 0.2, 0.3]
     assert [b.attn.dropout for b in blocks] == pytest.approx(expected)
@@ -229,7 +229,7 @@ def test_drop_out_rates_linear_over_depth():
 
 def test_drop_path_and_emb_dropout_act_in_training_only():
     base = clip.create_clip("tiny", "none").eval()
-    model = clip.create_clip("tiny", "none", drop_out=0.5, emb_dropout=0.5)
+    model = clip.create_clip("tiny", "none", training=clip.VisualTraining(0.5, 0.5))
     x = torch.randn(B, 3, 112, 112, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         model.eval()

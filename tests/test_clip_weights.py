@@ -167,7 +167,7 @@ def test_openai_offline_fails_fast_with_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        clip.create_clip("ViT-B/32", "openai", cache_dir=str(tmp_path))
+        clip.create_clip("ViT-B/32", "openai", files=clip.WeightFiles(str(tmp_path)))
     assert time.monotonic() - start < 10
     msg = str(err.value)
     assert "network.pretrained=/path/to" in msg and "ViT-B/32" in msg
@@ -189,7 +189,7 @@ def test_no_network_fails_fast_without_offline_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(W.socket, "create_connection", refuse)
     monkeypatch.setattr(W, "download_pretrained", lambda *a, **k: pytest.fail("must not try to download"))
     with pytest.raises(UserError, match="no network") as err:
-        clip.create_clip("RN50", "openai", cache_dir=str(tmp_path))
+        clip.create_clip("RN50", "openai", files=clip.WeightFiles(str(tmp_path)))
     assert probed and probed[0][1] == W.PROBE_TIMEOUT_S <= 5
     assert "Set HF_HUB_OFFLINE=1 to skip the network check entirely" in str(err.value)
     assert "unset HF_HUB_OFFLINE" not in str(err.value)
@@ -282,7 +282,7 @@ def test_python_objects_are_refused_unless_trusted_on_the_command_line(tmp_path,
     with pytest.raises(UserError, match="holds Python objects"):  # as network.arch too
         clip.create_clip(str(path), "none")
     # the user names the file: it loads (a relative spelling of the same file counts)
-    model = clip.create_clip("tiny", str(path), trusted_pickles=[os.path.relpath(path)])
+    model = clip.create_clip("tiny", str(path), files=clip.WeightFiles(trusted_pickles=[os.path.relpath(path)]))
     assert _same_outputs(model, source)
     assert "weights_only=False as asked by --trust_pickle" in caplog.text
 
@@ -294,5 +294,7 @@ def test_crafted_pickle_payload_never_runs(tmp_path, source):
     other = tmp_path / "other.pt"
     for pretrained in (str(evil),):
         with pytest.raises(UserError, match="holds Python objects"):
-            clip.create_clip("tiny", pretrained, trusted_pickles=[str(other)])  # trusting another file is no help
+            clip.create_clip(
+                "tiny", pretrained, files=clip.WeightFiles(trusted_pickles=[str(other)])
+            )  # trusting another file is no help
     assert not marker.exists()

@@ -104,7 +104,8 @@ class Session:
             ddp_model = DDP(self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         metrics = MetricsLog(self.out, enabled=dist.rank == 0, tensorboard=cfg.logging.tensorboard)
         report_to = self.epoch_report(metrics, validate.log)
-        best, iteration, report, skipped = start.best, start.iteration, {}, start.skipped
+        best, iteration, skipped = start.best, start.iteration, start.skipped
+        report: dict = {}  # the latest validation's
         saved = start.epoch - 1 if (self.out / LAST).is_file() else None  # the epoch last_model.pt holds
         step_s = None
         for epoch in range(start.epoch, end_epoch):

@@ -329,15 +329,23 @@ def record_source(path: str | Path, source: str | Path) -> None:
     atomic_write_text(source_record(path), str(Path(source).resolve()) + "\n")
 
 
+@dataclass(frozen=True)
+class TreeScan:
+    """How a dataset tree is scanned: its format (`auto`, `frames` or `video`), the frame file
+    names (None: any image file), and the threads that list the frame folders."""
+
+    fmt: str = "auto"
+    image_tmpl: str | None = None
+    threads: int = 8
+
+
 def make_list(
     root: str | Path,
     out: str | Path,
     labels: str | Path | None = None,
-    fmt: str = "auto",
-    image_tmpl: str | None = None,
+    scan: TreeScan = TreeScan(),
     labels_out: str | Path | None = None,
     space_names: bool = False,
-    threads: int = 8,
     class_names: Mapping[str, str] | None = None,
     source: str | Path | None = None,
 ) -> dict:
@@ -347,7 +355,7 @@ def make_list(
     writes `air drumming/` as `air_drumming/`). A label CSV named after the list (no `labels_out`)
     is refused if it exists and was written for another list (or, with `source`, from another
     source folder)."""
-    found_fmt, classes, entries, warnings = scan_tree(root, fmt, image_tmpl, threads)
+    found_fmt, classes, entries, warnings = scan_tree(root, scan.fmt, scan.image_tmpl, scan.threads)
     used = {e.class_name for e in entries}
     empty = [c for c in classes if c not in used]
     if empty:
@@ -416,7 +424,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads counting frames (network file systems)")
     args = parser.parse_args(argv)
     summary = make_list(
-        args.root, args.out, args.labels, args.format, args.image_tmpl, args.labels_out, args.space_names, args.threads
+        args.root,
+        args.out,
+        args.labels,
+        TreeScan(args.format, args.image_tmpl, args.threads),
+        args.labels_out,
+        args.space_names,
     )
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

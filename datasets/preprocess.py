@@ -46,7 +46,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from datasets.make_list import VIDEO_EXTENSIONS, claim_derived, default_labels_out, make_list, record_source
+from datasets.make_list import VIDEO_EXTENSIONS, TreeScan, claim_derived, default_labels_out, make_list, record_source
 from utils.cli import cli_parser
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_write_text, fsync_path, make_folder
@@ -369,8 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out,
         list_path,
         a.labels,
-        "frames" if s.frames else "video",
-        s.image_tmpl if s.frames else None,
+        TreeScan("frames" if s.frames else "video", s.image_tmpl if s.frames else None),
         space_names=a.space_names,
         class_names=result["class_names"],
         source=out,

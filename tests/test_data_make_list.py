@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datasets.lists import read_label_csv, read_list
-from datasets.make_list import main, make_list, map_classes, normalize_name, template_regex
+from datasets.make_list import TreeScan, main, make_list, map_classes, normalize_name, template_regex
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_frames_round_trip_without_labels(tmp_path):
     _make_frames_tree(root, FRAMES_TREE)
     (root / "abseiling" / "v1" / "notes.txt").write_text("not a frame")
     out = tmp_path / "lists" / "train.txt"
-    summary = make_list(root, out, image_tmpl="img_{:05d}.jpg")
+    summary = make_list(root, out, scan=TreeScan(image_tmpl="img_{:05d}.jpg"))
 
     names = read_label_csv(tmp_path / "lists" / "train_labels.csv")
     assert names == ["abseiling", "air_drumming", "zumba"]
@@ -129,9 +129,9 @@ def test_mixed_tree_needs_explicit_format(tmp_path):
     (root / "a" / "clip.mp4").write_bytes(b"")
     with pytest.raises(UserError, match="pass --format frames or --format video"):
         make_list(root, tmp_path / "m.txt")
-    make_list(root, tmp_path / "m.txt", fmt="video")
+    make_list(root, tmp_path / "m.txt", scan=TreeScan("video"))
     assert (tmp_path / "m.txt").read_text() == "a/clip.mp4 0\n"
-    make_list(root, tmp_path / "m.txt", fmt="frames")
+    make_list(root, tmp_path / "m.txt", scan=TreeScan("frames"))
     assert (tmp_path / "m.txt").read_text() == "a/v 2 0\n"
 
 
@@ -143,7 +143,7 @@ def test_template_counts_only_matching_frames_and_flags_numbering(tmp_path):
         (folder / name).write_bytes(b"")
     (root / "cls" / "empty").mkdir()
     out = tmp_path / "l.txt"
-    summary = make_list(root, out, image_tmpl="image_{:04d}.jpg")
+    summary = make_list(root, out, scan=TreeScan(image_tmpl="image_{:04d}.jpg"))
     assert out.read_text() == "cls/vid 3 0\n"
     assert any("skipped cls/empty" in w for w in summary["warnings"])
     assert any("not numbered 1..3" in w for w in summary["warnings"])
@@ -202,7 +202,7 @@ def test_reproduces_the_generated_datasets_lists(tmp_path):
     data = tmp_path / "syn"
     generate(data, classes=3, videos_per_class=2, val_videos_per_class=1, frames=5, size=32, fmt="both")
     for tree, lists, kwargs in (
-        ("frames", ("train.txt", "val.txt"), {"image_tmpl": "img_{:05d}.jpg"}),
+        ("frames", ("train.txt", "val.txt"), {"scan": TreeScan(image_tmpl="img_{:05d}.jpg")}),
         ("videos", ("train_video.txt", "val_video.txt"), {}),
     ):
         out = tmp_path / f"{tree}.txt"
@@ -221,7 +221,7 @@ def test_root_one_level_too_high_names_the_level_to_point_at(tmp_path, fmt):
     (root / "val" / "abseiling").mkdir()
     (root / "val" / "abseiling" / "v.mp4").write_bytes(b"")
     with pytest.raises(UserError) as err:
-        make_list(root, tmp_path / "out.txt", fmt=fmt)
+        make_list(root, tmp_path / "out.txt", scan=TreeScan(fmt))
     assert str(err.value) == (
         f"{root} looks one level too high: its sub-folders (train, val) hold class folders, "
         f"not videos. Point at the folder that holds one folder per class, e.g. "

@@ -65,6 +65,7 @@ def ours(tmp_path, cfg, model, name="ours.pt"):
     return save_checkpoint(state, tmp_path / name)
 
 
+@pytest.mark.slow
 def test_every_weights_kind_gives_the_same_logits(tmp_path, frames):
     cfg = make_cfg(tmp_path, classifier="orthogonal")
     model = trained(cfg)

@@ -213,6 +213,7 @@ def test_text_tower_trains_at_the_clip_learning_rate():
     assert not any(id(p) in ids for n, p in frozen.named_parameters() if n.startswith("text."))
 
 
+@pytest.mark.slow
 def test_short_nce_training_run_lowers_the_loss(clips):
     cfg = make_cfg(fix_text=False)
     torch.manual_seed(0)

@@ -100,6 +100,7 @@ def _steps(model: torch.nn.Module, opt: Any, scaler: Any, precision: str, device
         pytest.param("cuda", "amp", id="cuda-fp16-scaler", marks=CUDA),
     ],
 )
+@pytest.mark.slow
 def test_training_steps_in_each_precision_lower_the_loss(device, precision):
     assert resolve_precision(precision, device) == precision
     model = _model(device)
@@ -198,6 +199,7 @@ def _tensors(model, opt) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 def test_checkpoint_saved_on_the_device_resumes_on_the_cpu_and_back(device, tmp_path: Path):
     precision = resolve_precision(None, device)  # what train.py uses: amp (with the scaler) on CUDA
     model, opt, sched, scaler = _fresh(device, precision)

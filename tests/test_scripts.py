@@ -111,6 +111,7 @@ HELP_NAMES = {
 }
 
 
+@pytest.mark.slow
 def test_run_tests_fast_leaves_out_the_slow_tests(tmp_path, child_env):
     """`--fast` runs pytest with -m "not slow" (test_demo_script.py is slow throughout: all of its
     tests are left out); without it every test of the file is collected."""

@@ -104,6 +104,7 @@ def constant_scheduler(opt, iters: int):
     )
 
 
+@pytest.mark.slow
 def test_loss_decreases(tmp_path, data):
     from utils.optim import build_optimizer
 

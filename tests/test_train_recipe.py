@@ -286,6 +286,7 @@ def test_ddp_resume_continues_each_ranks_random_stream(tmp_path, data):
         assert torch.equal(split["model"][key], value), key
 
 
+@pytest.mark.slow
 def test_data_wait_is_measured_logged_and_alarmed(tmp_path, data):
     """A long epoch read without workers: log lines carry the data wait, metrics.csv its columns,
     and with a tiny `logging.data_wait_alarm` the warning names a remedy."""
@@ -316,6 +317,7 @@ def test_data_wait_is_measured_logged_and_alarmed(tmp_path, data):
     assert 0 < float(row["data_wait_frac"]) < 1 and float(row["step_s"]) > float(row["data_wait_s"]) > 0
 
 
+@pytest.mark.slow
 def test_deferred_transform_trains_the_same_model(tmp_path, data):
     """`data.transform_device: cuda` defers the clip transform to the training device (here the CPU
     stands in): the weights after an epoch equal those of the usual CPU-side transform."""
@@ -355,6 +357,7 @@ def test_solver_compile_compiles_before_training(tmp_path, data, monkeypatch):
     assert "solver.compile: first step 0.0 s (compilation included), then " in log  # the recorder's stats
 
 
+@pytest.mark.slow
 def test_validation_writes_per_class_numbers_that_add_up_to_top1(tmp_path, data):
     """Train-time validation writes val_per_class.csv (latest) and best_val_per_class.csv (best):
     one row per class whose correct counts sum to the epoch's top-1 in metrics.csv."""

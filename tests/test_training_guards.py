@@ -294,6 +294,7 @@ def test_stop_after_epochs_line_counts_the_epochs_done(tmp_path, data, monkeypat
     assert "stopped after 2 of 3 epochs (1 in this run" in stop[-1] and len(stop) == 2
 
 
+@pytest.mark.slow
 def test_nan_stops_train_py_keeping_the_checkpoint_and_rows_and_a_resume_may_skip_it(tmp_path, data, monkeypatch):
     """The real engine on the tiny model: the loss of epoch 1's first step is NaN. The run stops with
     one line naming it, last_model.pt of epoch 0 and metrics.csv's row 0 kept; resumed with
@@ -528,6 +529,7 @@ def test_a_tie_keeps_the_earlier_best_epoch(tmp_path, data, monkeypatch, top1, b
     assert [r["best_top1"] for r in metrics_rows(out)][-1] == f"{max(top1.values()):.3f}"
 
 
+@pytest.mark.slow
 def test_metrics_lr_columns_hold_the_last_iterations_rate_of_each_group(tmp_path, data, monkeypatch):
     """The real engine, cosine over 2 epochs of 2 iterations, LR held for 1 iteration, no warm-up: the
     last iteration of epoch k runs at lr * (1 + cos(pi (k + 1/2) / 2)) / 2, the visual group at

@@ -216,11 +216,19 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 8) -> None:
             container.mux(packet)
 
 
+@dataclass(frozen=True)
+class ClassChoice:
+    """The classes of a generated dataset: the first `count` (None: every class of the chosen
+    pairs), with `motions` replacing each object's default motion in turn (see `class_list`)."""
+
+    count: int | None = None
+    motions: Sequence[str] | None = None
+
+
 def generate(
     out: str | Path,
     *,
-    classes: int | None = 10,
-    motions: Sequence[str] | None = None,
+    classes: int | ClassChoice = 10,
     videos_per_class: int = 24,
     val_videos_per_class: int | None = None,
     frames: int = 16,
@@ -228,12 +236,14 @@ def generate(
     fmt: str = "both",
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write the dataset under `out`; returns the paths of the lists and the CSV."""
+    """Write the dataset under `out`; returns the paths of the lists and the CSV. `classes`: the
+    first N classes of the default motions, or a `ClassChoice`."""
+    choice = classes if isinstance(classes, ClassChoice) else ClassChoice(classes)
     if fmt not in ("frames", "video", "both"):
         raise UserError(f"--format must be frames, video or both, got {fmt!r}")
     if frames < 1 or size < 16 or videos_per_class < 1:
         raise UserError("need --frames >= 1, --size >= 16 and --videos-per-class >= 1")
-    cls_list = class_list(classes, motions)  # validates before anything is written
+    cls_list = class_list(choice.count, choice.motions)  # validates before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_val = max(1, videos_per_class // 3) if val_videos_per_class is None else val_videos_per_class
@@ -299,8 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = a.classes if a.classes is not None or motions else 10
     paths = generate(
         a.out,
-        classes=classes,
-        motions=motions,
+        classes=ClassChoice(classes, motions),
         videos_per_class=a.videos_per_class,
         val_videos_per_class=a.val_videos_per_class,
         frames=a.frames,

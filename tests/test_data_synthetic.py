@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datasets.lists import read_label_csv, read_list
-from datasets.synthetic import class_list, generate, render_video
+from datasets.synthetic import ClassChoice, class_list, generate, render_video
 from utils.errors import UserError
 
 
@@ -162,5 +162,5 @@ def test_cli_motions(tmp_path):
 
 def test_bad_motions_write_nothing(tmp_path):
     with pytest.raises(UserError, match="--motions takes"):
-        generate(tmp_path / "out", motions=["sideways"])
+        generate(tmp_path / "out", classes=ClassChoice(motions=["sideways"]))
     assert not (tmp_path / "out").exists()

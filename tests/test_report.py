@@ -410,11 +410,34 @@ def test_several_runs_side_by_side(tmp_path):
     assert "validation top-1 of every run" in text and text.count('<ul class="legend"><li><svg class="swatch"') >= 3
 
 
-def test_after_run_records_the_invocation_and_never_raises(tmp_path, monkeypatch, caplog):
+class _Records(logging.Handler):
+    """The records of one logger, whatever handlers earlier tests left on it or on the root."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def clear(self) -> None:
+        self.records = []
+
+
+def test_after_run_records_the_invocation_and_never_raises(tmp_path, monkeypatch):
     run = make_training(tmp_path / "run")
     monkeypatch.setattr(sys, "argv", ["train.py", "--config", "c.yaml", "--opts", "solver.epochs=2"])
-    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "propagate", True)  # caplog listens at the root
+    logger = logging.getLogger(LOGGER_NAME)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    caplog = _Records()
+    logger.addHandler(caplog)
+    try:
+        _after_run_checks(run, caplog)
+    finally:
+        logger.removeHandler(caplog)
+
+
+def _after_run_checks(run: Path, caplog: _Records) -> None:
     assert report.after_run(run, "train.py", True) == run / "report.html"
     assert [r.getMessage() for r in caplog.records] == [
         f"report: {run / 'report.html'} (one offline page: open it in a browser)"

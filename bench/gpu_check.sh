@@ -18,7 +18,7 @@ WHEELS=.cache/gpu_wheels
 LIMIT_MIB=64
 # The device image (docs/gpu.md) has torch, torchvision, numpy, timm, onnx, onnxruntime, ...; not these.
 # Versions: those the project is tested with here; torchcodec matched to the device's torch 2.11.
-GPU_WHEELS="${GPU_WHEELS:-open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 dotmap==1.3.30 webdataset==1.0.2 braceexpand==0.1.7 av==18.1.0 torchcodec==0.11.1}"
+GPU_WHEELS="${GPU_WHEELS:-open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 webdataset==1.0.2 braceexpand==0.1.7 av==18.1.0 torchcodec==0.11.1}"
 GPU_PYVER="${GPU_PYVER:-3.12}"
 
 mode=device

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord, read_label_csv, scan_list
+from datasets.source_base import check_modality
 from datasets.video_reader import VideoReader, decoder_choice, resolve_decoder
 from utils.config import load_config
 from utils.config_schema import DataConfig
@@ -196,11 +197,11 @@ def check_split(
     if root and not os.path.isdir(root):
         return len(records), problems + [f"data.{split}_root is not a folder: {root}"]
     is_video = bool(records) and records[0].num_frames is None
-    if records and is_video != (data.modality == "video"):
-        problems.append(
-            f"{list_path} is a {'video' if is_video else 'frames'} list but data.modality is '{data.modality}'"
-        )
-        return len(records), problems
+    try:
+        if records:
+            check_modality("video" if is_video else "RGB", data, f"{list_path} is a {{kind}} list")
+    except UserError as err:
+        return len(records), problems + [str(err)]
     reader = FrameFolderReader(data.image_tmpl, data.index_bias, data.num_frames_from)
     decoder = resolve_decoder(data.decoder, log=False) if is_video else ""  # one line if it cannot run here
     if is_video and progress:

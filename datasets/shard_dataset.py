@@ -105,9 +105,8 @@ def check_source(url: str, key: str, allowed: Collection[str] = ()) -> None:
 
 def check_sources(data: DataConfig, where: str, allowed: Collection[str] = ()) -> None:
     """`check_source` of a config's shard indexes before anything is built, naming the config
-    (`where`: the file, or the weights file whose stored config it is)."""
-    if data.format != "shards":
-        return
+    (`where`: the file, or the weights file whose stored config it is). Both keys are checked
+    whatever `data.format` says: a config that names a command is refused even where it is unused."""
     for key in ("train_shards", "val_shards"):
         try:
             check_source(str(getattr(data, key) or ""), f"data.{key}", allowed)

@@ -38,8 +38,13 @@ def test_check_reports_every_problem(tmp_path):
     assert "train.txt:3: not an image file (6 bytes, starting b'broken'): " in text and "img_00006.jpg" in text
     assert "train.txt:7: label 7 is outside the 2 classes" in text
     assert "train.txt:8: frame count 'six' is not an integer" in text
+    # a frames list read as videos: one problem naming the list and the key, nothing else checked
+    as_video = replace(cfg, **{"data.modality": "video"})
+    n, mismatch = check_split(as_video.data, "train")
+    assert n == 6 and mismatch[-1] == f"{d / 'train.txt'} is a frames list but data.modality is 'video'"
+    assert mismatch[:-1] == [p for p in problems if "train.txt:7" in p or "train.txt:8" in p]  # the list's own lines
     # videos: a truncated file and a missing one
-    cfg = replace(cfg, **{"data.modality": "video"})
+    cfg = as_video
     vids = (d / "val_video.txt").read_text().split()
     (d / "videos" / vids[0]).write_bytes((d / "videos" / vids[0]).read_bytes()[:100])
     (d / "videos" / vids[2]).unlink()

@@ -254,3 +254,16 @@ def test_stored_config_drops_the_data_sources(setup):
     named = wf.config(None, [f"data.val_shards={setup['shards'] / 'val.json'}"])
     assert named.data.val_shards == str(setup["shards"] / "val.json") and named.data.train_shards == ""
     assert wf.class_names() == read_label_csv(setup["base"] / "syn" / "labels.csv")
+
+
+def test_a_config_naming_a_pipe_is_refused_whatever_its_format():
+    """An unused shard key (data.format: files) that names a command is refused too, naming the file."""
+    from datasets.shard_dataset import check_sources
+    from utils.config import resolve, to_config
+    from utils.errors import UserError
+
+    data = to_config(resolve({"data": {"val_shards": "pipe:touch /tmp/never"}}, "cfg.yaml")).data
+    assert data.format == "files"
+    with pytest.raises(UserError, match=r"^cfg\.yaml: data\.val_shards is 'pipe:touch /tmp/never'.*--allow-pipe"):
+        check_sources(data, "cfg.yaml")
+    check_sources(data, "cfg.yaml", allowed=["pipe:touch /tmp/never"])  # given on the command line with the flag

@@ -296,7 +296,7 @@ def test_fixed_size_multiscale_train_crop_is_drawn_on_the_fixed_frame():
     [
         ([240], "two positive integers"),
         ([240, 320, 3], "two positive integers"),
-        ([240, "x"], "two positive"),
+        ([240, "x"], "each element must be a number >= 1"),
         ([100, 320], "smaller than data.input_size 224"),
         (200, "smaller than data.input_size 224"),
     ],

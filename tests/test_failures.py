@@ -371,14 +371,14 @@ KILL_AT = textwrap.dedent("""
     import utils.fileio as fio
     target, nth = sys.argv[1], int(sys.argv[2])
     real, seen = fio._atomic_write, []
-    def dying(path, write):
+    def dying(path, write, *rest):
         if path.name == target:
             seen.append(path)
             if len(seen) == nth:  # die with the temporary file half written
                 def half(fh):
                     fh.write(b"PK half a checkpoint"); fh.flush(); os.kill(os.getpid(), signal.SIGKILL)
-                return real(path, half)
-        return real(path, write)
+                return real(path, half, *rest)
+        return real(path, write, *rest)
     fio._atomic_write = dying
     sys.argv = ["train.py"] + sys.argv[3:]
     import train

@@ -37,3 +37,48 @@ def syn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("syn")
     generate(out, classes=4, videos_per_class=3, val_videos_per_class=2, frames=10, size=64, fmt="both", seed=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., dict]:
+    """`tiny_config(frames_root, seed=, batch_size=, solver=, logging=, **data)`: the config dict of the
+    end-to-end tests — the tiny random-weight model (meanP head, orthogonal class vectors, no text
+    cache) on 2 frames per clip of a generated set; `frames_root` (the folder `datasets.synthetic`
+    wrote) fills in its frame folders, lists and label CSV, `None` leaves the data sources to `data`."""
+
+    def make(
+        frames_root: Path | None,
+        *,
+        seed: int = 0,
+        batch_size: int = 2,
+        solver: dict | None = None,
+        logging: dict | None = None,
+        **data: object,
+    ) -> dict:
+        sources: dict[str, object] = {}
+        if frames_root is not None:
+            sources = {
+                "train_root": str(frames_root / "frames"),
+                "val_root": str(frames_root / "frames"),
+                "train_list": str(frames_root / "train.txt"),
+                "val_list": str(frames_root / "val.txt"),
+                "label_list": str(frames_root / "labels.csv"),
+            }
+        base = {"dataset": "syn", "num_segments": 2, "batch_size": batch_size, "workers": 0, "input_size": 112}
+        cfg: dict = {
+            "seed": seed,
+            "data": {**base, "min_frames": 1, **sources, **data},
+            "network": {
+                "arch": "tiny",
+                "pretrained": "none",
+                "sim_header": "meanP",
+                "classifier": "orthogonal",
+                "text_cache": "",
+            },
+            "solver": {"lr_warmup_step": 0, **(solver or {})},
+        }
+        if logging is not None:
+            cfg["logging"] = logging
+        return cfg
+
+    return make

@@ -63,38 +63,16 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_config):
     """Generated data, a config, and a run folder trained for one epoch by train.py."""
     from datasets.synthetic import generate
 
     base = tmp_path_factory.mktemp("failures")
     data = base / "data"
     generate(data, classes=4, videos_per_class=2, val_videos_per_class=1, frames=6, size=64, fmt="frames", seed=0)
-    cfg = {
-        "seed": 5,
-        "data": {
-            "dataset": "syn",
-            "num_segments": 2,
-            "batch_size": 4,
-            "workers": 0,
-            "input_size": 112,
-            "min_frames": 1,
-            "train_root": str(data / "frames"),
-            "val_root": str(data / "frames"),
-            "train_list": str(data / "train.txt"),
-            "val_list": str(data / "val.txt"),
-            "label_list": str(data / "labels.csv"),
-        },
-        "network": {
-            "arch": "tiny",
-            "pretrained": "none",
-            "sim_header": "meanP",
-            "classifier": "orthogonal",
-            "text_cache": "",
-        },
-        "solver": {"epochs": 3, "lr": 1e-3, "lr_warmup_step": 0, "lr_step_every": 1},
-        "logging": {"print_freq": 1},
-    }
+    cfg = tiny_config(
+        data, seed=5, batch_size=4, solver={"epochs": 3, "lr": 1e-3, "lr_step_every": 1}, logging={"print_freq": 1}
+    )
     cfg_path = base / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = base / "run"

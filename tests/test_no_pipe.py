@@ -46,7 +46,7 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_config):
     """Frames, their shards (+ copies of the indexes with absolute shard paths, which an index read
     through a pipe: command needs), a good config and checkpoint, and an evil config and checkpoint
     whose data sources are `pipe:touch MARKER`."""
@@ -75,30 +75,15 @@ def setup(tmp_path_factory):
         for s in index["shardlist"]:
             s["url"] = str(shards / s["url"])
         (shards / f"abs_{split}.json").write_text(json.dumps(index))
-    cfg = {
-        "seed": 0,
-        "data": {
-            "dataset": "syn",
-            "num_segments": 2,
-            "batch_size": 2,
-            "workers": 0,
-            "input_size": 112,
-            "min_frames": 1,
-            "format": "shards",
-            "train_shards": str(shards / "train.json"),
-            "val_shards": str(shards / "val.json"),
-            "label_list": str(data / "labels.csv"),
-        },
-        "network": {
-            "arch": "tiny",
-            "pretrained": "none",
-            "sim_header": "meanP",
-            "classifier": "orthogonal",
-            "text_cache": "",
-        },
-        "solver": {"epochs": 1, "lr": 1e-3, "lr_warmup_step": 0},
-        "logging": {"print_freq": 1},
-    }
+    cfg = tiny_config(
+        None,
+        solver={"epochs": 1, "lr": 1e-3},
+        logging={"print_freq": 1},
+        format="shards",
+        train_shards=str(shards / "train.json"),
+        val_shards=str(shards / "val.json"),
+        label_list=str(data / "labels.csv"),
+    )
     marker = base / "pipe_ran"
     evil = {
         **cfg,

@@ -117,7 +117,7 @@ def test_launcher_shows_a_bugs_traceback_and_names_signals(tmp_path):
 
 # ----------------------------------------------------------------------------- real runs
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_config):
     """Generated frame folders, a config, a list whose line 2 is a sample with corrupt frames, and
     a corrupt checkpoint."""
     from datasets.synthetic import generate
@@ -132,30 +132,7 @@ def data(tmp_path_factory):
     lines = (root / "train.txt").read_text().splitlines()
     (base / "bad_train.txt").write_text("\n".join([lines[0], "broken 6 1", *lines[1:]]) + "\n")
     (base / "bad.pt").write_bytes(os.urandom(4096))
-    cfg = {
-        "seed": 0,
-        "data": {
-            "dataset": "syn",
-            "num_segments": 2,
-            "batch_size": 2,
-            "workers": 0,
-            "input_size": 112,
-            "min_frames": 1,
-            "train_root": str(root / "frames"),
-            "val_root": str(root / "frames"),
-            "train_list": str(root / "train.txt"),
-            "val_list": str(root / "val.txt"),
-            "label_list": str(root / "labels.csv"),
-        },
-        "network": {
-            "arch": "tiny",
-            "pretrained": "none",
-            "sim_header": "meanP",
-            "classifier": "orthogonal",
-            "text_cache": "",
-        },
-        "solver": {"epochs": 1, "lr_warmup_step": 0},
-    }
+    cfg = tiny_config(root, solver={"epochs": 1})
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     return base
 

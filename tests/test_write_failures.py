@@ -77,38 +77,14 @@ def fill(folder: Path, leave: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_config):
     """Frames, a config, a run stopped after epoch 0 of 2 (to resume), its checkpoint's size."""
     from datasets.synthetic import generate
 
     base = tmp_path_factory.mktemp("writefail")
     data = base / "syn"
     generate(data, classes=3, videos_per_class=2, val_videos_per_class=1, frames=6, size=48, fmt="frames", seed=2)
-    cfg = {
-        "seed": 0,
-        "data": {
-            "dataset": "syn",
-            "num_segments": 2,
-            "batch_size": 2,
-            "workers": 0,
-            "input_size": 112,
-            "min_frames": 1,
-            "train_root": str(data / "frames"),
-            "val_root": str(data / "frames"),
-            "train_list": str(data / "train.txt"),
-            "val_list": str(data / "val.txt"),
-            "label_list": str(data / "labels.csv"),
-        },
-        "network": {
-            "arch": "tiny",
-            "pretrained": "none",
-            "sim_header": "meanP",
-            "classifier": "orthogonal",
-            "text_cache": "",
-        },
-        "solver": {"epochs": 2, "lr": 1e-3, "lr_warmup_step": 0},
-        "logging": {"print_freq": 1},
-    }
+    cfg = tiny_config(data, solver={"epochs": 2, "lr": 1e-3}, logging={"print_freq": 1})
     cfg_path = base / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = base / "run"

@@ -306,36 +306,11 @@ def test_resume_with_other_settings_is_refused(setup, tmp_path):
 
     parts.mkdir()
     (parts / "manifest.json").write_text('{"chunk": 99}')
+    args = ["--weights", setup["ckpt"], "--config", str(setup["base"] / "cfg.yaml"), "--split", "val"]
+    args += ["--out", str(out), "--device", "cpu"]
     with pytest.raises(UserError, match="holds parts of a run with other settings.*chunk"):
-        main(
-            [
-                "--weights",
-                setup["ckpt"],
-                "--config",
-                str(setup["base"] / "cfg.yaml"),
-                "--split",
-                "val",
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-            ]
-        )
-    main(
-        [
-            "--weights",
-            setup["ckpt"],
-            "--config",
-            str(setup["base"] / "cfg.yaml"),
-            "--split",
-            "val",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--overwrite",
-        ]
-    )
+        main(args)
+    main([*args, "--overwrite"])
     assert out.exists() and not parts.exists()
 
 

@@ -117,8 +117,9 @@ def test_run_tests_fast_leaves_out_the_slow_tests(tmp_path, child_env):
     tests are left out); without it every test of the file is collected."""
     cmd = ["bash", str(ROOT / "scripts" / "run_tests.sh")]
     args = ["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_demo_script.py"]
-    fast = subprocess.run([*cmd, "--fast", *args], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
-    full = subprocess.run([*cmd, *args], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    env = child_env(TEST_WORKERS="0")  # one process: --collect-only then prints pytest's own count line
+    fast = subprocess.run([*cmd, "--fast", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    full = subprocess.run([*cmd, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert full.returncode == 0, full.stdout + full.stderr
     count = int(full.stdout.strip().splitlines()[-1].split()[0])  # "N tests collected in ..."
     assert count >= 2

@@ -81,6 +81,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.load_weights import WeightsFile, input_normalize, load_model, open_weights
 from app.media import load_input, open_media
 from app.outputs import config_identity, default_folder, file_identity, refuse_existing, weights_name
 from app.timeline import (
@@ -93,7 +94,6 @@ from app.timeline import (
     window_timeline,
     write_timeline,
 )
-from app.weights import WeightsFile, input_normalize, load_model, open_weights
 from datasets.lists import read_label_csv
 from utils.checkpoint import BEST, LAST
 from utils.config import Config, replace

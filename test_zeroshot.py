@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # torch and open_clip: seconds to import, so only once the command line is known to be good
     from app.eval_run import EvalRun
-    from app.zeroshot import default_split_specs, resolve_protocols, resolve_splits, run_protocols
+    from app.zeroshot_run import default_split_specs, resolve_protocols, resolve_splits, run_protocols
 
     protocols = resolve_protocols(args.protocol)
     splits = [str(Path(s).resolve()) for s in args.splits] if args.splits else None

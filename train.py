@@ -83,11 +83,11 @@ import clip
 from app.fit import RunState, Session, Validation
 from app.run_folder import check_resume_config, end_epoch, prepare_run_folder, record_config, run_is_complete
 from datasets import build_dataset, build_loader, write_fewshot_list
-from datasets.builder import data_remedy, read_class_names
+from datasets.data_builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
 from datasets.shard_dataset import allowed_pipes, check_sources
-from modules.builder import build_model
 from modules.convert import load_weights
+from modules.model_builder import build_model
 from modules.video_model import VideoCLIP
 from utils.checkpoint import (
     LAST,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.load_weights import input_normalize, load_model, open_weights
 from app.outputs import (
     config_identity,
     default_folder,
@@ -19,9 +20,8 @@ from app.outputs import (
     safe_name,
     weights_name,
 )
-from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
-from datasets.builder import read_class_names
+from datasets.data_builder import read_class_names
 from datasets.device_transforms import clips_to_device
 from datasets.samplers import ShardSampler
 from datasets.shard_dataset import allowed_pipes, check_sources

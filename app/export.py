@@ -5,7 +5,7 @@
     python -m app.export --weights W --out model.onnx          # ONNX (torch.onnx, needs the export extra)
     python -m app.export --weights W --format onnx --out F     # the format named, whatever the suffix
 
-`--weights` is any weights file `app.weights` reads (ours, a run folder, a converted original with
+`--weights` is any weights file `app.load_weights` reads (ours, a run folder, a converted original with
 `--config`). The three formats hold the resolved config, the class names and the class embeddings:
 * `pt`: our checkpoint format without optimiser, scheduler, scaler or RNG state;
 * `torchscript` / `onnx`: the whole video classifier as one graph, uint8 frames (B, T, 3, S, S)
@@ -14,7 +14,7 @@
   metadata is described in `app.exported`. After writing, the export is run on a second input and
   compared with PyTorch; a model whose trace does not reproduce it (Python control flow that
   depends on the input) is refused with a UserError and no file is left.
-`predict.py`, `test.py`, `app.extract` and `app.weights.load_model` load all three.
+`predict.py`, `test.py`, `app.extract` and `app.load_weights.load_model` load all three.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ import torch
 from torch import nn
 
 from app.exported import EXTRA_HINT, FORMAT, INPUT, META_KEY, OUTPUTS, VERSION, ExportedModel, encode_array, read_export
+from app.load_weights import LoadedModel, load_model, open_weights
 from app.outputs import refuse_existing_file
-from app.weights import LoadedModel, load_model, open_weights
 from datasets.transforms import normalize
 from modules.video_model import VideoCLIP
 from utils.checkpoint import export_state, save_checkpoint

@@ -71,9 +71,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from app.extract_parts import chunk_path, merge, prepare_parts
+from app.load_weights import WeightsFile, input_normalize, load_model, open_weights
 from app.media import as_numpy_ids, expand_inputs, load_input
-from app.weights import WeightsFile, input_normalize, load_model, open_weights
-from datasets.builder import WorkerInit, build_dataset
+from datasets.data_builder import WorkerInit, build_dataset
 from datasets.lists import read_label_csv, read_list
 from utils.config import Config, replace, to_dict
 from utils.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed, rank_zero_first

@@ -3,9 +3,9 @@
     python -m app.lda --config CFG --weights W --out lda.pt [--shrinkage 0.1] [--opts k=v ...]
     python -m app.lda --features train_emb.npz --out lda.pt       # from `python -m app.extract --split train`
 
-runs the model (any weights file `app.weights.load_model` reads; the config is the checkpoint's
+runs the model (any weights file `app.load_weights.load_model` reads; the config is the checkpoint's
 unless `--config` is given) over the *training* list with the deterministic evaluation transform
-(single centre view), fits LDA (`modules.lda.fit_lda`) on the un-normalised video embeddings and
+(single centre view), fits LDA (`modules.lda_directions.fit_lda`) on the un-normalised video embeddings and
 saves its (C, D) coefficient matrix. `--features` fits it on the embeddings file of `app.extract`
 instead (any number of processes, resumable; rows with label -1 are left out). Use it with `network.classifier: lda` and
 `network.classifier_file: lda.pt`.
@@ -59,12 +59,12 @@ from collections.abc import Collection, Sequence
 
 import torch
 
+from app.load_weights import input_normalize, load_model, open_weights
 from app.outputs import refuse_existing_file
-from app.weights import input_normalize, load_model, open_weights
 from datasets import build_dataset, build_loader
 from datasets.device_transforms import clips_to_device
 from datasets.shard_dataset import allowed_pipes, check_sources
-from modules.lda import fit_lda
+from modules.lda_directions import fit_lda
 from utils.checkpoint import save_checkpoint
 from utils.config import Config, replace
 from utils.distributed import select_device

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.builder import eval_transform
 from datasets.clip_options import Augmentation, ClipSampling
+from datasets.data_builder import eval_transform
 from datasets.decoding import FrameFolderReader, decode_frame
 from datasets.lists import VideoRecord
 from datasets.make_list import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, template_regex

@@ -49,8 +49,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from app.weights import open_weights
-from modules.builder import build_model
+from app.load_weights import open_weights
+from modules.model_builder import build_model
 from utils.checkpoint import BEST, LAST
 from utils.config import Config, load_config, replace
 from utils.errors import UserError, run_cli

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from app.media import Media, uniform_window_indices
-from datasets.builder import eval_transform
+from datasets.data_builder import eval_transform
 from utils import plots
 from utils.config import Config
 from utils.errors import UserError

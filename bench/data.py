@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.k400_like import FOLDERS, FPS, SECONDS, H, T, W, make_data, runnable_decoders  # noqa: E402
 from bench.original import Original  # noqa: E402
 from datasets import build_dataset  # noqa: E402
-from datasets.builder import WorkerInit  # noqa: E402
+from datasets.data_builder import WorkerInit  # noqa: E402
 from datasets.device_transforms import BatchTransform, collate_raw  # noqa: E402
 from datasets.preprocess import DEFAULT_GOP, Settings, encode_video  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402

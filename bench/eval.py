@@ -55,7 +55,7 @@ from datasets.lists import read_list  # noqa: E402
 from datasets.sampling import sample_indices  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from datasets.transforms import CLIP_MEAN, CLIP_STD, normalize  # noqa: E402
-from modules.builder import build_model  # noqa: E402
+from modules.model_builder import build_model  # noqa: E402
 from utils.config import resolve, to_config  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.evaluate import ViewSet, collect  # noqa: E402

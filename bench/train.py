@@ -48,7 +48,7 @@ from clip.archs import resolve_arch  # noqa: E402
 from datasets import build_dataset, build_loader  # noqa: E402
 from datasets.device_transforms import clips_to_device  # noqa: E402
 from datasets.transforms import normalize  # noqa: E402
-from modules.builder import build_model  # noqa: E402
+from modules.model_builder import build_model  # noqa: E402
 from utils.config import resolve, to_config  # noqa: E402
 from utils.data_wait import DataWaitMeter  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402

@@ -6,8 +6,8 @@ Which module does what, and who calls it: docs/map.md.
 
 from .archs import arch_names, resolve_arch
 from .factory import VisualTraining, WeightFiles, create_clip, embed_dim, get_tokenizer, new_param_names, text_width
+from .pretrained import normalise_keys, read_state_dict, weights_id
 from .temporal import drop_rates, full_lr_param_names
-from .weights import normalise_keys, read_state_dict, weights_id
 
 __all__ = [
     "VisualTraining",

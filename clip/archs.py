@@ -17,7 +17,7 @@ import open_clip
 
 from utils.errors import UserError
 
-from .weights import read_state_dict
+from .pretrained import read_state_dict
 
 _CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 

@@ -14,8 +14,8 @@ from utils.choices import TEMPORAL_MODULES
 from utils.errors import UserError
 
 from .archs import arch_file, is_resnet, model_config, resolve_arch
+from .pretrained import effective_pretrained, load_weights, resolve_pretrained
 from .temporal import TokenT1D, patch_resnet_tsm, patch_vit
-from .weights import effective_pretrained, load_weights, resolve_pretrained
 
 INIT_SEED = 0
 
@@ -83,7 +83,7 @@ def create_clip(
     from a fixed seed so that the same arch always gives the same random model). `init=False` loads
     only the visual weights, as the original's `network.init: False`. The returned model is in
     train mode; call `.eval()` for inference. `files.trusted_pickles`: weights files the user
-    allowed, on the command line, to be fully unpickled (see `clip.weights.read_state_dict`).
+    allowed, on the command line, to be fully unpickled (see `clip.pretrained.read_state_dict`).
     """
     drop_out, emb_dropout = training.drop_out, training.emb_dropout
     cache_dir, trusted_pickles = files.cache_dir, files.trusted_pickles

@@ -13,9 +13,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_dataset": "datasets.builder",
-    "build_loader": "datasets.builder",
-    "build_transform": "datasets.builder",
+    "build_dataset": "datasets.data_builder",
+    "build_loader": "datasets.data_builder",
+    "build_transform": "datasets.data_builder",
     "VideoDataset": "datasets.video_dataset",
     "VideoRecord": "datasets.lists",
     "read_label_csv": "datasets.lists",

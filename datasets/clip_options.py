@@ -50,7 +50,7 @@ class BadSamplePolicy:
 
 
 class LoaderPlacement(TypedDict, total=False):
-    """The keyword arguments of `datasets.builder.build_loader` after `train`."""
+    """The keyword arguments of `datasets.data_builder.build_loader` after `train`."""
 
     rank: int
     world_size: int

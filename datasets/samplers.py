@@ -1,4 +1,4 @@
-"""Samplers: shuffled training shards that also set the dataset's epoch, and evaluation shards
+"""Which indices each rank reads: shuffled training shards that also set the dataset's epoch, and evaluation shards
 that cover every index exactly once over the ranks (no padding duplicates, so metrics are exact).
 """
 

@@ -1,5 +1,5 @@
 """The data-source seam: what every way of storing a data set (frame folders, video files, tar
-shards, ...) gives `datasets.builder`. A source is opened once per split from the `data` section;
+shards, ...) gives `datasets.data_builder`. A source is opened once per split from the `data` section;
 it then lists the split's records, makes the reader of one sample, and wraps the per-sample
 dataset in what its loader iterates. `datasets.sources` registers them by name."""
 
@@ -38,7 +38,7 @@ class ClipReader(Protocol):
         ...
 
     def remedies(self) -> list[str]:
-        """What would make reading faster, for the data-bound alarm (`datasets.builder.data_remedy`)."""
+        """What would make reading faster, for the data-bound alarm (`datasets.data_builder.data_remedy`)."""
         ...
 
 

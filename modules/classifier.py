@@ -1,4 +1,4 @@
-"""Class embeddings: the (C, D) matrix the video embedding is compared with
+"""The class embeddings that replace the linear classifier: the (C, D) matrix the video embedding is compared with
 (docs/model.md#class-embeddings-networkclassifier).
 
 `text` (default): each class name is put into the prompt template(s), tokenised and encoded once by

@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from datasets.lists import read_label_csv
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.checkpoint import export_state, load_checkpoint, save_checkpoint, unwrap
 from utils.config import load_config, to_dict
 from utils.errors import UserError, run_cli

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from modules import classifier as C
-from modules.lda import fit_lda
+from modules.lda_directions import fit_lda
 from utils.errors import UserError
 
 NAMES = ["abseiling", "air drumming", "answering questions"]
@@ -255,7 +255,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
 
     from app import lda
     from datasets.synthetic import generate
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.config import resolve, to_config
 
     paths = generate(
@@ -281,7 +281,7 @@ def test_lda_tool_end_to_end_on_synthetic_videos(tmp_path, monkeypatch):
     model = build_model(to_config(resolve(raw, "test")), ["a", "b", "c"])
     torch.save({"model": model.state_dict()}, tmp_path / "w.pt")
     seen = {}
-    real_fit = lda.fit_lda  # app.lda's reference to modules.lda.fit_lda
+    real_fit = lda.fit_lda  # app.lda's reference to modules.lda_directions.fit_lda
     monkeypatch.setattr(lda, "fit_lda", lambda f, y, **k: seen.update(f=f, y=y) or real_fit(f, y, **k))
     lda.main(
         [
@@ -310,7 +310,7 @@ def test_build_model_never_reuses_the_cache_of_other_templates(tmp_path):
     import open_clip
 
     from clip.archs import model_config
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.config import resolve, to_config
 
     torch.manual_seed(1234)

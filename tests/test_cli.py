@@ -121,7 +121,7 @@ def test_every_entry_point_is_found():
     found = entry_points()
     assert {"train.py", "test.py", "test_zeroshot.py", "predict.py"} <= set(found)
     assert set(ENTRY_POINTS) <= set(found)
-    assert "utils.cli" not in found and "app.weights" not in found
+    assert "utils.cli" not in found and "app.load_weights" not in found
 
 
 @pytest.mark.parametrize("entry", entry_points())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.compile import compile_model
 from utils.config import resolve, to_config
 

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from datasets.transforms import normalize
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.config import resolve, to_config
 from utils.contrastive import contrastive_loss, make_objective
 from utils.optim import build_optimizer, build_scheduler
@@ -298,8 +298,8 @@ def original_validation_logits(model, x):
 
 @pytest.mark.parametrize("head", ["Transf", "Transf_cls"])
 def test_original_nce_checkpoint_evaluates_as_the_original(tmp_path, head):
-    """Loaded through app.weights.load_model with a plain CE config: the tower in the file is used."""
-    from app.weights import load_model
+    """Loaded through app.load_weights.load_model with a plain CE config: the tower in the file is used."""
+    from app.load_weights import load_model
 
     source = _perturbed(build_model(make_cfg(fix_text=False, sim_header=head), NAMES))
     ckpt = original_nce_checkpoint(source)
@@ -321,7 +321,7 @@ def test_original_nce_checkpoint_evaluates_as_the_original(tmp_path, head):
 
 
 def test_our_nce_checkpoint_scores_new_names_with_its_own_tower(tmp_path):
-    from app.weights import load_model
+    from app.load_weights import load_model
     from utils.checkpoint import RunPosition, save_checkpoint, training_state
     from utils.config import to_dict
 

@@ -165,7 +165,7 @@ def test_missing_or_unreadable_files(tmp_path):
 
 def test_builder_model_loads_original_layout(tmp_path):
     """The public API path: build_model from a config, then load_weights of an original checkpoint."""
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.config import resolve, to_config
 
     cfg = to_config(
@@ -249,7 +249,7 @@ class OriginalShiftConv(torch.nn.Module):
 def _tsm_pair(arch, frames=4):
     """(our tm=tsm model, the original-style visual encoder with `.net` wrappers, its checkpoint)."""
     import clip
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.config import resolve, to_config
 
     cfg = to_config(

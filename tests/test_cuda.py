@@ -28,7 +28,7 @@ import torch
 
 from datasets.device_transforms import ClipsToDevice, RawClips
 from datasets.transforms import EvalTransform, TrainTransform, normalize
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.checkpoint import (
     RunPosition,
     load_checkpoint,

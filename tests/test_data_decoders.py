@@ -207,7 +207,7 @@ def test_pyav_seeking_falls_back_to_sequential_decoding_off_the_rate_grid(tmp_pa
 
 
 def test_builder_uses_approximate_only_on_preprocessed_folders(tmp_path):
-    from datasets.builder import seek_mode_for
+    from datasets.data_builder import seek_mode_for
 
     assert seek_mode_for(str(tmp_path)) == "exact"
     (tmp_path / video_reader.CFR_MARKER).write_text("{}")

@@ -327,7 +327,7 @@ def test_two_processes_see_each_sample_once(syn, tmp_path):
 def test_same_top1_from_shards_as_from_files(syn, tmp_path):
     """A model evaluated on the shards gives exactly the files' embeddings and top-1."""
     from datasets.transforms import normalize
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.evaluate import ViewSet, evaluate
 
     names = [line.split(",", 1)[1] for line in (syn / "labels.csv").read_text().splitlines()[1:]]
@@ -353,7 +353,7 @@ def test_shards_of_preprocessed_videos_seek_like_the_preprocessed_files(syn, tmp
     remedy does not ask to pre-process them again."""
     import shutil
 
-    from datasets.builder import data_remedy
+    from datasets.data_builder import data_remedy
     from datasets.video_reader import CFR_MARKER
 
     pre = tmp_path / "pre"

@@ -1,4 +1,4 @@
-"""The data-bound alarm (utils.data_wait) and the remedy it names (datasets.builder.data_remedy)."""
+"""The data-bound alarm (utils.data_wait) and the remedy it names (datasets.data_builder.data_remedy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datasets import build_dataset
-from datasets.builder import data_remedy
+from datasets.data_builder import data_remedy
 from datasets.synthetic import generate
 from utils.config import resolve, to_config
 from utils.data_wait import DataWaitMeter

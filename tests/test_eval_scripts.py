@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
 
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 
@@ -272,7 +272,7 @@ def test_probabilities_use_the_fixed_scale_100(setup, tmp_path):
     from datasets import build_dataset
     from datasets.lists import read_label_csv
     from datasets.transforms import normalize
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 

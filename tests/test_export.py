@@ -20,9 +20,9 @@ import torch
 import yaml
 
 from app.export import export
-from app.weights import load_model, open_weights
+from app.load_weights import load_model, open_weights
 from datasets.transforms import normalize
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.checkpoint import RunPosition, save_checkpoint, training_state
 from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError
@@ -250,10 +250,12 @@ class _Branchy(torch.nn.Module):
 def test_untraceable_head_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
     ckpt = _checkpoint(tmp_path, "branchy", sim_header="meanP")
-    import modules.builder
+    import modules.model_builder
 
-    real = modules.builder.build_head
-    monkeypatch.setattr(modules.builder, "build_head", lambda *a, **k: _Branchy() if a[0] == "meanP" else real(*a, **k))
+    real = modules.model_builder.build_head
+    monkeypatch.setattr(
+        modules.model_builder, "build_head", lambda *a, **k: _Branchy() if a[0] == "meanP" else real(*a, **k)
+    )
     # traced on a batch of 2, checked on batches of 1 and 3: the batch of 1 takes the other branch
     for suffix in ("ts", "onnx"):
         out = tmp_path / f"branchy.{suffix}"

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def setup(tmp_path_factory):
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 
@@ -82,7 +82,7 @@ def _extract(*args: str) -> None:
 
 
 def test_embeddings_equal_encode_video(setup, capsys):
-    from app.weights import load_model
+    from app.load_weights import load_model
     from datasets import build_dataset
     from datasets.transforms import normalize
     from utils.config import resolve, to_config
@@ -148,7 +148,7 @@ def test_multiview_is_the_mean_of_views(setup):
     assert got["view_embeddings"].shape[1] == 6
     np.testing.assert_allclose(got["view_embeddings"].mean(axis=1), got["embeddings"], atol=1e-5)
     # test.py's fusion: the same embeddings it scores (predictions of test.py equal softmax of these)
-    from app.weights import load_model
+    from app.load_weights import load_model
     from utils.similarity import class_probabilities
 
     classes = load_model(setup["ckpt"]).model.class_embeddings

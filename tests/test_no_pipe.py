@@ -55,7 +55,7 @@ def setup(tmp_path_factory, tiny_config):
     from datasets.lists import read_label_csv
     from datasets.shards import ShardLayout, write_shards
     from datasets.synthetic import generate
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 
@@ -229,7 +229,7 @@ def test_allow_pipe_opens_a_url_of_the_command_line(setup, tmp_path):
 def test_stored_config_drops_the_data_sources(setup):
     """What the tools build from: the stored config without lists, roots and shard indexes, unless
     the user's --opts names them; the model and class settings stay."""
-    from app.weights import DATA_SOURCES, open_weights
+    from app.load_weights import DATA_SOURCES, open_weights
     from datasets.lists import read_label_csv
 
     wf = open_weights(setup["base"] / "evil.pt")

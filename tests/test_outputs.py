@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
 
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 

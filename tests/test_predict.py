@@ -53,7 +53,7 @@ def demo(tmp_path_factory):
     from datasets import build_dataset, build_loader, normalize
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate, write_mp4
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config, to_dict
 
@@ -270,7 +270,7 @@ def test_wrong_architecture_lists_keys(demo, tmp_path):
 def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
     import yaml
 
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.checkpoint import save_checkpoint
     from utils.config import resolve, to_config
 

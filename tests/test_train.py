@@ -90,7 +90,7 @@ def fixed_batches(cfg, n: int) -> list:
 
 
 def tiny_model(cfg):
-    from modules.builder import build_model
+    from modules.model_builder import build_model
 
     torch.manual_seed(0)
     return build_model(cfg, [f"class {i}" for i in range(4)])
@@ -313,7 +313,7 @@ def test_contrastive_run_resumes_bit_identically_and_saves_its_towers_class_embe
     """solver.loss_type NCE with a trained text tower (the original's train_nce.py) through the same
     train.py: 1 epoch + resume + 1 epoch equals 2 epochs, and the saved class embeddings are the
     saved text tower's embeddings of the class prompts (what validation used)."""
-    from app.weights import load_model
+    from app.load_weights import load_model
 
     cfg = make_config(tmp_path, data, loss_type="NCE")
     opts = ("network.fix_text=false",)

@@ -26,7 +26,7 @@ import app.fit
 import clip
 import train
 from datasets.transforms import normalize
-from modules.builder import build_model
+from modules.model_builder import build_model
 from utils.config import load_config
 from utils.optim import build_scheduler, param_groups
 from utils.training import EpochStats, StepRecipe, train_one_epoch

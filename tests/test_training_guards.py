@@ -424,7 +424,7 @@ def test_cli_non_finite_pretrained_weights_and_an_infinite_lr_each_give_one_line
     one line naming the cause, exit 1, no traceback; `solver.lr=.inf` is refused before anything runs."""
     import os
 
-    from modules.builder import build_model
+    from modules.model_builder import build_model
     from utils.config import load_config
 
     cfg = write_config(tmp_path, data, epochs=2)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
-from modules import builder
+from modules import model_builder
 from modules.heads import MeanHead, TransfHead, build_head
 from modules.video_model import VideoCLIP
 from utils.checkpoint import save_checkpoint
@@ -123,7 +123,7 @@ def tiny_clip():
 
 def test_build_model_tiny(tmp_path, tiny_clip):
     cfg = tiny_cfg(tmp_path)
-    model = builder.build_model(cfg, NAMES)
+    model = model_builder.build_model(cfg, NAMES)
     # only visual, head, temperature and classes: the text tower is gone
     prefixes = {k.split(".")[0] for k in model.state_dict()}
     assert prefixes == {"visual", "fusion_model", "logit_scale", "class_embeddings"}
@@ -149,26 +149,26 @@ def test_build_model_caches_text_embeddings_for_real_weights(tmp_path, tiny_clip
     weights = tmp_path / "tiny_weights.pt"
     torch.save(tiny_clip.state_dict(), weights)
     cfg = tiny_cfg(tmp_path, pretrained=str(weights), sim_header="None")
-    first = builder.build_model(cfg, NAMES)
+    first = model_builder.build_model(cfg, NAMES)
     files = list((tmp_path / "cache").glob("text_feats_*.pt"))
     assert len(files) == 1
     from modules import classifier
 
     monkeypatch.setattr(classifier, "encode_class_names", lambda *a, **k: pytest.fail("cache not used"))
-    second = builder.build_model(cfg, NAMES)
+    second = model_builder.build_model(cfg, NAMES)
     assert torch.equal(first.class_embeddings, second.class_embeddings)
     monkeypatch.undo()
-    builder.build_model(cfg, NAMES[:3])  # another class list: a second cache file
+    model_builder.build_model(cfg, NAMES[:3])  # another class list: a second cache file
     assert len(list((tmp_path / "cache").glob("text_feats_*.pt"))) == 2
 
 
 def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
     d = clip.embed_dim(tiny_clip)
-    rnd = builder.build_model(tiny_cfg(tmp_path, classifier="random", sim_header="meanP"), NAMES)
+    rnd = model_builder.build_model(tiny_cfg(tmp_path, classifier="random", sim_header="meanP"), NAMES)
     assert rnd.class_embeddings.shape == (4, d)
-    again = builder.build_model(tiny_cfg(tmp_path, classifier="random", sim_header="meanP"), NAMES)
+    again = model_builder.build_model(tiny_cfg(tmp_path, classifier="random", sim_header="meanP"), NAMES)
     assert torch.equal(rnd.class_embeddings, again.class_embeddings)  # seeded: same on every rank
-    orth = builder.build_model(
+    orth = model_builder.build_model(
         tiny_cfg(tmp_path, classifier="orthogonal", sim_header="None", fix_text=False, fix_video=True), NAMES
     )
     torch.testing.assert_close(orth.class_embeddings @ orth.class_embeddings.T, torch.eye(4), atol=1e-5, rtol=0)
@@ -177,21 +177,21 @@ def test_build_model_classifier_variants_and_freezing(tmp_path, tiny_clip):
     assert orth.logit_scale.requires_grad
     emb = torch.randn(4, d)
     save_checkpoint(emb, tmp_path / "lda.pt")
-    lda = builder.build_model(
+    lda = model_builder.build_model(
         tiny_cfg(tmp_path, classifier="lda", classifier_file=str(tmp_path / "lda.pt"), sim_header="None"), NAMES
     )
     assert torch.equal(lda.class_embeddings, emb)
     with pytest.raises(UserError, match=rf"lda\.pt.*\(4, {d}\).*\(5, {d}\)"):
-        builder.build_model(
+        model_builder.build_model(
             tiny_cfg(tmp_path, classifier="file", classifier_file=str(tmp_path / "lda.pt"), sim_header="None"),
             NAMES + ["archery"],
         )
     with pytest.raises(UserError, match="n_emb"):
-        builder.build_model(tiny_cfg(tmp_path, classifier="random", n_emb=d + 1, sim_header="None"), NAMES)
+        model_builder.build_model(tiny_cfg(tmp_path, classifier="random", n_emb=d + 1, sim_header="None"), NAMES)
 
 
 def test_build_model_joint_st_bypasses_and_freezes_the_head(tmp_path):
-    model = builder.build_model(tiny_cfg(tmp_path, joint_st=True, classifier="random"), NAMES)
+    model = model_builder.build_model(tiny_cfg(tmp_path, joint_st=True, classifier="random"), NAMES)
     assert model.joint_st and isinstance(model.fusion_model, TransfHead)
     assert not any(p.requires_grad for p in model.fusion_model.parameters())
     x = torch.randn(2, 2, 3, 112, 112)

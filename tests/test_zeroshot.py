@@ -1,4 +1,4 @@
-"""The zero-shot protocols of utils.zeroshot: half-class selections equal the original's algorithm,
+"""The zero-shot protocols of utils.zeroshot_scores: half-class selections equal the original's algorithm,
 label re-indexing keeps classes without videos, and the report equals a direct computation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from utils.evaluate import EvalOutput
 from utils.similarity import class_probabilities as class_scores
-from utils.zeroshot import half_class_splits, restrict_to_classes, zero_shot_report
+from utils.zeroshot_scores import half_class_splits, restrict_to_classes, zero_shot_report
 
 
 def make_output(n: int, num_classes: int, dim: int = 6, seed: int = 0) -> tuple[EvalOutput, torch.Tensor]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from utils.choices import DEVICES, FUSIONS, PRECISIONS, TEST_CROPS
 
-# The only ways a pickled weights file is fully unpickled and a `pipe:` URL is opened (clip.weights,
+# The only ways a pickled weights file is fully unpickled and a `pipe:` URL is opened (clip.pretrained,
 # datasets.shard_dataset name them in their refusals).
 TRUST_FLAG = "--trust_pickle"
 PIPE_FLAG = "--allow-pipe"

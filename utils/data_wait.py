@@ -4,7 +4,7 @@
 = the whole iteration including that wait). `line()` is the log text, `row()` the metrics.csv
 columns, and `alarm()` returns, once per epoch, a warning naming the remedy when the data wait
 exceeds `threshold` of the step time (after `warmup` iterations, while the workers start). The
-remedy text is composed where the data pipeline is known (`datasets.builder.data_remedy`).
+remedy text is composed where the data pipeline is known (`datasets.data_builder.data_remedy`).
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 from app.exported import ExportedModel, decode_array, read_export, sniff_export
-from datasets.builder import read_class_names
+from datasets.data_builder import read_class_names
 from datasets.transforms import normalize
-from modules.builder import build_model, text_weights_are_random
 from modules.convert import CLASS_KEY, extract_state_dict, load_weights
+from modules.model_builder import build_model, text_weights_are_random
 from modules.video_model import VideoCLIP
 from utils.checkpoint import BEST, LAST, load_checkpoint, unwrap
 from utils.config import Config, from_dict, load_config, replace

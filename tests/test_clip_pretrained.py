@@ -1,4 +1,4 @@
-"""clip/weights.py: loading local files (state dict, safetensors, TorchScript, video checkpoints),
+"""clip/pretrained.py: loading local files (state dict, safetensors, TorchScript, video checkpoints),
 clear errors, the fast offline failure, and weights_id."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import clip
-from clip import weights as W
+from clip import pretrained as W
 from clip.archs import model_config
 from utils.errors import UserError
 

@@ -2,7 +2,7 @@
 (docs/evaluation.md#zero-shot-test_zeroshotpy-every-protocol-in-one-command):
 
 * `full`: top-1/top-5 over every class of the config's label CSV, on its list;
-* `half`: the original's 10 random half-class splits of the same pass (utils.zeroshot);
+* `half`: the original's 10 random half-class splits of the same pass (utils.zeroshot_scores);
 * `splits`: the official test splits, full classes each, mean ± population std over them:
   UCF101 / HMDB51 `lists/<dataset>/val_rgb_split_{1,2,3}.txt` (the config's classes), Kinetics-600
   `configs/k600/k600_zero_shot_split{1,2,3}.yaml` (160 classes each, its own list and label CSV).
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from app.eval_run import EvalRun
-from app.weights import load_model
-from datasets.builder import read_class_names
+from app.load_weights import load_model
+from datasets.data_builder import read_class_names
 from datasets.lists import read_list
 from modules.classifier import resolve_templates
 from utils.choices import ZEROSHOT_PROTOCOLS
@@ -34,7 +34,7 @@ from utils.distributed import rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of
 from utils.metrics import classification_report
-from utils.zeroshot import zero_shot_report
+from utils.zeroshot_scores import zero_shot_report
 
 PROTOCOLS = ZEROSHOT_PROTOCOLS
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""app.weights.load_model, the one path from a weights file to a model: every kind of file gives
+"""app.load_weights.load_model, the one path from a weights file to a model: every kind of file gives
 the same logits; class names are matched by name (never relabelled by row); new names are
 embedded by the text encoder only where that means something."""
 
@@ -9,9 +9,9 @@ import torch
 import yaml
 
 import clip
-from app.weights import load_model, open_weights
-from modules.builder import build_model
+from app.load_weights import load_model, open_weights
 from modules.convert import convert_original
+from modules.model_builder import build_model
 from utils.checkpoint import RunPosition, save_checkpoint, training_state
 from utils.config import resolve, to_config, to_dict
 from utils.errors import UserError

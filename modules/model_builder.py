@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 import clip
-from clip.weights import is_random
+from clip.pretrained import is_random
 from modules import classifier as cls
 from modules.heads import build_head
 from modules.text_tower import TextTower, prompt_tokens
@@ -95,7 +95,7 @@ def build_model(
 
     `class_embeddings` (C, D): use these rows instead of computing them; CLIP is then built with
     random weights (no file is read), for a caller that loads every weight from a checkpoint.
-    `trusted_pickles`: the user's --trust_pickle files (see `clip.weights`).
+    `trusted_pickles`: the user's --trust_pickle files (see `clip.pretrained`).
     """
     net = cfg.network
     if not class_names:

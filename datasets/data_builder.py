@@ -1,5 +1,5 @@
-"""Builders: `build_dataset` (the only place that reads `cfg.data`; it picks the data source once)
-and `build_loader`."""
+"""A dataset and its loader from the `data` section: `build_dataset` (the only place that reads
+`cfg.data`; it picks the data source once) and `build_loader`."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from datasets.lists import VideoRecord, read_list
+from datasets.video_reader import SeekMode
 from utils.config_schema import DataConfig
 from utils.errors import UserError
 
@@ -30,7 +31,7 @@ class ClipReader(Protocol):
     """Reads the sampled frames of one sample. `seek_mode` is how a video decoder seeks
     (`approximate` for constant-frame-rate files); `decode_device` is where frames land."""
 
-    seek_mode: str
+    seek_mode: SeekMode
     decode_device: str
 
     def read_clip(self, path: str, listed: int | None, choose: FrameChooser) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from datasets.decoding import BadSampleError, FrameFolderReader, decode_frame_bytes, to_clip, unique_indices
 from datasets.source_base import FrameChooser, ListSource
+from datasets.video_reader import SeekMode
 from utils.config_schema import DataConfig
 
 _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")  # a frame member of a shard sample: <index>.jpg
@@ -18,7 +19,7 @@ _FRAME_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png)$")  # a frame member of a shard
 class FramesReader(FrameFolderReader):
     """`root/<path>/<image_tmpl.format(index + index_bias)>`; frame files need no seeking."""
 
-    seek_mode = "exact"
+    seek_mode: SeekMode = "exact"
     decode_device = "cpu"
 
     @classmethod

@@ -13,11 +13,12 @@ from datasets.source_base import NAME_IT, TarSampleReader, check_modality
 from datasets.source_frames import FramesReader
 from datasets.source_videos import VideoFilesReader
 from datasets.video_dataset import VideoDataset
+from datasets.video_reader import SeekMode
 from utils.config_schema import DataConfig
 from utils.errors import UserError
 
 # the reader of each shard content, given the data section and the seek mode
-_MEMBER_READERS: dict[str, Callable[[Any, str], TarSampleReader]] = {
+_MEMBER_READERS: dict[str, Callable[[Any, SeekMode], TarSampleReader]] = {
     "frames": lambda data, seek_mode: FramesReader.from_config(data),
     "video": VideoFilesReader.from_config,
 }
@@ -48,7 +49,7 @@ class TarShardSource:
         return all_records, [i for i in range(len(all_records)) if i in present]
 
     def reader(self) -> TarSampleReader:
-        seek_mode = "approximate" if self.index.cfr else "exact"
+        seek_mode: SeekMode = "approximate" if self.index.cfr else "exact"
         return _MEMBER_READERS[self.index.content](self.data, seek_mode)
 
     def dataset(self, samples: VideoDataset, keys: list[int]) -> ShardDataset:

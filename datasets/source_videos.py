@@ -11,11 +11,11 @@ import torch
 
 from datasets.decoding import BadSampleError
 from datasets.source_base import FrameChooser, ListSource
-from datasets.video_reader import CFR_MARKER, VideoReader, resolve_decoder
+from datasets.video_reader import CFR_MARKER, SeekMode, VideoReader, resolve_decoder
 from utils.config_schema import DataConfig
 
 
-def seek_mode_for(root: str) -> str:
+def seek_mode_for(root: str) -> SeekMode:
     """`approximate` (cheaper, right for constant-frame-rate files) for a folder written by
     `python -m datasets.preprocess`, whose files are constant-frame-rate by construction; else `exact`."""
     return "approximate" if root and os.path.isfile(os.path.join(root, CFR_MARKER)) else "exact"
@@ -24,13 +24,13 @@ def seek_mode_for(root: str) -> str:
 class VideoFilesReader:
     """Opens a video once per sample: its frame count from the container, then one batched read."""
 
-    def __init__(self, decoder: str = "auto", decode_device: str = "cpu", seek_mode: str = "exact"):
+    def __init__(self, decoder: str = "auto", decode_device: str = "cpu", seek_mode: SeekMode = "exact"):
         self.decoder = resolve_decoder(decoder, decode_device)
         self.decode_device = decode_device
         self.seek_mode = seek_mode
 
     @classmethod
-    def from_config(cls, data: DataConfig, seek_mode: str) -> VideoFilesReader:
+    def from_config(cls, data: DataConfig, seek_mode: SeekMode) -> VideoFilesReader:
         return cls(data.decoder, data.decode_device, seek_mode)
 
     def read_clip(self, path: str, listed: int | None, choose: FrameChooser) -> torch.Tensor:

@@ -27,6 +27,7 @@ from datasets.lists import VideoRecord
 from datasets.sampling import sample_indices
 from datasets.source_base import ClipReader
 from datasets.transforms import ClipParams, TrainTransform
+from datasets.video_reader import SeekMode
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class VideoDataset(Dataset):
         return self.reader
 
     @property
-    def seek_mode(self) -> str:
+    def seek_mode(self) -> SeekMode:
         return self.reader.seek_mode
 
     @property

@@ -49,6 +49,8 @@ from datasets.decoding import BadSampleError, to_clip, unique_indices
 from utils.errors import UserError
 
 DECODERS = ("torchcodec", "decord", "pyav")
+# How a decoder seeks: `approximate` trusts a constant frame rate (python -m datasets.preprocess output)
+SeekMode = Literal["exact", "approximate"]
 CFR_MARKER = "text4vis_preprocess.json"  # written by datasets.preprocess into its output folder
 FFMPEG_PACKAGES = "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59"
 FFMPEG_FIX = (
@@ -244,7 +246,7 @@ class VideoReader:
         decoder: str = "auto",
         *,
         device: str = "cpu",
-        seek_mode: str = "exact",
+        seek_mode: SeekMode = "exact",
         name: str | None = None,
     ):
         self.decoder = resolve_decoder(decoder, device)
@@ -287,8 +289,7 @@ class VideoReader:
             from torchcodec.decoders import VideoDecoder
 
             src = self.data if self.data is not None else self.path
-            mode: Literal["exact", "approximate"] = "approximate" if self.seek_mode == "approximate" else "exact"
-            self._dec = VideoDecoder(src, seek_mode=mode, num_ffmpeg_threads=1, device=self.device)
+            self._dec = VideoDecoder(src, seek_mode=self.seek_mode, num_ffmpeg_threads=1, device=self.device)
             meta = self._dec.metadata
             self._n = int(meta.num_frames or 0)
             header, content = meta.num_frames_from_header, meta.num_frames_from_content

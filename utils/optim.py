@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -167,36 +167,6 @@ def held_epoch(step: int, iters_per_epoch: int, step_every: int) -> float:
     return epoch + j / iters_per_epoch
 
 
-def lr_lambda(
-    kind: str,
-    *,
-    epochs: int,
-    warmup_epochs: float,
-    iters_per_epoch: int,
-    step_every: int = 10,
-    decay_step: int | Sequence[int] = 15,
-    decay_factor: float = 0.1,
-) -> Callable[[int], float]:
-    """Factor of the base LR as a function of the global iteration index."""
-    if iters_per_epoch < 1:
-        raise UserError("the training set is empty (0 iterations per epoch)")
-    if step_every < 1:
-        raise UserError(f"solver.lr_step_every must be >= 1, got {step_every}")
-    if kind == "cosine":
-
-        def fn(step: int) -> float:
-            return cosine_factor(held_epoch(step, iters_per_epoch, step_every), epochs, warmup_epochs)
-    elif kind == "multistep":
-        milestones = multistep_milestones(decay_step, epochs)
-
-        def fn(step: int) -> float:
-            e = held_epoch(step, iters_per_epoch, step_every)
-            return multistep_factor(e, milestones, decay_factor, warmup_epochs)
-    else:
-        raise UserError(f"solver.type '{kind}' is not supported (cosine or multistep)")
-    return fn
-
-
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     *,
@@ -213,13 +183,20 @@ def build_scheduler(
     After construction the optimiser holds the LR of iteration 0; after n calls to `step()` it
     holds the LR of iteration n.
     """
-    fn = lr_lambda(
-        kind,
-        epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        iters_per_epoch=iters_per_epoch,
-        step_every=step_every,
-        decay_step=decay_step,
-        decay_factor=decay_factor,
-    )
+    if iters_per_epoch < 1:
+        raise UserError("the training set is empty (0 iterations per epoch)")
+    if step_every < 1:
+        raise UserError(f"solver.lr_step_every must be >= 1, got {step_every}")
+    if kind == "cosine":
+
+        def fn(step: int) -> float:
+            return cosine_factor(held_epoch(step, iters_per_epoch, step_every), epochs, warmup_epochs)
+    elif kind == "multistep":
+        milestones = multistep_milestones(decay_step, epochs)
+
+        def fn(step: int) -> float:
+            e = held_epoch(step, iters_per_epoch, step_every)
+            return multistep_factor(e, milestones, decay_factor, warmup_epochs)
+    else:
+        raise UserError(f"solver.type '{kind}' is not supported (cosine or multistep)")
     return LambdaLR(optimizer, lr_lambda=fn)

@@ -82,7 +82,7 @@ from torch import nn
 import clip
 from app.fit import RunState, Session, Validation
 from app.run_folder import check_resume_config, end_epoch, prepare_run_folder, record_config, run_is_complete
-from datasets import build_dataset, build_loader, write_fewshot_list
+from datasets import build_dataset, config_loader, write_fewshot_list
 from datasets.data_builder import data_remedy, read_class_names
 from datasets.device_transforms import clips_to_device
 from datasets.shard_dataset import allowed_pipes, check_sources
@@ -335,16 +335,7 @@ def restore(
 def build_validation(cfg: Config, dist: DistInfo, log: Log, allow_pipe: frozenset[str] = frozenset()) -> Validation:
     val_ds = build_dataset(cfg, "val", allow_pipe=allow_pipe)
     log(f"val: {len(val_ds)} videos; transforms: {getattr(val_ds, 'transform', '')}")
-    loader = build_loader(
-        val_ds,
-        cfg.data.batch_size,
-        cfg.data.workers,
-        train=False,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        seed=cfg.seed,
-        reuse_memory=cfg.data.reuse_freed_memory,
-    )
+    loader = config_loader(val_ds, cfg, train=False, rank=dist.rank, world_size=dist.world_size)
     return Validation(
         loader,
         cfg.data.num_segments,
@@ -368,17 +359,9 @@ def build_train_loader(
 ) -> tuple[Any, Any]:
     """(loader, dataset) of the training list (`allow_pipe`: the command line's --allow-pipe URLs)."""
     train_ds = build_dataset(cfg, "train", allow_pipe=allow_pipe)
-    loader = build_loader(
-        train_ds,
-        cfg.data.batch_size,
-        cfg.data.workers,
-        train=True,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        seed=cfg.seed,
-        drop_last=cfg.network.text_tower,
-        reuse_memory=cfg.data.reuse_freed_memory,
-    )  # as train_nce.py: no short last batch
+    loader = config_loader(  # the contrastive baseline drops a short last batch, as train_nce.py
+        train_ds, cfg, train=True, rank=dist.rank, world_size=dist.world_size, drop_last=cfg.network.text_tower
+    )
     log(
         f"train: {len(train_ds)} videos, {len(loader)} iterations per epoch; "
         f"transforms: {getattr(train_ds, 'transform', '')}"

@@ -20,7 +20,7 @@ from app.outputs import (
     safe_name,
     weights_name,
 )
-from datasets import build_dataset, build_loader
+from datasets import build_dataset, config_loader
 from datasets.data_builder import read_class_names
 from datasets.device_transforms import clips_to_device
 from datasets.samplers import ShardSampler
@@ -126,16 +126,7 @@ class EvalRun:
         dataset = build_dataset(
             cfg, "test", test_crops=a.test_crops, test_clips=a.test_clips, dense=self.dense, allow_pipe=allowed_pipes(a)
         )
-        loader = build_loader(
-            dataset,
-            cfg.data.batch_size,
-            cfg.data.workers,
-            train=False,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            seed=cfg.seed,
-            reuse_memory=cfg.data.reuse_freed_memory,
-        )
+        loader = config_loader(dataset, cfg, train=False, rank=self.dist.rank, world_size=self.dist.world_size)
         return dataset, loader
 
     def collect(

@@ -61,7 +61,7 @@ import torch
 
 from app.load_weights import input_normalize, load_model, open_weights
 from app.outputs import refuse_existing_file
-from datasets import build_dataset, build_loader
+from datasets import build_dataset, config_loader
 from datasets.device_transforms import clips_to_device
 from datasets.shard_dataset import allowed_pipes, check_sources
 from modules.lda_directions import fit_lda
@@ -87,16 +87,7 @@ def extract_features(
     cfg = replace(cfg, **{"data.val_list": data.train_list, "data.val_root": data.train_root})
     cfg = replace(cfg, **{"data.val_shards": data.train_shards})
     dataset = build_dataset(cfg, "test", allow_pipe=allow_pipe)
-    loader = build_loader(
-        dataset,
-        cfg.data.batch_size,
-        cfg.data.workers,
-        train=False,
-        rank=0,
-        world_size=1,
-        seed=cfg.seed,
-        reuse_memory=cfg.data.reuse_freed_memory,
-    )
+    loader = config_loader(dataset, cfg, train=False)
     model = load_model(wf, cfg=cfg, device=device, trusted_pickles=trusted_pickles).model
     with Progress(len(dataset), "lda features", "video") as shown:  # on stderr (utils.progress)
         out = collect(

@@ -1,6 +1,6 @@
 """Data pipeline: lists, frame sampling, decoding, clip transforms, datasets and loaders.
 
-`build_dataset` is the only place that reads `cfg.data`; everything below it takes plain
+`build_dataset` and `config_loader` are the only places that read `cfg.data`; everything below it takes plain
 arguments. See docs/data.md for the user-facing description. The names below are imported on
 first use, so `datasets.lists` or `datasets.make_list` do not pay for importing torch.
 
@@ -15,6 +15,7 @@ from typing import Any
 _EXPORTS = {
     "build_dataset": "datasets.data_builder",
     "build_loader": "datasets.data_builder",
+    "config_loader": "datasets.data_builder",
     "build_transform": "datasets.data_builder",
     "VideoDataset": "datasets.video_dataset",
     "VideoRecord": "datasets.lists",

@@ -1,5 +1,5 @@
-"""A dataset and its loader from the `data` section: `build_dataset` (the only place that reads
-`cfg.data`; it picks the data source once) and `build_loader`."""
+"""A dataset and its loader from the `data` section: `build_dataset` (it picks the data source once),
+`build_loader` (plain arguments) and `config_loader` (the loader as the config sets it)."""
 
 from __future__ import annotations
 
@@ -191,6 +191,25 @@ def build_loader(
     )
     make = getattr(dataset, "make_loader", None)
     return make(opts, **common) if make is not None else _map_style_loader(dataset, opts, **common)
+
+
+def config_loader(
+    dataset: Any, cfg: Config, *, train: bool, rank: int = 0, world_size: int = 1, drop_last: bool = False
+) -> DataLoader:
+    """`build_loader` as the run's config sets it: `data.batch_size`, `data.workers`,
+    `data.reuse_freed_memory` and the run's `seed`."""
+    data = cfg.data
+    return build_loader(
+        dataset,
+        data.batch_size,
+        data.workers,
+        train=train,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+        drop_last=drop_last,
+        reuse_memory=data.reuse_freed_memory,
+    )
 
 
 def _map_style_loader(dataset: Any, opts: LoaderOptions, **common: Any) -> DataLoader:

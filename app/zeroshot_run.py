@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from app.eval_run import EvalRun
@@ -34,7 +33,7 @@ from utils.distributed import rank_zero_first
 from utils.errors import UserError
 from utils.evaluate import EvalOutput, class_embeddings_of
 from utils.metrics import classification_report
-from utils.zeroshot_scores import zero_shot_report
+from utils.zeroshot_scores import mean_std, zero_shot_report
 
 PROTOCOLS = ZEROSHOT_PROTOCOLS
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,15 +138,10 @@ def split_reports(run: EvalRun, main: EvalOutput | None, splits: list[Split], sc
                 **{k: rep[k] for k in ("num_videos", "top1", "top5", "mean_class_accuracy")},
             }
         )
-    top1 = np.array([s["top1"] for s in per_split])
-    top5 = np.array([s["top5"] for s in per_split])
     return {
         "protocol": "official test splits, full classes each",
         "std": "population (ddof 0)",
-        "top1_mean": float(top1.mean()),
-        "top1_std": float(top1.std(ddof=0)),
-        "top5_mean": float(top5.mean()),
-        "top5_std": float(top5.std(ddof=0)),
+        **mean_std(per_split),
         "per_split": per_split,
     }
 

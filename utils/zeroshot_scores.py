@@ -60,6 +60,16 @@ def too_few_classes_warning(num_classes: int) -> str | None:
     )
 
 
+def mean_std(rows: list[dict], keys: tuple[str, ...] = ("top1", "top5")) -> dict[str, float]:
+    """`<key>_mean` and `<key>_std` over `rows`, each key in turn; the population std (ddof 0), as
+    the original's half-classes protocol reports it."""
+    out = {}
+    for key in keys:
+        values = np.array([row[key] for row in rows])
+        out[f"{key}_mean"], out[f"{key}_std"] = float(values.mean()), float(values.std(ddof=0))
+    return out
+
+
 def zero_shot_report(
     out: EvalOutput, class_embeddings: torch.Tensor, *, scale: float = 100.0, repeats: int = 10
 ) -> dict:
@@ -84,8 +94,6 @@ def zero_shot_report(
                 "classes_without_videos": int(len(classes) - sub.labels.unique().numel()),
             }
         )
-    top1 = np.array([s["top1"] for s in splits])
-    top5 = np.array([s["top5"] for s in splits])
     return {
         "full_classes": full,
         "half_classes": {
@@ -94,10 +102,7 @@ def zero_shot_report(
             "repeats": repeats,
             "classes_per_split": class_embeddings.shape[0] // 2,
             "selection": "np.random.seed(s); np.random.permutation(C)[:C // 2], s = 0..repeats-1",
-            "top1_mean": float(top1.mean()),
-            "top1_std": float(top1.std(ddof=0)),
-            "top5_mean": float(top5.mean()),
-            "top5_std": float(top5.std(ddof=0)),
+            **mean_std(splits),
             "splits": splits,
         },
     }

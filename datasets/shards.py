@@ -72,28 +72,26 @@ def sample_files(record: VideoRecord, root: str, frames: FrameFolderReader | Non
     """The tar members (without the key) of one list line."""
     path = os.path.join(root, record.path) if root else record.path
     if frames is None:
-        ext = Path(path).suffix.lower().lstrip(".") or "mp4"
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise BadSampleError(f"video not found: {path}") from None
-        except OSError as err:
-            raise BadSampleError(f"cannot read video {path}: {err}") from None
+        data = _read_bytes(path, "video")
         if not data:
             raise BadSampleError(f"video file is empty: {path}")
-        return {ext: data}
+        return {Path(path).suffix.lower().lstrip(".") or "mp4": data}
     n = frames.num_frames(path, record.num_frames)
     out = {}
     for i in range(n):
         fp = frames.frame_path(path, i)
-        try:
-            data = Path(fp).read_bytes()
-        except FileNotFoundError:
-            raise BadSampleError(f"frame not found: {fp}") from None
-        except OSError as err:
-            raise BadSampleError(f"cannot read frame {fp}: {err}") from None
-        out[f"{i:06d}{Path(fp).suffix.lower()}"] = data
+        out[f"{i:06d}{Path(fp).suffix.lower()}"] = _read_bytes(fp, "frame")
     return out
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    """The file's bytes, or a BadSampleError naming it as a `what` (video, frame)."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadSampleError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise BadSampleError(f"cannot read {what} {path}: {err}") from None
 
 
 def shard_index(

@@ -82,3 +82,31 @@ def tiny_config() -> Callable[..., dict]:
         return cfg
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Callable[..., Path]:
+    """`tiny_checkpoint(cfg, names, path, seed=0, perturb_head=False, save_names=True)`: the model that
+    the config dict `cfg` builds for the classes `names`, saved at `path` as train.py saves one
+    (`model`, `config`, and `class_names` unless `save_names=False`). `perturb_head` moves the temporal
+    head's weights away from their initialisation, so that a test sees whether the head was loaded."""
+
+    def make(
+        cfg: dict, names: list[str], path: Path, *, seed: int = 0, perturb_head: bool = False, save_names: bool = True
+    ) -> Path:
+        import torch
+
+        from modules.model_builder import build_model
+        from utils.checkpoint import save_checkpoint
+        from utils.config import resolve, to_config
+
+        torch.manual_seed(seed)
+        model = build_model(to_config(resolve(cfg, "t")), names)
+        if perturb_head:
+            with torch.no_grad():
+                for p in model.fusion_model.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+        state = {"model": model.state_dict(), "config": cfg, **({"class_names": names} if save_names else {})}
+        return save_checkpoint(state, path)
+
+    return make

@@ -31,14 +31,10 @@ def load_script(name: str):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    import torch
+def setup(tmp_path_factory, tiny_checkpoint):
 
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.model_builder import build_model
-    from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("evalscripts")
     data = base / "syn"
@@ -63,13 +59,8 @@ def setup(tmp_path_factory):
     }
     cfg_path = base / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
-    torch.manual_seed(1)
-    model = build_model(to_config(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
-    with torch.no_grad():  # move the head away from its initialisation so that it matters
-        for p in model.fusion_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ckpt = base / "tiny.pt"
-    save_checkpoint({"model": model.state_dict(), "config": cfg_d}, ckpt)
+    names = read_label_csv(data / "labels.csv")
+    ckpt = tiny_checkpoint(cfg_d, names, base / "tiny.pt", seed=1, perturb_head=True, save_names=False)
     return {"base": base, "cfg": str(cfg_path), "ckpt": str(ckpt), "cfg_dict": cfg_d}
 
 

@@ -24,12 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_checkpoint):
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.model_builder import build_model
-    from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("extract")
     data = base / "syn"
@@ -58,13 +55,8 @@ def setup(tmp_path_factory):
         },
     }
     (base / "cfg.yaml").write_text(yaml.safe_dump(cfg_d))
-    torch.manual_seed(0)
     names = read_label_csv(data / "labels.csv")
-    model = build_model(to_config(resolve(cfg_d, "t")), names)
-    with torch.no_grad():
-        for p in model.fusion_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg_d, "class_names": names}, base / "tiny.pt")
+    ckpt = tiny_checkpoint(cfg_d, names, base / "tiny.pt", perturb_head=True)
     return {"base": base, "data": data, "ckpt": str(ckpt), "cfg": cfg_d, "names": names}
 
 

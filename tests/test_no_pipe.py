@@ -46,18 +46,14 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_config):
+def setup(tmp_path_factory, tiny_config, tiny_checkpoint):
     """Frames, their shards (+ copies of the indexes with absolute shard paths, which an index read
     through a pipe: command needs), a good config and checkpoint, and an evil config and checkpoint
     whose data sources are `pipe:touch MARKER`."""
-    import torch
 
     from datasets.lists import read_label_csv
     from datasets.shards import ShardLayout, write_shards
     from datasets.synthetic import generate
-    from modules.model_builder import build_model
-    from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("nopipe")
     data = base / "syn"
@@ -92,10 +88,8 @@ def setup(tmp_path_factory, tiny_config):
     (base / "good.yaml").write_text(yaml.safe_dump(cfg))
     (base / "evil.yaml").write_text(yaml.safe_dump(evil))
     names = read_label_csv(data / "labels.csv")
-    torch.manual_seed(0)
-    state = build_model(to_config(resolve(cfg, "t")), names).state_dict()
-    save_checkpoint({"model": state, "config": cfg, "class_names": names}, base / "good.pt")
-    save_checkpoint({"model": state, "config": evil, "class_names": names}, base / "evil.pt")
+    tiny_checkpoint(cfg, names, base / "good.pt")
+    tiny_checkpoint(evil, names, base / "evil.pt")  # the same weights (same seed), pipe: URLs in its config
     video = next((data / "frames").glob("*/*"))
     yield {"base": base, "shards": shards, "marker": marker, "video": str(video)}
     assert not marker.exists()

@@ -28,14 +28,10 @@ def load_script(name: str):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    import torch
+def setup(tmp_path_factory, tiny_checkpoint):
 
     from datasets.lists import read_label_csv
     from datasets.synthetic import generate
-    from modules.model_builder import build_model
-    from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_config
 
     base = tmp_path_factory.mktemp("outputs")
     data = base / "syn"
@@ -58,9 +54,8 @@ def setup(tmp_path_factory):
     }
     cfg_path = base / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
-    torch.manual_seed(0)
-    model = build_model(to_config(resolve(cfg_d, "t")), read_label_csv(data / "labels.csv"))
-    ckpt = save_checkpoint({"model": model.state_dict(), "config": cfg_d}, base / "tiny.pt")
+    names = read_label_csv(data / "labels.csv")
+    ckpt = tiny_checkpoint(cfg_d, names, base / "tiny.pt", save_names=False)
     half = base / "half.txt"
     half.write_text("".join((data / "val.txt").read_text().splitlines(keepends=True)[:2]))
     return {"base": base, "data": data, "cfg": str(cfg_path), "ckpt": str(ckpt), "half": str(half)}

@@ -267,19 +267,13 @@ def test_wrong_architecture_lists_keys(demo, tmp_path):
     assert "missing keys" in str(err.value) and "fusion_model." in str(err.value)
 
 
-def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path):
+def test_label_csv_mismatch_with_trainable_classifier(demo, tmp_path, tiny_checkpoint):
     import yaml
-
-    from modules.model_builder import build_model
-    from utils.checkpoint import save_checkpoint
-    from utils.config import resolve, to_config
 
     cfg_d = dict(demo["cfg_dict"], network=dict(demo["cfg_dict"]["network"], fix_text=False))
     cfg_path = tmp_path / "trainable.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_d))
-    model = build_model(to_config(resolve(cfg_d, "t")), demo["names"])
-    ckpt = tmp_path / "trainable.pt"
-    save_checkpoint({"model": model.state_dict(), "config": cfg_d}, ckpt)
+    ckpt = tiny_checkpoint(cfg_d, demo["names"], tmp_path / "trainable.pt", save_names=False)
     labels = tmp_path / "three.csv"
     labels.write_text("id,name\n0,a\n1,b\n2,c\n")
     with pytest.raises(UserError, match="cannot score the class names given.*rows were trained"):

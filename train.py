@@ -22,10 +22,12 @@ from utils.cli import (
     add_allow_pipe_arg,
     add_config_args,
     add_trust_arg,
+    check_before_imports,
     cli_parser,
     help_before_imports,
     positive_int,
 )
+from utils.config import load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 # after it on purpose:
 # ruff: noqa: E402
 help_before_imports(__name__, build_parser)
+check_before_imports(__name__, build_parser, lambda args: load_config(args.config, args.opts))
 
 import os
 import platform
@@ -96,7 +99,7 @@ from utils.checkpoint import (
     unwrap,
 )
 from utils.compile import compile_model
-from utils.config import Config, dump, load_config
+from utils.config import Config, dump
 from utils.contrastive import Objective, make_objective
 from utils.data_wait import DataWaitMeter
 from utils.distributed import (

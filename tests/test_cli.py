@@ -157,3 +157,27 @@ def test_stop_after_epochs_below_one_is_refused_while_parsing(value, capsys):
         entry_main("train.py")(["--config", "missing.yaml", "--stop_after_epochs", value])
     assert exit_.value.code == 2
     assert f"--stop_after_epochs/--stop-after-epochs: '{value}' is not an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--config", "missing.yaml"], "error: config file not found: missing.yaml"),
+        (
+            ["--config", "configs/demo/demo_transf.yaml", "--opts", "data.batchsize=3"],
+            "unknown config key 'data.batchsize'; did you mean 'data.batch_size'?",
+        ),
+    ],
+)
+def test_train_config_mistake_is_one_line_before_torch(args, line):
+    """A config that cannot load stops train.py with its one line before torch or open_clip is
+    imported (on every rank under torchrun); `--debug` takes the real path and shows the traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("TEXT4VIS_DEBUG", None)
+    cmd = [sys.executable, "-X", "importtime", "train.py", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    errors = [s for s in proc.stderr.splitlines() if not s.startswith("import time:")]
+    assert proc.returncode == 1 and len(errors) == 1 and line in errors[0], proc.stderr[-2000:]
+    assert heavy_imports(proc.stderr) == []
+    debug = subprocess.run([*cmd, "--debug"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "torch" in heavy_imports(debug.stderr)

@@ -10,6 +10,7 @@ its parser from this module alone, so `--help` answers before torch or open_clip
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -212,3 +213,19 @@ def help_before_imports(module_name: str, build_parser: Callable[[], argparse.Ar
     and open_clip are imported. Imported as a module (tests, other code), it does nothing."""
     if module_name == "__main__" and wants_help(sys.argv[1:]):
         build_parser().parse_args(["--help"])
+
+
+def check_before_imports(
+    module_name: str,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    check: Callable[[argparse.Namespace], object],
+) -> None:
+    """Check the command line now (its options, then `check`, e.g. loading the config) when the
+    calling module runs as a program, so that a mistake is its one line in a fraction of a second
+    instead of after torch and open_clip are imported on every rank. With `--debug` the real path
+    runs instead (it shows the traceback). Imported as a module (tests, other code), it does nothing."""
+    if module_name != "__main__" or "--debug" in sys.argv or os.environ.get("TEXT4VIS_DEBUG") == "1":
+        return
+    from utils.errors import run_cli
+
+    run_cli(lambda: check(build_parser().parse_args()))

@@ -27,7 +27,8 @@ bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 WORKERS="${TEST_WORKERS:-auto}"
 # Most of the suite's time is spent in child processes starting Python and torch: one worker per
-# core, each torch single-threaded, finishes the suite in about half the time of one process.
+# core, each torch single-threaded, finishes the suite in about half the time of one process. Each
+# test file stays on one worker, so a file's expensive fixtures (a trained run, exports) are built once.
 [ "$WORKERS" = 0 ] && threads=2 || threads=1
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"
-exec "$ROOT/.venv/bin/python" -m pytest -n "$WORKERS" --dist worksteal ${FAST[@]+"${FAST[@]}"} "$@"
+exec "$ROOT/.venv/bin/python" -m pytest -n "$WORKERS" --dist loadfile ${FAST[@]+"${FAST[@]}"} "$@"

@@ -60,9 +60,14 @@ for h in $HEADS; do
   echo "[demo] training ($h): $CFG -> $OUT/$h"
   # shellcheck disable=SC2086
   "$PY" train.py --config "$CFG" --output "$OUT/$h" --opts "${DATA_OPTS[@]}" ${DEMO_OPTS:-}
+  W="$OUT/$h/model_best.pt"
+  if [ ! -f "$W" ]; then  # train.py keeps a best model only once validation rises above 0 %
+    echo "[demo] no model_best.pt (validation top-1 stayed at 0 %): testing last_model.pt"
+    W="$OUT/$h/last_model.pt"
+  fi
   echo "[demo] multi-view test ($h): 3 crops x 2 clips"
   # shellcheck disable=SC2086
-  "$PY" test.py --config "$CFG" --weights "$OUT/$h/model_best.pt" --test_crops 3 --test_clips 2 \
+  "$PY" test.py --config "$CFG" --weights "$W" --test_crops 3 --test_clips 2 \
     --output "$OUT/$h/test_3x2" --opts "${DATA_OPTS[@]}" ${DEMO_OPTS:-}
   "$PY" -m app.report "$OUT/$h"  # the run's page (train.py wrote it) again, now with its test
 done

@@ -110,3 +110,14 @@ def tiny_checkpoint() -> Callable[..., Path]:
         return save_checkpoint(state, path)
 
     return make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end files first: those whose every test is marked slow, then those with some slow tests,
+    then the rest (each group in its usual order). Under `--dist loadfile` a file goes to one worker in
+    this order, so the long files start at once and the short ones fill in at the end."""
+    slow: dict[Path, list[bool]] = {}
+    for item in items:
+        slow.setdefault(item.path, []).append(item.get_closest_marker("slow") is not None)
+    rank = {path: 0 if all(marks) else 1 if any(marks) else 2 for path, marks in slow.items()}
+    items.sort(key=lambda item: rank[item.path])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,27 @@ def _demo(tmp_path: Path, data: Path, out: str, **env: str) -> str:
     return proc.stdout
 
 
-def test_demo_script_trains_tests_and_regenerates_only_on_change(tmp_path):
-    data = tmp_path / "demo"
-    first = _demo(tmp_path, data, "run1")
+def _few_videos(data: Path, tmp_path: Path) -> str:
+    """DEMO_OPTS that train on 12 and validate and test on 6 of the generated videos (batches of 4:
+    3 steps, also for the contrastive run, which drops a short last batch)."""
+    lines = (data / "val.txt").read_text().splitlines(keepends=True)
+    train, val = tmp_path / "few_train.txt", tmp_path / "few_val.txt"
+    train.write_text("".join(lines[::8]))
+    val.write_text("".join(lines[::16]))
+    sizes = "solver.epochs=1 data.num_segments=2 data.workers=0 data.batch_size=4"
+    return f"{sizes} data.train_list={train} data.val_list={val}"
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The demo as a newcomer runs it (one short epoch): it generates the data, trains and tests."""
+    base = tmp_path_factory.mktemp("demo")
+    return base, _demo(base, base / "demo", "run1")
+
+
+def test_demo_script_trains_tests_and_regenerates_only_on_change(first_run, tmp_path):
+    base, first = first_run
+    data = base / "demo"
     assert "[demo] generating the synthetic dataset" in first
     assert (data / "labels.csv").read_text().splitlines()[1:] == [
         "0,red circle moving left",
@@ -46,31 +65,31 @@ def test_demo_script_trains_tests_and_regenerates_only_on_change(tmp_path):
         "5,green triangle moving down",
     ]
     assert len((data / "val.txt").read_text().splitlines()) == 6 * 16
-    result = json.loads((tmp_path / "run1" / "transf" / "test_3x2" / "results.json").read_text())
+    result = json.loads((base / "run1" / "transf" / "test_3x2" / "results.json").read_text())
     assert result["views"] == 6 and result["num_classes"] == 6 and 0.0 <= result["top1"] <= 100.0
     assert "Text4Vis offline demo" in first and f"{result['top1']:.1f} % top-1" in first
-    for folder in (tmp_path / "run1" / "transf", tmp_path / "run1" / "transf" / "test_3x2"):
+    for folder in (base / "run1" / "transf", base / "run1" / "transf" / "test_3x2"):
         page = (folder / "report.html").read_text()
         assert f"{result['top1']:.2f}" in page and "<script src" not in page  # the demo's own numbers, offline
 
     labels_before = (data / "labels.csv").stat().st_mtime_ns
-    few = tmp_path / "few.txt"  # the second run is about the data step: it trains and tests on 6 videos
-    few.write_text("".join((data / "val.txt").read_text().splitlines(keepends=True)[::16]))
-    opts = f"solver.epochs=1 data.num_segments=2 data.workers=0 data.train_list={few} data.val_list={few}"
-    second = _demo(tmp_path, data, "run2", DEMO_OPTS=opts)
+    second = _demo(tmp_path, data, "run2", DEMO_OPTS=_few_videos(data, tmp_path))  # about the data step
     assert "generating" not in second and (data / "labels.csv").stat().st_mtime_ns == labels_before
 
-    third = _demo(tmp_path, data, "run3", DEMO_MOTIONS="fade,light,scale")
+    other = tmp_path / "other"  # a copy, so that the data of first_run stays as it was
+    shutil.copytree(data, other)
+    third = _demo(tmp_path, other, "run3", DEMO_MOTIONS="fade,light,scale")
     assert "[demo] generating the synthetic dataset" in third
-    assert "red circle fading in" in (data / "labels.csv").read_text()
+    assert "red circle fading in" in (other / "labels.csv").read_text()
 
 
-def test_demo_compare_trains_both_paradigms_and_the_table_equals_their_results(tmp_path):
+def test_demo_compare_trains_both_paradigms_and_the_table_equals_their_results(first_run, tmp_path):
     """`run_demo.sh compare`: the frozen-classifier model (CE) and the contrastive one (NCE, text
     tower trained), each tested multi-view; the side-by-side table equals their results.json."""
     import csv
 
-    out = _demo(tmp_path, tmp_path / "demo", "cmp", DEMO_ARGS="compare")
+    data = first_run[0] / "demo"
+    out = _demo(tmp_path, data, "cmp", DEMO_ARGS="compare", DEMO_OPTS=_few_videos(data, tmp_path))
     rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
     assert [r["run"] for r in rows] == ["transf", "nce"]
     for row, name in zip(rows, ("transf", "nce"), strict=True):
@@ -84,5 +103,5 @@ def test_demo_compare_trains_both_paradigms_and_the_table_equals_their_results(t
     assert table in out
     compare_page = (tmp_path / "cmp" / "compare.html").read_text()
     assert all(f"{float(row['top1']):.2f}" in compare_page for row in rows)
-    ckpt = torch.load(tmp_path / "cmp" / "nce" / "model_best.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "cmp" / "nce" / "last_model.pt", weights_only=True)
     assert any(k.startswith("text.") for k in ckpt["model"])

@@ -35,22 +35,32 @@ def long_video(path: Path, seconds_per_class: int = 10, fps: int = 10, size: int
     write_mp4(path, frames, fps=fps)
 
 
+def _run(cmd: list[str]) -> None:
+    """Run one step; when it fails its own error line is already printed: add which step, then stop."""
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        sys.exit(f"error: bench/readme_images.py: step failed: {' '.join(cmd[1:3])} ...")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="a demo run folder (config.yaml, last_model.pt)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     a = p.parse_args()
+    a.run, a.out = a.run.resolve(), a.out.resolve()  # the steps run from the repository root
+    for name in ("last_model.pt", "config.yaml"):
+        if not (a.run / name).is_file():
+            p.error(f"{a.run} is not a demo run folder: it has no {name} (bash scripts/run_demo.sh makes one)")
     py = [sys.executable]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         weights, cfg = str(a.run / "last_model.pt"), str(a.run / "config.yaml")
         test_out = tmp / "test"
-        subprocess.run([*py, "test.py", "--config", cfg, "--weights", weights, "--output", str(test_out)], check=True)
+        _run([*py, "test.py", "--config", cfg, "--weights", weights, "--output", str(test_out)])
         video = tmp / "long60.mp4"
         long_video(video)
         pred_out = tmp / "predict"
         cmd = [*py, "predict.py", "--weights", weights, str(video), "--window", "2s", "--out", str(pred_out)]
-        subprocess.run(cmd, check=True)
+        _run(cmd)
         a.out.mkdir(parents=True, exist_ok=True)
         shutil.copy(test_out / "confusion.png", a.out / "demo_confusion.png")
         shutil.copy(test_out / "per_class_accuracy.png", a.out / "demo_per_class_accuracy.png")
